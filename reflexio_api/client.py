@@ -1,0 +1,321 @@
+"""Synchronous client of the Reflexio REST API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from reflexio_api import _requests as api
+from reflexio_api._responses import transport_error
+from reflexio_api.errors import TransientError
+from reflexio_api.models import (
+    AgentPlaybook,
+    AggregationOperation,
+    AggregationResult,
+    BulkDeleteResult,
+    CancelResult,
+    ClearUserDataResult,
+    ConfigWriteResult,
+    Health,
+    Interaction,
+    ManualPlaybookGenerationResult,
+    ManualProfileGenerationResult,
+    OperationStarted,
+    OperationStatus,
+    PlaybookStatusName,
+    Profile,
+    ProfileDowngradeResult,
+    ProfileStatistics,
+    ProfileStatusName,
+    ProfileUpgradeResult,
+    PublishResult,
+    ServiceName,
+    StallNotified,
+    StallState,
+    UserPlaybook,
+    UserPlaybookDowngradeResult,
+    UserPlaybookUpgradeResult,
+)
+from reflexio_api.settings import ReflexioSettings
+from reflexio_api.waiting import OperationWatch, PollPolicy, ProgressCallback
+
+T = TypeVar("T")
+
+
+class ReflexioClient:
+    """Typed, blocking client. Use as a context manager or call close()."""
+
+    def __init__(
+        self,
+        settings: ReflexioSettings | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or ReflexioSettings()
+        self.settings.check_transport_security()
+        self._sleep = sleep
+        self._clock = clock
+        self._http = httpx.Client(
+            base_url=self.settings.url,
+            headers=self.settings.headers(),
+            timeout=self.settings.timeout(),
+            transport=transport,
+            trust_env=False,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"ReflexioClient(url={self.settings.url!r})"
+
+    def __enter__(self) -> ReflexioClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _send(self, call: api.ApiCall[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method,
+                call.path,
+                json=call.json,
+                params=call.params,
+                timeout=self.settings.timeout(long_running=call.long_running),
+            )
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.settings.url, call.what) from None
+        return api.interpret(call, response, self.settings.url)
+
+    # --- generation ---------------------------------------------------------------------
+
+    def rerun_profile_generation(
+        self,
+        user_id: str | None = None,
+        source: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+    ) -> OperationStarted:
+        """Start a background profile rerun (rows PENDING); raises OperationInProgress."""
+        return self._send(api.rerun_profile_generation(user_id, source, start_time, end_time))
+
+    def rerun_playbook_generation(
+        self,
+        agent_version: str,
+        source: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+    ) -> OperationStarted:
+        """Start a background playbook rerun (rows PENDING); raises OperationInProgress."""
+        call = api.rerun_playbook_generation(agent_version, source, start_time, end_time)
+        return self._send(call)
+
+    def manual_profile_generation(
+        self, user_id: str | None = None, source: str | None = None
+    ) -> ManualProfileGenerationResult:
+        """Synchronous window-sized profile generation (rows CURRENT)."""
+        return self._send(api.manual_profile_generation(user_id, source))
+
+    def manual_playbook_generation(
+        self, agent_version: str, source: str | None = None
+    ) -> ManualPlaybookGenerationResult:
+        """Synchronous window-sized playbook generation (rows CURRENT)."""
+        return self._send(api.manual_playbook_generation(agent_version, source))
+
+    # --- promotion ----------------------------------------------------------------------
+
+    def upgrade_profiles(self, only_affected_users: bool) -> ProfileUpgradeResult:
+        """Organisation-wide upgrade: PENDING -> CURRENT -> ARCHIVED, old ARCHIVED deleted."""
+        return self._send(api.upgrade_profiles(only_affected_users))
+
+    def downgrade_profiles(self, only_affected_users: bool) -> ProfileDowngradeResult:
+        """Organisation-wide rollback: CURRENT -> PENDING, ARCHIVED -> CURRENT."""
+        return self._send(api.downgrade_profiles(only_affected_users))
+
+    def upgrade_user_playbooks(
+        self, agent_version: str, archive_current: bool = True
+    ) -> UserPlaybookUpgradeResult:
+        """Promote PENDING user playbooks of one agent_version."""
+        return self._send(api.upgrade_user_playbooks(agent_version, archive_current))
+
+    def downgrade_user_playbooks(self, agent_version: str) -> UserPlaybookDowngradeResult:
+        """Roll back the user playbooks of one agent_version."""
+        return self._send(api.downgrade_user_playbooks(agent_version))
+
+    # --- aggregation --------------------------------------------------------------------
+
+    def run_playbook_aggregation(self, agent_version: str) -> AggregationResult:
+        """Synchronous aggregation of user playbooks into agent playbooks."""
+        return self._send(api.run_playbook_aggregation(agent_version))
+
+    def start_playbook_aggregation_operation(
+        self, request_id: str, agent_version: str
+    ) -> AggregationOperation:
+        """Submit a durable aggregation (idempotent per request_id)."""
+        return self._send(api.start_playbook_aggregation_operation(request_id, agent_version))
+
+    def get_playbook_aggregation_operation(self, operation_id: str) -> AggregationOperation:
+        """Read a durable aggregation operation."""
+        return self._send(api.get_playbook_aggregation_operation(operation_id))
+
+    # --- operations ---------------------------------------------------------------------
+
+    def get_operation_status(self, service_name: ServiceName) -> OperationStatus | None:
+        """The service's status slot (latest operation only); None when there is none."""
+        return self._send(api.get_operation_status(service_name))
+
+    def cancel_operation(self, service_name: ServiceName | None = None) -> CancelResult:
+        """Ask running operations to stop (both services when service_name is None)."""
+        return self._send(api.cancel_operation(service_name))
+
+    def wait_for_operation(
+        self,
+        service_name: ServiceName,
+        operation_id: str,
+        timeout_s: float,
+        on_progress: ProgressCallback | None = None,
+        *,
+        policy: PollPolicy | None = None,
+    ) -> OperationStatus:
+        """Poll until OUR operation is completed, failed or cancelled; return that status.
+
+        Raises OperationReplaced when the slot shows another operation, OperationTimeout at
+        the deadline. Transient polling errors are counted and tolerated until then.
+        """
+        watch = OperationWatch(
+            service_name, operation_id, timeout_s, clock=self._clock, policy=policy or PollPolicy()
+        )
+        while True:
+            try:
+                seen = self.get_operation_status(service_name)
+            except TransientError as exc:
+                watch.record_error(exc)
+            else:
+                status = watch.check(seen)
+                if on_progress is not None:
+                    on_progress(status)
+                if status.is_terminal:
+                    return status
+            self._sleep(watch.next_delay())
+
+    # --- stall --------------------------------------------------------------------------
+
+    def get_stall_state(self) -> StallState:
+        """Whether learning is stalled on a provider auth/billing error."""
+        return self._send(api.get_stall_state())
+
+    def mark_stall_notified(self) -> StallNotified:
+        """Record that the current stall was notified."""
+        return self._send(api.mark_stall_notified())
+
+    # --- data ---------------------------------------------------------------------------
+
+    def get_profile_statistics(self) -> ProfileStatistics:
+        """Profile counts by status."""
+        return self._send(api.get_profile_statistics())
+
+    def list_profiles(
+        self,
+        status: ProfileStatusName,
+        user_id: str | None = None,
+        source: str | None = None,
+        limit: int = api.DEFAULT_LIST_LIMIT,
+    ) -> list[Profile]:
+        """Profiles in one status across users."""
+        return self._send(api.list_profiles(status, user_id, source, limit))
+
+    def get_user_profiles(
+        self,
+        user_id: str,
+        statuses: Sequence[ProfileStatusName] = ("current",),
+        top_k: int = api.DEFAULT_LIST_LIMIT,
+    ) -> list[Profile]:
+        """One user's profiles in the given statuses."""
+        return self._send(api.get_user_profiles(user_id, statuses, top_k))
+
+    def list_user_playbooks(
+        self,
+        status: PlaybookStatusName | None = None,
+        user_id: str | None = None,
+        agent_version: str | None = None,
+        limit: int = api.DEFAULT_LIST_LIMIT,
+    ) -> list[UserPlaybook]:
+        """User playbooks (no status: every live status)."""
+        return self._send(api.list_user_playbooks(status, user_id, agent_version, limit))
+
+    def list_agent_playbooks(
+        self,
+        agent_version: str | None = None,
+        status: PlaybookStatusName | None = None,
+        playbook_status: str | None = None,
+        limit: int = api.DEFAULT_LIST_LIMIT,
+    ) -> list[AgentPlaybook]:
+        """Agent playbooks, optionally by approval state (pending/approved/rejected)."""
+        return self._send(api.list_agent_playbooks(agent_version, status, playbook_status, limit))
+
+    def delete_profiles(self, profile_ids: Sequence[str]) -> BulkDeleteResult:
+        """Delete profiles by id."""
+        return self._send(api.delete_profiles(profile_ids))
+
+    def delete_user_playbooks(self, user_playbook_ids: Sequence[int]) -> BulkDeleteResult:
+        """Delete user playbooks by id."""
+        return self._send(api.delete_user_playbooks(user_playbook_ids))
+
+    def clear_user_data(self, user_id: str) -> ClearUserDataResult:
+        """Remove every row of one user (anonymises merged playbooks: H9)."""
+        return self._send(api.clear_user_data(user_id))
+
+    def publish_interaction(
+        self,
+        user_id: str,
+        session_id: str,
+        source: str,
+        agent_version: str,
+        interactions: Sequence[Interaction | Mapping[str, str]],
+        wait_for_response: bool = False,
+        force_extraction: bool | None = None,
+    ) -> PublishResult:
+        """Publish turns of a session (used to seed test data)."""
+        call = api.publish_interaction(
+            user_id,
+            session_id,
+            source,
+            agent_version,
+            interactions,
+            wait_for_response,
+            force_extraction,
+        )
+        return self._send(call)
+
+    # --- config and health --------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """The full config. It may hold credentials: never log or publish it."""
+        return self._send(api.get_config())
+
+    def set_config(self, config: Mapping[str, Any]) -> ConfigWriteResult:
+        """Replace the whole config (storage_config included)."""
+        return self._send(api.set_config(config))
+
+    def update_config(self, partial: Mapping[str, Any]) -> ConfigWriteResult:
+        """Shallow top-level merge into the config."""
+        return self._send(api.update_config(partial))
+
+    def health(self) -> Health:
+        """Server readiness."""
+        return self._send(api.health())

@@ -1,0 +1,125 @@
+"""Following one background operation to its end, shared by both clients.
+
+The server keeps one status slot per service (the latest operation only), so every poll is
+matched against our operation id. Success is never assumed: only a status seen for our id
+ends the wait.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from reflexio_api.errors import OperationReplaced, OperationTimeout, TransientError
+from reflexio_api.models import OperationStatus, ServiceName
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[OperationStatus], object]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """Poll fast at first, then back off geometrically up to a cap."""
+
+    initial_s: float = 0.2
+    factor: float = 1.5
+    cap_s: float = 5.0
+
+    def delays(self) -> Iterator[float]:
+        """The successive pauses between polls: initial, initial*factor, ... capped."""
+        delay = self.initial_s
+        while True:
+            yield min(delay, self.cap_s)
+            delay *= self.factor
+
+
+class OperationWatch:
+    """Decides, poll by poll, whether the wait for one operation is over."""
+
+    def __init__(
+        self,
+        service_name: ServiceName,
+        operation_id: str,
+        timeout_s: float,
+        *,
+        clock: Callable[[], float],
+        policy: PollPolicy,
+    ) -> None:
+        self.service_name = service_name
+        self.operation_id = operation_id
+        self.timeout_s = timeout_s
+        self.polls = 0
+        self.transient_errors = 0
+        self.last_error: TransientError | None = None
+        self.last_status: OperationStatus | None = None
+        self._clock = clock
+        self._deadline = clock() + timeout_s
+        self._delays = policy.delays()
+
+    def check(self, status: OperationStatus | None) -> OperationStatus:
+        """Return the status when it is ours; raise OperationReplaced otherwise."""
+        self.polls += 1
+        if status is None or status.operation_id != self.operation_id:
+            raise self._replaced(status)
+        self.last_status = status
+        return status
+
+    def record_error(self, exc: TransientError) -> None:
+        """Count a transient polling failure; waiting goes on until the deadline."""
+        self.transient_errors += 1
+        self.last_error = exc
+        logger.warning(
+            "Polling %s operation %s failed (%d transient errors so far), will retry: %s",
+            self.service_name,
+            self.operation_id,
+            self.transient_errors,
+            exc,
+        )
+
+    def next_delay(self) -> float:
+        """Seconds to sleep before the next poll; raises OperationTimeout past the deadline."""
+        remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            raise self._timeout()
+        return min(next(self._delays), remaining)
+
+    def _replaced(self, status: OperationStatus | None) -> OperationReplaced:
+        ours = f"{self.service_name} operation {self.operation_id}"
+        if status is None:
+            message = (
+                f"Reflexio no longer reports any {self.service_name} operation, so {ours} "
+                "cannot be followed (was the server's state reset?). Do not assume it finished: "
+                "check the data before going on."
+            )
+        else:
+            message = (
+                f"Reflexio's {self.service_name} status slot now shows operation "
+                f"{status.operation_id or '(without id)'} ({status.status}), not {ours}: another "
+                "operation replaced ours and its outcome can no longer be read. Do not assume "
+                "it finished; find out who started the other operation before going on."
+            )
+        return OperationReplaced(
+            message,
+            expected_id=self.operation_id,
+            seen_id=None if status is None else status.operation_id,
+        )
+
+    def _timeout(self) -> OperationTimeout:
+        status = self.last_status
+        seen = (
+            f"last seen {status.status}, {status.processed_users}/{status.total_users} users"
+            if status is not None
+            else "never seen"
+        )
+        errors = f"{self.transient_errors} transient polling errors"
+        if self.last_error is not None:
+            errors += f", last: {self.last_error}"
+        return OperationTimeout(
+            f"{self.service_name} operation {self.operation_id} did not finish within "
+            f"{self.timeout_s:g} s ({seen}; {self.polls} polls; {errors}). It may still be "
+            f"running: wait longer, or stop it with cancel_operation('{self.service_name}').",
+            last_status=status,
+            transient_errors=self.transient_errors,
+        )
