@@ -1,0 +1,163 @@
+"""Start and stop the real Reflexio server on a loopback port (reflexio-server.md §2)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from local_stack.server_venv import server_python, shim_dir
+
+READY_TIMEOUT_S = 90.0
+
+
+class ServerStartError(RuntimeError):
+    """The Reflexio server did not come up."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3.*/site-packages"))
+
+
+class ReflexioServer:
+    """One server process with its own state folder (SQLite DB, logs, HOME)."""
+
+    def __init__(
+        self,
+        venv: Path,
+        state_dir: Path,
+        llm_base_url: str,
+        port: int | None = None,
+        api_key: str | None = None,
+        rate_limits: bool = False,
+    ) -> None:
+        self.venv = venv
+        self.state_dir = state_dir
+        self.llm_base_url = llm_base_url
+        self.port = port or free_port()
+        self.api_key = api_key
+        self.rate_limits = rate_limits
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's root URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db_path(self) -> Path:
+        """The server's SQLite database file."""
+        return self.state_dir / "data" / "reflexio_self-host-org.db"
+
+    @property
+    def log_path(self) -> Path:
+        """Where the server's stdout and stderr go."""
+        return self.state_dir / "server.log"
+
+    def environment(self) -> dict[str, str]:
+        """The clean environment the server runs with."""
+        site = _site_packages(self.venv)
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(shim_dir(self.venv)),
+            "OPENAI_API_KEY": "sk-stand-in",
+            "OPENAI_BASE_URL": f"{self.llm_base_url}/v1",
+            "OPENAI_API_BASE": f"{self.llm_base_url}/v1",
+            "REFLEXIO_EMBEDDING_SERVICE_URL": self.llm_base_url,
+            "REFLEXIO_RERANK_ENABLED": "false",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "TIKTOKEN_CACHE_DIR": str(site / "litellm" / "litellm_core_utils" / "tokenizers"),
+            "HOME": str(self.state_dir),
+            "REFLEXIO_LOG_DIR": str(self.state_dir / "logs"),
+            "REFLEXIO_ENV_FILE": str(self.state_dir / "reflexio.env"),
+            "LOCAL_STORAGE_PATH": str(self.state_dir / "data"),
+            "RATELIMIT_ENABLED": "true" if self.rate_limits else "false",
+        }
+        if self.api_key:
+            env["REFLEXIO_API_KEY"] = self.api_key
+        return env
+
+    def start(self) -> ReflexioServer:
+        """Launch the server and wait until /health/ready answers 200."""
+        work_dir = self.state_dir / "cwd"
+        for folder in (work_dir, self.state_dir / "logs", self.state_dir / "data"):
+            folder.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "reflexio.env").touch()
+        command = [
+            str(server_python(self.venv)),
+            "-m",
+            "reflexio.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                cwd=work_dir,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise ServerStartError(
+                    f"the Reflexio server exited with code {self._process.returncode} while "
+                    f"starting; see {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise ServerStartError(
+            f"the Reflexio server was not ready after {READY_TIMEOUT_S:.0f} s; see "
+            f"{self.log_path}:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last lines of the server log."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group; SIGKILL it if it has not gone in 15 s."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and state (data survives)."""
+        self.stop()
+        self.start()

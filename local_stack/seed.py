@@ -1,0 +1,79 @@
+"""A few realistic conversations to publish into a fresh server, so there is something to
+regenerate. Published with learning forced and awaited, so CURRENT rows exist afterwards."""
+
+from __future__ import annotations
+
+import httpx
+
+SEED_USER_AGENT = "reflexio-pipelines-seed/0.1"
+
+CONVERSATIONS: dict[str, list[str]] = {
+    "alice": [
+        "I'm Alice, a data engineer in Berlin. I mostly write Python and SQL.",
+        "Please keep answers short; I prefer bullet points over long paragraphs.",
+    ],
+    "bob": [
+        "Hi, Bob here. I'm vegetarian and I love hiking in the Alps on weekends.",
+        "No steak suggestions please, I told you I am vegetarian.",
+    ],
+    "carol": [
+        "Carol speaking: I run a small bakery and need help with my invoices.",
+        "Always show amounts in euros, my accountant works in euros.",
+    ],
+    "dave": [
+        "I'm Dave, a nurse working night shifts, so I read messages in the morning.",
+        "Explain medical terms plainly, I share these notes with patients.",
+    ],
+    "erin": [
+        "Erin here, I teach high-school physics and use Linux at home.",
+        "I prefer examples with real numbers and units, not abstract symbols.",
+    ],
+    "frank": [
+        "Frank. I'm learning Spanish and travel to Madrid every spring.",
+        "Reply in simple Spanish when I write in Spanish, please.",
+    ],
+}
+
+
+def conversation_turns(lines: list[str]) -> list[dict[str, str]]:
+    """User lines interleaved with short assistant replies."""
+    turns: list[dict[str, str]] = []
+    for line in lines:
+        turns.append({"role": "user", "content": line})
+        turns.append({"role": "assistant", "content": "Understood, I will keep that in mind."})
+    return turns
+
+
+def seed(
+    base_url: str,
+    users: dict[str, list[str]] | None = None,
+    sources: tuple[str, ...] = ("chat",),
+    agent_version: str = "v1",
+    api_key: str | None = None,
+) -> list[str]:
+    """Publish each user's conversation once per source; return the request ids."""
+    headers = {"User-Agent": SEED_USER_AGENT}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request_ids: list[str] = []
+    with httpx.Client(base_url=base_url, headers=headers, timeout=300) as client:
+        for source in sources:
+            for user_id, lines in (users or CONVERSATIONS).items():
+                response = client.post(
+                    "/api/publish_interaction",
+                    params={"wait_for_response": "true"},
+                    json={
+                        "user_id": user_id,
+                        "session_id": f"{user_id}-{source}-1",
+                        "source": source,
+                        "agent_version": agent_version,
+                        "force_extraction": True,
+                        "interaction_data_list": conversation_turns(lines),
+                    },
+                )
+                response.raise_for_status()
+                body = response.json()
+                if not body.get("success"):
+                    raise RuntimeError(f"seeding {user_id}/{source} failed: {body}")
+                request_ids.append(body["request_id"])
+    return request_ids

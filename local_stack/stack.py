@@ -1,0 +1,87 @@
+"""The local default: the stand-in LLM plus the pinned Reflexio server, started together."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from local_stack.reflexio_server import ReflexioServer
+from local_stack.server_venv import ensure_server_venv
+from local_stack.stall import StallReason, clear_stall, set_stall
+from local_stack.stand_in_llm import StandInLLM
+
+
+@dataclass
+class LocalStack:
+    """A running stand-in LLM and Reflexio server on loopback; use as a context manager."""
+
+    state_dir: Path | None = None
+    port: int | None = None
+    llm_port: int = 0
+    api_key: str | None = None
+    rate_limits: bool = False
+    llm: StandInLLM = field(init=False)
+    server: ReflexioServer = field(init=False)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalStack:
+        """Install the server if needed (~1 min, cached), then start both (~6 s)."""
+        venv = ensure_server_venv()
+        state = self.state_dir or Path(tempfile.mkdtemp(prefix="reflexio-stack-"))
+        self.llm = StandInLLM(port=self.llm_port).start()
+        self.server = ReflexioServer(
+            venv,
+            state,
+            self.llm.base_url,
+            port=self.port,
+            api_key=self.api_key,
+            rate_limits=self.rate_limits,
+        )
+        try:
+            self.server.start()
+        except Exception:
+            self.llm.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the server, then the stand-in."""
+        self.server.stop()
+        self.llm.stop()
+
+    @property
+    def url(self) -> str:
+        """The Reflexio server's URL (what REFLEXIO_URL should be)."""
+        return self.server.url
+
+    def snapshot(self, name: str) -> None:
+        """Save the server's data (stopping it briefly) so ``restore`` can bring it back."""
+        self.server.stop()
+        target = self.server.state_dir / "snapshots" / name
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(self.server.state_dir / "data", target)
+        self.server.start()
+
+    def restore(self, name: str) -> None:
+        """Put back the data saved by ``snapshot`` and restart the server (~5 s)."""
+        self.server.stop()
+        data = self.server.state_dir / "data"
+        shutil.rmtree(data)
+        shutil.copytree(self.server.state_dir / "snapshots" / name, data)
+        self.llm.reset()
+        self.server.start()
+
+    def set_stall(self, reason: StallReason, message: str = "stand-in stall") -> None:
+        """Write a stall into the server's DB, as the server would for a Claude-CLI provider."""
+        set_stall(self.server.db_path, reason, message)
+
+    def clear_stall(self) -> None:
+        """Clear the stall row."""
+        clear_stall(self.server.db_path)

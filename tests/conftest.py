@@ -1,0 +1,47 @@
+"""Shared fixtures: the real Reflexio server with the stand-in LLM, and a Prefect test API.
+
+The stack starts once per session (~1 min the first time on a machine, to build the cached
+server venv; ~5 s after). Seeded data is snapshotted so a test that needs a known state can
+ask for ``seeded_stack``, which restores it (~5 s) instead of seeding again (~20 s).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from local_stack.seed import seed
+from local_stack.stack import LocalStack
+
+SEEDED = "seeded"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The session's Reflexio server (rate limits off) and stand-in LLM, seeded once."""
+    with LocalStack(state_dir=tmp_path_factory.mktemp("reflexio")) as running:
+        seed(running.url, sources=("chat", "email"))
+        running.snapshot(SEEDED)
+        yield running
+
+
+@pytest.fixture
+def seeded_stack(stack: LocalStack) -> LocalStack:
+    """The stack put back to its freshly seeded state, with the stand-in answering normally."""
+    stack.restore(SEEDED)
+    return stack
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """A throwaway Prefect API for flow tests (about 12 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,62 @@
+"""The stand-in's replies must be what the server accepts: ids echoed, schemas honoured."""
+
+import json
+
+from local_stack.stand_in_answers import answer, minimal_instance
+
+PROFILE_PROMPT = "[Interactions]\nuser: ```I am vegetarian.```\nassistant: ```Noted.```\n"
+PLAYBOOK_PROMPT = "[T1] user: ```Short answers please.```\n[T2] assistant: ```OK.```"
+
+
+def test_profiles_come_from_the_user_turns() -> None:
+    reply = json.loads(answer("StructuredProfilesOutput", {}, PROFILE_PROMPT, "normal"))
+    assert reply == {"profiles": [{"content": "I am vegetarian.", "time_to_live": "one_month"}]}
+
+
+def test_styles_script_regressions() -> None:
+    empty = json.loads(answer("StructuredProfilesOutput", {}, PROFILE_PROMPT, "empty"))
+    dupes = json.loads(answer("StructuredProfilesOutput", {}, PROFILE_PROMPT, "duplicates"))
+    junk = json.loads(answer("StructuredProfilesOutput", {}, PROFILE_PROMPT, "junk"))
+    assert empty == {"profiles": []}
+    assert len({p["content"] for p in dupes["profiles"]}) == 1 < len(dupes["profiles"])
+    assert any("sorry" in p["content"] for p in junk["profiles"])
+
+
+def test_deduplication_lists_every_new_id() -> None:
+    prompt = "[NEW-0] Content: a\n[NEW-1] Content: b\n[NEW-0] again"
+    reply = json.loads(answer("ProfileDeduplicationOutput", {}, prompt, "normal"))
+    assert reply["unique_ids"] == ["NEW-0", "NEW-1"]
+
+
+def test_playbooks_cite_a_turn_in_the_prompt() -> None:
+    reply = json.loads(
+        answer("StructuredReferencedExtractedPlaybookList", {}, PLAYBOOK_PROMPT, "normal")
+    )
+    assert reply["playbooks"][0]["evidence_refs"] == ["T1"]
+
+
+def test_review_decides_every_candidate_with_its_evidence() -> None:
+    prompt = "[C1]\n- [C1-E1] [T1] x\n[C2]\n- [C2-E1] [T2] y\n- [C2-E2] [T3] z"
+    reply = json.loads(answer("PlaybookCandidateReviewOutput", {}, prompt, "normal"))
+    assert [(d["id"], d["evidence_ids"]) for d in reply["decisions"]] == [
+        ("C1", ["C1-E1"]),
+        ("C2", ["C2-E1", "C2-E2"]),
+    ]
+
+
+def test_unknown_schema_gets_a_minimal_instance() -> None:
+    schema = {
+        "type": "object",
+        "required": ["name", "items", "kind"],
+        "properties": {
+            "name": {"type": "string"},
+            "items": {"type": "array"},
+            "kind": {"$ref": "#/$defs/Kind"},
+        },
+        "$defs": {"Kind": {"enum": ["a", "b"]}},
+    }
+    assert minimal_instance(schema, schema) == {"name": "", "items": [], "kind": "a"}
+
+
+def test_plain_prompts_get_true() -> None:
+    assert answer(None, {}, "Output just a boolean value: true or false", "normal") == "true"
