@@ -1,0 +1,24 @@
+# Two commands do everything on a fresh machine: `make main` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: main test lint install-server
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,lint]'
+	touch $@
+
+install-server: $(BIN)/.installed
+	$(BIN)/python -m local_stack install
+
+## Nightly regeneration end to end on the local default (local server, local Prefect).
+main: install-server
+	$(BIN)/python -m flows.main_job
+
+## Lint, then every test (unit, integration against the real server, reliability).
+test: install-server
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
