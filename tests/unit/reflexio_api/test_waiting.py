@@ -1,0 +1,109 @@
+"""wait_for_operation: backoff, matching by id, replacement, timeout, transient errors."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from reflexio_api import AuthError, OperationReplaced, OperationTimeout, PollPolicy
+
+from .conftest import ok
+
+
+def slot(status: str, operation_id: str | None = "op-1", processed: int = 0) -> httpx.Response:
+    params = {} if operation_id is None else {"operation_id": operation_id}
+    return ok(
+        operation_status={
+            "service_name": "profile_generation",
+            "status": status,
+            "started_at": 1,
+            "total_users": 4,
+            "processed_users": processed,
+            "request_params": params,
+        }
+    )
+
+
+def test_backoff_grows_geometrically_to_the_cap() -> None:
+    delays = PollPolicy(initial_s=0.2, factor=2.0, cap_s=1.0).delays()
+    assert [next(delays) for _ in range(6)] == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+
+
+def test_returns_completed_status_and_reports_progress(make_client, clock) -> None:
+    answers = [slot("in_progress", processed=n) for n in range(4)] + [
+        slot("completed", processed=4)
+    ]
+    client, server = make_client(*answers)
+    seen = []
+    final = client.wait_for_operation("profile_generation", "op-1", 60, on_progress=seen.append)
+    assert final.status == "completed"
+    assert [status.processed_users for status in seen] == [0, 1, 2, 3, 4]
+    assert clock.sleeps == pytest.approx([0.2, 0.3, 0.45, 0.675])
+    assert server.last.url.params["service_name"] == "profile_generation"
+
+
+def test_sleeps_reach_the_cap(make_client, clock) -> None:
+    client, _ = make_client(*([slot("in_progress")] * 12), slot("completed"))
+    client.wait_for_operation("profile_generation", "op-1", 600)
+    assert max(clock.sleeps) == 5.0
+    assert clock.sleeps[-3:] == [5.0, 5.0, 5.0]
+
+
+@pytest.mark.parametrize("final", ["failed", "cancelled"])
+def test_failed_and_cancelled_are_returned_not_hidden(make_client, final) -> None:
+    client, _ = make_client(slot("in_progress"), slot(final))
+    assert client.wait_for_operation("profile_generation", "op-1", 60).status == final
+
+
+def test_another_operation_in_the_slot_is_an_error(make_client) -> None:
+    client, _ = make_client(slot("in_progress"), slot("completed", operation_id="op-OTHER"))
+    with pytest.raises(OperationReplaced, match=r"op-OTHER.*not profile_generation operation op-1"):
+        client.wait_for_operation("profile_generation", "op-1", 60)
+
+
+def test_completed_slot_of_another_operation_is_never_success(make_client) -> None:
+    client, _ = make_client(slot("completed", operation_id=None))
+    with pytest.raises(OperationReplaced) as caught:
+        client.wait_for_operation("profile_generation", "op-1", 60)
+    assert (caught.value.expected_id, caught.value.seen_id) == ("op-1", None)
+
+
+def test_empty_slot_is_an_error(make_client) -> None:
+    gone = httpx.Response(200, json={"success": False, "msg": "No operation found for service"})
+    client, _ = make_client(gone)
+    with pytest.raises(OperationReplaced, match="no longer reports"):
+        client.wait_for_operation("profile_generation", "op-1", 60)
+
+
+def test_timeout_says_what_was_last_seen(make_client, clock) -> None:
+    client, server = make_client(slot("in_progress", processed=2))
+    with pytest.raises(OperationTimeout, match="2/4 users") as caught:
+        client.wait_for_operation("profile_generation", "op-1", 3)
+    assert clock.now == pytest.approx(3)
+    assert caught.value.last_status.status == "in_progress"
+    assert len(server.requests) == len(clock.sleeps) + 1
+
+
+def test_transient_errors_are_tolerated_and_counted(make_client) -> None:
+    client, _ = make_client(
+        httpx.ConnectError("refused"),
+        httpx.Response(503, json={"detail": "busy"}),
+        slot("completed"),
+    )
+    final = client.wait_for_operation("profile_generation", "op-1", 60)
+    assert final.status == "completed"
+
+
+def test_transient_errors_until_the_deadline_end_in_timeout(make_client, caplog) -> None:
+    client, _ = make_client(httpx.ConnectError("refused"))
+    with pytest.raises(OperationTimeout, match="never seen") as caught:
+        client.wait_for_operation("profile_generation", "op-1", 2)
+    assert caught.value.transient_errors >= 3
+    assert "transient errors so far" in caplog.text
+
+
+def test_non_transient_errors_stop_the_wait(make_client) -> None:
+    client, server = make_client(httpx.Response(401, json={"detail": "Authentication required"}))
+    with pytest.raises(AuthError):
+        client.wait_for_operation("profile_generation", "op-1", 60)
+    assert len(server.requests) == 1
