@@ -1,0 +1,22 @@
+"""Evaluation gate: may a regenerated (PENDING) generation replace the CURRENT one?
+
+Pure pandas + scikit-learn + pydantic; no Prefect, no HTTP.
+"""
+
+from gate.checks import Check, Severity
+from gate.evaluate import evaluate
+from gate.frames import frame_from_rows, normalize_frame
+from gate.policy import GatePolicy, GatePolicyError
+from gate.report import Example, GateReport
+
+__all__ = [
+    "Check",
+    "Example",
+    "GatePolicy",
+    "GatePolicyError",
+    "GateReport",
+    "Severity",
+    "evaluate",
+    "frame_from_rows",
+    "normalize_frame",
+]

@@ -1,0 +1,89 @@
+"""Build and validate the row frames the gate compares (candidate = PENDING, baseline = CURRENT)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import pandas as pd
+
+Kind = Literal["profiles", "playbooks"]
+
+COLUMNS = ["user_id", "row_id", "content", "trigger", "source", "request_id"]
+REQUIRED_COLUMNS = ["user_id", "row_id", "content", "request_id"]
+NO_USER = "(no user)"
+
+# REST field -> frame column, per kind; the first listed field that is present wins.
+_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "profiles": {
+        "row_id": ("profile_id",),
+        "user_id": ("user_id",),
+        "content": ("content",),
+        "source": ("source",),
+        "request_id": ("generated_from_request_id",),
+    },
+    "playbooks": {
+        "row_id": ("user_playbook_id", "id"),
+        "user_id": ("user_id",),
+        "content": ("content",),
+        "trigger": ("trigger",),
+        "source": ("source",),
+        "request_id": ("request_id",),
+    },
+}
+
+
+def frame_from_rows(rows: Iterable[Mapping[str, Any]], kind: Kind) -> pd.DataFrame:
+    """Build a gate frame from rows as the Reflexio REST API returns them.
+
+    Profiles need profile_id, user_id, content, source, generated_from_request_id; user
+    playbooks need user_playbook_id (or id), user_id, content, source, request_id, and may
+    carry trigger. Raises ValueError naming the missing fields.
+    """
+    if kind not in _FIELDS:
+        raise ValueError(f"kind must be 'profiles' or 'playbooks', got {kind!r}")
+    raw = pd.DataFrame(list(rows))
+    frame = pd.DataFrame(index=raw.index)
+    missing = []
+    for column, fields in _FIELDS[kind].items():
+        present = [f for f in fields if f in raw.columns]
+        if present:
+            frame[column] = raw[present[0]]
+        elif column == "trigger" or raw.empty:
+            frame[column] = None
+        else:
+            missing.append(" or ".join(fields))
+    if missing:
+        raise ValueError(f"{kind} rows are missing field(s): {', '.join(missing)}")
+    if "trigger" not in frame.columns:
+        frame["trigger"] = None
+    return normalize_frame(frame[COLUMNS], "rows")
+
+
+def normalize_frame(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Check the required columns and return a copy with string user_id, row_id and content.
+
+    A null user_id becomes "(no user)" and a null content "" (reported by the hygiene checks).
+    Raises ValueError naming the missing columns and the frame.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{name} frame is missing column(s): {', '.join(missing)} "
+            f"(expected {', '.join(COLUMNS)}; trigger and source are optional)"
+        )
+    out = pd.DataFrame(
+        {
+            "user_id": frame["user_id"].astype(object).where(frame["user_id"].notna(), NO_USER),
+            "row_id": frame["row_id"].astype(object),
+            "content": frame["content"].astype(object).where(frame["content"].notna(), ""),
+            "trigger": frame["trigger"] if "trigger" in frame.columns else None,
+            "source": frame["source"] if "source" in frame.columns else None,
+            "request_id": frame["request_id"],
+        }
+    )
+    for column in ("user_id", "row_id", "content"):
+        out[column] = out[column].astype(str)
+    return out.reset_index(drop=True)

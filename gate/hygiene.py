@@ -1,0 +1,67 @@
+"""Row-level content flags: length, refusal or error text, non-text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+REFUSAL = (
+    r"(?i)\b(?:i'?m sorry|i am sorry|i apologi[sz]e|as an ai\b|i (?:can(?:no|')t|cannot|am unable"
+    r" to|'m unable to|won'?t be able to) (?:help|assist|comply|provide|do that|fulfil))"
+)
+ERROR_TEXT = (
+    r"(?i)(?:traceback \(most recent call last\)|\b\w*(?:error|exception)\s*:|"
+    r"\binternal server error\b)"
+)
+JSON_BLOB = r"^\s*(?:\{[\s\S]*\}|\[[\s\S]*\])\s*$"
+MIN_LETTER_SHARE = 0.5
+
+FLAGS = {
+    "length": ("empty", "too_short", "too_long"),
+    "refusal_or_error": ("refusal", "error_text"),
+    "non_text": ("control_chars", "few_letters", "json_blob"),
+}
+
+
+def _letter_share_and_control(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: share of letters among non-space characters, and presence of control chars.
+
+    Works on UTF-8 bytes: a byte >= 0xC0 starts a non-ASCII character and counts as a letter;
+    control bytes (other than tab and newlines), DEL and U+FFFD count as control characters.
+    """
+    encoded = [t.encode("utf-8", "replace") for t in texts]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    buf = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    doc = np.repeat(np.arange(len(encoded)), lengths)
+    lower = buf | 0x20
+    letter = ((lower >= ord("a")) & (lower <= ord("z"))) | (buf >= 0xC0)
+    continuation = (buf >= 0x80) & (buf < 0xC0)
+    space = np.isin(buf, np.frombuffer(b" \t\r\n", dtype=np.uint8))
+    control = ((buf < 0x20) & ~space) | (buf == 0x7F)
+    n = len(encoded)
+    letters = np.bincount(doc, weights=letter, minlength=n)
+    visible = np.bincount(doc, weights=~space & ~continuation, minlength=n)
+    replacement = texts.str.contains("\ufffd", regex=False).to_numpy(dtype=bool)
+    has_control = (np.bincount(doc, weights=control, minlength=n) > 0) | replacement
+    share = np.divide(letters, visible, out=np.ones(n), where=visible > 0)
+    return share, has_control
+
+
+def flag_rows(content: pd.Series, min_chars: int, max_chars: int) -> pd.DataFrame:
+    """One boolean column per flag (see FLAGS) for each content string."""
+    content = content.astype(str).reset_index(drop=True)
+    stripped = content.str.strip()
+    length = stripped.str.len().to_numpy()
+    share, control = _letter_share_and_control(content)
+    return pd.DataFrame(
+        {
+            "empty": length == 0,
+            "too_short": (length > 0) & (length < min_chars),
+            "too_long": content.str.len().to_numpy() > max_chars,
+            "refusal": content.str.contains(REFUSAL, regex=True).to_numpy(dtype=bool),
+            "error_text": content.str.contains(ERROR_TEXT, regex=True).to_numpy(dtype=bool),
+            "control_chars": control,
+            "few_letters": (length > 0) & (share < MIN_LETTER_SHARE),
+            "json_blob": stripped.str.match(JSON_BLOB).to_numpy(dtype=bool),
+        }
+    )

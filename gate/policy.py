@@ -1,0 +1,94 @@
+"""Gate thresholds: cautious defaults, loadable from YAML, overridable per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class GatePolicyError(ValueError):
+    """An invalid policy file or override; the message names the field (and file)."""
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "policy"
+        got = f" (got {item['input']!r})" if item["type"] != "missing" and item["loc"] else ""
+        parts.append(f"field '{field}': {item['msg']}{got}")
+    return "; ".join(parts)
+
+
+class GatePolicy(BaseModel):
+    """Thresholds of the evaluation gate; see docs/gate.md for each one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    similarity_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    duplicate_threshold: float = Field(0.9, gt=0.0, le=1.0)
+    max_lost_users: int = Field(0, ge=0)
+    volume_ratio_fail_min: float = Field(0.5, ge=0.0, le=1.0)
+    volume_ratio_warn_min: float = Field(0.8, ge=0.0, le=1.0)
+    volume_ratio_warn_max: float = Field(1.25, ge=1.0)
+    volume_ratio_fail_max: float = Field(2.0, ge=1.0)
+    user_volume_ratio_min: float = Field(0.25, ge=0.0, le=1.0)
+    user_volume_ratio_max: float = Field(4.0, ge=1.0)
+    user_volume_fail_share: float = Field(0.05, ge=0.0, le=1.0)
+    retention_warn_min: float = Field(0.5, ge=0.0, le=1.0)
+    retention_fail_min: float = Field(0.25, ge=0.0, le=1.0)
+    novelty_warn_max: float = Field(0.75, ge=0.0, le=1.0)
+    novelty_fail_max: float = Field(1.0, ge=0.0, le=1.0)
+    duplicate_warn_increase: float = Field(0.05, ge=0.0, le=1.0)
+    duplicate_fail_increase: float = Field(0.15, ge=0.0, le=1.0)
+    min_chars: int = Field(10, ge=0)
+    max_chars: int = Field(2000, ge=1)
+    hygiene_fail_share: float = Field(0.02, ge=0.0, le=1.0)
+    max_stale_users: int = Field(0, ge=0)
+    max_examples: int = Field(5, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        pairs = [
+            ("volume_ratio_fail_min", "volume_ratio_warn_min"),
+            ("volume_ratio_warn_max", "volume_ratio_fail_max"),
+            ("retention_fail_min", "retention_warn_min"),
+            ("novelty_warn_max", "novelty_fail_max"),
+            ("duplicate_warn_increase", "duplicate_fail_increase"),
+            ("min_chars", "max_chars"),
+        ]
+        for low, high in pairs:
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(
+                    f"{low} ({getattr(self, low)}) must not exceed {high} ({getattr(self, high)})"
+                )
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> GatePolicy:
+        """Load a policy from a YAML mapping of field: value; unset fields keep defaults."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise GatePolicyError(f"cannot read gate policy {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise GatePolicyError(
+                f"invalid gate policy in {path}: expected a mapping of field: value, "
+                f"got {type(data).__name__}"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise GatePolicyError(f"invalid gate policy in {path}: {_describe(exc)}") from None
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> GatePolicy:
+        """Return a copy with `overrides` applied, validated like the defaults."""
+        if not overrides:
+            return self
+        try:
+            return type(self).model_validate({**self.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise GatePolicyError(f"invalid gate policy override: {_describe(exc)}") from None
