@@ -42,7 +42,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def transport_error(exc: httpx.TransportError, base_url: str, what: str) -> TransientError:
+def transport_error(exc: httpx.RequestError, base_url: str, what: str) -> TransientError:
     """Map a connect/read/timeout failure; says whether the server may have acted."""
     sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"

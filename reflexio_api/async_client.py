@@ -99,7 +99,7 @@ class AsyncReflexioClient:
                 params=call.params,
                 timeout=self.settings.timeout(long_running=call.long_running),
             )
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise transport_error(exc, self.settings.url, call.what) from None
         return api.interpret(call, response, self.settings.url)
 
