@@ -167,7 +167,7 @@ def novelty(users: pd.DataFrame, policy: GatePolicy) -> Check:
     """Share of candidate rows with no similar baseline row of the same user."""
     cand = int(users["candidate_rows"].sum())
     if users["baseline_rows"].sum() == 0 or cand == 0:
-        reason = FIRST_GENERATION if cand else "the candidate has no rows"
+        reason = FIRST_GENERATION if cand else "The candidate has no rows"
         return Check(
             name="novelty",
             value=1 if cand else 0,

@@ -3,9 +3,9 @@
 Rows arrive sorted by user. Consecutive users are grouped into blocks of about
 `block_rows` rows; each block is vectorised once and compared with sparse products. To keep
 the products to same-user pairs, every feature column of a row is shifted by an offset drawn
-from its user (modulo `_SHIFTED_COLUMNS`): within one user the shift is a bijection, so
-same-user similarities are exact, while rows of different users rarely share a column and
-the few chance products are masked out afterwards.
+from its user, modulo a column space of at least N_FEATURES: within one user the shift is a
+bijection, so same-user similarities are exact, while rows of different users rarely share a
+column and the few chance products are masked out afterwards.
 """
 
 from __future__ import annotations
@@ -19,9 +19,13 @@ from gate.textvec import N_FEATURES, HashedTfidf
 
 EPS = 1e-6
 IDF_SAMPLE_ROWS = 200_000
-_SHIFTED_COLUMNS = 1 << 24
+_MAX_SHIFTED_COLUMNS = 1 << 24
 _USER_STRIDE = 0x9E3779B1
-assert _SHIFTED_COLUMNS >= N_FEATURES
+
+
+def _shifted_columns(nnz: int) -> int:
+    """Column space for a block: at least N_FEATURES, about 8 columns per stored entry."""
+    return int(min(max(N_FEATURES, 1 << int(8 * nnz).bit_length()), _MAX_SHIFTED_COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -99,12 +103,11 @@ def compare(
     for start, stop in _blocks(users, block_rows):
         matrix = vectorizer.transform(texts[start:stop].tolist())
         local_users = users[start:stop] - users[start]
-        shift = (local_users.astype(np.int64) * _USER_STRIDE) % _SHIFTED_COLUMNS
+        width = _shifted_columns(matrix.nnz)
+        shift = (local_users.astype(np.int64) * _USER_STRIDE) % width
         row_nnz = np.diff(matrix.indptr)
-        columns = (matrix.indices + np.repeat(shift, row_nnz)) % _SHIFTED_COLUMNS
-        shifted = sp.csr_matrix(
-            (matrix.data, columns, matrix.indptr), shape=(stop - start, _SHIFTED_COLUMNS)
-        )
+        columns = (matrix.indices + np.repeat(shift, row_nnz)) % width
+        shifted = sp.csr_matrix((matrix.data, columns, matrix.indptr), shape=(stop - start, width))
         side = is_candidate[start:stop]
         base_idx, cand_idx = np.flatnonzero(~side), np.flatnonzero(side)
         base, cand = shifted[base_idx], shifted[cand_idx]
