@@ -6,6 +6,7 @@ Pure functions shared by the sync and async clients.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -22,6 +23,8 @@ from reflexio_api.errors import (
 )
 
 _RETRYABLE_4XX = frozenset({408, 429})
+_RATE_LIMIT = re.compile(r"\d+\s+per\s+(\d+)?\s*(second|minute|hour|day)s?", re.IGNORECASE)
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -40,6 +43,18 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def rate_limit_window(detail: str) -> float | None:
+    """Seconds of the limit window named in a 429 body ("5 per 1 minute" -> 60); else None.
+
+    Reflexio 0.2.32 (slowapi) sends no Retry-After header; the window is the longest wait
+    until the limit frees up, so it is a safe retry delay.
+    """
+    match = _RATE_LIMIT.search(detail)
+    if match is None:
+        return None
+    return float(int(match.group(1) or 1) * _UNIT_SECONDS[match.group(2).lower()])
 
 
 def transport_error(exc: httpx.RequestError, base_url: str, what: str) -> TransientError:
@@ -98,6 +113,8 @@ def status_error(response: httpx.Response, base_url: str, what: str) -> Reflexio
         )
     if code >= 500 or code in _RETRYABLE_4XX:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if retry_after is None and code == 429:
+            retry_after = rate_limit_window(detail)
         when = f"retry after {retry_after:g} s" if retry_after is not None else "retry later"
         reason = "rate-limited" if code == 429 else "failed on"
         return TransientError(

@@ -17,7 +17,7 @@ from reflexio_api import (
     UnexpectedPayload,
     is_retryable,
 )
-from reflexio_api._responses import parse_retry_after
+from reflexio_api._responses import parse_retry_after, rate_limit_window
 from reflexio_api.errors import clean_server_text
 
 from .conftest import ok
@@ -109,6 +109,29 @@ def test_429_with_http_date_gives_a_non_negative_delay(make_client) -> None:
     with pytest.raises(TransientError) as caught:
         client.rerun_profile_generation()
     assert caught.value.retry_after == 0.0
+
+
+def test_429_without_retry_after_header_waits_for_the_limit_window(make_client) -> None:
+    """Reflexio 0.2.32 sends no Retry-After: the window in the body is the delay."""
+    answer = httpx.Response(429, json={"error": "Rate limit exceeded: 5 per 1 minute"})
+    client, _ = make_client(answer)
+    with pytest.raises(TransientError, match=r"retry after 60 s") as caught:
+        client.rerun_profile_generation()
+    assert caught.value.retry_after == 60.0
+
+
+@pytest.mark.parametrize(
+    ("detail", "expected"),
+    [
+        ("Rate limit exceeded: 5 per 1 minute", 60.0),
+        ("Rate limit exceeded: 30 per 1 minutes", 60.0),
+        ("Rate limit exceeded: 100 per hour", 3600.0),
+        ("Rate limit exceeded: 10 per 15 second", 15.0),
+        ("Rate limit exceeded", None),
+    ],
+)
+def test_rate_limit_window(detail: str, expected: float | None) -> None:
+    assert rate_limit_window(detail) == expected
 
 
 @pytest.mark.parametrize("code", [500, 502, 503, 504])
