@@ -1,0 +1,50 @@
+"""What both regeneration flows share: the per-server lock and the early-exit helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+
+from reflexio_api import ReflexioSettings
+from tasks.domain import server_slug
+
+
+class RegenerationBusy(RuntimeError):
+    """Another regeneration holds this server's lock."""
+
+
+def lock_name(settings: ReflexioSettings) -> str:
+    """Global concurrency limit name: one regeneration per Reflexio server."""
+    return f"reflexio-regeneration-{server_slug(settings.url)}"
+
+
+def ensure_limit(name: str) -> None:
+    """Create the limit (1 slot) when missing: a missing limit would only warn (no lock)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.upsert_global_concurrency_limit_by_name(name, limit=1)
+
+
+@contextmanager
+def regeneration_lock(settings: ReflexioSettings, timeout_s: float) -> Iterator[None]:
+    """Hold this server's regeneration slot for the whole run (both flows share it)."""
+    name = lock_name(settings)
+    ensure_limit(name)
+    try:
+        ctx = concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True)
+        ctx.__enter__()
+    except TimeoutError:
+        raise RegenerationBusy(
+            f"Another regeneration on {settings.url} held the '{name}' slot for more than "
+            f"{timeout_s:g} s; not starting a second one. Try again when it has finished."
+        ) from None
+    try:
+        yield
+    finally:
+        ctx.__exit__(None, None, None)

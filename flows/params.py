@@ -1,0 +1,131 @@
+"""Typed flow parameters: the Prefect UI renders these pydantic models as forms."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gate import GatePolicy, GatePolicyError
+from reflexio_api import ReflexioSettings
+from tasks.notify import DEFAULT_BLOCK
+
+
+class RegenerationParams(BaseModel):
+    """Profile regeneration: rerun -> gate -> backup -> upgrade -> verify (rollback)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reflexio_url: str | None = Field(
+        None,
+        description="Reflexio server URL; empty: REFLEXIO_URL from the environment. The API "
+        "key always comes from REFLEXIO_API_KEY (never a parameter).",
+    )
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Rerun only these interaction sources (one rerun per source, in order); "
+        "empty: all interactions.",
+    )
+    start_time: datetime | None = Field(None, description="Rerun interactions from this time.")
+    end_time: datetime | None = Field(None, description="Rerun interactions up to this time.")
+    dry_run: bool = Field(
+        False,
+        description="Rerun and gate only, then delete the PENDING rows this run created; "
+        "no backup, no upgrade. CURRENT is never touched.",
+    )
+    gate_policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the gate thresholds (GatePolicy field: value).",
+    )
+    discard_stale_pending: bool = Field(
+        False,
+        description="Delete rows left PENDING by an earlier rerun (by id) instead of refusing.",
+    )
+    only_affected_users: bool = Field(
+        True,
+        description="Upgrade only users with new PENDING rows (others keep their CURRENT "
+        "rows). Old ARCHIVED rows are deleted organisation-wide either way (H1).",
+    )
+    allow_warn: bool = Field(True, description="Upgrade when the gate verdict is 'warn'.")
+    notify_on_pass: bool = Field(False, description="Also notify when the run upgraded.")
+    notification_block: str = Field(
+        DEFAULT_BLOCK, description="Name of the Prefect notification block for alerts."
+    )
+    backup_dir: Path = Field(Path("backups"), description="Where backup files are written.")
+    operation_timeout_s: float = Field(
+        1800, gt=0, description="How long to wait for the rerun operation."
+    )
+    lock_timeout_s: float = Field(
+        60, gt=0, description="How long to wait for another regeneration on this server."
+    )
+
+    @field_validator("gate_policy")
+    @classmethod
+    def _valid_policy(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            GatePolicy().with_overrides(value)
+        except GatePolicyError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _clean_sources(cls, value: list[str]) -> list[str]:
+        cleaned = [s.strip() for s in value]
+        if any(not s for s in cleaned):
+            raise ValueError("sources must not contain empty names")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _window(self) -> RegenerationParams:
+        if self.start_time and self.end_time and self.start_time >= self.end_time:
+            raise ValueError("start_time must be before end_time")
+        return self
+
+    def policy(self) -> GatePolicy:
+        """The gate policy: defaults with this run's overrides."""
+        return GatePolicy().with_overrides(self.gate_policy)
+
+    def settings(self) -> ReflexioSettings:
+        """Client settings from the environment, with the URL override applied."""
+        base = ReflexioSettings()
+        if self.reflexio_url:
+            return ReflexioSettings(**{**base.model_dump(), "url": self.reflexio_url})
+        return base
+
+
+class PlaybookRegenerationParams(RegenerationParams):
+    """Playbook regeneration for one agent_version, then aggregation."""
+
+    agent_version: str = Field("v1", description="Agent version whose playbooks regenerate.")
+    aggregate: bool = Field(True, description="Run playbook aggregation after the upgrade.")
+
+    @field_validator("agent_version")
+    @classmethod
+    def _valid_version(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("agent_version must be non-empty and contain no whitespace")
+        return value
+
+
+class RestoreParams(BaseModel):
+    """Re-create profiles from a backup file written by the profile regeneration flow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backup_file: Path = Field(description="Path of the backup JSON file.")
+    reflexio_url: str | None = Field(None, description="Server URL; empty: REFLEXIO_URL.")
+    remove_newer: bool = Field(
+        True,
+        description="Delete CURRENT/ARCHIVED profiles that are not in the backup (what the "
+        "upgrade promoted), so the server holds exactly the backed-up rows again.",
+    )
+    dry_run: bool = Field(False, description="Only report what would change.")
+
+    def settings(self) -> ReflexioSettings:
+        base = ReflexioSettings()
+        if self.reflexio_url:
+            return ReflexioSettings(**{**base.model_dump(), "url": self.reflexio_url})
+        return base

@@ -1,0 +1,338 @@
+"""Thin Prefect tasks around the Reflexio client: one server call (or one wait) each.
+
+Each task builds its own client from ReflexioSettings (httpx timeouts come from there),
+retries transient faults only (tasks/retry.py) and never caches (the server's state is the
+input that matters). Rows are returned as plain dicts (`model_dump()`), ready for the gate
+and for backups.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
+from reflexio_api import (
+    ReflexioClient,
+    ReflexioSettings,
+    ServerReportedFailure,
+    TransientError,
+    UnexpectedPayload,
+)
+from reflexio_api._requests import ApiCall
+from reflexio_api.models import OperationStatus, ServiceName, StallState
+from tasks.domain import Counts
+from tasks.retry import honour_retry_after, retry_options
+
+READ = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **retry_options()}
+WRITE = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **retry_options(writes=True)}
+"""Idempotent reads (and deletes by id) retry every transient fault; other writes only
+those that surely did not reach the server (see tasks/retry.py)."""
+
+
+class OperationRunning(RuntimeError):
+    """The server is already running a generation of that service (H4: don't stack on it)."""
+
+
+def _client(settings: ReflexioSettings) -> ReflexioClient:
+    return ReflexioClient(settings)
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+@task(name="read-stall-state", **READ)
+def read_stall_state(settings: ReflexioSettings) -> StallState:
+    """GET /stall_state."""
+    with honour_retry_after(), _client(settings) as client:
+        return client.get_stall_state()
+
+
+@task(name="mark-stall-notified", **READ)
+def mark_stall_notified(settings: ReflexioSettings) -> bool:
+    """POST /stall_state/notified (idempotent: it only sets a flag)."""
+    with honour_retry_after(), _client(settings) as client:
+        return client.mark_stall_notified().notified_in_cc
+
+
+@task(name="read-operation-status", **READ)
+def read_operation_status(
+    settings: ReflexioSettings, service: ServiceName
+) -> OperationStatus | None:
+    """The service's status slot (None when no operation ever ran)."""
+    with honour_retry_after(), _client(settings) as client:
+        return client.get_operation_status(service)
+
+
+@task(name="refuse-if-operation-running", **READ)
+def refuse_if_operation_running(settings: ReflexioSettings, service: ServiceName) -> None:
+    """Raise OperationRunning when a `service` operation is in progress on the server."""
+    with honour_retry_after(), _client(settings) as client:
+        status = client.get_operation_status(service)
+    if status is not None and status.status == "in_progress":
+        raise OperationRunning(
+            f"Refusing to start: a {service} operation (id {status.operation_id}) is in "
+            f"progress on {settings.url} ({status.processed_users}/{status.total_users} "
+            "users). Upgrading or rerunning now would strand users (H4). Wait for it to "
+            "finish or cancel it, then run again."
+        )
+
+
+@task(name="list-profiles", **READ)
+def list_profiles(
+    settings: ReflexioSettings, status: Literal["current", "pending", "archived"]
+) -> list[dict[str, Any]]:
+    """Every profile in one status, as dicts; `status` is stamped on rows that omit it."""
+    with honour_retry_after(), _client(settings) as client:
+        rows = client.list_profiles(status)
+    stamped = None if status == "current" else status
+    return [{**r.model_dump(), "status": r.status or stamped} for r in rows]
+
+
+@task(name="profile-counts", **READ)
+def profile_counts(settings: ReflexioSettings) -> Counts:
+    """Profile counts by status (statistics endpoint; H3: never the reported counts)."""
+    with honour_retry_after(), _client(settings) as client:
+        stats = client.get_profile_statistics()
+    return Counts(stats.current_count, stats.pending_count, stats.archived_count)
+
+
+@task(name="list-user-playbooks", **READ)
+def list_user_playbooks(
+    settings: ReflexioSettings,
+    agent_version: str,
+    status: Literal["current", "pending", "archived"] | None = None,
+) -> list[dict[str, Any]]:
+    """User playbooks of one agent_version (no status: every live status), as dicts."""
+    with honour_retry_after(), _client(settings) as client:
+        rows = client.list_user_playbooks(status=status, agent_version=agent_version)
+    stamped = None if status in (None, "current") else status
+    return [{**r.model_dump(), "status": r.status or stamped} for r in rows]
+
+
+def playbook_counts_of(rows: list[dict[str, Any]]) -> Counts:
+    """Counts of user playbook rows listed with no status filter."""
+    statuses = [r.get("status") for r in rows]
+    return Counts(
+        current=sum(s in (None, "current") for s in statuses),
+        pending=statuses.count("pending"),
+        archived=statuses.count("archived"),
+    )
+
+
+# --- reruns --------------------------------------------------------------------------------
+
+
+@task(name="start-profile-rerun", **WRITE)
+def start_profile_rerun(
+    settings: ReflexioSettings,
+    source: str | None,
+    start_time: datetime | None,
+    end_time: datetime | None,
+) -> str:
+    """Start a background profile rerun; return its operation id."""
+    with honour_retry_after(), _client(settings) as client:
+        return client.rerun_profile_generation(
+            source=source, start_time=start_time, end_time=end_time
+        ).operation_id
+
+
+@task(name="start-playbook-rerun", **WRITE)
+def start_playbook_rerun(
+    settings: ReflexioSettings,
+    agent_version: str,
+    source: str | None,
+    start_time: datetime | None,
+    end_time: datetime | None,
+) -> str:
+    """Start a background playbook rerun for one agent_version; return its operation id."""
+    with honour_retry_after(), _client(settings) as client:
+        return client.rerun_playbook_generation(
+            agent_version, source=source, start_time=start_time, end_time=end_time
+        ).operation_id
+
+
+@task(name="wait-for-operation", cache_policy=NO_CACHE, retries=0)
+def wait_for_operation(
+    settings: ReflexioSettings,
+    service: ServiceName,
+    operation_id: str,
+    timeout_s: float,
+    artifact_key: str,
+) -> OperationStatus:
+    """Poll OUR operation (matched by id) to its end, with a progress artifact.
+
+    Transient polling errors are tolerated by the client until the deadline, so this task
+    itself is not retried (a retry would only restart the clock).
+    """
+    artifact_id: UUID = create_progress_artifact(
+        0.0, key=artifact_key, description=f"{service} {operation_id}: starting"
+    )
+    last: list[float] = [-1.0]
+
+    def on_progress(status: OperationStatus) -> None:
+        pct = 100.0 if status.is_terminal else round(status.progress_percentage, 1)
+        if pct != last[0]:
+            last[0] = pct
+            update_progress_artifact(
+                artifact_id,
+                pct,
+                description=(
+                    f"{service} {operation_id}: {status.status}, "
+                    f"{status.processed_users}/{status.total_users} users"
+                ),
+            )
+
+    started = time.monotonic()
+    with _client(settings) as client:
+        status = client.wait_for_operation(service, operation_id, timeout_s, on_progress)
+    get_run_logger().info(
+        "%s %s ended %s after %.1f s: %s/%s users processed, %s failed, stats %s",
+        service,
+        operation_id,
+        status.status,
+        time.monotonic() - started,
+        status.processed_users,
+        status.total_users,
+        status.failed_users,
+        status.stats,
+    )
+    return status
+
+
+# --- deletes (idempotent by id) -----------------------------------------------------------
+
+
+@task(name="delete-profiles", **READ)
+def delete_profiles(settings: ReflexioSettings, profile_ids: list[str]) -> int:
+    """Delete profiles by id (idempotent: a repeat deletes nothing more)."""
+    if not profile_ids:
+        return 0
+    with honour_retry_after(), _client(settings) as client:
+        return client.delete_profiles(profile_ids).deleted_count
+
+
+@task(name="delete-user-playbooks", **READ)
+def delete_user_playbooks(settings: ReflexioSettings, ids: list[int]) -> int:
+    """Delete user playbooks by id (idempotent)."""
+    if not ids:
+        return 0
+    with honour_retry_after(), _client(settings) as client:
+        return client.delete_user_playbooks(ids).deleted_count
+
+
+# --- promotion (not idempotent) -----------------------------------------------------------
+
+
+@task(name="upgrade-profiles", **WRITE)
+def upgrade_profiles(
+    settings: ReflexioSettings, only_affected_users: bool, pending_before: int
+) -> dict[str, Any]:
+    """PENDING -> CURRENT. On an ambiguous fault (maybe applied) read the state first:
+    no PENDING left means it applied (the reported counts are then unknown); PENDING still
+    there means it did not, and the fault is re-raised as safe to retry."""
+    with _client(settings) as client:
+        try:
+            with honour_retry_after():
+                return client.upgrade_profiles(only_affected_users).model_dump()
+        except TransientError as exc:
+            if not exc.maybe_applied:
+                raise
+            pending = client.get_profile_statistics().pending_count
+            if pending == 0 and pending_before > 0:
+                get_run_logger().warning("upgrade answer lost, but the state shows it applied")
+                return {"profiles_promoted": None, "message": "applied (answer lost)"}
+            raise TransientError(str(exc), status_code=exc.status_code) from None
+
+
+@task(name="downgrade-profiles", **WRITE)
+def downgrade_profiles(settings: ReflexioSettings, only_affected_users: bool) -> dict[str, Any]:
+    """CURRENT -> PENDING, ARCHIVED -> CURRENT (the rollback of an upgrade)."""
+    with honour_retry_after(), _client(settings) as client:
+        return client.downgrade_profiles(only_affected_users).model_dump()
+
+
+@task(name="upgrade-user-playbooks", **WRITE)
+def upgrade_user_playbooks(
+    settings: ReflexioSettings, agent_version: str, pending_before: int
+) -> dict[str, Any]:
+    """PENDING user playbooks of one agent_version -> CURRENT (see upgrade_profiles)."""
+    with _client(settings) as client:
+        try:
+            with honour_retry_after():
+                return client.upgrade_user_playbooks(agent_version).model_dump()
+        except TransientError as exc:
+            if not exc.maybe_applied:
+                raise
+            rows = client.list_user_playbooks(status="pending", agent_version=agent_version)
+            if not rows and pending_before > 0:
+                return {"user_playbooks_promoted": None, "message": "applied (answer lost)"}
+            raise TransientError(str(exc), status_code=exc.status_code) from None
+
+
+@task(name="downgrade-user-playbooks", **WRITE)
+def downgrade_user_playbooks(settings: ReflexioSettings, agent_version: str) -> dict[str, Any]:
+    """Roll back the user playbooks of one agent_version."""
+    with honour_retry_after(), _client(settings) as client:
+        return client.downgrade_user_playbooks(agent_version).model_dump()
+
+
+@task(name="run-playbook-aggregation", **WRITE)
+def run_playbook_aggregation(settings: ReflexioSettings, agent_version: str) -> str:
+    """Aggregate user playbooks into agent playbooks; returns the server's message."""
+    with honour_retry_after(), _client(settings) as client:
+        return client.run_playbook_aggregation(agent_version).message
+
+
+# --- restore -------------------------------------------------------------------------------
+
+_PROFILE_FIELDS = (
+    "profile_id",
+    "user_id",
+    "content",
+    "last_modified_timestamp",
+    "generated_from_request_id",
+    "profile_time_to_live",
+    "expiration_timestamp",
+    "custom_features",
+    "source",
+    "status",
+    "extractor_names",
+    "tags",
+    "source_interaction_ids",
+    "source_span",
+    "notes",
+    "reader_angle",
+)
+
+
+def add_profiles_call(rows: list[dict[str, Any]]) -> ApiCall[int]:
+    """POST /api/add_user_profile: the server's own import path (INSERT OR REPLACE by
+    profile_id, status kept, embedding recomputed). Not in reflexio_api's client yet."""
+
+    def parse(body: Any) -> int:
+        if not isinstance(body, dict):
+            raise UnexpectedPayload("add_user_profile answered a non-object body")
+        if body.get("success") is not True:
+            raise ServerReportedFailure(
+                f"Reflexio refused add_user_profile: {body.get('message') or '(no message)'}",
+                server_message=str(body.get("message") or ""),
+            )
+        return int(body.get("added_count") or 0)
+
+    payload = [{k: r[k] for k in _PROFILE_FIELDS if r.get(k) is not None} for r in rows]
+    return ApiCall("POST", "/api/add_user_profile", parse, json={"user_profiles": payload})
+
+
+@task(name="add-profiles", **READ)
+def add_profiles(settings: ReflexioSettings, rows: list[dict[str, Any]]) -> int:
+    """Re-create profile rows with their ids, statuses and contents (idempotent by id)."""
+    if not rows:
+        return 0
+    with honour_retry_after(), _client(settings) as client:
+        return client._send(add_profiles_call(rows))

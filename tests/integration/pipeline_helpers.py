@@ -1,0 +1,61 @@
+"""Helpers shared by the pipeline integration tests: a webhook receiver and a block."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+
+class WebhookReceiver:
+    """A tiny HTTP server on 127.0.0.1 that records every POST body."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.posts: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    receiver.posts.append(json.loads(raw))
+                except ValueError:
+                    receiver.posts.append({"raw": raw.decode(errors="replace")})
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook/secret-token-123"
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def save_webhook_block(url: str) -> str:
+    """Save a Custom Webhook block pointing at `url`; return its (unique) name."""
+    name = f"reflexio-alerts-{uuid.uuid4().hex[:8]}"
+    CustomWebhookNotificationBlock(
+        name=name,
+        url=url,
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+    ).save(name)
+    return name

@@ -1,0 +1,98 @@
+"""Transient faults (5xx, 429) are retried by the tasks; auth (401) and bad requests are not."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prefect import flow
+from prefect.states import Failed
+
+import tasks.server as server
+from reflexio_api import AuthError, ReflexioClient, ReflexioSettings, TransientError
+from tasks.retry import honour_retry_after, retry_transient, retry_unless_maybe_applied
+
+STALL_OK = {
+    "stalled": False,
+    "reason": None,
+    "stalled_at": None,
+    "reset_estimate": None,
+    "notified_in_cc": False,
+    "error_message": None,
+}
+
+
+def failed_with(exc: BaseException):
+    return Failed(data=exc)
+
+
+def test_condition_retries_transient_only():
+    assert retry_transient(None, None, failed_with(TransientError("503", status_code=503)))
+    assert not retry_transient(None, None, failed_with(AuthError("401", status_code=401)))
+    assert not retry_transient(None, None, failed_with(ValueError("bad")))
+
+
+def test_writes_are_not_retried_blindly_when_maybe_applied():
+    sent = TransientError("read timeout", maybe_applied=True)
+    refused = TransientError("connect refused", maybe_applied=False)
+    assert not retry_unless_maybe_applied(None, None, failed_with(sent))
+    assert retry_unless_maybe_applied(None, None, failed_with(refused))
+    assert not retry_unless_maybe_applied(None, None, failed_with(AuthError("x", status_code=401)))
+
+
+def test_retry_after_is_slept_before_reraising():
+    slept: list[float] = []
+    with pytest.raises(TransientError), honour_retry_after(limit_s=5, sleep=slept.append):
+        raise TransientError("429", status_code=429, retry_after=3)
+    with pytest.raises(TransientError), honour_retry_after(limit_s=5, sleep=slept.append):
+        raise TransientError("429", status_code=429, retry_after=999)
+    assert slept == [3, 5]
+
+
+def _mock(monkeypatch, answers: list[httpx.Response]) -> list[httpx.Request]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers[min(len(seen), len(answers)) - 1]
+
+    def client(settings: ReflexioSettings) -> ReflexioClient:
+        return ReflexioClient(settings, transport=httpx.MockTransport(handler))
+
+    monkeypatch.setattr(server, "_client", client)
+    return seen
+
+
+def _run_stall_task():
+    fast = server.read_stall_state.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+
+    @flow
+    def probe() -> tuple[bool, str | None]:
+        state = fast(ReflexioSettings(url="http://127.0.0.1:9"), return_state=True)
+        if state.is_completed():
+            return True, None
+        try:
+            state.result()
+        except Exception as exc:
+            return False, type(exc).__name__
+        return False, None
+
+    return probe()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        httpx.Response(503, json={"detail": "down"}),
+        httpx.Response(429, json={"error": "Rate limit exceeded"}, headers={"Retry-After": "0"}),
+    ],
+)
+def test_task_retries_transient_faults(prefect_api, monkeypatch, fault):
+    seen = _mock(monkeypatch, [fault, fault, httpx.Response(200, json=STALL_OK)])
+    assert _run_stall_task() == (True, None)
+    assert len(seen) == 3
+
+
+def test_task_does_not_retry_auth_errors(prefect_api, monkeypatch):
+    seen = _mock(monkeypatch, [httpx.Response(401, json={"detail": "bad key"})])
+    assert _run_stall_task() == (False, "AuthError")
+    assert len(seen) == 1
