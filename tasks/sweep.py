@@ -1,0 +1,503 @@
+"""Manual-generation sweep: parameters, prerequisites, pacing, snapshots and per-step tasks.
+
+What the real server (reflexio-ai 0.2.32) does, and why the code looks like this:
+
+- Manual generation runs whatever `profile_extractor_config.manual_trigger` says: the server
+  builds its generation service with `allow_manual_trigger=True`, and `manual_trigger=True`
+  only means "skip automatic extraction on publish". So `manual_trigger` is NOT required for
+  a sweep; `require_manual_trigger=True` asserts it for servers run in "sweeps only" mode.
+- `source` does not filter interactions (H8): a step stamps its source on profiles made from
+  every source's interactions. Counts are measured from listings before and after each step
+  (H3: `profiles_generated` / `playbooks_generated` count existing rows).
+- Rate limits (H11) are per client IP and per route: 5/min on each manual_* route, no
+  Retry-After header. Pacing is a pure-code spacer per (server, route): it works with no
+  Prefect object created beforehand (Prefect's `rate_limit` needs a global concurrency limit
+  with slot decay, and a missing one only warns, i.e. no pacing at all). It is per process,
+  which is enough because the sweep deployment runs one sweep at a time (its deployment
+  concurrency limit). A 429 that still happens (another client on the same IP) is waited out
+  (Retry-After, else the reflexio_api estimate, else a full minute) and the call repeated.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from reflexio_api import ReflexioClient, ReflexioSettings, TransientError
+from reflexio_api.errors import ReflexioError
+
+T = TypeVar("T")
+
+Kind = Literal["profiles", "playbooks"]
+MANUAL_PROFILES_ROUTE = "manual_profile_generation"
+MANUAL_PLAYBOOKS_ROUTE = "manual_playbook_generation"
+SERVER_MANUAL_LIMIT_PER_MIN = 5
+LIST_LIMIT = 100_000
+H8_NOTE = (
+    "H8: the server's `source` does not filter interactions. A source's profile step reads "
+    "the recent interactions of EVERY source and stamps the given source on what it makes, "
+    "so 'added' counts what the step changed, not what came from that source's interactions."
+)
+H3_NOTE = (
+    "H3: `server_reported` is the server's own count (it counts existing rows); 'added' and "
+    "'removed' are measured by listing CURRENT rows by id before and after each step."
+)
+
+
+# --- parameters ----------------------------------------------------------------------------
+
+
+def _clean_names(values: list[str], what: str) -> list[str]:
+    cleaned = [v.strip() for v in values]
+    if any(not v for v in cleaned):
+        raise ValueError(f"{what} must not contain blank names")
+    return list(dict.fromkeys(cleaned))
+
+
+class SweepParams(BaseModel):
+    """Manual generation per interaction source (the Prefect UI renders this as a form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[str] = Field(
+        min_length=1,
+        description="Interaction sources to sweep, in order (e.g. chat, email). One failing "
+        "source does not stop the others.",
+    )
+    kinds: list[Kind] = Field(
+        default_factory=lambda: ["profiles", "playbooks"],
+        min_length=1,
+        description="What to generate for each source: profiles, playbooks or both.",
+    )
+    agent_versions: list[str] = Field(
+        default_factory=lambda: ["v1"],
+        description="Agent versions whose user playbooks are generated (kinds: playbooks).",
+    )
+    reflexio_url: str | None = Field(
+        None,
+        description="Reflexio server URL; empty: REFLEXIO_URL. The API key comes from "
+        "REFLEXIO_API_KEY or the 'reflexio-api-key' Secret block, never a parameter.",
+    )
+    require_manual_trigger: bool = Field(
+        False,
+        description="Refuse to run unless profile_extractor_config.manual_trigger is true "
+        "(servers where extraction runs only from sweeps). Not needed for manual generation "
+        "itself: the server runs it either way.",
+    )
+    manual_calls_per_minute: int = Field(
+        SERVER_MANUAL_LIMIT_PER_MIN,
+        ge=1,
+        le=600,
+        description="Pace of calls to each manual_* route; the server allows 5 per minute "
+        "per client IP (H11). Raise it only for a server with rate limits off.",
+    )
+    notification_block: str = Field(
+        "reflexio-alerts",
+        description="Notification block used when the stall check finds a new stall.",
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        return _clean_names(value, "sources")
+
+    @field_validator("agent_versions")
+    @classmethod
+    def _versions(cls, value: list[str]) -> list[str]:
+        cleaned = _clean_names(value, "agent_versions")
+        if any(any(c.isspace() for c in v) for v in cleaned):
+            raise ValueError("agent_versions must not contain whitespace")
+        return cleaned
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, value: list[Kind]) -> list[Kind]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _playbooks_need_versions(self) -> SweepParams:
+        if "playbooks" in self.kinds and not self.agent_versions:
+            raise ValueError("kinds includes 'playbooks': give at least one agent_version")
+        return self
+
+    @property
+    def spacing_s(self) -> float:
+        """Minimum gap between two calls to the same manual_* route."""
+        return 60.0 / self.manual_calls_per_minute
+
+
+def reflexio_settings(url: str | None) -> ReflexioSettings:
+    """Settings from the environment, URL override applied; the API key from
+    REFLEXIO_API_KEY, else from the 'reflexio-api-key' Secret block when one exists."""
+    base = ReflexioSettings()
+    values = base.model_dump()
+    if url:
+        values["url"] = url
+    if base.api_key is None:
+        key = _secret_block_value("reflexio-api-key")
+        if key:
+            values["api_key"] = key
+    return ReflexioSettings(**values)
+
+
+def _secret_block_value(name: str) -> str | None:
+    try:
+        from prefect.blocks.system import Secret
+
+        value = Secret.load(name).get()
+    except Exception:
+        return None
+    return value if isinstance(value, str) and value.strip() else None
+
+
+# --- stall check ---------------------------------------------------------------------------
+
+
+def stall_message(settings: ReflexioSettings, notification_block: str) -> str | None:
+    """None when learning is not stalled; else the sentence the run must end with.
+
+    Uses tasks.stall.check_stall (which also notifies once per stall) when it exists;
+    otherwise reads GET /stall_state directly.
+    """
+    try:
+        from tasks.stall import check_stall
+    except ImportError:
+        with ReflexioClient(settings) as client:
+            state = client.get_stall_state()
+        if not state.stalled:
+            return None
+        since = f" since {state.stalled_at.isoformat()}" if state.stalled_at else ""
+        return (
+            f"Learning is stalled: {state.reason or 'unknown reason'}{since} on {settings.url}. "
+            "Fix the LLM provider key or billing of the Reflexio server."
+        )
+    stall, note = check_stall(settings, notification_block)
+    if stall is None:
+        return None
+    return f"{stall.message} ({note})" if note else stall.message
+
+
+# --- prerequisites -------------------------------------------------------------------------
+
+
+@dataclass
+class Prerequisites:
+    """What blocks the whole sweep, what blocks single sources, and what is worth saying."""
+
+    blocking: list[str] = field(default_factory=list)
+    per_source: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+MANUAL_TRIGGER_HOWTO = (
+    "profile_extractor_config.manual_trigger is false on {url}, and require_manual_trigger "
+    "is set. To enable it, send the WHOLE profile_extractor_config back with manual_trigger "
+    "true (update_config merges top-level keys only: a partial object would drop the "
+    "extraction prompt):\n"
+    "  from reflexio_api import ReflexioClient, ReflexioSettings\n"
+    "  with ReflexioClient(ReflexioSettings(url='{url}')) as c:\n"
+    "      pec = c.get_config()['profile_extractor_config']\n"
+    "      c.update_config({{'profile_extractor_config': {{**pec, 'manual_trigger': True}}}})\n"
+    "i.e. POST {url}/api/update_config with body "
+    '{{"profile_extractor_config": {{<every field of the current object>, '
+    '"manual_trigger": true}}}}. '
+    "Note: manual_trigger true also turns OFF automatic extraction on publish. Or run the "
+    "sweep with require_manual_trigger=false: manual generation works either way."
+)
+WINDOW_HOWTO = (
+    "window_size is not set on {url}: manual generation reads a window of recent "
+    "interactions and has nothing to read. Set it (stride_size <= window_size), e.g. "
+    'POST {url}/api/update_config with {{"window_size": 10, "stride_size": 8}} '
+    "(client.update_config({{'window_size': 10, 'stride_size': 8}}))."
+)
+EXTRACTOR_HOWTO = (
+    "{key} is not configured on {url}, so manual {kind} generation has no extractor to run. "
+    'Set it with POST {url}/api/update_config {{"{key}": {{"extraction_definition_prompt": '
+    '"..."}}}}, or leave {kind} out of kinds.'
+)
+
+
+def evaluate_prerequisites(
+    config: dict[str, Any], params: SweepParams, url: str, running: list[str]
+) -> Prerequisites:
+    """Pure check of the server config (never logged: it may hold credentials)."""
+    found = Prerequisites()
+    for service in running:
+        found.blocking.append(
+            f"A {service} operation is in progress on {url}; the server refuses manual "
+            "generation meanwhile. Run the sweep after it has finished."
+        )
+    window = config.get("window_size")
+    if not isinstance(window, int) or window <= 0:
+        found.blocking.append(WINDOW_HOWTO.format(url=url))
+    extractors = {
+        "profiles": "profile_extractor_config",
+        "playbooks": "user_playbook_extractor_config",
+    }
+    for kind in params.kinds:
+        key = extractors[kind]
+        section = config.get(key)
+        if not isinstance(section, dict):
+            found.blocking.append(EXTRACTOR_HOWTO.format(key=key, url=url, kind=kind))
+            continue
+        enabled = section.get("request_sources_enabled")
+        if enabled:
+            for source in params.sources:
+                if source not in enabled:
+                    found.per_source.setdefault(
+                        source,
+                        f"source '{source}' is not in {key}.request_sources_enabled "
+                        f"{sorted(enabled)}: the server would skip its extractor. Add it "
+                        "there or drop the source from the sweep.",
+                    )
+    pec = config.get("profile_extractor_config")
+    if "profiles" in params.kinds and isinstance(pec, dict):
+        if pec.get("manual_trigger"):
+            found.notes.append(
+                "manual_trigger is true: extraction runs only on manual/rerun triggers."
+            )
+        elif params.require_manual_trigger:
+            found.blocking.append(MANUAL_TRIGGER_HOWTO.format(url=url))
+        else:
+            found.notes.append(
+                "manual_trigger is false: extraction also runs automatically on publish; "
+                "the sweep adds window-sized extraction on top (the server runs manual "
+                "generation either way)."
+            )
+    return found
+
+
+@task(name="check-sweep-prerequisites", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def check_prerequisites(settings: ReflexioSettings, params: SweepParams) -> Prerequisites:
+    """Read config and operation slots; no writes."""
+    with ReflexioClient(settings) as client:
+        config = client.get_config()
+        running = []
+        for service in ("profile_generation", "playbook_generation"):
+            status = client.get_operation_status(service)  # type: ignore[arg-type]
+            if status is not None and not status.is_terminal:
+                running.append(service)
+    return evaluate_prerequisites(config, params, settings.url, running)
+
+
+# --- pacing --------------------------------------------------------------------------------
+
+
+class Pacer:
+    """Spaces calls at least `interval_s` apart (start to start); thread-safe."""
+
+    def __init__(
+        self,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_at: float | None = None
+
+    def acquire(self) -> float:
+        """Wait for this call's turn; return the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            start = now if self._next_at is None else max(now, self._next_at)
+            self._next_at = start + self.interval_s
+        waited = start - now
+        if waited > 0:
+            self._sleep(waited)
+        return waited
+
+    def push_back(self, seconds: float) -> None:
+        """After a 429: no call before `seconds` from now."""
+        with self._lock:
+            self._next_at = max(self._next_at or 0.0, self._clock() + seconds)
+
+
+_PACERS: dict[tuple[str, str], Pacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def pacer_for(url: str, route: str, interval_s: float) -> Pacer:
+    """The process-wide pacer of one route of one server (interval updated if it changed)."""
+    with _PACERS_LOCK:
+        pacer = _PACERS.get((url, route))
+        if pacer is None:
+            pacer = _PACERS[(url, route)] = Pacer(interval_s)
+        pacer.interval_s = interval_s
+        return pacer
+
+
+@dataclass
+class PacedCall:
+    """What a paced call returned and what it cost."""
+
+    result: Any
+    started_at: float
+    waited_s: float
+    rate_limited: int
+
+
+def paced_call(
+    pacer: Pacer,
+    call: Callable[[], T],
+    *,
+    max_rate_limited: int = 3,
+    default_wait_s: float = 60.0,
+    max_wait_s: float = 120.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> PacedCall:
+    """Run `call` when the pacer allows; on HTTP 429 wait it out and try again (a 429 is
+    refused before any work, so repeating is safe). Other errors propagate."""
+    rate_limited = 0
+    waited = 0.0
+    while True:
+        waited += pacer.acquire()
+        started = clock()
+        try:
+            return PacedCall(call(), started, waited, rate_limited)
+        except TransientError as exc:
+            if exc.status_code != 429 or rate_limited >= max_rate_limited:
+                raise
+            rate_limited += 1
+            wait = min(exc.retry_after or default_wait_s, max_wait_s)
+            pacer.push_back(wait)  # the next acquire() does the waiting
+
+
+# --- snapshots and steps -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """CURRENT rows by id: profiles (id -> source) and user playbooks (id -> (av, source))."""
+
+    profiles: dict[str, str | None]
+    playbooks: dict[int, tuple[str, str | None]]
+
+
+@task(
+    name="snapshot-current-rows", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 20, 60]
+)
+def snapshot(settings: ReflexioSettings, kinds: list[str], agent_versions: list[str]) -> Snapshot:
+    """List CURRENT rows (one get_all_profiles call: 30/min) of the kinds swept."""
+    with ReflexioClient(settings) as client:
+        profiles: dict[str, str | None] = {}
+        playbooks: dict[int, tuple[str, str | None]] = {}
+        if "profiles" in kinds:
+            rows = client.list_profiles("current", limit=LIST_LIMIT)
+            profiles = {r.profile_id: r.source for r in rows}
+        if "playbooks" in kinds:
+            for av in agent_versions:
+                for pb in client.list_user_playbooks("current", agent_version=av, limit=LIST_LIMIT):
+                    playbooks[pb.user_playbook_id] = (pb.agent_version, pb.source)
+    return Snapshot(profiles, playbooks)
+
+
+@dataclass
+class StepResult:
+    """One manual generation call and what it changed."""
+
+    source: str
+    kind: Kind
+    agent_version: str = ""
+    status: Literal["ok", "failed", "skipped"] = "ok"
+    stamped_before: int = 0
+    stamped_after: int = 0
+    added: int = 0
+    removed: int = 0
+    server_reported: int | None = None
+    rate_limited: int = 0
+    waited_s: float = 0.0
+    started_at: float | None = None
+    message: str = ""
+
+    def row(self) -> dict[str, Any]:
+        """The summary table row."""
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "agent_version": self.agent_version or "-",
+            "status": self.status,
+            "current_stamped_before": self.stamped_before,
+            "current_stamped_after": self.stamped_after,
+            "added": self.added,
+            "removed": self.removed,
+            "server_reported (H3)": "-" if self.server_reported is None else self.server_reported,
+            "http_429": self.rate_limited,
+            "paced_wait_s": round(self.waited_s, 1),
+            "message": self.message,
+        }
+
+
+def diff_profiles(before: Snapshot, after: Snapshot, step: StepResult) -> None:
+    """Fill counts of a profile step (stamped = CURRENT rows carrying the step's source)."""
+    step.stamped_before = Counter(before.profiles.values())[step.source]
+    step.stamped_after = Counter(after.profiles.values())[step.source]
+    step.added = len(after.profiles.keys() - before.profiles.keys())
+    step.removed = len(before.profiles.keys() - after.profiles.keys())
+
+
+def diff_playbooks(before: Snapshot, after: Snapshot, step: StepResult) -> None:
+    """Fill counts of a playbook step of one agent_version."""
+
+    def ids(snap: Snapshot) -> set[int]:
+        return {i for i, (av, _) in snap.playbooks.items() if av == step.agent_version}
+
+    def stamped(snap: Snapshot) -> int:
+        return sum(
+            1
+            for av, src in snap.playbooks.values()
+            if av == step.agent_version and src == step.source
+        )
+
+    step.stamped_before, step.stamped_after = stamped(before), stamped(after)
+    step.added = len(ids(after) - ids(before))
+    step.removed = len(ids(before) - ids(after))
+
+
+@task(name="manual-generation", cache_policy=NO_CACHE, retries=0)
+def manual_generation(settings: ReflexioSettings, step: StepResult, spacing_s: float) -> StepResult:
+    """One paced manual_* call. Not retried by Prefect: a 429 is waited out inside, any
+    other fault fails this step only (a repeated generation after a timeout could run twice)."""
+    logger = get_run_logger()
+    route = MANUAL_PROFILES_ROUTE if step.kind == "profiles" else MANUAL_PLAYBOOKS_ROUTE
+    pacer = pacer_for(settings.url, route, spacing_s)
+    with ReflexioClient(settings) as client:
+        if step.kind == "profiles":
+            done = paced_call(pacer, lambda: client.manual_profile_generation(source=step.source))
+            step.server_reported = done.result.profiles_generated
+        else:
+            done = paced_call(
+                pacer,
+                lambda: client.manual_playbook_generation(step.agent_version, source=step.source),
+            )
+            step.server_reported = done.result.playbooks_generated
+    step.rate_limited, step.waited_s, step.started_at = (
+        done.rate_limited,
+        done.waited_s,
+        done.started_at,
+    )
+    logger.info(
+        "manual %s generation for source %s%s: server says %r",
+        step.kind,
+        step.source,
+        f" (agent_version {step.agent_version})" if step.agent_version else "",
+        done.result.msg,
+    )
+    return step
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason (our client's messages are secret-free and traceback-free)."""
+    if isinstance(exc, ReflexioError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
