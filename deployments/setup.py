@@ -1,0 +1,290 @@
+"""Create (or update) everything the deployments rely on; safe to run again.
+
+    python -m deployments.setup [--webhook-url URL] [--webhook-kind auto|slack|teams|custom]
+
+- Secret block `reflexio-api-key` from REFLEXIO_API_KEY (skipped when unset). The flows
+  read REFLEXIO_API_KEY from their environment first, then this block.
+- Notification block `reflexio-alerts` from --webhook-url or REFLEXIO_ALERT_WEBHOOK_URL:
+  a Slack webhook (hooks.slack.com), a Microsoft Teams workflow webhook, or any other URL as
+  a Custom Webhook posting {"subject": ..., "body": ..., "text": ...}. When no URL is given
+  an existing block is kept.
+- Process work pool `reflexio-pool`.
+- Global concurrency limit `reflexio-regeneration-<host>-<port>` (1 slot) for the server
+  in REFLEXIO_URL: the lock both regeneration flows hold (they create it when missing too).
+- Automations (need the notification block): notify when a flow run of these deployments
+  (tag `reflexio`) fails or crashes, and on the custom events `reflexio.gate.failed` and
+  `reflexio.stall.detected`.
+
+Idempotent: every object is looked up by name and updated in place, never duplicated.
+Secrets and webhook URLs are never printed: only names and what was done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from prefect.automations import Automation
+from prefect.blocks.core import Block
+from prefect.blocks.notifications import (
+    CustomWebhookNotificationBlock,
+    MicrosoftTeamsWebhook,
+    SlackWebhook,
+)
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.events.actions import SendNotification
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.exceptions import ObjectNotFound
+
+SECRET_BLOCK = "reflexio-api-key"
+NOTIFICATION_BLOCK = "reflexio-alerts"
+WORK_POOL = "reflexio-pool"
+FLOW_TAG = "reflexio"
+NOTIFICATION_TYPES = ("slack-webhook", "ms-teams-webhook", "custom-webhook")
+
+
+@dataclass
+class Report:
+    """What setup did, one line per object (names only, never values)."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+
+# --- blocks --------------------------------------------------------------------------------
+
+
+def ensure_secret(api_key: str | None, report: Report) -> None:
+    """Secret block holding the Reflexio API key."""
+    if not api_key or not api_key.strip():
+        report.add(f"secret block '{SECRET_BLOCK}': skipped (REFLEXIO_API_KEY is not set)")
+        return
+    Secret(value=api_key.strip()).save(SECRET_BLOCK, overwrite=True)
+    report.add(f"secret block '{SECRET_BLOCK}': saved (value not shown)")
+
+
+def webhook_kind(url: str, kind: str = "auto") -> str:
+    """slack / teams / custom, from --webhook-kind or the URL's host."""
+    if kind != "auto":
+        return kind
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "hooks.slack.com":
+        return "slack"
+    if host.endswith(("webhook.office.com", "logic.azure.com", "powerplatform.com")):
+        return "teams"
+    return "custom"
+
+
+def _block_for(url: str, kind: str) -> Block:
+    if kind == "slack":
+        return SlackWebhook(url=url)
+    if kind == "teams":
+        return MicrosoftTeamsWebhook(url=url)
+    return CustomWebhookNotificationBlock(
+        name=NOTIFICATION_BLOCK,
+        url=url,
+        json_data={"subject": "{{subject}}", "body": "{{body}}", "text": "{{subject}}\n{{body}}"},
+    )
+
+
+def _existing_notification_blocks() -> dict[str, object]:
+    """Notification block documents named NOTIFICATION_BLOCK, by block type slug."""
+    found: dict[str, object] = {}
+    with get_client(sync_client=True) as client:
+        for doc in client.read_block_documents(include_secrets=False):
+            if doc.name == NOTIFICATION_BLOCK and doc.block_type is not None:
+                found[doc.block_type.slug] = doc
+    return found
+
+
+def ensure_notification_block(url: str | None, kind: str, report: Report) -> object | None:
+    """Save the notification block; return its document id (None when there is none)."""
+    existing = _existing_notification_blocks()
+    if not url:
+        if not existing:
+            report.add(
+                f"notification block '{NOTIFICATION_BLOCK}': skipped (give --webhook-url or "
+                "REFLEXIO_ALERT_WEBHOOK_URL); automations that notify are skipped too"
+            )
+            return None
+        slug, doc = next(iter(existing.items()))
+        report.add(f"notification block '{NOTIFICATION_BLOCK}' ({slug}): kept as it is")
+        return doc.id  # type: ignore[attr-defined]
+    chosen = webhook_kind(url, kind)
+    block = _block_for(url, chosen)
+    slug = block.get_block_type_slug()
+    with get_client(sync_client=True) as client:
+        for other_slug, doc in existing.items():
+            if other_slug != slug:  # one name, one block: tasks/notify.py finds it by name
+                client.delete_block_document(doc.id)  # type: ignore[attr-defined]
+                report.add(f"notification block '{NOTIFICATION_BLOCK}' ({other_slug}): replaced")
+    block_id = block.save(NOTIFICATION_BLOCK, overwrite=True)
+    report.add(f"notification block '{NOTIFICATION_BLOCK}' ({slug}): saved (URL not shown)")
+    return block_id
+
+
+# --- work pool and limits ------------------------------------------------------------------
+
+
+def ensure_work_pool(report: Report) -> None:
+    """Process work pool for `prefect worker start --pool reflexio-pool`."""
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(WORK_POOL)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+            report.add(f"work pool '{WORK_POOL}' (process): created")
+            return
+    report.add(f"work pool '{WORK_POOL}' ({pool.type}): exists")
+
+
+def regeneration_lock_name(reflexio_url: str) -> str:
+    """Same name as flows/_common.lock_name: reflexio-regeneration-<host>-<port>."""
+    parts = urlsplit(reflexio_url)
+    key = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}".lower()
+    slug = "".join(c if c.isalnum() else "-" for c in key).strip("-")
+    return f"reflexio-regeneration-{slug}"
+
+
+def ensure_limits(reflexio_url: str, report: Report) -> None:
+    """The one-slot regeneration lock of this server."""
+    name = regeneration_lock_name(reflexio_url)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            report.add(f"global concurrency limit '{name}': exists")
+        except ObjectNotFound:
+            client.upsert_global_concurrency_limit_by_name(name, limit=1)
+            report.add(f"global concurrency limit '{name}' (1 slot): created")
+
+
+# --- automations ---------------------------------------------------------------------------
+
+FLOW_RUN_BODY = (
+    "Flow run {{ flow_run.name }} of {{ flow.name }} ended {{ flow_run.state.name }}: "
+    "{{ flow_run.state.message }}"
+)
+EVENT_BODY = "{{ event.event }} on {{ event.resource.id }}: {{ event.payload }}"
+
+
+def automation_specs(block_id: object) -> list[Automation]:
+    """The automations, by name."""
+    notify: Callable[[str, str], SendNotification] = lambda subject, body: SendNotification(  # noqa: E731
+        block_document_id=block_id, subject=subject, body=body
+    )
+    return [
+        Automation(
+            name="reflexio: flow run failed",
+            description="A Reflexio pipeline run (tag 'reflexio') failed or crashed.",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+                match_related={"prefect.resource.id": f"prefect.tag.{FLOW_TAG}"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[notify("Reflexio pipeline run {{ flow_run.state.name }}", FLOW_RUN_BODY)],
+        ),
+        Automation(
+            name="reflexio: gate failed",
+            description="The evaluation gate refused a regeneration (nothing was promoted).",
+            trigger=EventTrigger(
+                expect={"reflexio.gate.failed"},
+                match={"prefect.resource.id": "reflexio.server.*"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[notify("Reflexio evaluation gate failed", EVENT_BODY)],
+        ),
+        Automation(
+            name="reflexio: stall detected",
+            description="A pipeline found learning stalled and stopped early.",
+            trigger=EventTrigger(
+                expect={"reflexio.stall.detected"},
+                match={"prefect.resource.id": "reflexio.server.*"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[notify("Reflexio learning stalled", EVENT_BODY)],
+        ),
+    ]
+
+
+def ensure_automations(block_id: object | None, report: Report) -> None:
+    """Create each automation once; update it in place when it exists."""
+    if block_id is None:
+        report.add("automations: skipped (no notification block)")
+        return
+    for spec in automation_specs(block_id):
+        with get_client(sync_client=True) as client:
+            existing = client.read_automations_by_name(spec.name)
+        if not existing:
+            spec.create()
+            report.add(f"automation '{spec.name}': created")
+            continue
+        keep, *duplicates = existing
+        for extra in duplicates:
+            Automation.read(id=extra.id).delete()
+        updated = Automation(**{**spec.model_dump(exclude={"id"}), "id": keep.id})
+        updated.update()
+        report.add(f"automation '{spec.name}': updated")
+
+
+# --- command -------------------------------------------------------------------------------
+
+
+def run(
+    webhook_url: str | None,
+    webhook_kind_name: str = "auto",
+    api_key: str | None = None,
+    reflexio_url: str = "http://127.0.0.1:8081",
+) -> Report:
+    """Do everything; return the report (names and actions only)."""
+    report = Report()
+    ensure_secret(api_key, report)
+    block_id = ensure_notification_block(webhook_url, webhook_kind_name, report)
+    ensure_work_pool(report)
+    ensure_limits(reflexio_url, report)
+    ensure_automations(block_id, report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.setup",
+        description="Create the Prefect blocks, work pool, limits and automations (idempotent).",
+    )
+    parser.add_argument(
+        "--webhook-url",
+        default=None,
+        help="Alert webhook (Slack, Teams or any URL); default: $REFLEXIO_ALERT_WEBHOOK_URL.",
+    )
+    parser.add_argument(
+        "--webhook-kind", choices=["auto", "slack", "teams", "custom"], default="auto"
+    )
+    args = parser.parse_args(argv)
+    webhook = args.webhook_url or os.environ.get("REFLEXIO_ALERT_WEBHOOK_URL") or None
+    try:
+        report = run(
+            webhook,
+            args.webhook_kind,
+            api_key=os.environ.get("REFLEXIO_API_KEY"),
+            reflexio_url=os.environ.get("REFLEXIO_URL", "http://127.0.0.1:8081"),
+        )
+    except Exception as exc:  # one clear line, no trace, no secret
+        print(f"setup failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    for line in report.lines:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
