@@ -42,6 +42,7 @@ def guarded(guarded_stack: LocalStack) -> Iterator[ReflexioClient]:
 
 
 def test_a_fresh_server_has_no_operation_status(guarded: ReflexioClient) -> None:
+    """First in this file on purpose: the rate-limit test below starts operations."""
     assert guarded.get_operation_status("profile_generation") is None
     assert guarded.get_operation_status("playbook_generation") is None
     assert guarded.get_profile_statistics().current_count == 0
