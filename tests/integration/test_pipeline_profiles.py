@@ -1,0 +1,180 @@
+"""Profile regeneration flow against the real Reflexio server and a Prefect test API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows.params import RegenerationParams
+from flows.profile_regeneration import artifact_prefix, profile_regeneration
+from reflexio_api import ReflexioClient, ReflexioSettings
+from tasks.domain import PROFILE_KEYS, comparable
+from tests.integration.pipeline_helpers import WebhookReceiver, save_webhook_block
+
+pytestmark = pytest.mark.integration
+
+
+def _rows(url: str, *statuses: str) -> list[dict]:
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        out = []
+        for status in statuses:
+            stamp = None if status == "current" else status
+            out += [
+                {**p.model_dump(), "status": p.status or stamp}
+                for p in client.list_profiles(status)
+            ]
+        return out
+
+
+def _stats(url: str):
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        return client.get_profile_statistics()
+
+
+@pytest.fixture
+def hook(prefect_api):
+    with WebhookReceiver() as receiver:
+        receiver.block = save_webhook_block(receiver.url)
+        yield receiver
+
+
+def test_happy_path_replaces_current_and_backs_up(seeded_stack, prefect_api, hook, tmp_path: Path):
+    url = seeded_stack.url
+    before = _rows(url, "current", "archived")
+    params = RegenerationParams(
+        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
+    )
+    state = profile_regeneration(params, return_state=True)
+    assert state.is_completed(), state.message
+    after_current = _rows(url, "current")
+    assert {r["profile_id"] for r in after_current}.isdisjoint({r["profile_id"] for r in before})
+    assert _stats(url).pending_count == 0
+    files = list(tmp_path.glob("profiles-*.json"))
+    assert len(files) == 1 and str(files[0].resolve()) in state.message
+    backup = json.loads(files[0].read_text())
+    assert comparable(backup["rows"], PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
+    prefix = artifact_prefix(ReflexioSettings(url=url))
+    with get_client(sync_client=True) as client:
+        for key in ("gate-report", "gate-checks", "summary", "progress"):
+            found = client.read_artifacts(
+                artifact_filter=__import__(
+                    "prefect.client.schemas.filters", fromlist=["x"]
+                ).ArtifactFilter(key={"any_": [f"{prefix}-{key}"]})
+            )
+            assert found, key
+    assert hook.posts == []
+
+
+def _ids(url: str, status: str) -> set[str]:
+    return {r["profile_id"] for r in _rows(url, status)}
+
+
+def test_gate_rejection_leaves_current_untouched(seeded_stack, prefect_api, hook, tmp_path):
+    url = seeded_stack.url
+    current = _ids(url, "current")
+    seeded_stack.llm.configure(style="junk")
+    params = RegenerationParams(
+        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
+    )
+    state = profile_regeneration(params, return_state=True)
+    assert state.is_failed()
+    assert "Gate verdict FAIL" in state.message and "CURRENT untouched" in state.message
+    assert _ids(url, "current") == current
+    assert _stats(url).pending_count == 0  # the candidate was discarded (H5)
+    assert not list(tmp_path.iterdir())  # no backup: nothing was going to change
+
+
+def test_stall_stops_before_any_write_and_notifies_once(seeded_stack, prefect_api, hook, tmp_path):
+    url = seeded_stack.url
+    seeded_stack.set_stall("auth_error", "provider said 401")
+    calls = dict(seeded_stack.llm.state.calls)
+    stats = _stats(url)
+    params = RegenerationParams(
+        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
+    )
+    for _ in range(2):
+        state = profile_regeneration(params, return_state=True)
+        assert state.is_failed()
+        assert state.message.startswith("Learning is stalled: auth_error")
+    assert dict(seeded_stack.llm.state.calls) == calls
+    assert _stats(url) == stats
+    assert len(hook.posts) == 1
+    assert "auth_error" in hook.posts[0]["subject"]
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        assert client.get_stall_state().notified_in_cc
+
+
+def test_llm_auth_error_during_rerun_is_caught_before_upgrade(
+    seeded_stack, prefect_api, hook, tmp_path
+):
+    from prefect.variables import Variable
+
+    from tasks.stall import _variable_name
+
+    url = seeded_stack.url
+    Variable.unset(_variable_name(ReflexioSettings(url=url)))
+    current = _ids(url, "current")
+    seeded_stack.llm.configure(mode="auth_error")
+    params = RegenerationParams(
+        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
+    )
+    state = profile_regeneration(params, return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("Learning is stalled: no_output (inferred")
+    assert _ids(url, "current") == current
+    assert _stats(url).pending_count == 0
+    assert len(hook.posts) == 1
+    again = profile_regeneration(params, return_state=True)
+    assert again.is_failed() and "already notified" in again.message
+    assert len(hook.posts) == 1
+
+
+def test_stale_pending_is_refused_then_discarded_on_request(
+    seeded_stack, prefect_api, hook, tmp_path
+):
+    url = seeded_stack.url
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        op = client.rerun_profile_generation(user_id="alice")
+        client.wait_for_operation("profile_generation", op.operation_id, 120)
+    stale = _ids(url, "pending")
+    assert stale
+    params = RegenerationParams(
+        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
+    )
+    state = profile_regeneration(params, return_state=True)
+    assert state.is_failed() and "already PENDING" in state.message
+    assert "discard_stale_pending=True" in state.message
+    assert _ids(url, "pending") == stale
+    params = params.model_copy(update={"discard_stale_pending": True, "dry_run": True})
+    state = profile_regeneration(params, return_state=True)
+    assert state.is_completed(), state.message
+    assert "Dry run" in state.message
+    assert _stats(url).pending_count == 0
+
+
+def test_failure_after_upgrade_rolls_back_to_the_backup(
+    seeded_stack, prefect_api, hook, tmp_path, monkeypatch
+):
+    import flows.profile_regeneration as module
+
+    url = seeded_stack.url
+    before = _rows(url, "current", "archived")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected verification crash")
+
+    monkeypatch.setattr(module, "verify_upgrade", broken)
+    params = RegenerationParams(
+        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
+    )
+    state = profile_regeneration(params, return_state=True)
+    assert state.is_failed()
+    assert "rolled back" in state.message and "data equals the backup" in state.message
+    after = _rows(url, "current", "archived")
+    assert comparable(after, PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
+    backup = json.loads(next(tmp_path.glob("profiles-*.json")).read_text())
+    assert comparable(after, PROFILE_KEYS) == comparable(backup["rows"], PROFILE_KEYS)
+    assert _stats(url).pending_count == 0

@@ -1,0 +1,95 @@
+"""Flow parameters, the H6 way-back text, run summaries and secret-free notification errors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import httpx
+import pytest
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+from flows._common import lock_name
+from flows.params import PlaybookRegenerationParams, RegenerationParams, RestoreParams
+from flows.playbook_regeneration import way_back
+from reflexio_api import ReflexioSettings
+from tasks.notify import NotificationFailed, deliver
+from tasks.report import RunSummary
+
+
+def test_defaults_are_safe():
+    params = RegenerationParams()
+    assert params.only_affected_users and not params.dry_run
+    assert not params.discard_stale_pending
+    assert params.notification_block == "reflexio-alerts"
+
+
+def test_gate_policy_overrides_are_validated():
+    assert RegenerationParams(gate_policy={"max_lost_users": 2}).policy().max_lost_users == 2
+    with pytest.raises(ValueError, match="no_such_threshold"):
+        RegenerationParams(gate_policy={"no_such_threshold": 1})
+    with pytest.raises(ValueError, match="similarity_threshold"):
+        RegenerationParams(gate_policy={"similarity_threshold": 7})
+
+
+def test_time_window_and_sources_are_checked():
+    with pytest.raises(ValueError, match="before end_time"):
+        RegenerationParams(start_time=datetime(2026, 2, 1), end_time=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="empty"):
+        RegenerationParams(sources=["chat", " "])
+    with pytest.raises(ValueError):
+        RegenerationParams(unknown_field=1)
+
+
+@pytest.mark.parametrize("bad", ["", "v 1", "v1\n"])
+def test_agent_version_must_be_a_token(bad):
+    with pytest.raises(ValueError):
+        PlaybookRegenerationParams(agent_version=bad)
+
+
+def test_url_override_keeps_the_key_from_the_environment(monkeypatch):
+    monkeypatch.setenv("REFLEXIO_API_KEY", "sk-secret")
+    settings = RegenerationParams(reflexio_url="http://127.0.0.1:9999").settings()
+    assert settings.url == "http://127.0.0.1:9999"
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "sk-secret"
+    assert "sk-secret" not in repr(RestoreParams(backup_file="x.json"))
+
+
+def test_lock_is_per_server():
+    assert lock_name(ReflexioSettings(url="http://127.0.0.1:8081")) == (
+        "reflexio-regeneration-127-0-0-1-8081"
+    )
+
+
+def test_way_back_names_users_and_the_exact_call():
+    text = way_back("v1", ["alice", "bob"], "/b/file.json")
+    assert "alice, bob" in text and "upgrade_user_playbooks('v1')" in text
+    assert "/b/file.json" in text
+    assert way_back("v1", [], None).startswith("No user lost")
+
+
+def test_summary_markdown():
+    summary = RunSummary(title="T", server="http://x:1", decision="Upgraded")
+    summary.counts_before = {"current": 3, "pending": 0, "archived": 0}
+    summary.counts_after = {"current": 2, "pending": 0, "archived": 3}
+    summary.backup_path = "/tmp/b.json"
+    summary.note("rerun completed")
+    text = summary.to_markdown()
+    assert "**Decision:** Upgraded" in text and "| current | 3 | 2 |" in text
+    assert "`/tmp/b.json`" in text and "rerun completed" in text
+
+
+def test_failed_delivery_is_raised_without_the_url():
+    secret_url = "http://127.0.0.1:1/hook/very-secret-token"
+    block = CustomWebhookNotificationBlock(name="t", url=secret_url)
+
+    def boom(body, subject=None):
+        request = httpx.Request("POST", secret_url)
+        raise httpx.HTTPStatusError(
+            f"500 for {secret_url}", request=request, response=httpx.Response(500, request=request)
+        )
+
+    object.__setattr__(block, "notify", boom)
+    with pytest.raises(NotificationFailed) as info:
+        deliver(block, "t", "subject", "body")
+    assert "very-secret-token" not in str(info.value) and "HTTP 500" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
