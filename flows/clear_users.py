@@ -1,0 +1,97 @@
+"""Clear users' data: clear_user_data per user, then listings prove nothing of theirs
+remains. H9's anonymised leftovers (rows that were theirs, now with user_id null) are
+found by the ids listed before clearing, reported, and deleted by id. Bad input (empty
+list, blank ids) is refused by parameter validation before any server call.
+
+No stall check here on purpose: erasing data calls no LLM, and a stall must not delay it.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.states import Completed, Failed, State
+
+from tasks.clear_users import (
+    ClearUsersParams,
+    UserReport,
+    clear_user,
+    delete_leftovers,
+    find_leftovers,
+    inventory,
+    remaining,
+)
+from tasks.sweep import reflexio_settings
+
+ARTIFACT_KEY = "clear-users-summary"
+
+
+@flow(name="clear-user-data", validate_parameters=True)
+def clear_users(params: ClearUsersParams) -> State:
+    """Erase the users' rows; Completed when nothing of theirs remains, else Failed."""
+    logger = get_run_logger()
+    settings = reflexio_settings(params.reflexio_url)
+
+    before = inventory(settings)
+    reports = [
+        UserReport(
+            user_id=u,
+            profiles_before=len(before.profile_ids_of(u)),
+            playbooks_before=len(before.playbook_ids_of(u)),
+        )
+        for u in params.user_ids
+    ]
+    for report in reports:
+        report.server_deleted = clear_user(settings, report.user_id)
+
+    after = inventory(settings)
+    leftover_profiles: list[str] = []
+    leftover_playbooks: list[int] = []
+    for report in reports:
+        find_leftovers(before, after, report)
+        leftover_profiles += report.leftover_profiles
+        leftover_playbooks += report.leftover_playbooks
+        if report.leftover_profiles or report.leftover_playbooks:
+            logger.warning(
+                "User %s: %d profile(s) and %d user playbook(s) survived clear_user_data "
+                "(%d anonymised, H9): profile ids %s, user playbook ids %s; deleting them by id.",
+                report.user_id,
+                len(report.leftover_profiles),
+                len(report.leftover_playbooks),
+                report.anonymised,
+                report.leftover_profiles,
+                report.leftover_playbooks,
+            )
+    if leftover_profiles or leftover_playbooks:
+        delete_leftovers(settings, sorted(set(leftover_profiles)), sorted(set(leftover_playbooks)))
+        final = inventory(settings)
+    else:
+        final = after
+    for report in reports:
+        report.remaining_after = remaining(final, before, report.user_id)
+
+    rows = [r.row() for r in reports]
+    create_table_artifact(
+        key=ARTIFACT_KEY,
+        table=rows,
+        description=(
+            f"Clear user data on {settings.url}. 'leftover_*' are rows that were the user's "
+            "before clearing and survived clear_user_data; 'anonymised_leftovers (H9)' are "
+            "those the server kept with user_id null (a merged playbook's survivor). All "
+            "leftovers were deleted by id; 'remaining_after' must be 0."
+        ),
+    )
+    summary = {"users": rows}
+    still = {r.user_id: r.remaining_after for r in reports if r.remaining_after}
+    if still:
+        message = f"Rows of these users remain after clearing and deleting by id: {still}"
+        logger.error("%s", message)
+        return Failed(message=message, data=summary)
+    anonymised = sum(r.anonymised for r in reports)
+    return Completed(
+        message=(
+            f"Cleared {len(reports)} user(s); nothing of theirs remains"
+            + (f" ({anonymised} anonymised leftover(s) deleted by id, H9)" if anonymised else "")
+        ),
+        data=summary,
+    )

@@ -1,0 +1,159 @@
+"""Stall watch: every few minutes, tell someone once when learning stalls and once when it
+recovers.
+
+- Once per stall: the server's own flag. A stall with `notified_in_cc` false is notified,
+  and only AFTER the notification went out is it marked notified (POST
+  /stall_state/notified). A failed send leaves the flag unset, so the next run tries again.
+- Once per recovery: the server keeps no history (its flag just goes back to "not stalled"),
+  so the last state seen is kept in a Prefect Variable per server,
+  `reflexio_stall_watch_<host>_<port>`. A run that sees "not stalled" after "stalled"
+  notifies the recovery; the Variable is only updated after every notification went out.
+- Notifications go through the Prefect notification block named by `notification_block`
+  (tasks/notify.py: `raise_on_failure`, so a failed send fails the run).
+- Events: `reflexio.stall.notified` and `reflexio.stall.recovered` (resource: the server).
+  It does not emit `reflexio.stall.detected` every 5 minutes: that event is what the other
+  flows emit when a stall stops them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.states import Completed, State
+from prefect.variables import Variable
+from pydantic import BaseModel, ConfigDict, Field
+
+from reflexio_api import ReflexioClient, ReflexioSettings
+from reflexio_api.models import StallState
+from tasks.notify import send_notification
+from tasks.retry import retry_options
+from tasks.sweep import reflexio_settings
+
+STALL_NOTIFIED = "reflexio.stall.notified"
+STALL_RECOVERED = "reflexio.stall.recovered"
+
+
+class StallWatchParams(BaseModel):
+    """Where to look and whom to tell."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reflexio_url: str | None = Field(None, description="Reflexio server URL; empty: REFLEXIO_URL.")
+    notification_block: str = Field(
+        "reflexio-alerts",
+        description="Name of the Prefect notification block (Slack, Teams, custom webhook...).",
+    )
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "unknown", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def variable_name(url: str) -> str:
+    """The Prefect Variable remembering the last stall state seen on this server."""
+    host, port = _host_port(url)
+    safe = "".join(c if c.isalnum() else "_" for c in f"{host}_{port}".lower())
+    return f"reflexio_stall_watch_{safe}"
+
+
+def _resource(url: str) -> dict[str, str]:
+    host, port = _host_port(url)
+    return {
+        "prefect.resource.id": f"reflexio.server.{host}:{port}",
+        "prefect.resource.name": f"{host}:{port}",
+    }
+
+
+@task(name="read-stall-state", cache_policy=NO_CACHE, **retry_options())
+def read_stall(settings: ReflexioSettings) -> StallState:
+    """GET /stall_state."""
+    with ReflexioClient(settings) as client:
+        return client.get_stall_state()
+
+
+@task(name="mark-stall-notified", cache_policy=NO_CACHE, **retry_options())
+def mark_notified(settings: ReflexioSettings) -> bool:
+    """POST /stall_state/notified (sets a flag: safe to repeat)."""
+    with ReflexioClient(settings) as client:
+        return client.mark_stall_notified().notified_in_cc
+
+
+_ADVICE = {
+    "auth_error": "The LLM provider rejects the Reflexio server's API key: replace the key.",
+    "billing_error": "The LLM provider refuses on billing/quota: check the provider account.",
+}
+
+
+def stall_text(url: str, state: StallState) -> tuple[str, str]:
+    """Subject and body of the stall notification (no secrets: the server's message only)."""
+    reason = state.reason or "unknown"
+    since = state.stalled_at.isoformat() if state.stalled_at else "an unknown time"
+    body = (
+        f"Reflexio learning is stalled on {url} since {since}: {reason}. "
+        f"{_ADVICE.get(reason, 'Check the server log.')} "
+        "Publishes are accepted but excluded from learning until this is fixed; manual "
+        "generation and reruns still call the provider (H7)."
+    )
+    if state.error_message:
+        body += f" Server message: {state.error_message[:300]}"
+    return f"Reflexio learning stalled ({reason}) on {url}", body
+
+
+def recovery_text(url: str, last: dict[str, Any]) -> tuple[str, str]:
+    """Subject and body of the recovery notification."""
+    reason = last.get("reason") or "unknown"
+    since = last.get("stalled_at") or "an unknown time"
+    return (
+        f"Reflexio learning recovered on {url}",
+        f"The stall on {url} ({reason}, since {since}) is over: the server no longer reports "
+        "learning as paused. Interactions published during the stall were not learned from; "
+        "a sweep or regeneration picks them up.",
+    )
+
+
+@flow(name="stall-watch", validate_parameters=True)
+def stall_watch(params: StallWatchParams | None = None) -> State:
+    """One look at the stall flag; notify a new stall once, a recovery once."""
+    params = params or StallWatchParams()
+    logger = get_run_logger()
+    settings = reflexio_settings(params.reflexio_url)
+    name = variable_name(settings.url)
+    last = Variable.get(name, default=None)
+    was_stalled = isinstance(last, dict) and bool(last.get("stalled"))
+
+    state = read_stall(settings)
+    if state.stalled and not state.notified_in_cc:
+        subject, body = stall_text(settings.url, state)
+        send_notification(params.notification_block, subject, body)
+        mark_notified(settings)
+        emit_event(
+            STALL_NOTIFIED, resource=_resource(settings.url), payload={"reason": state.reason}
+        )
+        outcome = f"new stall ({state.reason}) notified through '{params.notification_block}'"
+    elif state.stalled:
+        outcome = f"stalled ({state.reason}), already notified"
+    elif was_stalled:
+        subject, body = recovery_text(settings.url, last)  # type: ignore[arg-type]
+        send_notification(params.notification_block, subject, body)
+        emit_event(STALL_RECOVERED, resource=_resource(settings.url), payload={})
+        outcome = f"recovered, notified through '{params.notification_block}'"
+    else:
+        outcome = "not stalled"
+
+    Variable.set(
+        name,
+        {
+            "stalled": state.stalled,
+            "reason": state.reason,
+            "stalled_at": state.stalled_at.isoformat() if state.stalled_at else None,
+        },
+        overwrite=True,
+    )
+    logger.info("Stall watch on %s: %s", settings.url, outcome)
+    return Completed(message=outcome, data=outcome)

@@ -1,0 +1,114 @@
+"""Stall watch: one notification per stall, one per recovery, delivered to a real webhook."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from prefect.variables import Variable
+
+from flows.stall_watch import StallWatchParams, stall_watch, variable_name
+from local_stack.stack import LocalStack
+from reflexio_api import ReflexioClient, ReflexioSettings
+
+pytestmark = pytest.mark.integration
+
+
+class Receiver:
+    """A tiny webhook on 127.0.0.1 that records JSON bodies (and can answer 500)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        self.status = 200
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                outer.bodies.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver(prefect_api: None) -> Iterator[Receiver]:
+    hook = Receiver()
+    CustomWebhookNotificationBlock(
+        name="stall-test-hook",
+        url=hook.url,
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+    ).save("stall-watch-test", overwrite=True)
+    try:
+        yield hook
+    finally:
+        hook.close()
+
+
+@pytest.fixture
+def clean_stack(seeded_stack: LocalStack) -> Iterator[LocalStack]:
+    Variable.unset(variable_name(seeded_stack.url))
+    try:
+        yield seeded_stack
+    finally:
+        seeded_stack.clear_stall()
+        Variable.unset(variable_name(seeded_stack.url))
+
+
+def _watch(stack: LocalStack):
+    params = StallWatchParams(reflexio_url=stack.url, notification_block="stall-watch-test")
+    return stall_watch(params=params, return_state=True)
+
+
+def test_notifies_once_per_stall_and_once_on_recovery(clean_stack: LocalStack, receiver: Receiver):
+    assert _watch(clean_stack).is_completed()
+    assert receiver.bodies == []
+
+    clean_stack.set_stall("auth_error", "invalid api key")
+    first, second = _watch(clean_stack), _watch(clean_stack)
+    assert first.is_completed() and second.is_completed()
+    assert len(receiver.bodies) == 1
+    assert "stalled (auth_error)" in receiver.bodies[0]["subject"]
+    assert "already notified" in second.message
+    with ReflexioClient(ReflexioSettings(url=clean_stack.url)) as client:
+        assert client.get_stall_state().notified_in_cc is True
+
+    clean_stack.clear_stall()
+    third, fourth = _watch(clean_stack), _watch(clean_stack)
+    assert third.is_completed() and fourth.is_completed()
+    assert len(receiver.bodies) == 2
+    assert "recovered" in receiver.bodies[1]["subject"]
+    assert fourth.message == "not stalled"
+
+
+def test_failed_delivery_fails_the_run_and_is_tried_again(
+    clean_stack: LocalStack, receiver: Receiver
+):
+    clean_stack.set_stall("billing_error")
+    receiver.status = 500
+    failed = _watch(clean_stack)
+    assert failed.is_failed()
+    with ReflexioClient(ReflexioSettings(url=clean_stack.url)) as client:
+        assert client.get_stall_state().notified_in_cc is False, "not marked when not sent"
+
+    receiver.status = 200
+    receiver.bodies.clear()
+    assert _watch(clean_stack).is_completed()
+    assert len(receiver.bodies) == 1 and "billing_error" in receiver.bodies[0]["subject"]
