@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 OutputStyle = Literal["normal", "empty", "duplicates", "junk", "reworded"]
 
+_INTERACTIONS_MARKER = "[User Interactions to Analyze]"
 _NEW_IDS = re.compile(r"\[(NEW-\d+)\]")
 _CANDIDATE_IDS = re.compile(r"\[(C\d+)\]")
 _EVIDENCE_IDS = re.compile(r"\[(C\d+-E\d+)\]")
@@ -34,7 +35,11 @@ def answer(schema_name: str | None, schema: dict[str, Any], prompt: str, style: 
 
 
 def _profiles(prompt: str, style: str) -> dict[str, Any]:
-    facts = _user_facts(prompt)
+    existing, _, interactions = prompt.partition(_INTERACTIONS_MARKER)
+    if not interactions:
+        existing, interactions = "", prompt
+    # Like a real model: what the prompt lists as already stored is not extracted again.
+    facts = [f for f in _user_facts(interactions) if f not in existing]
     if style == "empty" or not facts:
         return {"profiles": []}
     if style == "junk":

@@ -60,3 +60,12 @@ def test_unknown_schema_gets_a_minimal_instance() -> None:
 
 def test_plain_prompts_get_true() -> None:
     assert answer(None, {}, "Output just a boolean value: true or false", "normal") == "true"
+
+
+def test_profiles_already_stored_are_not_extracted_again() -> None:
+    prompt = (
+        "[Existing Profiles]\nalready stored (do NOT re-extract these):\n[I am vegetarian.]\n\n"
+        "[User Interactions to Analyze]\nuser: ```I am vegetarian.```\nuser: ```I own a cat.```\n"
+    )
+    reply = json.loads(answer("StructuredProfilesOutput", {}, prompt, "normal"))
+    assert [p["content"] for p in reply["profiles"]] == ["I own a cat."]
