@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.retry import retry_options
-from tasks.sweep import LIST_LIMIT, paced_call, pacer_for
+from tasks.sweep import LIST_LIMIT, PACING_MARGIN_S, paced_call, pacer_for
 
 PROFILE_STATUSES = ("current", "pending", "archived")
 CLEAR_CALLS_PER_MINUTE = 10
@@ -79,7 +79,8 @@ def inventory(settings: ReflexioSettings) -> Inventory:
 @task(name="clear-user-data", cache_policy=NO_CACHE, **retry_options())
 def clear_user(settings: ReflexioSettings, user_id: str) -> dict[str, int]:
     """POST /api/clear_user_data (idempotent: a second clear deletes nothing), paced."""
-    pacer = pacer_for(settings.url, "clear_user_data", 60.0 / CLEAR_CALLS_PER_MINUTE)
+    spacing = 60.0 / CLEAR_CALLS_PER_MINUTE + PACING_MARGIN_S
+    pacer = pacer_for(settings.url, "clear_user_data", spacing)
     with ReflexioClient(settings) as client:
         done = paced_call(pacer, lambda: client.clear_user_data(user_id))
     return dict(done.result.deleted_counts)

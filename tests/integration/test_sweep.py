@@ -75,9 +75,8 @@ def test_sweep_happy_path_measures_each_step(manual_trigger_on: LocalStack, pref
     assert ARTIFACT_KEY in keys
 
 
-def test_missing_prerequisite_says_how_and_generates_nothing(
-    seeded_stack: LocalStack, prefect_api: None
-):
+def test_missing_prerequisite_says_how_and_generates_nothing(stack: LocalStack, prefect_api: None):
+    seeded_stack = stack  # writes nothing: no restore needed
     calls_before = dict(seeded_stack.llm.state.calls)
     with _client(seeded_stack) as client:
         stats_before = client.get_profile_statistics()
@@ -155,7 +154,8 @@ def test_unknown_source_in_enabled_list_fails_only_that_source(
     assert rows["chat"]["status"] == "ok" and rows["fax"]["status"] == "failed"
 
 
-def test_stalled_server_ends_failed_before_generating(seeded_stack: LocalStack, prefect_api: None):
+def test_stalled_server_ends_failed_before_generating(stack: LocalStack, prefect_api: None):
+    seeded_stack = stack  # writes nothing but the stall row, cleared below
     seeded_stack.set_stall("billing_error")
     calls_before = dict(seeded_stack.llm.state.calls)
     try:
