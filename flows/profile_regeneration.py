@@ -166,9 +166,9 @@ def _regenerate(params: RegenerationParams, settings: ReflexioSettings, summary:
     baseline = list_profiles(settings, "current")
     if params.sources:
         baseline = [r for r in baseline if r.get("source") in params.sources]
-    if not candidate:
-        summary.decision = "The rerun produced no PENDING profiles; nothing to upgrade."
-        return Failed(message=summary.decision)
+    if not candidate and not baseline:
+        summary.decision = "No profiles before or after the rerun; nothing to do."
+        return Completed(message=summary.decision)
 
     report = run_gate(candidate, baseline, params.policy(), "profiles", prefix)
     summary.gate = report.summary_sentence()
