@@ -1,0 +1,83 @@
+"""`reflexio-pipelines`: console entry points. `prompt-check` is what CI runs.
+
+    reflexio-pipelines prompt-check --config reflexio-config/candidate.yaml \\
+        [--agent-version v1] [--promote] [--report report.md]
+
+Runs the prompt check without a Prefect server (Prefect's ephemeral local API is used when
+PREFECT_API_URL is unset). Exit codes: 0 pass, 1 gate or regeneration failed, 2 learning is
+stalled, 3 bad input, 4 Reflexio error (unreachable, rejected key, ...). The Markdown report
+goes to --report and, when set, to $GITHUB_STEP_SUMMARY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reflexio-pipelines")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("prompt-check", help="try a candidate config: regenerate and gate")
+    check.add_argument("--config", required=True, type=Path, help="candidate config (JSON/YAML)")
+    check.add_argument("--agent-version", help="also regenerate this agent_version's playbooks")
+    check.add_argument("--no-profiles", action="store_true", help="skip profile regeneration")
+    check.add_argument("--promote", action="store_true", help="upgrade when every gate passes")
+    check.add_argument("--report", type=Path, help="write the Markdown report here")
+    check.add_argument("--reflexio-url", help="server URL (default: REFLEXIO_URL)")
+    check.add_argument("--backup-dir", type=Path, default=Path("backups"))
+    check.add_argument("--gate-policy", type=Path, help="YAML file of gate policy overrides")
+    return parser
+
+
+def prompt_check(args: argparse.Namespace) -> int:
+    """Run the prompt check; print the verdict; write the report; return the exit code."""
+    from pydantic import ValidationError
+
+    from flows.prompt_change import PromptChangeParams, PromptCheckResult, Verdict, prompt_change
+    from gate import GatePolicy, GatePolicyError
+
+    try:
+        overrides = {}
+        if args.gate_policy:
+            overrides = GatePolicy.from_yaml(args.gate_policy).model_dump()
+        params = PromptChangeParams(
+            config_file=args.config,
+            agent_version=args.agent_version,
+            regenerate_profiles=not args.no_profiles,
+            promote=args.promote,
+            gate_policy=overrides,
+            reflexio_url=args.reflexio_url,
+            backup_dir=args.backup_dir,
+        )
+    except (ValidationError, GatePolicyError, ValueError) as exc:
+        print(f"error: bad input: {exc}", file=sys.stderr)
+        return int(Verdict.BAD_INPUT)
+    state = prompt_change(params, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if not isinstance(result, PromptCheckResult):
+        print(f"error: the prompt check crashed: {state.message}", file=sys.stderr)
+        return int(Verdict.ERROR)
+    for target in (args.report, os.environ.get("GITHUB_STEP_SUMMARY")):
+        if target:
+            with Path(target).open("a") as handle:
+                handle.write(result.report_markdown)
+    print(f"prompt-check: {result.verdict.name}: {result.message}")
+    return int(result.verdict)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    args = _parser().parse_args(argv)
+    if args.command == "prompt-check":
+        return prompt_check(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

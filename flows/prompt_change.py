@@ -1,0 +1,280 @@
+"""Prompt change (what CI runs): try a candidate Reflexio config, regenerate, gate, decide.
+
+stall check -> save the current config -> apply the candidate -> profile regeneration (and
+playbook regeneration for an agent_version) -> gate. With ``promote`` and every gate passing,
+the regenerations upgrade and the candidate config stays. Otherwise the regenerations run
+dry (the candidate's PENDING profiles are deleted, nothing is upgraded) and the saved config
+is put back, so the server is left as it was (playbooks: see docs/pipelines.md, H6).
+
+The verdict is the flow's final state and, through ``flows.cli``, the process exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, task
+from prefect.artifacts import Artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, Failed, State
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from flows.params import PlaybookRegenerationParams, RegenerationParams
+from flows.playbook_regeneration import artifact_prefix as playbook_prefix
+from flows.playbook_regeneration import playbook_regeneration
+from flows.profile_regeneration import _run_id, profile_regeneration
+from flows.profile_regeneration import artifact_prefix as profile_prefix
+from reflexio_api import ReflexioClient, ReflexioError, ReflexioSettings
+from tasks.domain import server_slug
+from tasks.stall import check_stall
+
+STALL_PREFIX = "Learning is stalled"
+
+
+class Verdict(IntEnum):
+    """The prompt check's outcome; the value is the CLI's exit code."""
+
+    PASS = 0
+    FAIL = 1
+    STALL = 2
+    BAD_INPUT = 3
+    ERROR = 4
+
+
+class ConfigFileError(ValueError):
+    """The candidate config file is missing or not a JSON/YAML mapping."""
+
+
+def load_candidate_config(path: Path) -> dict[str, Any]:
+    """Read a candidate config (JSON or YAML mapping); clear error when it is unusable."""
+    if not path.is_file():
+        raise ConfigFileError(
+            f"Candidate config {path} does not exist; pass the path of a JSON or YAML file."
+        )
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigFileError(
+            f"Candidate config {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
+            f": {str(exc).splitlines()[0]}. Fix the file and run again."
+        ) from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigFileError(
+            f"Candidate config {path} must be a non-empty mapping of Reflexio config fields "
+            f"(e.g. profile_extractor_config: ...), not {type(data).__name__}."
+        )
+    return data
+
+
+class PromptChangeParams(BaseModel):
+    """A candidate config to try; the Prefect UI renders this as the run form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config_file: Path = Field(description="Candidate Reflexio config (JSON or YAML).")
+    agent_version: str | None = Field(
+        None, description="Also regenerate this agent_version's playbooks; empty: profiles only."
+    )
+    regenerate_profiles: bool = Field(True, description="Regenerate profiles.")
+    promote: bool = Field(
+        False, description="Upgrade when every gate passes; else dry run and restore the config."
+    )
+    gate_policy: dict[str, Any] = Field(default_factory=dict, description="Gate overrides.")
+    reflexio_url: str | None = Field(None, description="Server URL; empty: REFLEXIO_URL.")
+    notification_block: str = Field("reflexio-alerts", description="Notification block.")
+    backup_dir: Path = Field(Path("backups"), description="Backups and the saved config.")
+    operation_timeout_s: float = Field(1800, gt=0, description="Wait for each rerun.")
+
+    @field_validator("agent_version")
+    @classmethod
+    def _valid_version(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise ValueError("agent_version must be non-empty and contain no whitespace")
+        return value
+
+    def settings(self) -> ReflexioSettings:
+        """Client settings from the environment, with the URL override applied."""
+        base = ReflexioSettings()
+        if self.reflexio_url:
+            return ReflexioSettings(**{**base.model_dump(), "url": self.reflexio_url})
+        return base
+
+
+class PromptCheckResult(BaseModel):
+    """What CI needs: the verdict and a Markdown report."""
+
+    verdict: Verdict
+    message: str
+    report_markdown: str
+
+
+@task(name="save-config", cache_policy=NO_CACHE)
+def save_config(settings: ReflexioSettings, backup_dir: Path, run_id: str) -> Path:
+    """Write the server's current config to a private file (it may hold credentials)."""
+    with ReflexioClient(settings) as client:
+        config = client.get_config()
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    path = backup_dir / f"config-{server_slug(settings.url)}-{run_id}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(config, handle, indent=2)
+    return path.resolve()
+
+
+@task(name="apply-config", cache_policy=NO_CACHE)
+def apply_config(settings: ReflexioSettings, candidate: dict[str, Any]) -> None:
+    """Merge the candidate's top-level fields into the server config."""
+    with ReflexioClient(settings) as client:
+        client.update_config(candidate)
+
+
+@task(name="restore-config", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def restore_config(settings: ReflexioSettings, saved_path: Path) -> None:
+    """Put the saved config back whole."""
+    with ReflexioClient(settings) as client:
+        client.set_config(json.loads(saved_path.read_text()))
+
+
+def _gate_markdown(prefix: str, state: State) -> str:
+    """This run's gate report artifact, or a line saying the gate did not run."""
+    artifact = Artifact.get(f"{prefix}-gate-report")
+    run_id = state.state_details.flow_run_id
+    if artifact is None or artifact.flow_run_id != run_id or not artifact.data:
+        return "_The gate did not run._\n"
+    return str(artifact.data)
+
+
+def classify(messages: list[str]) -> Verdict:
+    """The worst outcome among the regenerations' final messages (empty: PASS)."""
+    if any(m.startswith(STALL_PREFIX) for m in messages):
+        return Verdict.STALL
+    return Verdict.FAIL if messages else Verdict.PASS
+
+
+def _run_regenerations(
+    params: PromptChangeParams, settings: ReflexioSettings
+) -> list[tuple[str, State, str]]:
+    common = {
+        "reflexio_url": settings.url,
+        "dry_run": not params.promote,
+        "gate_policy": params.gate_policy,
+        "allow_warn": False,
+        "notification_block": params.notification_block,
+        "backup_dir": params.backup_dir,
+        "operation_timeout_s": params.operation_timeout_s,
+    }
+    runs: list[tuple[str, State, str]] = []
+    if params.regenerate_profiles:
+        state = profile_regeneration(RegenerationParams(**common), return_state=True)
+        runs.append(("profiles", state, profile_prefix(settings)))
+    if params.agent_version:
+        playbook_params = PlaybookRegenerationParams(
+            **common, agent_version=params.agent_version, aggregate=params.promote
+        )
+        state = playbook_regeneration(playbook_params, return_state=True)
+        runs.append(
+            (
+                f"playbooks {params.agent_version}",
+                state,
+                playbook_prefix(settings, params.agent_version),
+            )
+        )
+    return runs
+
+
+def _report(
+    params: PromptChangeParams,
+    verdict: Verdict,
+    message: str,
+    runs: list[tuple[str, State, str]],
+) -> str:
+    lines = [
+        f"# Prompt check: {verdict.name}",
+        "",
+        f"**{message}**",
+        "",
+        f"- candidate config: `{params.config_file}`",
+        f"- promote: {params.promote}",
+    ]
+    for name, state, prefix in runs:
+        lines += ["", f"## {name}: {state.type.value}", "", f"{state.message}", ""]
+        lines.append(_gate_markdown(prefix, state))
+    return "\n".join(lines) + "\n"
+
+
+def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
+    """Run the whole prompt check and return its verdict and report (no exception escapes
+    for expected failures: bad input, stall, gate failure, server errors)."""
+    try:
+        candidate = load_candidate_config(params.config_file)
+    except ConfigFileError as exc:
+        return PromptCheckResult(
+            verdict=Verdict.BAD_INPUT,
+            message=str(exc),
+            report_markdown=f"# Prompt check: BAD_INPUT\n\n{exc}\n",
+        )
+    settings = params.settings()
+    stall, note = check_stall(settings, params.notification_block)
+    if stall is not None:
+        message = f"{stall.message} ({note}) The candidate config was not applied."
+        return PromptCheckResult(
+            verdict=Verdict.STALL,
+            message=message,
+            report_markdown=_report(params, Verdict.STALL, message, []),
+        )
+    saved = save_config(settings, params.backup_dir, _run_id())
+    runs: list[tuple[str, State, str]] = []
+    promoted = False
+    try:
+        apply_config(settings, candidate)
+        runs = _run_regenerations(params, settings)
+        promoted = params.promote and all(state.is_completed() for _, state, _ in runs)
+    finally:
+        if not promoted:
+            restore_config(settings, saved)
+    failures = [str(state.message) for _, state, _ in runs if not state.is_completed()]
+    verdict = classify(failures)
+    if verdict is Verdict.PASS:
+        message = (
+            "Every gate passed; the candidate was promoted and its config kept."
+            if promoted
+            else "Every gate passed (dry run); the saved config was restored and the candidate's "
+            "PENDING profiles deleted. Run with promote=true to apply it."
+        )
+    else:
+        message = f"{failures[0]} The saved config was restored from {saved}."
+    return PromptCheckResult(
+        verdict=verdict, message=message, report_markdown=_report(params, verdict, message, runs)
+    )
+
+
+@flow(name="prompt-change", validate_parameters=True)
+def prompt_change(params: PromptChangeParams) -> State:
+    """Try a candidate config: regenerate, gate, promote only when allowed (module docstring).
+
+    The final state carries the PromptCheckResult as its data (the CLI reads it) and the
+    verdict's message; it is Completed only for PASS.
+    """
+    try:
+        result = check_prompt_change(params)
+    except ReflexioError as exc:
+        message = f"Stopped on a Reflexio error: {exc}"
+        result = PromptCheckResult(
+            verdict=Verdict.ERROR,
+            message=message,
+            report_markdown=f"# Prompt check: ERROR\n\n{message}\n",
+        )
+    create_markdown_artifact(
+        result.report_markdown,
+        key=f"prompt-check-{server_slug(params.settings().url)}",
+        description=result.message[:200],
+    )
+    if result.verdict is Verdict.PASS:
+        return Completed(message=result.message, data=result)
+    return Failed(message=result.message, data=result)

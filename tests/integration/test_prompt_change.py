@@ -1,0 +1,138 @@
+"""The prompt check CI runs: `reflexio-pipelines prompt-check`, against the real server.
+
+Each case checks the exit code, the report, and that the server was left as the verdict
+says: config restored and no PENDING rows unless promoted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from local_stack.stack import LocalStack
+from reflexio_api import ReflexioClient, ReflexioSettings
+
+pytestmark = pytest.mark.integration
+
+CANDIDATE = """\
+profile_extractor_config:
+  extraction_definition_prompt: Extract the user's stated preferences and constraints only.
+  manual_trigger: false
+"""
+
+
+def _config_and_counts(url: str) -> tuple[dict, tuple[int, int]]:
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        stats = client.get_profile_statistics()
+        return client.get_config(), (stats.current_count, stats.pending_count)
+
+
+def _run(
+    stack: LocalStack, tmp_path: Path, *extra: str, config_text: str | None = CANDIDATE
+) -> tuple[int, str]:
+    """Run the CLI on a candidate file holding config_text (None: no file at all)."""
+    config = tmp_path / "candidate.yaml"
+    if config_text is not None:
+        config.write_text(config_text)
+    report = tmp_path / "report.md"
+    code = main(
+        [
+            "prompt-check",
+            "--config",
+            str(config),
+            "--reflexio-url",
+            stack.url,
+            "--backup-dir",
+            str(tmp_path / "backups"),
+            "--report",
+            str(report),
+            *extra,
+        ]
+    )
+    return code, report.read_text() if report.exists() else ""
+
+
+def test_a_passing_dry_check_exits_0_and_leaves_the_server_as_it_was(
+    seeded_stack: LocalStack, prefect_api: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    config_before, counts_before = _config_and_counts(seeded_stack.url)
+
+    code, report = _run(seeded_stack, tmp_path)
+
+    assert code == 0, report
+    assert report.startswith("# Prompt check: PASS")
+    assert "Gate" in report and "retention" in report
+    assert summary.read_text() == report
+    assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)
+
+
+def test_a_failing_gate_exits_1_restores_the_config_and_discards_the_candidate(
+    seeded_stack: LocalStack, prefect_api: None, tmp_path: Path
+) -> None:
+    config_before, counts_before = _config_and_counts(seeded_stack.url)
+    seeded_stack.llm.configure(style="junk")
+
+    code, report = _run(seeded_stack, tmp_path)
+
+    assert code == 1
+    assert report.startswith("# Prompt check: FAIL")
+    assert "saved config was restored" in report
+    assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)
+
+
+def test_a_stall_exits_2_before_the_config_is_touched(
+    seeded_stack: LocalStack, prefect_api: None, tmp_path: Path
+) -> None:
+    config_before, counts_before = _config_and_counts(seeded_stack.url)
+    seeded_stack.set_stall("billing_error", "quota exhausted")
+    calls_before = sum(seeded_stack.llm.state.calls.values())
+
+    code, report = _run(seeded_stack, tmp_path)
+
+    assert code == 2
+    assert "Learning is stalled: billing_error" in report
+    assert sum(seeded_stack.llm.state.calls.values()) == calls_before
+    assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "does not exist"),
+        ("profile_extractor_config: [unclosed", "is not valid YAML"),
+        ("- just\n- a list\n", "must be a non-empty mapping"),
+    ],
+)
+def test_bad_config_files_exit_3_with_a_clear_message_and_no_server_writes(
+    stack: LocalStack,
+    prefect_api: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str | None,
+    expected: str,
+) -> None:
+    config_before, counts_before = _config_and_counts(stack.url)
+
+    code, report = _run(stack, tmp_path, config_text=content)
+
+    assert code == 3
+    assert expected in report + capsys.readouterr().out
+    assert _config_and_counts(stack.url) == (config_before, counts_before)
+
+
+def test_promote_with_a_pass_upgrades_and_keeps_the_candidate_config(
+    seeded_stack: LocalStack, prefect_api: None, tmp_path: Path
+) -> None:
+    code, report = _run(seeded_stack, tmp_path, "--promote")
+
+    assert code == 0, report
+    config_after, (current_after, pending_after) = _config_and_counts(seeded_stack.url)
+    assert config_after["profile_extractor_config"]["extraction_definition_prompt"].startswith(
+        "Extract the user's stated preferences"
+    )
+    assert pending_after == 0
+    assert current_after > 0
+    assert "promoted" in report
