@@ -45,6 +45,19 @@ def test_sweep_happy_path_measures_each_step(manual_trigger_on: LocalStack, pref
         manual_calls_per_minute=120,  # the session stack runs with rate limits off
     )
     with _client(stack) as client:
+        # New facts arrive on the EMAIL source; with manual_trigger on, publishing does not
+        # extract them. The CHAT step will (H8: source does not filter interactions).
+        client.publish_interaction(
+            user_id="alice",
+            session_id="alice-moves",
+            source="email",
+            agent_version="v1",
+            interactions=[
+                {"role": "user", "content": "News: I moved to Lisbon and now learn Portuguese."},
+                {"role": "assistant", "content": "Understood, I will keep that in mind."},
+            ],
+            wait_for_response=True,
+        )
         chat_before = len(client.list_profiles("current", source="chat"))
 
     state = manual_sweep(params=params, return_state=True)

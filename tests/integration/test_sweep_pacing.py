@@ -8,7 +8,7 @@ import pytest
 
 from flows.sweep import manual_sweep
 from local_stack.stack import LocalStack
-from tasks.sweep import SweepParams
+from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN, SweepParams
 
 pytestmark = pytest.mark.integration
 
@@ -35,5 +35,8 @@ def test_six_manual_calls_stay_under_the_limit(tmp_path, prefect_api: None):
     assert all(r["status"] == "ok" for r in rows)
     starts = state.result()["call_starts"]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert all(gap >= params.spacing_s - 0.01 for gap in gaps), gaps
+    # The server needs >= 12 s between calls (5/min); the pacer plans 13 s, and sleep jitter
+    # of a few ms may move one start a little, never by the 1 s margin.
+    assert all(gap >= 60 / SERVER_MANUAL_LIMIT_PER_MIN for gap in gaps), gaps
+    assert starts[5] - starts[0] >= 60.0, "six calls on one route span more than a minute"
     assert all(r["paced_wait_s"] > 0 for r in rows[1:]), "calls 2-6 waited for their turn"
