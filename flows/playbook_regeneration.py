@@ -256,15 +256,18 @@ def _regenerate(
     return Completed(message=summary.decision)
 
 
+DEFAULT_PARAMS = PlaybookRegenerationParams()
+"""The form's defaults (safe: only_affected_users, no discard, no dry run)."""
+
+
 @flow(name="playbook-regeneration", validate_parameters=True)
-def playbook_regeneration(params: PlaybookRegenerationParams | None = None) -> State:
+def playbook_regeneration(params: PlaybookRegenerationParams = DEFAULT_PARAMS) -> State:
     """Regenerate one agent_version's user playbooks safely, then aggregate.
 
     dry_run: rerun + gate + backup, no upgrade, no aggregation. Unlike profiles, the PENDING
     rows are kept: the rerun has already tombstoned the CURRENT rows it re-derived (H6), and
     deleting the candidate would leave those users with nothing to upgrade to.
     """
-    params = params or PlaybookRegenerationParams()
     settings = params.settings()
     summary = RunSummary(
         title=f"Playbook regeneration ({params.agent_version})", server=settings.url

@@ -246,15 +246,18 @@ def _regenerate(params: RegenerationParams, settings: ReflexioSettings, summary:
     return Completed(message=summary.decision)
 
 
+DEFAULT_PARAMS = RegenerationParams()
+"""The form's defaults (safe: only_affected_users, no discard, no dry run)."""
+
+
 @flow(name="profile-regeneration", validate_parameters=True)
-def profile_regeneration(params: RegenerationParams | None = None) -> State:
+def profile_regeneration(params: RegenerationParams = DEFAULT_PARAMS) -> State:
     """Regenerate profiles safely (see the module docstring for every end state).
 
     dry_run: rerun + gate, then the PENDING rows this run created are deleted; no backup, no
     upgrade. A rerun always writes PENDING rows, so "dry" means "leaves no trace", not
     "writes nothing".
     """
-    params = params or RegenerationParams()
     settings = params.settings()
     summary = RunSummary(title="Profile regeneration", server=settings.url)
     state: State

@@ -125,18 +125,21 @@ def infer_stall(status: OperationStatus, service: str) -> Stall | None:
                 ),
                 inferred=True,
             )
-    if service == "profile_generation" and status.status == "completed":
-        generated = status.stats.get("total_generated")
-        interactions = status.stats.get("total_interactions_processed")
-        if status.total_users > 0 and generated == 0 and (interactions or 0) >= 0:
-            return Stall(
-                reason="no_output",
-                detail=(
-                    f"The profile rerun completed over {status.total_users} user(s) with "
-                    f"interactions but generated 0 profiles. {_ADVICE['no_output']}"
-                ),
-                inferred=True,
-            )
+    # total_users counts the users that had interactions matching the rerun's filters.
+    if (
+        service == "profile_generation"
+        and status.status == "completed"
+        and status.total_users > 0
+        and status.stats.get("total_generated") == 0
+    ):
+        return Stall(
+            reason="no_output",
+            detail=(
+                f"The profile rerun completed over {status.total_users} user(s) with "
+                f"interactions but generated 0 profiles. {_ADVICE['no_output']}"
+            ),
+            inferred=True,
+        )
     return None
 
 

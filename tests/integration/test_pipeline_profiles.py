@@ -161,7 +161,12 @@ def test_failure_after_upgrade_rolls_back_to_the_backup(
     import flows.profile_regeneration as module
 
     url = seeded_stack.url
+    with ReflexioClient(ReflexioSettings(url=url)) as client:  # so ARCHIVED rows exist (H1)
+        op = client.rerun_profile_generation()
+        client.wait_for_operation("profile_generation", op.operation_id, 120)
+        client.upgrade_profiles(only_affected_users=True)
     before = _rows(url, "current", "archived")
+    assert [r for r in before if r["status"] == "archived"]
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected verification crash")

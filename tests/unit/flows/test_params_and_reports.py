@@ -93,3 +93,21 @@ def test_failed_delivery_is_raised_without_the_url():
         deliver(block, "t", "subject", "body")
     assert "very-secret-token" not in str(info.value) and "HTTP 500" in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_flows_expose_a_typed_form():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.playbook_regeneration import playbook_regeneration
+    from flows.profile_regeneration import profile_regeneration
+    from flows.restore import restore_profiles
+
+    for flow_, model in (
+        (profile_regeneration, "RegenerationParams"),
+        (playbook_regeneration, "PlaybookRegenerationParams"),
+        (restore_profiles, "RestoreParams"),
+    ):
+        schema = parameter_schema(flow_.fn).model_dump()
+        assert schema["properties"]["params"]["$ref"].endswith(model)
+        fields = schema["definitions"][model]["properties"]
+        assert "reflexio_url" in fields and "api_key" not in fields

@@ -96,3 +96,55 @@ def test_task_does_not_retry_auth_errors(prefect_api, monkeypatch):
     seen = _mock(monkeypatch, [httpx.Response(401, json={"detail": "bad key"})])
     assert _run_stall_task() == (False, "AuthError")
     assert len(seen) == 1
+
+
+def _run_upgrade(pending_before: int):
+    @flow
+    def probe() -> tuple[bool, object]:
+        state = server.upgrade_profiles.with_options(
+            retry_delay_seconds=0, retry_jitter_factor=None
+        )(ReflexioSettings(url="http://127.0.0.1:9"), True, pending_before, return_state=True)
+        if state.is_completed():
+            return True, state.result()
+        try:
+            state.result()
+        except Exception as exc:
+            return False, type(exc).__name__
+        return False, None
+
+    return probe()
+
+
+STATS_DONE = {"success": True, "current_count": 4, "pending_count": 0, "archived_count": 3}
+STATS_NOT_DONE = {"success": True, "current_count": 3, "pending_count": 4, "archived_count": 0}
+UPGRADED = {
+    "success": True,
+    "profiles_archived": 3,
+    "profiles_promoted": 4,
+    "profiles_deleted": 0,
+    "message": "Upgraded",
+}
+
+
+def test_upgrade_answer_lost_but_applied_is_not_repeated(prefect_api, monkeypatch):
+    seen = _mock(monkeypatch, [httpx.Response(502, json={}), httpx.Response(200, json=STATS_DONE)])
+    ok, result = _run_upgrade(pending_before=4)
+    assert ok and result["profiles_promoted"] is None and "applied" in result["message"]
+    assert [r.url.path for r in seen] == [
+        "/api/upgrade_all_profiles",
+        "/api/get_profile_statistics",
+    ]
+
+
+def test_upgrade_that_did_not_apply_is_retried(prefect_api, monkeypatch):
+    seen = _mock(
+        monkeypatch,
+        [
+            httpx.Response(502, json={}),
+            httpx.Response(200, json=STATS_NOT_DONE),
+            httpx.Response(200, json=UPGRADED),
+        ],
+    )
+    ok, result = _run_upgrade(pending_before=4)
+    assert ok and result["profiles_promoted"] == 4
+    assert [r.url.path for r in seen].count("/api/upgrade_all_profiles") == 2
