@@ -3,7 +3,8 @@
 Starts the local Reflexio server + stand-in LLM (state in .state/reflexio, port 8081),
 seeds it when it has no profiles, then runs the profile flow and the playbook flow for v1
 on Prefect's local API (the ephemeral API when PREFECT_API_URL is unset). Prints where to
-look, and exits 1 when a flow ended Failed (0 when both completed).
+look, and exits 1 when a flow ended Failed (0 when both completed; 2 when the local
+server could not start).
 """
 
 from __future__ import annotations
@@ -76,5 +77,17 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def run() -> int:
+    """main(), with the local stack's start-up errors said in one line (exit 2)."""
+    from local_stack.reflexio_server import ServerStartError
+    from local_stack.server_venv import ServerInstallError
+
+    try:
+        return main()
+    except (ServerInstallError, ServerStartError) as exc:
+        print(f"error: the local Reflexio server could not start: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
