@@ -103,3 +103,22 @@ def test_llm_auth_error_is_an_inferred_stall_before_upgrade(
     assert state.message.startswith("Learning is stalled: auth_error (inferred")
     assert {r["user_playbook_id"] for r in _rows(url) if r["status"] is None} == current
     assert len(hook.posts) <= 1
+
+
+def test_failure_after_upgrade_reports_what_the_rollback_could_do(
+    seeded_stack, prefect_api, hook, tmp_path, monkeypatch
+):
+    import flows.playbook_regeneration as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected verification crash")
+
+    monkeypatch.setattr(module, "verify_upgrade", broken)
+    state = playbook_regeneration(
+        _params(url := seeded_stack.url, hook, tmp_path), return_state=True
+    )
+    assert state.is_failed() and "Upgrade rolled back after: injected" in state.message
+    # H6: the rerun tombstoned every CURRENT row, the upgrade archived nothing, so the
+    # server has nothing to downgrade to; the run says so and keeps the promoted rows.
+    assert "downgrade_user_playbooks('v1')" in state.message
+    assert [r for r in _rows(url) if r["status"] is None]

@@ -197,3 +197,18 @@ def test_second_regeneration_of_the_same_server_is_refused(prefect_api, tmp_path
     with concurrency(name, occupy=1, strict=True):
         state = profile_regeneration(params, return_state=True)
     assert state.is_failed() and "Another regeneration" in state.message
+
+
+def test_failed_notification_is_surfaced_and_retried_next_run(seeded_stack, prefect_api, tmp_path):
+    url = seeded_stack.url
+    seeded_stack.set_stall("billing_error")
+    with WebhookReceiver(status=500) as broken:
+        block = save_webhook_block(broken.url)
+        params = RegenerationParams(reflexio_url=url, backup_dir=tmp_path, notification_block=block)
+        state = profile_regeneration(params, return_state=True)
+    assert state.is_failed() and state.message.startswith("Learning is stalled: billing_error")
+    assert "notification FAILED" in state.message and "HTTP 500" in state.message
+    assert "secret-token" not in state.message
+    assert len(broken.posts) == 3  # first try + 2 task retries
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        assert not client.get_stall_state().notified_in_cc  # so the next run tries again
