@@ -9,67 +9,185 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
+import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 
-_VOCABULARY = (
-    "user prefers likes works lives uses wants dislikes asked about often usually coffee tea "
-    "python java rust dark mode light theme editor vim emacs berlin paris tokyo remote office "
-    "morning evening meetings short answers detailed examples code reviews tests travel "
-    "hiking running cooking vegetarian vegan allergic peanuts gluten budget premium plan "
-    "weekly reports slack email phone manager engineer designer student teacher family kids "
-    "dog cat music jazz rock podcasts books history science data pipelines dashboards sql "
-    "spreadsheets deadlines friday monday quarterly release notes metric units spanish french"
-)
-_WORDS = _VOCABULARY.split()
+import numpy as np
+
+_SYLLABLES = [c + v for c in [*"bcdfghklmnprstvwz", "th", "ch", "sh", "st"] for v in "aeiou"]
+_ENDINGS = ["", "", "", "n", "r", "s", "t", "l", "m"]
+VOCABULARY_SIZE = 20_000
+ZIPF_EXPONENT = 1.1
+TOPIC_WORDS = 12  # per-user words (name, city, employer, ...) that recur in that user's rows
+TOPIC_SHARE = 0.2  # share of a row's words drawn from its user's topic words
+# What the candidate does with each baseline row: keep verbatim, reword, rewrite, drop.
+ACTIONS = {"keep": 0.55, "reword": 0.25, "rewrite": 0.05, "drop": 0.15}
+NEW_ROWS_PER_USER = 1.0  # Poisson mean of extra candidate rows per user
+NEAR_DUPLICATE_SHARE = 0.01  # candidate rows repeated with a small edit
+BAD_ROW_SHARE = 0.001  # candidate rows replaced by a refusal (exercises hygiene)
 
 
-def _sentence(rng: random.Random) -> str:
-    text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 30)))
-    return text[:200].capitalize()
+class _Text:
+    """Zipf-distributed sentences over a fixed-seed vocabulary of pseudo-words."""
 
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        words: set[str] = set()
+        while len(words) < VOCABULARY_SIZE:
+            parts = rng.choice(_SYLLABLES, int(rng.integers(1, 5)))
+            words.add("".join(parts) + str(rng.choice(_ENDINGS)))
+        # Frequent words tend to be short, as in real text: rank by length plus noise.
+        ordered = sorted(words, key=lambda w: len(w) + 2.0 * rng.standard_normal())
+        self.words = np.array(ordered, dtype=object)
+        ranks = np.arange(1, VOCABULARY_SIZE + 1, dtype=np.float64)
+        self.cdf = np.cumsum(ranks**-ZIPF_EXPONENT)
+        self.cdf /= self.cdf[-1]
 
-def _perturb(text: str, rng: random.Random) -> str:
-    words = text.split()
-    for _ in range(rng.randint(1, 3)):
-        words[rng.randrange(len(words))] = rng.choice(_WORDS)
-    return " ".join(words)
+    def sample(self, n: int) -> np.ndarray:
+        """n word indices from the Zipf distribution."""
+        return np.searchsorted(self.cdf, self.rng.random(n))
+
+    def sentences(self, users: np.ndarray, topics: np.ndarray) -> list[str]:
+        """One sentence of 40-200 characters per entry of `users` (row -> user index)."""
+        rng = self.rng
+        n_words = rng.integers(7, 33, len(users))
+        idx = self.sample(int(n_words.sum()))
+        owner = np.repeat(users, n_words)
+        topical = rng.random(idx.size) < TOPIC_SHARE
+        idx[topical] = topics[owner[topical], rng.integers(0, TOPIC_WORDS, int(topical.sum()))]
+        words = self.words[idx]
+        out = []
+        start = 0
+        for k in n_words.tolist():
+            text = " ".join(words[start : start + k])
+            start += k
+            while len(text) < 40:
+                text += " " + self.words[self.sample(1)[0]]
+            if len(text) > 199:
+                text = text[:199].rsplit(" ", 1)[0]
+            out.append(text.capitalize() + ".")
+        return out
+
+    def reword(self, text: str) -> str:
+        """Replace, drop or insert 1-3 words."""
+        rng = self.rng
+        words = text[:-1].split()
+        for _ in range(int(rng.integers(1, 4))):
+            op, i = rng.random(), int(rng.integers(0, len(words)))
+            new = self.words[self.sample(1)[0]]
+            if op < 0.6:
+                words[i] = new
+            elif op < 0.8 and len(words) > 6:
+                del words[i]
+            else:
+                words.insert(i, new)
+        return " ".join(words).capitalize() + "."
 
 
 def synthetic_rows(n_candidate: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Baseline and candidate profile rows as the REST API returns them (~10 rows per user)."""
-    rng = random.Random(seed)
-    base, cand = [], []
-    user = 0
-    while len(cand) < n_candidate:
-        uid = f"user-{user}"
-        base_texts = [_sentence(rng) for _ in range(rng.randint(1, 20))]
-        cand_texts = []
-        for text in base_texts:
-            roll = rng.random()
-            if roll < 0.5:
-                cand_texts.append(text)
-            elif roll < 0.8:
-                cand_texts.append(_perturb(text, rng))
-            elif roll < 0.9:
-                cand_texts.append(_sentence(rng))
-        cand_texts = cand_texts or [_sentence(rng)]
-        for rows, texts, req in ((base, base_texts, "r-old"), (cand, cand_texts, "r-new")):
-            rows.extend(
+    """Baseline and candidate profile rows as the REST API returns them (~10 rows per user).
+
+    Users have 1-20 baseline rows of 40-200 characters over a Zipf-distributed vocabulary of
+    20 000 pseudo-words, partly from per-user topic words. Each baseline row is kept verbatim,
+    reworded, rewritten or dropped in the candidate (ACTIONS), users gain new rows, a few
+    candidate rows are near-duplicates or refusals. Rows come in a shuffled order, as from a
+    paginated listing sorted by time.
+    """
+    rng = np.random.default_rng(seed)
+    text = _Text(rng)
+    n_users = n_candidate // 9 + 10
+    topics = text.sample(n_users * TOPIC_WORDS).reshape(n_users, TOPIC_WORDS) + 50
+    topics = np.minimum(topics, VOCABULARY_SIZE - 1)
+    base_users = np.repeat(np.arange(n_users), rng.integers(1, 21, n_users))
+    base_texts = text.sentences(base_users, topics)
+    action = rng.choice(list(ACTIONS), len(base_users), p=list(ACTIONS.values()))
+    new_users = np.repeat(np.arange(n_users), rng.poisson(NEW_ROWS_PER_USER, n_users))
+    rewrite = np.flatnonzero(action == "rewrite")
+    fresh = text.sentences(np.r_[base_users[rewrite], new_users], topics)
+    cand_texts = [
+        text.reword(t) if a == "reword" else t
+        for t, a in zip(base_texts, action.tolist(), strict=True)
+    ]
+    for i, t in zip(rewrite.tolist(), fresh, strict=False):
+        cand_texts[i] = t
+    kept = action != "drop"
+    cand_users = np.r_[base_users[kept], new_users]
+    cand_texts = [t for t, k in zip(cand_texts, kept.tolist(), strict=True) if k]
+    cand_texts += fresh[len(rewrite) :]
+    dup = np.flatnonzero(rng.random(len(cand_texts)) < NEAR_DUPLICATE_SHARE)
+    cand_users = np.r_[cand_users, cand_users[dup]]
+    cand_texts += [cand_texts[i].rstrip(".") + "!" for i in dup.tolist()]
+    for i in np.flatnonzero(rng.random(len(cand_texts)) < BAD_ROW_SHARE).tolist():
+        cand_texts[i] = "I'm sorry, I can't help with that request."
+    # Keep whole users until n_candidate candidate rows are reached.
+    cand_pick = np.argsort(cand_users, kind="stable")[:n_candidate]
+    base_pick = np.flatnonzero(base_users <= cand_users[cand_pick[-1]])
+    rows = []
+    for side, users, texts, pick in (
+        ("old", base_users, base_texts, base_pick),
+        ("new", cand_users, cand_texts, cand_pick),
+    ):
+        pick = pick[rng.permutation(len(pick))]
+        rows.append(
+            [
                 {
-                    "profile_id": f"{uid}-{req}-{i}",
-                    "user_id": uid,
-                    "content": t,
+                    "profile_id": f"user-{u}-{side}-{i}",
+                    "user_id": f"user-{u}",
+                    "content": texts[i],
                     "source": "chat",
-                    "generated_from_request_id": f"{req}-{user}",
+                    "generated_from_request_id": f"r-{side}-{u}",
                 }
-                for i, t in enumerate(texts)
-            )
-        user += 1
-    return cand[:n_candidate], base
+                for i, u in zip(pick.tolist(), users[pick].tolist(), strict=True)
+            ]
+        )
+    base, cand = rows
+    return cand, base
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+class _TreeRss:
+    """Peak of the summed RSS of this process and its children (the gate's workers), sampled
+    every 0.2 s from /proc (Linux); ru_maxrss covers only this process."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _children(self) -> list[int]:
+        me, out = os.getpid(), []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                            out.append(int(name))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return out
+
+    def _run(self) -> None:
+        while not self._done.wait(0.2):
+            total = _rss_kb(os.getpid()) + sum(map(_rss_kb, self._children()))
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        """Stop sampling; the peak in KiB (at least this process's ru_maxrss so far)."""
+        self._done.set()
+        self._thread.join()
+        return max(self.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def run_one(n: int) -> dict:
@@ -85,6 +203,7 @@ def run_one(n: int) -> dict:
     base = frame_from_rows(data["baseline"], "profiles")
     parse_s = time.perf_counter() - start
     del payload, data
+    sampler = _TreeRss()
     start = time.perf_counter()
     report = evaluate(cand, base)
     gate_s = time.perf_counter() - start
@@ -98,6 +217,7 @@ def run_one(n: int) -> dict:
         "gate_rows_per_s": round(rows / gate_s),
         "gate_vs_parse": round(gate_s / parse_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "tree_peak_rss_mb": round(sampler.stop() / 1024),
         "verdict": report.verdict.value,
     }
 
@@ -112,8 +232,11 @@ def main() -> None:
         print(json.dumps(run_one(args.one)))
         return
     sizes = [*args.sizes, *([1_000_000] if args.with_1m else [])]
-    print("| candidate | baseline | users | parse s | gate s | rows/s | gate/parse | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| candidate | baseline | users | parse s | gate s | rows/s | gate/parse | peak RSS MB "
+        "| peak RSS all processes MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         out = subprocess.run(
             [sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True
@@ -121,7 +244,8 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"| {r['candidate_rows']} | {r['baseline_rows']} | {r['users']} | {r['parse_s']} | "
-            f"{r['gate_s']} | {r['gate_rows_per_s']} | {r['gate_vs_parse']} | {r['peak_rss_mb']} |",
+            f"{r['gate_s']} | {r['gate_rows_per_s']} | {r['gate_vs_parse']} | {r['peak_rss_mb']} | "
+            f"{r['tree_peak_rss_mb']} |",
             flush=True,
         )
 

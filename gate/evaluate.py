@@ -7,32 +7,49 @@ import pandas as pd
 
 from gate import checks
 from gate.frames import Kind, normalize_frame
-from gate.hygiene import flag_rows
+from gate.hygiene import flag_rows_later
+from gate.parallel import worker_pool
 from gate.policy import GatePolicy
 from gate.report import Example, GateReport, worst
 from gate.similarity import EPS, Similarities, compare
 
 
-def _per_user(rows: pd.DataFrame, sims: Similarities, policy: GatePolicy) -> pd.DataFrame:
-    """One row per user: counts, retained and novel rows, duplicates, flagged rows."""
+def _per_user(
+    rows: pd.DataFrame,
+    user_codes: np.ndarray,
+    user_ids: np.ndarray,
+    sims: Similarities,
+    policy: GatePolicy,
+) -> pd.DataFrame:
+    """One row per user (sorted by user_id): counts, retained and novel rows, duplicates,
+    flagged rows, candidate request ids. `user_codes` index `user_ids` for each row."""
     similar = sims.best >= policy.similarity_threshold - EPS
     cand = rows["is_candidate"].to_numpy()
-    table = pd.DataFrame(
+    n_users = len(user_ids)
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(user_codes[mask], minlength=n_users).astype(np.int64)
+
+    has_dup = sims.duplicates > 0
+    users = pd.DataFrame(
         {
-            "user_id": rows["user_id"].to_numpy(),
-            "baseline_rows": ~cand,
-            "candidate_rows": cand,
-            "retained_rows": ~cand & similar,
-            "novel_rows": cand & ~similar,
-            "baseline_duplicate_rows": ~cand & (sims.duplicates > 0),
-            "candidate_duplicate_rows": cand & (sims.duplicates > 0),
-            "flagged_rows": rows["flagged"].to_numpy(),
-        }
+            "baseline_rows": count(~cand),
+            "candidate_rows": count(cand),
+            "retained_rows": count(~cand & similar),
+            "novel_rows": count(cand & ~similar),
+            "baseline_duplicate_rows": count(~cand & has_dup),
+            "candidate_duplicate_rows": count(cand & has_dup),
+            "flagged_rows": count(rows["flagged"].to_numpy()),
+        },
+        index=pd.Index(user_ids, dtype=object, name="user_id"),
     )
-    users = table.groupby("user_id", sort=True).sum().astype(np.int64)
-    stale = rows.loc[cand, ["user_id", "request_id"]].dropna()
-    users["request_ids"] = stale.groupby("user_id")["request_id"].nunique()
-    users["request_ids"] = users["request_ids"].fillna(0).astype(np.int64)
+    request = rows["request_id"].to_numpy(dtype=object)
+    known = cand & pd.notna(request)
+    req_codes, req_values = pd.factorize(request[known])
+    pairs = np.unique(user_codes[known].astype(np.int64) * (len(req_values) + 1) + req_codes)
+    users["request_ids"] = np.bincount(pairs // (len(req_values) + 1), minlength=n_users)
+    users["request_ids"] = users["request_ids"].astype(np.int64)
+    users = users.iloc[np.argsort(user_ids, kind="stable")]
     with np.errstate(divide="ignore", invalid="ignore"):
         base = users["baseline_rows"].where(users["baseline_rows"] > 0)
         users["volume_ratio"] = (users["candidate_rows"] / base).round(3)
@@ -89,22 +106,42 @@ def evaluate(
     policy = policy or GatePolicy()
     cand = normalize_frame(candidate, "candidate")
     base = normalize_frame(baseline, "baseline")
-    rows = pd.concat(
-        [base.assign(is_candidate=False), cand.assign(is_candidate=True)], ignore_index=True
+    n_base = len(base)
+    user_ids = np.concatenate(
+        [base["user_id"].to_numpy(dtype=object), cand["user_id"].to_numpy(dtype=object)]
     )
-    flags = flag_rows(cand["content"], policy.min_chars, policy.max_chars)
-    rows["flagged"] = np.r_[np.zeros(len(base), dtype=bool), flags.any(axis=1).to_numpy()]
-    codes, _ = pd.factorize(rows["user_id"])
-    order = np.argsort(codes, kind="stable")
-    rows = rows.iloc[order].reset_index(drop=True)
-    sims = compare(
-        rows["content"].to_numpy(dtype=object),
-        codes[order],
-        rows["is_candidate"].to_numpy(),
-        policy.duplicate_threshold,
-        max_pairs=policy.max_examples,
+    codes, distinct_users = pd.factorize(user_ids)
+    order = np.argsort(codes, kind="stable")  # rows grouped by user, as compare() needs
+    content = np.concatenate(
+        [base["content"].to_numpy(dtype=object), cand["content"].to_numpy(dtype=object)]
+    )[order]
+    is_candidate = order >= n_base
+    with worker_pool(len(order)) as workers:
+        # Hygiene (candidate rows only) runs in the workers alongside the similarity tasks.
+        flags_later = flag_rows_later(cand["content"], policy.min_chars, policy.max_chars, workers)
+        sims = compare(
+            content,
+            codes[order],
+            is_candidate,
+            policy.duplicate_threshold,
+            max_pairs=policy.max_examples,
+            workers=workers,
+        )
+        flags = flags_later()
+    flagged = np.r_[np.zeros(n_base, dtype=bool), flags.any(axis=1).to_numpy()]
+    request = np.concatenate(
+        [base["request_id"].to_numpy(dtype=object), cand["request_id"].to_numpy(dtype=object)]
     )
-    users = _per_user(rows, sims, policy)
+    rows = pd.DataFrame(
+        {
+            "user_id": user_ids[order],
+            "content": content,
+            "is_candidate": is_candidate,
+            "request_id": request[order],
+            "flagged": flagged[order],
+        }
+    )
+    users = _per_user(rows, codes[order], np.asarray(distinct_users, dtype=object), sims, policy)
     results = [
         checks.coverage(users, policy),
         checks.volume(users, policy),

@@ -13,12 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
+from gate.parallel import Workers
 from gate.textvec import N_FEATURES, HashedTfidf
 
 EPS = 1e-6
 IDF_SAMPLE_ROWS = 200_000
+FIT_BATCH_ROWS = 5_000  # small batches keep term_counts' arrays in cache
 _MAX_SHIFTED_COLUMNS = 1 << 24
 _USER_STRIDE = 0x9E3779B1
 
@@ -38,14 +41,36 @@ class Similarities:
     duplicate_pairs: np.ndarray  # (k, 3): i, j, similarity of the closest candidate pairs
 
 
-def _fit_idf(texts: np.ndarray, batch_rows: int) -> HashedTfidf:
-    """Fit IDF on all rows, or on a fixed-seed uniform sample of IDF_SAMPLE_ROWS rows."""
-    vectorizer = HashedTfidf()
+def _fit_idf(texts: np.ndarray, workers: Workers | None = None) -> HashedTfidf:
+    """Fit IDF on all rows, or on a fixed-seed uniform sample of IDF_SAMPLE_ROWS rows.
+
+    Each distinct text is hashed once and weighted by how many rows carry it, which gives
+    the same document frequencies as hashing every row.
+    """
     if len(texts) > IDF_SAMPLE_ROWS:
         pick = np.random.default_rng(0).choice(len(texts), IDF_SAMPLE_ROWS, replace=False)
         texts = texts[np.sort(pick)]
-    for start in range(0, len(texts), batch_rows):
-        vectorizer.partial_fit(texts[start : start + batch_rows].tolist())
+    codes, distinct = pd.factorize(texts)
+    weights = np.bincount(codes, minlength=len(distinct))
+    if workers is None:
+        return _partial_fit(np.asarray(distinct, dtype=object), weights)
+    vectorizer = HashedTfidf()
+    chunks = np.array_split(np.arange(len(distinct)), workers.tasks)
+    futures = [
+        workers.executor.submit(_partial_fit, np.asarray(distinct[c], dtype=object), weights[c])
+        for c in chunks
+    ]
+    for future in futures:
+        vectorizer.merge(future.result())
+    return vectorizer
+
+
+def _partial_fit(texts: np.ndarray, weights: np.ndarray) -> HashedTfidf:
+    """Document frequencies of texts, each counted `weights` times, in small batches."""
+    vectorizer = HashedTfidf()
+    for start in range(0, len(texts), FIT_BATCH_ROWS):
+        stop = start + FIT_BATCH_ROWS
+        vectorizer.partial_fit(texts[start:stop].tolist(), weights[start:stop])
     return vectorizer
 
 
@@ -72,12 +97,35 @@ def _best(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int) -> tuple
     return best, match
 
 
-def _same_user_products(left: sp.csr_matrix, right: sp.csr_matrix, lu, ru) -> tuple:
-    """Row, column and value of the non-zero same-user entries of left @ right.T."""
-    product = (left @ right.T).tocoo()
-    keep = lu[product.row] == ru[product.col]
+def _gram(matrix: sp.csr_matrix, users: np.ndarray) -> tuple:
+    """Row, column and value of the non-zero same-user entries of matrix @ matrix.T, i != j."""
+    width = _shifted_columns(matrix.nnz)
+    shift = (users.astype(np.int64) * _USER_STRIDE) % width
+    columns = (matrix.indices + np.repeat(shift, np.diff(matrix.indptr))) % width
+    # Renumber the used columns 0..k-1: a small column space keeps the transpose cache-friendly.
+    used = np.zeros(width, dtype=bool)
+    used[columns] = True
+    rank = np.cumsum(used, dtype=np.int32) - 1
+    columns = rank[columns]
+    del used, rank
+    shifted = sp.csr_matrix(
+        (matrix.data, columns, matrix.indptr),
+        shape=(matrix.shape[0], int(columns.max(initial=0)) + 1),
+    )
+    del columns
+    product = (shifted @ shifted.T).tocoo()
+    del shifted
+    keep = (users[product.row] == users[product.col]) & (product.row != product.col)
     vals = np.minimum(product.data[keep], 1.0)
     return product.row[keep].astype(np.int64), product.col[keep].astype(np.int64), vals
+
+
+def _first_row(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """For each of n ids, the lowest of `rows` (ascending) carrying it, -1 if none."""
+    out = np.full(n, -1, dtype=np.int64)
+    found, first = np.unique(ids, return_index=True)
+    out[found] = rows[first]
+    return out
 
 
 def compare(
@@ -86,11 +134,16 @@ def compare(
     is_candidate: np.ndarray,
     duplicate_threshold: float,
     max_pairs: int = 10,
-    block_rows: int = 20_000,
+    block_rows: int = 2_000,
+    workers: Workers | None = None,
 ) -> Similarities:
     """Compare every row with the other side's rows of the same user, and with its own side.
 
     `texts`, `users` (integer codes, sorted ascending) and `is_candidate` are aligned arrays.
+    Within a block, each distinct (user, text) is vectorised once; rows with the same text
+    and user have similarity 1 (0 if the text has no n-gram at all), and one same-user Gram
+    product of the distinct texts gives every other pair. With `workers`, ranges of whole
+    users run in worker processes; the results are the same.
     """
     n = len(texts)
     best = np.zeros(n, dtype=np.float32)
@@ -99,39 +152,109 @@ def compare(
     pairs: list[np.ndarray] = [np.empty((0, 3))]
     if n == 0:
         return Similarities(best, match, duplicates, pairs[0])
-    vectorizer = _fit_idf(texts, block_rows)
-    for start, stop in _blocks(users, block_rows):
-        matrix = vectorizer.transform(texts[start:stop].tolist())
-        local_users = users[start:stop] - users[start]
-        width = _shifted_columns(matrix.nnz)
-        shift = (local_users.astype(np.int64) * _USER_STRIDE) % width
-        row_nnz = np.diff(matrix.indptr)
-        columns = (matrix.indices + np.repeat(shift, row_nnz)) % width
-        shifted = sp.csr_matrix((matrix.data, columns, matrix.indptr), shape=(stop - start, width))
-        side = is_candidate[start:stop]
-        base_idx, cand_idx = np.flatnonzero(~side), np.flatnonzero(side)
-        base, cand = shifted[base_idx], shifted[cand_idx]
-        bu, cu = local_users[base_idx], local_users[cand_idx]
-
-        rows, cols, vals = _same_user_products(base, cand, bu, cu)
-        for idx, other, r, c in (
-            (base_idx, cand_idx, rows, cols),
-            (cand_idx, base_idx, cols, rows),
-        ):
-            b, m = _best(r, c, vals, len(idx))
-            best[start + idx] = b
-            found = m >= 0
-            match[start + idx[found]] = start + other[m[found]]
-
-        for idx, block, block_users in ((base_idx, base, bu), (cand_idx, cand, cu)):
-            r, c, v = _same_user_products(block, block, block_users, block_users)
-            dup = (r < c) & (v >= duplicate_threshold - EPS)
-            r, c, v = r[dup], c[dup], v[dup]
-            duplicates[start + idx] += np.bincount(r, minlength=len(idx))
-            duplicates[start + idx] += np.bincount(c, minlength=len(idx))
-            if block is cand and len(v):
-                top = np.argsort(-v, kind="stable")[:max_pairs]
-                pairs.append(np.c_[start + idx[r[top]], start + idx[c[top]], v[top]])
+    vectorizer = _fit_idf(texts, workers).frozen()
+    args = (vectorizer, duplicate_threshold - EPS, max_pairs, block_rows)
+    if workers is None:
+        ranges = [(0, n)]
+        results = iter([_compare_range(texts, users, is_candidate, *args)])
+    else:
+        ranges = _blocks(users, -(-n // workers.tasks))
+        futures = [
+            workers.executor.submit(
+                _compare_range, texts[a:b], users[a:b], is_candidate[a:b], *args
+            )
+            for a, b in ranges
+        ]
+        results = (f.result() for f in futures)
+    for (a, b), part in zip(ranges, results, strict=True):
+        best[a:b] = part.best
+        match[a:b] = np.where(part.match >= 0, part.match + a, -1)
+        duplicates[a:b] = part.duplicates
+        pairs.append(part.duplicate_pairs + np.array([a, a, 0]))
     all_pairs = np.concatenate(pairs)
-    all_pairs = all_pairs[np.argsort(-all_pairs[:, 2], kind="stable")[:max_pairs]]
-    return Similarities(best, match, duplicates, all_pairs)
+    all_pairs = all_pairs[np.lexsort((all_pairs[:, 1], all_pairs[:, 0], -all_pairs[:, 2]))]
+    return Similarities(best, match, duplicates, all_pairs[:max_pairs])
+
+
+def _compare_range(
+    texts: np.ndarray,
+    users: np.ndarray,
+    is_candidate: np.ndarray,
+    vectorizer: HashedTfidf,
+    threshold: float,
+    max_pairs: int,
+    block_rows: int,
+) -> Similarities:
+    """`compare` for a range of whole users, block by block (row indices local to the range)."""
+    n = len(texts)
+    best = np.zeros(n, dtype=np.float32)
+    match = np.full(n, -1, dtype=np.int64)
+    duplicates = np.zeros(n, dtype=np.int64)
+    pairs: list[np.ndarray] = [np.empty((0, 3))]
+    for start, stop in _blocks(users, block_rows):
+        local_users = users[start:stop] - users[start]
+        text_codes, _ = pd.factorize(texts[start:stop])
+        keys = local_users.astype(np.int64) * (int(text_codes.max()) + 1) + text_codes
+        _, first, ids = np.unique(keys, return_index=True, return_inverse=True)
+        d = len(first)
+        matrix = vectorizer.transform(texts[start + first].tolist())
+        self_sim = (np.diff(matrix.indptr) > 0).astype(np.float32)
+        d_users = local_users[first]
+        p, q, v = _gram(matrix, d_users)
+        del matrix
+        side = is_candidate[start:stop]
+        rows = np.arange(stop - start)
+        n_side = [np.bincount(ids[side == s], minlength=d) for s in (False, True)]
+        first_side = [_first_row(ids[side == s], rows[side == s], d) for s in (False, True)]
+        for s in (False, True):
+            own, other = n_side[s], n_side[not s]
+            # Best row of the other side: the same text, else the closest other text.
+            keep = other[q] > 0
+            b, m = _best(p[keep], q[keep], v[keep], d)
+            exact = (other > 0) & (self_sim > 0)
+            b = np.where(exact, self_sim, b)
+            m = np.where(exact, np.arange(d), m)
+            m_row = np.where(m >= 0, first_side[not s][np.maximum(m, 0)], -1)
+            idx = rows[side == s]
+            best[start + idx] = b[ids[idx]]
+            found = m_row[ids[idx]] >= 0
+            match[start + idx[found]] = start + m_row[ids[idx]][found]
+            # Same-side near-duplicates: other rows of the same text, plus close texts.
+            close = v >= threshold
+            count = np.bincount(p[close], weights=own[q[close]], minlength=d).astype(np.int64)
+            count += np.where(self_sim >= threshold, own - 1, 0)
+            duplicates[start + idx] = count[ids[idx]]
+        pairs.append(_candidate_pairs(ids, side, start, self_sim, p, q, v, threshold, max_pairs))
+    return Similarities(best, match, duplicates, np.concatenate(pairs))
+
+
+def _candidate_pairs(ids, side, start, self_sim, p, q, v, threshold, max_pairs) -> np.ndarray:
+    """The max_pairs closest candidate row pairs (i < j) at or above threshold, as (i, j, sim)."""
+    cand_rows = np.flatnonzero(side)
+    cand_ids = ids[cand_rows]
+    order = np.argsort(cand_ids, kind="stable")
+    sorted_ids = cand_ids[order]
+    lo = np.searchsorted(sorted_ids, np.arange(len(self_sim)))
+    hi = np.searchsorted(sorted_ids, np.arange(len(self_sim)), side="right")
+    n_cand = hi - lo
+    close = (v >= threshold) & (p < q) & (n_cand[p] > 0) & (n_cand[q] > 0)
+    same = np.flatnonzero((self_sim >= threshold) & (n_cand > 1))
+    text_pairs = np.r_[np.c_[p[close], q[close], v[close]], np.c_[same, same, self_sim[same]]]
+    text_pairs = text_pairs[np.argsort(-text_pairs[:, 2], kind="stable")]
+    out: list[np.ndarray] = []
+    found, last = 0, np.inf
+    # Strongest text pairs first; each gives at least one row pair, ties are all kept.
+    for a, b, sim in text_pairs.tolist():
+        if found >= max_pairs and sim < last:
+            break
+        left = cand_rows[order[lo[int(a)] : hi[int(a)]]]
+        right = cand_rows[order[lo[int(b)] : hi[int(b)]]]
+        i, j = np.meshgrid(left, right, indexing="ij")
+        i, j = i.ravel(), j.ravel()
+        if a != b:
+            i, j = np.minimum(i, j), np.maximum(i, j)
+        keep = i < j
+        out.append(np.c_[start + i[keep], start + j[keep], np.full(int(keep.sum()), sim)])
+        found += int(keep.sum())
+        last = sim
+    return np.concatenate(out) if out else np.empty((0, 3))

@@ -123,23 +123,43 @@ class HashedTfidf:
     """TF-IDF over hashed n-grams; `fit` on batches, then `transform` any batch."""
 
     def __init__(self) -> None:
-        self._df = np.zeros(N_FEATURES, dtype=np.int64)
+        self._df = np.zeros(N_FEATURES, dtype=np.float64)
         self._n_docs = 0
         self._idf: np.ndarray | None = None
 
-    def partial_fit(self, texts: Sequence[str]) -> None:
-        """Add the document frequencies of a batch of texts."""
+    def partial_fit(self, texts: Sequence[str], weights: np.ndarray | None = None) -> None:
+        """Add the document frequencies of a batch of texts, each counted `weights` times."""
         counts = term_counts(texts)
-        self._df += np.bincount(counts.indices, minlength=N_FEATURES)
-        self._n_docs += counts.shape[0]
+        if weights is None:
+            weights = np.ones(counts.shape[0])
+        per_entry = np.repeat(np.asarray(weights, dtype=np.float64), np.diff(counts.indptr))
+        self._df += np.bincount(counts.indices, weights=per_entry, minlength=N_FEATURES)
+        self._n_docs += int(np.sum(weights))
         self._idf = None
+
+    def merge(self, other: HashedTfidf) -> None:
+        """Add the document frequencies gathered by another (partially fitted) instance."""
+        self._df += other._df
+        self._n_docs += other._n_docs
+        self._idf = None
+
+    def frozen(self) -> HashedTfidf:
+        """A copy holding only the IDF weights (small to send to a worker process)."""
+        out = HashedTfidf.__new__(HashedTfidf)
+        out._df = np.zeros(0)
+        out._n_docs = self._n_docs
+        out._idf = self._idf_weights()
+        return out
+
+    def _idf_weights(self) -> np.ndarray:
+        if self._idf is None:
+            self._idf = (np.log((1 + self._n_docs) / (1 + self._df)) + 1).astype(np.float32)
+        return self._idf
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         """L2-normalised TF-IDF rows (float32) of a batch of texts."""
-        if self._idf is None:
-            self._idf = (np.log((1 + self._n_docs) / (1 + self._df)) + 1).astype(np.float32)
         matrix = term_counts(texts)
-        matrix.data *= self._idf[matrix.indices]
+        matrix.data *= self._idf_weights()[matrix.indices]
         row_nnz = np.diff(matrix.indptr)
         row_of_entry = np.repeat(np.arange(matrix.shape[0]), row_nnz)
         norms = np.sqrt(np.bincount(row_of_entry, weights=matrix.data**2, minlength=len(row_nnz)))
