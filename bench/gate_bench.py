@@ -41,7 +41,7 @@ class _Text:
             parts = rng.choice(_SYLLABLES, int(rng.integers(1, 5)))
             words.add("".join(parts) + str(rng.choice(_ENDINGS)))
         # Frequent words tend to be short, as in real text: rank by length plus noise.
-        ordered = sorted(words, key=lambda w: len(w) + 2.0 * rng.standard_normal())
+        ordered = sorted(sorted(words), key=lambda w: len(w) + 2.0 * rng.standard_normal())
         self.words = np.array(ordered, dtype=object)
         ranks = np.arange(1, VOCABULARY_SIZE + 1, dtype=np.float64)
         self.cdf = np.cumsum(ranks**-ZIPF_EXPONENT)

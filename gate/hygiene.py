@@ -29,6 +29,13 @@ FLAGS = {
 }
 
 
+_BYTES = np.arange(256)
+_SPACE = np.isin(_BYTES, np.frombuffer(b" \t\r\n", dtype=np.uint8))
+_LETTER = np.isin(_BYTES | 0x20, np.arange(ord("a"), ord("z") + 1)) | (_BYTES >= 0xC0)
+_VISIBLE = ~_SPACE & ~((_BYTES >= 0x80) & (_BYTES < 0xC0))
+_CONTROL = ((_BYTES < 0x20) & ~_SPACE) | (_BYTES == 0x7F)
+
+
 def _letter_share_and_control(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Per text: share of letters among non-space characters, and presence of control chars.
 
@@ -36,19 +43,22 @@ def _letter_share_and_control(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]
     control bytes (other than tab and newlines), DEL and U+FFFD count as control characters.
     """
     encoded = [t.encode("utf-8", "replace") for t in texts]
-    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    buf = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    doc = np.repeat(np.arange(len(encoded)), lengths)
-    lower = buf | 0x20
-    letter = ((lower >= ord("a")) & (lower <= ord("z"))) | (buf >= 0xC0)
-    continuation = (buf >= 0x80) & (buf < 0xC0)
-    space = np.isin(buf, np.frombuffer(b" \t\r\n", dtype=np.uint8))
-    control = ((buf < 0x20) & ~space) | (buf == 0x7F)
     n = len(encoded)
-    letters = np.bincount(doc, weights=letter, minlength=n)
-    visible = np.bincount(doc, weights=~space & ~continuation, minlength=n)
-    replacement = texts.str.contains("\ufffd", regex=False).to_numpy(dtype=bool)
-    has_control = (np.bincount(doc, weights=control, minlength=n) > 0) | replacement
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+    starts = np.cumsum(lengths) - lengths
+    buf = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def per_text(per_byte: np.ndarray) -> np.ndarray:
+        if buf.size == 0:
+            return np.zeros(n, dtype=np.int64)
+        sums = np.add.reduceat(per_byte, np.minimum(starts, buf.size - 1), dtype=np.int64)
+        return np.where(lengths > 0, sums, 0)  # reduceat gives one byte for an empty text
+
+    letters, visible = per_text(_LETTER[buf]), per_text(_VISIBLE[buf])
+    # U+FFFD is EF BF BD in UTF-8; a valid encoding never splits it between two texts.
+    fffd = np.zeros(buf.size, dtype=bool)
+    fffd[: max(buf.size - 2, 0)] = (buf[:-2] == 0xEF) & (buf[1:-1] == 0xBF) & (buf[2:] == 0xBD)
+    has_control = (per_text(_CONTROL[buf]) > 0) | (per_text(fffd) > 0)
     share = np.divide(letters, visible, out=np.ones(n), where=visible > 0)
     return share, has_control
 

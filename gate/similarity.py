@@ -87,13 +87,21 @@ def _blocks(users: np.ndarray, block_rows: int) -> list[tuple[int, int]]:
 
 
 def _best(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int) -> tuple:
-    """Best value and its column for each of n rows (0 and -1 where a row has none)."""
+    """Best value and its column for each of n rows (0 and -1 where a row has none).
+
+    `rows` must be ascending; of equal best values the first in array order wins.
+    """
     best = np.zeros(n, dtype=np.float32)
     match = np.full(n, -1, dtype=np.int64)
-    order = np.argsort(-vals, kind="stable")
-    unique_rows, first = np.unique(rows[order], return_index=True)
-    best[unique_rows] = vals[order][first]
-    match[unique_rows] = cols[order][first]
+    if len(rows) == 0:
+        return best, match
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    top = np.maximum.reduceat(vals, starts)
+    segment = np.cumsum(np.r_[False, rows[1:] != rows[:-1]])
+    hits = np.flatnonzero(vals == top[segment])
+    first = hits[np.r_[True, segment[hits][1:] != segment[hits][:-1]]]
+    best[rows[starts]] = top
+    match[rows[starts]] = cols[first]
     return best, match
 
 

@@ -29,6 +29,8 @@ _WORD_BYTE = np.zeros(256, dtype=bool)
 _WORD_BYTE[[*range(ord("0"), ord("9") + 1), *range(ord("a"), ord("z") + 1), *range(128, 256)]] = (
     True
 )
+# Batches of at most this many texts keep the per-byte arrays in cache (twice as fast).
+TERM_BATCH = 1000
 _EMPTY_FEATURE = 0  # every empty document gets this one word-half feature, so "" matches ""
 
 
@@ -55,6 +57,25 @@ def _encode(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def term_counts(texts: Sequence[str]) -> sp.csr_matrix:
     """Raw n-gram counts of `texts` as a CSR matrix of shape (len(texts), N_FEATURES)."""
+    if len(texts) <= TERM_BATCH:
+        return _term_counts(texts)
+    parts = [_term_counts(texts[i : i + TERM_BATCH]) for i in range(0, len(texts), TERM_BATCH)]
+    offsets = np.cumsum([0] + [p.nnz for p in parts[:-1]])
+    indptr = np.concatenate(
+        [parts[0].indptr[:1]] + [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)]
+    )
+    return sp.csr_matrix(
+        (
+            np.concatenate([p.data for p in parts]),
+            np.concatenate([p.indices for p in parts]),
+            indptr,
+        ),
+        shape=(len(texts), N_FEATURES),
+    )
+
+
+def _term_counts(texts: Sequence[str]) -> sp.csr_matrix:
+    """term_counts of one batch."""
     buf, starts, lengths = _encode(texts)
     n_docs = len(lengths)
     size = buf.size
