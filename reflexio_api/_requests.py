@@ -24,6 +24,7 @@ from reflexio_api.errors import (
     clean_server_text,
 )
 from reflexio_api.models import (
+    AddProfilesResult,
     AgentPlaybook,
     AggregationOperation,
     AggregationResult,
@@ -437,6 +438,40 @@ def delete_user_playbooks(user_playbook_ids: Sequence[int]) -> ApiCall[BulkDelet
     body = {"user_playbook_ids": _check_ids(user_playbook_ids, "user_playbook_ids")}
     return ApiCall(
         "DELETE", "/api/delete_user_playbooks_by_ids", _model(BulkDeleteResult), json=body
+    )
+
+
+PROFILE_IMPORT_FIELDS = (
+    "profile_id",
+    "user_id",
+    "content",
+    "last_modified_timestamp",
+    "generated_from_request_id",
+    "profile_time_to_live",
+    "expiration_timestamp",
+    "custom_features",
+    "source",
+    "status",
+    "extractor_names",
+    "tags",
+    "source_interaction_ids",
+    "source_span",
+    "notes",
+    "reader_angle",
+)
+"""Profile fields add_user_profile stores as given (the embedding is recomputed)."""
+
+
+def add_user_profiles(rows: Sequence[Mapping[str, Any]]) -> ApiCall[AddProfilesResult]:
+    """Write profile rows as given: same id, status and content (POST /api/add_user_profile).
+
+    The server's import path (INSERT OR REPLACE by profile_id), used to restore backups.
+    """
+    if not rows:
+        raise ValueError("add_user_profiles needs at least one row")
+    payload = [{k: r[k] for k in PROFILE_IMPORT_FIELDS if r.get(k) is not None} for r in rows]
+    return ApiCall(
+        "POST", "/api/add_user_profile", _model(AddProfilesResult), json={"user_profiles": payload}
     )
 
 

@@ -14,6 +14,7 @@ from reflexio_api import _requests as api
 from reflexio_api._responses import transport_error
 from reflexio_api.errors import TransientError
 from reflexio_api.models import (
+    AddProfilesResult,
     AgentPlaybook,
     AggregationOperation,
     AggregationResult,
@@ -271,6 +272,10 @@ class ReflexioClient:
     def delete_profiles(self, profile_ids: Sequence[str]) -> BulkDeleteResult:
         """Delete profiles by id."""
         return self._send(api.delete_profiles(profile_ids))
+
+    def add_user_profiles(self, rows: Sequence[Mapping[str, Any]]) -> AddProfilesResult:
+        """Write profile rows as given (same id, status, content): restores a backup."""
+        return self._send(api.add_user_profiles(rows))
 
     def delete_user_playbooks(self, user_playbook_ids: Sequence[int]) -> BulkDeleteResult:
         """Delete user playbooks by id."""

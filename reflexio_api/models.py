@@ -243,6 +243,13 @@ class BulkDeleteResult(_Model):
     message: str = ""
 
 
+class AddProfilesResult(_Model):
+    """Rows written by add_user_profile (INSERT OR REPLACE by profile_id)."""
+
+    added_count: int = 0
+    message: str = ""
+
+
 class ConfigWriteResult(_Model):
     """Answer of set_config / update_config."""
 

@@ -20,11 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from reflexio_api import (
     ReflexioClient,
     ReflexioSettings,
-    ServerReportedFailure,
     TransientError,
-    UnexpectedPayload,
 )
-from reflexio_api._requests import ApiCall
 from reflexio_api.models import OperationStatus, ServiceName, StallState
 from tasks.domain import Counts
 from tasks.retry import honour_retry_after, retry_options
@@ -291,43 +288,6 @@ def run_playbook_aggregation(settings: ReflexioSettings, agent_version: str) -> 
 
 # --- restore -------------------------------------------------------------------------------
 
-_PROFILE_FIELDS = (
-    "profile_id",
-    "user_id",
-    "content",
-    "last_modified_timestamp",
-    "generated_from_request_id",
-    "profile_time_to_live",
-    "expiration_timestamp",
-    "custom_features",
-    "source",
-    "status",
-    "extractor_names",
-    "tags",
-    "source_interaction_ids",
-    "source_span",
-    "notes",
-    "reader_angle",
-)
-
-
-def add_profiles_call(rows: list[dict[str, Any]]) -> ApiCall[int]:
-    """POST /api/add_user_profile: the server's own import path (INSERT OR REPLACE by
-    profile_id, status kept, embedding recomputed). Not in reflexio_api's client yet."""
-
-    def parse(body: Any) -> int:
-        if not isinstance(body, dict):
-            raise UnexpectedPayload("add_user_profile answered a non-object body")
-        if body.get("success") is not True:
-            raise ServerReportedFailure(
-                f"Reflexio refused add_user_profile: {body.get('message') or '(no message)'}",
-                server_message=str(body.get("message") or ""),
-            )
-        return int(body.get("added_count") or 0)
-
-    payload = [{k: r[k] for k in _PROFILE_FIELDS if r.get(k) is not None} for r in rows]
-    return ApiCall("POST", "/api/add_user_profile", parse, json={"user_profiles": payload})
-
 
 @task(name="add-profiles", **READ)
 def add_profiles(settings: ReflexioSettings, rows: list[dict[str, Any]]) -> int:
@@ -335,4 +295,4 @@ def add_profiles(settings: ReflexioSettings, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     with honour_retry_after(), _client(settings) as client:
-        return client._send(add_profiles_call(rows))
+        return client.add_user_profiles(rows).added_count

@@ -216,6 +216,16 @@ CASES: list[tuple[Any, dict[str, Any], str, str, Any, dict[str, str]]] = [
         {},
     ),
     (
+        lambda c: c.add_user_profiles(
+            [{"profile_id": "p1", "user_id": "u", "content": "c", "status": None, "x": 1}]
+        ),
+        {"success": True, "added_count": 1},
+        "POST",
+        "/api/add_user_profile",
+        {"user_profiles": [{"profile_id": "p1", "user_id": "u", "content": "c"}]},
+        {},
+    ),
+    (
         lambda c: c.delete_user_playbooks([4, 5]),
         {"success": True, "deleted_count": 2},
         "DELETE",
