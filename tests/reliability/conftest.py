@@ -1,0 +1,34 @@
+"""Reliability fixtures: the session's real server behind a fault proxy, in a clean state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from local_stack.fault_proxy import FaultProxy
+from local_stack.stack import LocalStack
+from reflexio_api import ReflexioClient, ReflexioSettings
+from tests.conftest import SEEDED
+from tests.reliability.helpers import operation_running
+
+
+@pytest.fixture
+def clean_stack(stack: LocalStack) -> LocalStack:
+    """The session stack in a consistent state: nothing PENDING, no operation running, no
+    stall, the stand-in answering normally. Restores the seeded snapshot (~5-10 s) only
+    when an earlier test left it otherwise: tests compare against their own snapshot."""
+    stack.llm.reset()
+    with ReflexioClient(ReflexioSettings(url=stack.url)) as client:
+        stats = client.get_profile_statistics()
+        stalled = client.get_stall_state().stalled
+    if stats.pending_count or stalled or stats.current_count == 0 or operation_running(stack.url):
+        stack.restore(SEEDED)
+    return stack
+
+
+@pytest.fixture
+def proxy(stack: LocalStack) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the session's server (no rules yet)."""
+    with FaultProxy(stack.url, max_lifetime_s=900) as running:
+        yield running

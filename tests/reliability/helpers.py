@@ -1,0 +1,115 @@
+"""What the reliability tests check after every run: the server's data is consistent.
+
+"Consistent" (issue 5): no PENDING rows are left, and CURRENT is either exactly the pre-run
+CURRENT or the new generation (every pre-run CURRENT row archived, every user that had a
+CURRENT profile still has one). Checked with listings, never with the server's reported
+counts (H3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reflexio_api import ReflexioClient, ReflexioSettings
+from tasks.domain import PROFILE_KEYS, comparable
+
+UPGRADE = "upgrade_all_profiles"
+DOWNGRADE = "downgrade_all_profiles"
+
+
+def rows(url: str, *statuses: str, api_key: str | None = None) -> list[dict[str, Any]]:
+    """Profiles of these statuses, as dicts with `status` stamped."""
+    out: list[dict[str, Any]] = []
+    with ReflexioClient(ReflexioSettings(url=url, api_key=api_key)) as client:
+        for status in statuses:
+            stamp = None if status == "current" else status
+            out += [
+                {**p.model_dump(), "status": p.status or stamp}
+                for p in client.list_profiles(status)  # type: ignore[arg-type]
+            ]
+    return out
+
+
+def operation_running(url: str) -> bool:
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        status = client.get_operation_status("profile_generation")
+    return status is not None and status.status == "in_progress"
+
+
+@dataclass
+class Snapshot:
+    """CURRENT and ARCHIVED rows before a run."""
+
+    current: list[dict[str, Any]]
+    archived: list[dict[str, Any]]
+
+    @classmethod
+    def take(cls, url: str, api_key: str | None = None) -> Snapshot:
+        return cls(rows(url, "current", api_key=api_key), rows(url, "archived", api_key=api_key))
+
+    @property
+    def ids(self) -> set[str]:
+        return {r["profile_id"] for r in self.current}
+
+
+def by_user(profile_rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for row in profile_rows:
+        out[str(row["user_id"])].append(row["content"])
+    return {user: sorted(contents) for user, contents in out.items()}
+
+
+def assert_consistent(url: str, before: Snapshot, api_key: str | None = None) -> str:
+    """Raise AssertionError unless the data is consistent; return 'unchanged' or 'upgraded'."""
+    pending = rows(url, "pending", api_key=api_key)
+    assert pending == [], f"{len(pending)} PENDING row(s) left behind"
+    current = rows(url, "current", api_key=api_key)
+    if {r["profile_id"] for r in current} == before.ids:
+        assert by_user(current) == by_user(before.current)
+        return "unchanged"
+    archived = rows(url, "archived", api_key=api_key)
+    assert not ({r["profile_id"] for r in current} & before.ids), "half-applied: old and new mixed"
+    assert {r["profile_id"] for r in archived} == before.ids, "old CURRENT not all archived"
+    assert set(by_user(current)) >= set(by_user(before.current)), "a user lost every profile"
+    return "upgraded"
+
+
+def assert_equals_backup(url: str, backup: list[dict[str, Any]]) -> None:
+    now = rows(url, "current", "archived")
+    assert comparable(now, PROFILE_KEYS) == comparable(backup, PROFILE_KEYS)
+
+
+def load_backup(directory: Path) -> tuple[Path, dict[str, Any]]:
+    """The single backup file a run wrote in `directory`, loaded (it must be valid JSON)."""
+    files = sorted(directory.glob("profiles-*.json"))
+    assert len(files) == 1, files
+    assert not list(directory.glob("*.tmp")), "a half-written backup was left behind"
+    return files[0], json.loads(files[0].read_text())
+
+
+def release_lock(url: str) -> None:
+    """Free the regeneration slot a killed run still holds (its lease would free it only
+    after 300 s): what `prefect gcl update <name> --active-slots 0` does."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from flows._common import lock_name
+
+    name = lock_name(ReflexioSettings(url=url))
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+
+
+def prefect_env() -> dict[str, str]:
+    """Environment for a subprocess that must use this session's Prefect test API."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ)
+    env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+    env["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    return env
