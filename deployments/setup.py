@@ -42,7 +42,10 @@ from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 
-SECRET_BLOCK = "reflexio-api-key"
+from tasks.domain import regeneration_lock_name
+from tasks.settings import API_KEY_BLOCK
+
+SECRET_BLOCK = API_KEY_BLOCK
 NOTIFICATION_BLOCK = "reflexio-alerts"
 WORK_POOL = "reflexio-pool"
 FLOW_TAG = "reflexio"
@@ -144,14 +147,6 @@ def ensure_work_pool(report: Report) -> None:
             report.add(f"work pool '{WORK_POOL}' (process): created")
             return
     report.add(f"work pool '{WORK_POOL}' ({pool.type}): exists")
-
-
-def regeneration_lock_name(reflexio_url: str) -> str:
-    """Same name as flows/_common.lock_name: reflexio-regeneration-<host>-<port>."""
-    parts = urlsplit(reflexio_url)
-    key = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}".lower()
-    slug = "".join(c if c.isalnum() else "-" for c in key).strip("-")
-    return f"reflexio-regeneration-{slug}"
 
 
 def ensure_limits(reflexio_url: str, report: Report) -> None:

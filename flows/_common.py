@@ -10,7 +10,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
 from reflexio_api import ReflexioSettings
-from tasks.domain import server_slug
+from tasks.domain import regeneration_lock_name
 
 
 class RegenerationBusy(RuntimeError):
@@ -19,7 +19,7 @@ class RegenerationBusy(RuntimeError):
 
 def lock_name(settings: ReflexioSettings) -> str:
     """Global concurrency limit name: one regeneration per Reflexio server."""
-    return f"reflexio-regeneration-{server_slug(settings.url)}"
+    return regeneration_lock_name(settings.url)
 
 
 def ensure_limit(name: str) -> None:

@@ -21,7 +21,7 @@ from tasks.clear_users import (
     inventory,
     remaining,
 )
-from tasks.sweep import reflexio_settings
+from tasks.settings import reflexio_settings
 
 ARTIFACT_KEY = "clear-users-summary"
 

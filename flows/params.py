@@ -11,18 +11,29 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gate import GatePolicy, GatePolicyError
 from reflexio_api import ReflexioSettings
 from tasks.notify import DEFAULT_BLOCK
+from tasks.settings import reflexio_settings
 
 
-class RegenerationParams(BaseModel):
-    """Profile regeneration: rerun -> gate -> backup -> upgrade -> verify (rollback)."""
+class ServerParams(BaseModel):
+    """Which Reflexio server a flow works on; every flow's parameters start here."""
 
     model_config = ConfigDict(extra="forbid")
 
     reflexio_url: str | None = Field(
         None,
         description="Reflexio server URL; empty: REFLEXIO_URL from the environment. The API "
-        "key always comes from REFLEXIO_API_KEY (never a parameter).",
+        "key comes from REFLEXIO_API_KEY or the 'reflexio-api-key' Secret block (never a "
+        "parameter).",
     )
+
+    def settings(self) -> ReflexioSettings:
+        """Client settings: environment, this URL override, the API key's Secret block."""
+        return reflexio_settings(self.reflexio_url)
+
+
+class RegenerationParams(ServerParams):
+    """Profile regeneration: rerun -> gate -> backup -> upgrade -> verify (rollback)."""
+
     sources: list[str] = Field(
         default_factory=list,
         description="Rerun only these interaction sources (one rerun per source, in order); "
@@ -88,13 +99,6 @@ class RegenerationParams(BaseModel):
         """The gate policy: defaults with this run's overrides."""
         return GatePolicy().with_overrides(self.gate_policy)
 
-    def settings(self) -> ReflexioSettings:
-        """Client settings from the environment, with the URL override applied."""
-        base = ReflexioSettings()
-        if self.reflexio_url:
-            return ReflexioSettings(**{**base.model_dump(), "url": self.reflexio_url})
-        return base
-
 
 class PlaybookRegenerationParams(RegenerationParams):
     """Playbook regeneration for one agent_version, then aggregation."""
@@ -110,22 +114,15 @@ class PlaybookRegenerationParams(RegenerationParams):
         return value
 
 
-class RestoreParams(BaseModel):
+class RestoreParams(ServerParams):
     """Re-create profiles from a backup file written by the profile regeneration flow."""
 
     model_config = ConfigDict(extra="forbid")
 
     backup_file: Path = Field(description="Path of the backup JSON file.")
-    reflexio_url: str | None = Field(None, description="Server URL; empty: REFLEXIO_URL.")
     remove_newer: bool = Field(
         True,
         description="Delete CURRENT/ARCHIVED profiles that are not in the backup (what the "
         "upgrade promoted), so the server holds exactly the backed-up rows again.",
     )
     dry_run: bool = Field(False, description="Only report what would change.")
-
-    def settings(self) -> ReflexioSettings:
-        base = ReflexioSettings()
-        if self.reflexio_url:
-            return ReflexioSettings(**{**base.model_dump(), "url": self.reflexio_url})
-        return base

@@ -22,9 +22,9 @@ from prefect import flow, task
 from prefect.artifacts import Artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from flows.params import PlaybookRegenerationParams, RegenerationParams
+from flows.params import PlaybookRegenerationParams, RegenerationParams, ServerParams
 from flows.playbook_regeneration import artifact_prefix as playbook_prefix
 from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import _run_id, profile_regeneration
@@ -72,10 +72,8 @@ def load_candidate_config(path: Path) -> dict[str, Any]:
     return data
 
 
-class PromptChangeParams(BaseModel):
+class PromptChangeParams(ServerParams):
     """A candidate config to try; the Prefect UI renders this as the run form."""
-
-    model_config = ConfigDict(extra="forbid")
 
     config_file: Path = Field(description="Candidate Reflexio config (JSON or YAML).")
     agent_version: str | None = Field(
@@ -86,7 +84,6 @@ class PromptChangeParams(BaseModel):
         False, description="Upgrade when every gate passes; else dry run and restore the config."
     )
     gate_policy: dict[str, Any] = Field(default_factory=dict, description="Gate overrides.")
-    reflexio_url: str | None = Field(None, description="Server URL; empty: REFLEXIO_URL.")
     notification_block: str = Field("reflexio-alerts", description="Notification block.")
     backup_dir: Path = Field(Path("backups"), description="Backups and the saved config.")
     operation_timeout_s: float = Field(1800, gt=0, description="Wait for each rerun.")
@@ -97,13 +94,6 @@ class PromptChangeParams(BaseModel):
         if value is not None and (not value or any(c.isspace() for c in value)):
             raise ValueError("agent_version must be non-empty and contain no whitespace")
         return value
-
-    def settings(self) -> ReflexioSettings:
-        """Client settings from the environment, with the URL override applied."""
-        base = ReflexioSettings()
-        if self.reflexio_url:
-            return ReflexioSettings(**{**base.model_dump(), "url": self.reflexio_url})
-        return base
 
 
 class PromptCheckResult(BaseModel):

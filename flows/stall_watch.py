@@ -30,7 +30,7 @@ from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.models import StallState
 from tasks.notify import send_notification
 from tasks.retry import retry_options
-from tasks.sweep import reflexio_settings
+from tasks.settings import reflexio_settings
 
 STALL_NOTIFIED = "reflexio.stall.notified"
 STALL_RECOVERED = "reflexio.stall.recovered"

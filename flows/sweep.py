@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State
 
+from tasks.settings import reflexio_settings
 from tasks.sweep import (
     H3_NOTE,
     H8_NOTE,
@@ -25,7 +26,6 @@ from tasks.sweep import (
     diff_playbooks,
     diff_profiles,
     manual_generation,
-    reflexio_settings,
     snapshot,
     stall_message,
 )

@@ -35,6 +35,11 @@ def server_slug(url: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in raw).strip("-")
 
 
+def regeneration_lock_name(url: str) -> str:
+    """Global concurrency limit name: one regeneration per Reflexio server."""
+    return f"reflexio-regeneration-{server_slug(url)}"
+
+
 def resource_id(url: str) -> str:
     """Event resource id of a server: 'reflexio.server.<host:port>'."""
     return f"reflexio.server.{server_key(url)}"
