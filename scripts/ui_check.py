@@ -1,0 +1,445 @@
+"""Real-browser check of the local Prefect UI: custom run from the form -> gate report artifact.
+
+Starts, each on a free loopback port and torn down at the end:
+
+1. ``prefect server start`` (API + UI) with PREFECT_HOME in a temp dir, analytics off;
+2. the local stack (real Reflexio server + stand-in LLM), seeded with chat and email;
+3. ``profile_regeneration.serve(name="ui-check")`` in a subprocess (the deployment);
+
+then drives headless Debian Chromium through Selenium (never downloads a browser/driver):
+/deployments -> the deployment -> Run -> Custom run -> fill ``reflexio_url`` and switch on
+``dry_run`` in the parameters form -> Submit; waits (bounded) for the flow run to finish,
+then opens the flow run's Artifacts tab and the artifact page and checks the gate report
+text is shown. Screenshots of every step go to --shots (default: a temp dir) and their paths
+are printed. Exit 0 on success; otherwise exit 1 with "FAILED at step '<step>': ...".
+
+    python scripts/ui_check.py [--shots DIR] [--timeout 120] [--hold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLOW_NAME = "profile-regeneration"
+DEPLOYMENT = "ui-check"
+
+# Module-path entrypoint: the run imports flows.profile_regeneration like any module.
+SERVE_CODE = f"""
+from prefect.deployments.runner import EntrypointType
+from flows.profile_regeneration import profile_regeneration
+profile_regeneration.serve(name={DEPLOYMENT!r}, entrypoint_type=EntrypointType.MODULE_PATH)
+"""
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"FAILED at step '{step}': {message}")
+        self.step = step
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
+    """Call ``check`` until it returns something truthy; StepFailed after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:
+            last = exc
+        time.sleep(interval)
+    extra = f" (last error: {last!r})" if last else ""
+    raise StepFailed(what, f"not done within {timeout:g} s{extra}")
+
+
+class Processes:
+    """Subprocesses started here, each in its own process group, stopped in reverse order."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop_all(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_LOGGING_LEVEL="INFO",
+    )
+    env.pop("PREFECT_API_KEY", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    else:
+        env.pop("PREFECT_API_URL", None)
+    return env
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def make_driver(profile_dir: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,1000",
+        f"--user-data-dir={profile_dir}",
+    ):
+        options.add_argument(arg)
+    # Explicit driver path: Selenium Manager (which would download one) is never consulted.
+    service = Service(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+class Browser:
+    def __init__(self, driver, shots: Path, timeout: float) -> None:
+        self.driver = driver
+        self.shots = shots
+        self.timeout = timeout
+        self.count = 0
+
+    def shot(self, name: str) -> Path:
+        self.count += 1
+        path = self.shots / f"{self.count:02d}-{name}.png"
+        self.driver.save_screenshot(str(path))
+        print(f"screenshot: {path}", flush=True)
+        return path
+
+    def body_text(self) -> str:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.TAG_NAME, "body").text
+
+    def wait_text(self, step: str, *texts: str, timeout: float | None = None) -> None:
+        wait_until(
+            step,
+            lambda: all(t in self.body_text() for t in texts),
+            timeout or self.timeout,
+        )
+
+    def find(self, step: str, xpath: str, timeout: float | None = None):
+        from selenium.webdriver.common.by import By
+
+        def visible():
+            for el in self.driver.find_elements(By.XPATH, xpath):
+                if el.is_displayed():
+                    return el
+            return None
+
+        return wait_until(step, visible, timeout or self.timeout)
+
+    def click(self, step: str, xpath: str, timeout: float | None = None):
+        el = self.find(step, xpath, timeout)
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
+        try:
+            el.click()
+        except Exception:
+            self.driver.execute_script("arguments[0].click();", el)
+        return el
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shots", type=Path, help="screenshot folder (default: a temp dir)")
+    parser.add_argument("--timeout", type=float, default=120, help="bound of every wait (s)")
+    parser.add_argument(
+        "--hold", action="store_true", help="start everything, print URLs, wait for Ctrl-C"
+    )
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    # SIGTERM (e.g. a pytest timeout) unwinds through the finally below like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    work = Path(tempfile.mkdtemp(prefix="ui-check-"))
+    shots = args.shots or work / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    logs = work / "logs"
+    logs.mkdir()
+    procs = Processes(logs)
+    stack = None
+    driver = None
+    step = "setup"
+    print(f"work dir: {work}  (process logs in {logs})", flush=True)
+
+    try:
+        # 1. Prefect server (API + UI).
+        step = "start prefect server"
+        port = free_port()
+        ui = f"http://127.0.0.1:{port}"
+        api = f"{ui}/api"
+        home = work / "prefect-home"
+        home.mkdir()
+        server_env = prefect_env(home)
+        # The UI asks its API URL from these (not from the CLI flags).
+        server_env.update(
+            PREFECT_UI_API_URL=api,
+            PREFECT_SERVER_API_HOST="127.0.0.1",
+            PREFECT_SERVER_API_PORT=str(port),
+        )
+        server = procs.start(
+            "prefect-server",
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            server_env,
+        )
+
+        def healthy() -> bool:
+            if server.poll() is not None:
+                raise StepFailed(
+                    step, f"exited {server.returncode}:\n{procs.tail('prefect-server')}"
+                )
+            return httpx.get(f"{api}/health", timeout=2).status_code == 200
+
+        wait_until(step, healthy, args.timeout)
+        print(f"prefect server: {ui}", flush=True)
+
+        # 2. Local stack, seeded.
+        step = "start and seed the local stack"
+        from local_stack.seed import seed
+        from local_stack.stack import LocalStack
+
+        stack = LocalStack(state_dir=work / "reflexio").start()
+        seed(stack.url, sources=("chat", "email"))
+        print(f"reflexio: {stack.url}", flush=True)
+
+        # 3. The deployment, served.
+        step = "serve the deployment"
+        env = prefect_env(home, api)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        serve = procs.start("serve", [sys.executable, "-c", SERVE_CODE], env)
+
+        def deployment_id() -> str | None:
+            if serve.poll() is not None:
+                raise StepFailed(step, f"exited {serve.returncode}:\n{procs.tail('serve')}")
+            r = httpx.get(f"{api}/deployments/name/{FLOW_NAME}/{DEPLOYMENT}", timeout=5)
+            return r.json()["id"] if r.status_code == 200 else None
+
+        dep_id = wait_until(step, deployment_id, args.timeout)
+        print(f"deployment: {FLOW_NAME}/{DEPLOYMENT} ({dep_id})", flush=True)
+
+        if args.hold:
+            print("holding; Ctrl-C to stop", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(1)
+            return 0
+
+        # 4. The browser.
+        step = "start chromium"
+        driver = make_driver(work / "chromium-profile")
+        b = Browser(driver, shots, args.timeout)
+
+        step = "open /deployments"
+        driver.get(f"{ui}/deployments")
+        b.wait_text(step, DEPLOYMENT)
+        b.shot("deployments")
+
+        step = "open the deployment"
+        b.click(step, f"//a[normalize-space(.)='{DEPLOYMENT}']")
+        wait_until(step, lambda: dep_id in driver.current_url, args.timeout)
+        b.wait_text(step, DEPLOYMENT, "Run")
+        b.shot("deployment")
+
+        step = "Run -> Custom run"
+        b.click(step, "//button[normalize-space(.)='Run']")
+        b.click(
+            step,
+            "//button[contains(@class, 'p-overflow-menu-item')"
+            " and normalize-space(.)='Custom run']",
+        )
+        b.wait_text(step, "Reflexio Url", "Dry Run")
+        b.shot("custom-run-form")
+
+        step = "fill the parameters form"
+        fill_form(b, step, stack.url)
+        b.shot("custom-run-filled")
+
+        step = "submit the custom run"
+        before = set(flow_run_ids(api, dep_id))
+        b.click(step, "//button[normalize-space(.)='Submit']")
+        run_id = wait_until(
+            step, lambda: next(iter(set(flow_run_ids(api, dep_id)) - before), None), 30
+        )
+        print(f"flow run: {run_id}", flush=True)
+        b.shot("submitted")
+
+        step = "check the run's parameters came from the form"
+        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()
+        params = run["parameters"].get("params") or {}
+        if params.get("reflexio_url") != stack.url or params.get("dry_run") is not True:
+            raise StepFailed(step, f"run parameters are {run['parameters']!r}")
+
+        step = "wait for the flow run to finish"
+
+        def final_state() -> dict | None:
+            r = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()
+            return r["state"] if r["state"]["type"] in FINAL else None
+
+        state = wait_until(step, final_state, max(args.timeout, 240), interval=2)
+        print(f"flow run state: {state['type']} {state.get('message') or ''}", flush=True)
+        driver.get(f"{ui}/runs/flow-run/{run_id}")
+        b.wait_text(step, state["name"])
+        b.shot("flow-run")
+        if state["type"] != "COMPLETED":
+            raise StepFailed(step, f"run ended {state['type']}: {state.get('message')}")
+
+        step = "see the gate report artifact"
+        key = gate_report_key(stack.url)
+        driver.get(f"{ui}/runs/flow-run/{run_id}?tab=Artifacts")
+        b.wait_text(step, key)
+        b.shot("flow-run-artifacts")
+        driver.get(f"{ui}/artifacts/key/{key}")
+        b.wait_text(step, "Gate", "retention")
+        b.shot("gate-report-artifact")
+        print(f"OK: custom run from the form -> {state['type']}, artifact {key} shown")
+        print(f"wall time: {time.monotonic() - started:.0f} s")
+        return 0
+    except StepFailed as exc:
+        print(exc, file=sys.stderr)
+    except Exception as exc:
+        print(f"FAILED at step '{step}': {exc!r}", file=sys.stderr)
+    finally:
+        if driver is not None:
+            with contextlib.suppress(Exception):
+                driver.save_screenshot(str(shots / "zz-last.png"))
+            with contextlib.suppress(Exception):
+                driver.quit()
+        procs.stop_all()
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                stack.stop()
+        print(f"elapsed: {time.monotonic() - started:.0f} s", flush=True)
+    for name in ("prefect-server", "serve"):
+        print(f"--- last lines of {name}.log ---\n{procs.tail(name)}", file=sys.stderr)
+    return 1
+
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def gate_report_key(url: str) -> str:
+    from tasks.domain import server_slug
+
+    return f"profile-regen-{server_slug(url)}-gate-report"
+
+
+def flow_run_ids(api: str, dep_id: str) -> list[str]:
+    r = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"deployments": {"id": {"any_": [dep_id]}}, "limit": 50},
+        timeout=5,
+    )
+    r.raise_for_status()
+    return [run["id"] for run in r.json()]
+
+
+def form_property(label: str) -> str:
+    """XPath of the innermost schema-form property whose label is ``label``."""
+    return (
+        f"//span[contains(@class, 'schema-form-property__label') and normalize-space(.)="
+        f"'{label}']/ancestor::div[contains(concat(' ', @class, ' '), ' schema-form-property ')][1]"
+    )
+
+
+def fill_form(b: Browser, step: str, url: str) -> None:
+    """In the rendered params form: reflexio_url := ``url`` (str branch), dry_run := on."""
+    from selenium.webdriver.common.keys import Keys
+
+    prop = form_property("Reflexio Url (Optional)")
+    # reflexio_url is `str | None`: the form shows a str/None switch, None selected.
+    b.click(step, f"{prop}//button[normalize-space(.)='str']")
+    field = b.find(step, f"{prop}//*[self::input or self::textarea]")
+    field.click()
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(url)
+    wait_until(step, lambda: field.get_attribute("value") == url, 10)
+
+    switch = b.find(step, f"{form_property('Dry Run (Optional)')}//*[@role='switch']")
+    if switch.get_attribute("aria-checked") != "true":
+        b.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", switch)
+        switch.click()
+    wait_until(step, lambda: switch.get_attribute("aria-checked") == "true", 10)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    code = main()
+    sys.exit(code)
