@@ -1,0 +1,151 @@
+"""SIGKILL the profile flow at each step boundary, then recover as docs/reliability.md says.
+
+The flow runs in a subprocess (tests/reliability/driver.py) through the fault proxy; a proxy
+rule holds one request at the chosen boundary, the test waits until the proxy sees it, and
+kills the process group. Crash points, in the order of the flow:
+
+1. after the rerun (its PENDING rows exist; the candidate listing is held);
+2. after the gate and the backup (the upgrade request is held before the server sees it);
+3. during the upgrade (the server applied it; its answer is held);
+4. after the upgrade, before verification (the verification read is held).
+
+The points run as one chain (each recovery leaves the consistent state the next crash
+starts from), to keep the suite short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.params import RegenerationParams, RestoreParams
+from flows.profile_regeneration import profile_regeneration
+from flows.restore import restore_profiles
+from local_stack.fault_proxy import FaultProxy
+from tests.reliability.helpers import (
+    UPGRADE,
+    Snapshot,
+    assert_consistent,
+    assert_equals_backup,
+    load_backup,
+    prefect_env,
+    release_lock,
+    rows,
+)
+
+pytestmark = pytest.mark.reliability
+
+ROOT = Path(__file__).resolve().parents[2]
+HOLD_S = 300.0
+
+CRASH_POINTS = {
+    "after-rerun": {"path": "status_filter=pending", "nth": 2},
+    "after-gate-and-backup": {"path": UPGRADE, "method": "POST"},
+    "during-upgrade": {"path": UPGRADE, "method": "POST", "after": True},
+    "after-upgrade-before-verify": {"path": "get_profile_statistics", "nth": 2},
+}
+
+
+def _start(proxy: FaultProxy, backup_dir: Path, **extra) -> subprocess.Popen:
+    params = {"reflexio_url": proxy.url, "backup_dir": str(backup_dir), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.driver", json.dumps(params)],
+        cwd=ROOT,
+        env=prefect_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _crash_at(proxy: FaultProxy, point: str, backup_dir: Path, **extra) -> str:
+    """Run the flow in a subprocess and SIGKILL it at `point`; return its output."""
+    proxy.clear()
+    rule = proxy.add(fault="delay", delay_s=HOLD_S, **CRASH_POINTS[point])
+    process = _start(proxy, backup_dir, **extra)
+    try:
+        proxy.wait_for(
+            lambda r: r.fault == "delay" and (r.forwarded or not rule.after) and not r.done,
+            timeout_s=180,
+        )
+        if rule.after:  # the server has answered the upgrade: it applied
+            proxy.wait_for(lambda r: r.fault == "delay" and r.upstream_status is not None, 30)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate(timeout=30)
+    proxy.clear()  # and the held request is released to nobody
+    assert "FINAL" not in output, output
+    return output
+
+
+def _restore(proxy: FaultProxy, backup_file: Path):
+    return restore_profiles(
+        RestoreParams(backup_file=backup_file, reflexio_url=proxy.url), return_state=True
+    )
+
+
+def test_sigkill_at_each_step_boundary_then_recover(clean_stack, prefect_api, proxy, tmp_path):
+    url = clean_stack.url
+    lock_busy_s = 2
+
+    # 1. after the rerun: PENDING rows exist, CURRENT untouched, no backup yet.
+    before = Snapshot.take(url)
+    _crash_at(proxy, "after-rerun", tmp_path / "1")
+    assert rows(url, "pending"), "the rerun's PENDING rows should be there"
+    assert {r["profile_id"] for r in rows(url, "current")} == before.ids
+    assert not (tmp_path / "1").exists() or not list((tmp_path / "1").iterdir())
+    # The killed run still holds the regeneration slot (its lease lasts 300 s).
+    busy = profile_regeneration(
+        RegenerationParams(reflexio_url=proxy.url, lock_timeout_s=lock_busy_s),
+        return_state=True,
+    )
+    assert busy.is_failed() and "Another regeneration" in busy.message, busy.message
+    release_lock(proxy.url)
+    # Recovery (documented): run again with discard_stale_pending=True. Here that run is
+    # itself killed at the next boundary, which shows it got past the stale rows.
+
+    # 2. after the gate and the backup: the upgrade never reached the server.
+    _crash_at(proxy, "after-gate-and-backup", tmp_path / "2", discard_stale_pending=True)
+    assert proxy.count("POST", UPGRADE) == 0
+    assert {r["profile_id"] for r in rows(url, "current")} == before.ids
+    _, backup = load_backup(tmp_path / "2")
+    assert len(backup["rows"]) == len(before.current) + len(before.archived)
+    release_lock(proxy.url)
+    state = profile_regeneration(
+        RegenerationParams(
+            reflexio_url=proxy.url, backup_dir=tmp_path / "2b", discard_stale_pending=True
+        ),
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    assert assert_consistent(url, before) == "upgraded"
+
+    # 3. during the upgrade: applied on the server, the answer never arrived.
+    before = Snapshot.take(url)
+    _crash_at(proxy, "during-upgrade", tmp_path / "3")
+    assert assert_consistent(url, before) == "upgraded"  # whole, never half
+    backup_file, backup = load_backup(tmp_path / "3")
+    assert len(backup["rows"]) == len(before.current) + len(before.archived)
+    release_lock(proxy.url)
+    restored = _restore(proxy, backup_file)  # recovery: restore-profiles from the backup
+    assert restored.is_completed(), restored.message
+    assert_equals_backup(url, backup["rows"])
+    assert assert_consistent(url, before) == "unchanged"
+
+    # 4. after the upgrade, before verification.
+    _crash_at(proxy, "after-upgrade-before-verify", tmp_path / "4")
+    assert assert_consistent(url, before) == "upgraded"
+    backup_file, backup = load_backup(tmp_path / "4")
+    assert len(backup["rows"]) == len(before.current) + len(before.archived)
+    release_lock(proxy.url)
+    restored = _restore(proxy, backup_file)
+    assert restored.is_completed(), restored.message
+    assert_equals_backup(url, backup["rows"])
+    assert assert_consistent(url, before) == "unchanged"
