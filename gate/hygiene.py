@@ -19,6 +19,12 @@ ERROR_TEXT = (
     r"(?i)(?:traceback \(most recent call last\)|(?:error|exception)\s*:|"
     r"\binternal server error\b)"
 )
+# Every REFUSAL or ERROR_TEXT match contains one of these (case-insensitively); ASCII texts
+# without any of them need not be searched with the regexes.
+_KEYWORDS = (
+    *("sorry", "apologi", "as an ai", "help", "assist", "comply", "provide", "do that", "fulfil"),
+    *("traceback", "error", "exception"),
+)
 JSON_BLOB = r"^\s*(?:\{[\s\S]*\}|\[[\s\S]*\])\s*$"
 MIN_LETTER_SHARE = 0.5
 
@@ -102,15 +108,45 @@ def _flag_distinct(texts: list[str], min_chars: int, max_chars: int) -> pd.DataF
     stripped = content.str.strip()
     length = stripped.str.len().to_numpy()
     share, control = _letter_share_and_control(content)
+    maybe = _may_match(texts)
     return pd.DataFrame(
         {
             "empty": length == 0,
             "too_short": (length > 0) & (length < min_chars),
             "too_long": content.str.len().to_numpy() > max_chars,
-            "refusal": content.str.contains(REFUSAL, regex=True).to_numpy(dtype=bool),
-            "error_text": content.str.contains(ERROR_TEXT, regex=True).to_numpy(dtype=bool),
+            "refusal": _contains(content, REFUSAL, maybe),
+            "error_text": _contains(content, ERROR_TEXT, maybe),
             "control_chars": control,
             "few_letters": (length > 0) & (share < MIN_LETTER_SHARE),
             "json_blob": stripped.str.match(JSON_BLOB).to_numpy(dtype=bool),
         }
     )
+
+
+def _may_match(texts: list[str]) -> np.ndarray:
+    """Texts that may match REFUSAL or ERROR_TEXT: non-ASCII ones (case-insensitive matching
+    of non-ASCII letters has special cases) and ASCII ones containing one of _KEYWORDS."""
+    n = len(texts)
+    ascii_texts = np.fromiter((t.isascii() for t in texts), dtype=bool, count=n)
+    maybe = ~ascii_texts
+    index = np.flatnonzero(ascii_texts)
+    pieces = [texts[i] for i in index.tolist()]
+    starts = np.cumsum([0] + [len(t) + 1 for t in pieces[:-1]])
+    joined = "\x00".join(pieces).lower()  # ASCII: same length, so positions map back
+    for keyword in _KEYWORDS:
+        found = []
+        at = joined.find(keyword)
+        while at >= 0:
+            found.append(at)
+            at = joined.find(keyword, at + 1)
+        if found:
+            maybe[index[np.searchsorted(starts, found, side="right") - 1]] = True
+    return maybe
+
+
+def _contains(content: pd.Series, pattern: str, maybe: np.ndarray) -> np.ndarray:
+    """content.str.contains(pattern), searched only where `maybe`."""
+    out = np.zeros(len(content), dtype=bool)
+    if maybe.any():
+        out[maybe] = content[maybe].str.contains(pattern, regex=True).to_numpy(dtype=bool)
+    return out

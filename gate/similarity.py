@@ -1,11 +1,14 @@
 """Per-user similarity between baseline and candidate rows, computed block by block.
 
 Rows arrive sorted by user. Consecutive users are grouped into blocks of about
-`block_rows` rows; each block is vectorised once and compared with sparse products. To keep
-the products to same-user pairs, every feature column of a row is shifted by an offset drawn
-from its user, modulo a column space of at least N_FEATURES: within one user the shift is a
-bijection, so same-user similarities are exact, while rows of different users rarely share a
-column and the few chance products are masked out afterwards.
+`block_rows` rows; in a block each distinct (user, text) is vectorised once, rows with the
+same text and user are compared without any product, and one sparse Gram product of the
+distinct texts gives every other same-user pair. To keep the product to same-user pairs,
+every feature column of a row is shifted by an offset drawn from its user, modulo a column
+space of at least N_FEATURES: within one user the shift is a bijection, so same-user
+similarities are exact, while rows of different users rarely share a column and the few
+chance products are masked out afterwards. Ranges of whole users can run in worker
+processes (gate/parallel.py) with the same results.
 """
 
 from __future__ import annotations
