@@ -11,9 +11,11 @@
 - Process work pool `reflexio-pool`.
 - Global concurrency limit `reflexio-regeneration-<host>-<port>` (1 slot) for the server
   in REFLEXIO_URL: the lock both regeneration flows hold (they create it when missing too).
-- Automations (need the notification block): notify when a flow run of these deployments
-  (tag `reflexio`) fails or crashes, and on the custom events `reflexio.gate.failed` and
-  `reflexio.stall.detected`.
+- Automation (needs the notification block): notify when a flow run of these deployments
+  (tag `reflexio`) fails or crashes. A run stopped by a stall ends "Stalled" (a FAILED
+  state of another name), so it does not notify again: the flows notify a stall once
+  themselves. The events (`reflexio.gate.failed`, `reflexio.stall.detected`, ...) are
+  there for automations of your own.
 
 Idempotent: every object is looked up by name and updated in place, never duplicated.
 Secrets and webhook URLs are never printed: only names and what was done.
@@ -167,7 +169,6 @@ FLOW_RUN_BODY = (
     "Flow run {{ flow_run.name }} of {{ flow.name }} ended {{ flow_run.state.name }}: "
     "{{ flow_run.state.message }}"
 )
-EVENT_BODY = "{{ event.event }} on {{ event.resource.id }}: {{ event.payload }}"
 
 
 def automation_specs(block_id: object) -> list[Automation]:
@@ -180,34 +181,14 @@ def automation_specs(block_id: object) -> list[Automation]:
             name="reflexio: flow run failed",
             description="A Reflexio pipeline run (tag 'reflexio') failed or crashed.",
             trigger=EventTrigger(
+                # Runs stopped by a stall end in a FAILED state named "Stalled"
+                # (prefect.flow-run.Stalled): the stall is notified once by the flow itself.
                 expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
                 match_related={"prefect.resource.id": f"prefect.tag.{FLOW_TAG}"},
                 posture=Posture.Reactive,
                 threshold=1,
             ),
             actions=[notify("Reflexio pipeline run {{ flow_run.state.name }}", FLOW_RUN_BODY)],
-        ),
-        Automation(
-            name="reflexio: gate failed",
-            description="The evaluation gate refused a regeneration (nothing was promoted).",
-            trigger=EventTrigger(
-                expect={"reflexio.gate.failed"},
-                match={"prefect.resource.id": "reflexio.server.*"},
-                posture=Posture.Reactive,
-                threshold=1,
-            ),
-            actions=[notify("Reflexio evaluation gate failed", EVENT_BODY)],
-        ),
-        Automation(
-            name="reflexio: stall detected",
-            description="A pipeline found learning stalled and stopped early.",
-            trigger=EventTrigger(
-                expect={"reflexio.stall.detected"},
-                match={"prefect.resource.id": "reflexio.server.*"},
-                posture=Posture.Reactive,
-                threshold=1,
-            ),
-            actions=[notify("Reflexio learning stalled", EVENT_BODY)],
         ),
     ]
 

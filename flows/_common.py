@@ -8,9 +8,19 @@ from contextlib import contextmanager
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Failed, State
 
 from reflexio_api import ReflexioSettings
 from tasks.domain import regeneration_lock_name
+
+STALLED_STATE_NAME = "Stalled"
+
+
+def stalled(message: str) -> State:
+    """The end state of a run stopped by a stall: of type FAILED (non-zero exit, never a
+    pass) but named "Stalled", so its event is `prefect.flow-run.Stalled` and the
+    failed-run automation does not notify again: the stall itself is notified once."""
+    return Failed(name=STALLED_STATE_NAME, message=message)
 
 
 class RegenerationBusy(RuntimeError):

@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
-from flows._common import RegenerationBusy, regeneration_lock
+from flows._common import RegenerationBusy, regeneration_lock, stalled
 from flows.params import PlaybookRegenerationParams
 from flows.profile_regeneration import Refused, _run_id
 from gate import Severity
@@ -118,7 +118,7 @@ def _regenerate(
     stall, note = check_stall(settings, params.notification_block)
     if stall is not None:
         summary.decision = f"{stall.message} ({note})"
-        return Failed(message=summary.decision)
+        return stalled(summary.decision)
 
     refuse_if_operation_running(settings, SERVICE)
     live = list_user_playbooks(settings, av)
@@ -161,7 +161,9 @@ def _regenerate(
             else:
                 head = describe_failed_operation(status)
             summary.decision = f"{head} Nothing was upgraded. {way_back(av, stranded, None)}"
-            return Failed(message=summary.decision)
+            return (
+                stalled(summary.decision) if stall is not None else Failed(message=summary.decision)
+            )
     clear_inferred_stall(settings)
 
     now = list_user_playbooks(settings, av)

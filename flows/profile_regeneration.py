@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 
-from flows._common import RegenerationBusy, regeneration_lock
+from flows._common import RegenerationBusy, regeneration_lock, stalled
 from flows.params import RegenerationParams
 from gate import Severity
 from reflexio_api import ReflexioError, ReflexioSettings
@@ -128,7 +128,7 @@ def _regenerate(params: RegenerationParams, settings: ReflexioSettings, summary:
     stall, note = check_stall(settings, params.notification_block)
     if stall is not None:
         summary.decision = f"{stall.message} ({note})"
-        return Failed(message=summary.decision)
+        return stalled(summary.decision)
 
     refuse_if_operation_running(settings, SERVICE)
     stale = list_profiles(settings, "pending")
@@ -157,8 +157,8 @@ def _regenerate(params: RegenerationParams, settings: ReflexioSettings, summary:
             if stall is not None:
                 note = report_inferred_stall(settings, stall, params.notification_block)
                 summary.decision = f"{stall.message} ({note}) Nothing was upgraded."
-            else:
-                summary.decision = describe_failed_operation(status) + " Nothing was upgraded."
+                return stalled(summary.decision)
+            summary.decision = describe_failed_operation(status) + " Nothing was upgraded."
             return Failed(message=summary.decision)
     clear_inferred_stall(settings)
 

@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, Field, field_validator
 
+from flows._common import STALLED_STATE_NAME
 from flows.params import PlaybookRegenerationParams, RegenerationParams, ServerParams
 from flows.playbook_regeneration import artifact_prefix as playbook_prefix
 from flows.playbook_regeneration import playbook_regeneration
@@ -267,4 +268,5 @@ def prompt_change(params: PromptChangeParams) -> State:
     )
     if result.verdict is Verdict.PASS:
         return Completed(message=result.message, data=result)
-    return Failed(message=result.message, data=result)
+    name = STALLED_STATE_NAME if result.verdict is Verdict.STALL else "Failed"
+    return Failed(name=name, message=result.message, data=result)

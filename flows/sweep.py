@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State
 
+from flows._common import stalled as stalled_state
 from tasks.settings import reflexio_settings
 from tasks.sweep import (
     H3_NOTE,
@@ -57,7 +58,7 @@ def manual_sweep(params: SweepParams) -> State:
     stalled = stall_message(settings, params.notification_block)
     if stalled:
         logger.error("%s Nothing was generated.", stalled)
-        return Failed(message=f"{stalled} Nothing was generated.")
+        return stalled_state(f"{stalled} Nothing was generated.")
 
     prereq = check_prerequisites(settings, params)
     if prereq.blocking:

@@ -8,6 +8,9 @@ Inferred stalls (H7: the flag never turns on for OpenAI-style providers) come fr
 generation results (tasks.domain.infer_stall). The server has no way to record that one was
 notified, so a Prefect Variable per server remembers the reason already notified; it is
 cleared by the next run whose generation produced output.
+
+The `reflexio.stall.detected` event is emitted once per stall (with the notification), not
+by every run that finds the stall again.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ def check_stall(settings: ReflexioSettings, notification_block: str) -> tuple[St
     stall = stall_from_state(read_stall_state(settings))
     if stall is None:
         return None, ""
-    events.emit(events.STALL_DETECTED, settings.url, reason=stall.reason, inferred=False)
     if stall.notified_before:
         return stall, "already notified for this stall"
+    events.emit(events.STALL_DETECTED, settings.url, reason=stall.reason, inferred=False)
     try:
         send_notification(notification_block, _subject(stall, settings), stall.message)
     except NotificationFailed as exc:
@@ -51,11 +54,11 @@ def check_stall(settings: ReflexioSettings, notification_block: str) -> tuple[St
 
 def report_inferred_stall(settings: ReflexioSettings, stall: Stall, notification_block: str) -> str:
     """Emit the event and notify once per (server, reason); returns a note on notifying."""
-    events.emit(events.STALL_DETECTED, settings.url, reason=stall.reason, inferred=True)
     name = _variable_name(settings)
     seen = Variable.get(name, default=None)
     if isinstance(seen, dict) and seen.get("reason") == stall.reason:
         return f"already notified at {seen.get('at')}"
+    events.emit(events.STALL_DETECTED, settings.url, reason=stall.reason, inferred=True)
     try:
         send_notification(notification_block, _subject(stall, settings), stall.message)
     except NotificationFailed as exc:

@@ -97,7 +97,7 @@ def test_stall_stops_before_any_write_and_notifies_once(seeded_stack, prefect_ap
     )
     for _ in range(2):
         state = profile_regeneration(params, return_state=True)
-        assert state.is_failed()
+        assert state.is_failed() and state.name == "Stalled"
         assert state.message.startswith("Learning is stalled: auth_error")
     assert dict(seeded_stack.llm.state.calls) == calls
     assert _stats(url) == stats
@@ -122,7 +122,7 @@ def test_llm_auth_error_during_rerun_is_caught_before_upgrade(
         reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
     )
     state = profile_regeneration(params, return_state=True)
-    assert state.is_failed()
+    assert state.is_failed() and state.name == "Stalled"
     assert state.message.startswith("Learning is stalled: no_output (inferred")
     assert _ids(url, "current") == current
     assert _stats(url).pending_count == 0
