@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from prefect.client.orchestration import get_client
@@ -10,8 +10,10 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Failed, State
 
-from reflexio_api import ReflexioSettings
+from reflexio_api import ReflexioError, ReflexioSettings
 from tasks.domain import regeneration_lock_name
+from tasks.report import RunSummary
+from tasks.server import OperationRunning
 
 STALLED_STATE_NAME = "Stalled"
 
@@ -25,6 +27,37 @@ def stalled(message: str) -> State:
 
 class RegenerationBusy(RuntimeError):
     """Another regeneration holds this server's lock."""
+
+
+class Refused(RuntimeError):
+    """The run refuses to go on; the message says why and what to do."""
+
+
+def run_regeneration(
+    settings: ReflexioSettings,
+    summary: RunSummary,
+    lock_timeout_s: float,
+    summary_key: str,
+    regenerate: Callable[[], State],
+) -> State:
+    """Hold the server's lock around ``regenerate``; turn refusals and Reflexio errors into
+    a Failed state that says why; always publish the run summary."""
+    state: State
+    try:
+        with regeneration_lock(settings, lock_timeout_s):
+            state = regenerate()
+    except (Refused, OperationRunning, RegenerationBusy) as exc:
+        summary.decision = str(exc)
+        state = Failed(message=summary.decision)
+    except ReflexioError as exc:
+        summary.decision = f"Stopped on a Reflexio error: {exc}"
+        state = Failed(message=summary.decision)
+    finally:
+        if summary.decision == "not decided":
+            summary.decision = "Crashed before deciding; see the logs."
+        summary.publish(summary_key)
+        print(summary.decision)
+    return state
 
 
 def lock_name(settings: ReflexioSettings) -> str:

@@ -28,9 +28,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
-from flows._common import RegenerationBusy, regeneration_lock, stalled
+from flows._common import Refused, run_regeneration, stalled
 from flows.params import PlaybookRegenerationParams
-from flows.profile_regeneration import Refused, _run_id
+from flows.profile_regeneration import _run_id
 from gate import Severity
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks import events
@@ -52,7 +52,6 @@ from tasks.gate import run_gate
 from tasks.notify import NotificationFailed, send_notification
 from tasks.report import RunSummary
 from tasks.server import (
-    OperationRunning,
     delete_user_playbooks,
     downgrade_user_playbooks,
     list_user_playbooks,
@@ -274,19 +273,10 @@ def playbook_regeneration(params: PlaybookRegenerationParams = DEFAULT_PARAMS) -
     summary = RunSummary(
         title=f"Playbook regeneration ({params.agent_version})", server=settings.url
     )
-    state: State
-    try:
-        with regeneration_lock(settings, params.lock_timeout_s):
-            state = _regenerate(params, settings, summary)
-    except (Refused, OperationRunning, RegenerationBusy) as exc:
-        summary.decision = str(exc)
-        state = Failed(message=summary.decision)
-    except ReflexioError as exc:
-        summary.decision = f"Stopped on a Reflexio error: {exc}"
-        state = Failed(message=summary.decision)
-    finally:
-        if summary.decision == "not decided":
-            summary.decision = "Crashed before deciding; see the logs."
-        summary.publish(f"{artifact_prefix(settings, params.agent_version)}-summary")
-        print(summary.decision)
-    return state
+    return run_regeneration(
+        settings,
+        summary,
+        params.lock_timeout_s,
+        f"{artifact_prefix(settings, params.agent_version)}-summary",
+        lambda: _regenerate(params, settings, summary),
+    )

@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 
-from flows._common import RegenerationBusy, regeneration_lock, stalled
+from flows._common import Refused, run_regeneration, stalled
 from flows.params import RegenerationParams
 from gate import Severity
 from reflexio_api import ReflexioError, ReflexioSettings
@@ -51,7 +51,6 @@ from tasks.gate import run_gate
 from tasks.notify import NotificationFailed, send_notification
 from tasks.report import RunSummary
 from tasks.server import (
-    OperationRunning,
     add_profiles,
     delete_profiles,
     downgrade_profiles,
@@ -65,10 +64,6 @@ from tasks.server import (
 from tasks.stall import check_stall, clear_inferred_stall, report_inferred_stall
 
 SERVICE = "profile_generation"
-
-
-class Refused(RuntimeError):
-    """The run refuses to go on; the message says why and what to do."""
 
 
 def artifact_prefix(settings: ReflexioSettings) -> str:
@@ -260,19 +255,10 @@ def profile_regeneration(params: RegenerationParams = DEFAULT_PARAMS) -> State:
     """
     settings = params.settings()
     summary = RunSummary(title="Profile regeneration", server=settings.url)
-    state: State
-    try:
-        with regeneration_lock(settings, params.lock_timeout_s):
-            state = _regenerate(params, settings, summary)
-    except (Refused, OperationRunning, RegenerationBusy) as exc:
-        summary.decision = str(exc)
-        state = Failed(message=summary.decision)
-    except ReflexioError as exc:
-        summary.decision = f"Stopped on a Reflexio error: {exc}"
-        state = Failed(message=summary.decision)
-    finally:
-        if summary.decision == "not decided":
-            summary.decision = "Crashed before deciding; see the logs."
-        summary.publish(f"{artifact_prefix(settings)}-summary")
-        print(summary.decision)
-    return state
+    return run_regeneration(
+        settings,
+        summary,
+        params.lock_timeout_s,
+        f"{artifact_prefix(settings)}-summary",
+        lambda: _regenerate(params, settings, summary),
+    )
