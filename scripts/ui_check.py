@@ -39,11 +39,18 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 FLOW_NAME = "profile-regeneration"
 DEPLOYMENT = "ui-check"
 
-# Module-path entrypoint: the run imports flows.profile_regeneration like any module.
+# prefect.serve(deployment), not flow.serve(): flow.serve() runs each flow run from the
+# in-memory flow object (DirectSubprocessStarter), and there the flow's parameter model
+# fails with "Profile_RegenerationModel is not fully defined" (the string annotation
+# `RegenerationParams` is not resolved). A served *deployment* starts `python -m
+# prefect.engine`, which imports the entrypoint as a module and validates fine.
 SERVE_CODE = f"""
+from prefect import serve
 from prefect.deployments.runner import EntrypointType
 from flows.profile_regeneration import profile_regeneration
-profile_regeneration.serve(name={DEPLOYMENT!r}, entrypoint_type=EntrypointType.MODULE_PATH)
+serve(profile_regeneration.to_deployment(
+    name={DEPLOYMENT!r}, entrypoint_type=EntrypointType.MODULE_PATH
+))
 """
 
 
@@ -363,7 +370,10 @@ def main() -> int:
 
         step = "see the gate report artifact"
         key = gate_report_key(stack.url)
-        driver.get(f"{ui}/runs/flow-run/{run_id}?tab=Artifacts")
+        # The innermost element reading "Artifacts" (the tab strip under the run graph).
+        b.click(
+            step, "//*[normalize-space(.)='Artifacts' and not(*[normalize-space(.)='Artifacts'])]"
+        )
         b.wait_text(step, key)
         b.shot("flow-run-artifacts")
         driver.get(f"{ui}/artifacts/key/{key}")
