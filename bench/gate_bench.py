@@ -148,6 +148,13 @@ def synthetic_rows(n_candidate: int, seed: int = 0) -> tuple[list[dict], list[di
     return cand, base
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and its finished children (the workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _rss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -204,9 +211,11 @@ def run_one(n: int) -> dict:
     parse_s = time.perf_counter() - start
     del payload, data
     sampler = _TreeRss()
+    cpu_start = _cpu_s()
     start = time.perf_counter()
     report = evaluate(cand, base)
     gate_s = time.perf_counter() - start
+    gate_cpu_s = _cpu_s() - cpu_start
     rows = len(cand) + len(base)
     return {
         "candidate_rows": len(cand),
@@ -218,6 +227,7 @@ def run_one(n: int) -> dict:
         "gate_vs_parse": round(gate_s / parse_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "tree_peak_rss_mb": round(sampler.stop() / 1024),
+        "gate_cpu_s": round(gate_cpu_s, 1),
         "verdict": report.verdict.value,
     }
 
@@ -234,9 +244,9 @@ def main() -> None:
     sizes = [*args.sizes, *([1_000_000] if args.with_1m else [])]
     print(
         "| candidate | baseline | users | parse s | gate s | rows/s | gate/parse | peak RSS MB "
-        "| peak RSS all processes MB |"
+        "| peak RSS all processes MB | gate CPU s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         out = subprocess.run(
             [sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True
@@ -245,7 +255,7 @@ def main() -> None:
         print(
             f"| {r['candidate_rows']} | {r['baseline_rows']} | {r['users']} | {r['parse_s']} | "
             f"{r['gate_s']} | {r['gate_rows_per_s']} | {r['gate_vs_parse']} | {r['peak_rss_mb']} | "
-            f"{r['tree_peak_rss_mb']} |",
+            f"{r['tree_peak_rss_mb']} | {r['gate_cpu_s']} |",
             flush=True,
         )
 
