@@ -1,0 +1,92 @@
+"""Two profile regenerations at once against one server: never both upgrade."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+
+import pytest
+
+from flows.params import RegenerationParams
+from flows.profile_regeneration import profile_regeneration
+from local_stack.fault_proxy import FaultProxy
+from reflexio_api import ReflexioClient, ReflexioSettings
+from tests.reliability.helpers import UPGRADE, Snapshot, assert_consistent
+
+pytestmark = pytest.mark.reliability
+
+
+def _together(*params: RegenerationParams) -> list:
+    """Start one flow run per params in threads released by one barrier (each thread runs in
+    a copy of this context, so all use the test's Prefect API)."""
+    barrier = threading.Barrier(len(params))
+    states: list = [None] * len(params)
+
+    def run(i: int, p: RegenerationParams) -> None:
+        barrier.wait()
+        states[i] = profile_regeneration(p, return_state=True)
+
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(run, i, p))
+        for i, p in enumerate(params)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    return states
+
+
+def test_two_runs_on_one_server_one_is_refused(clean_stack, prefect_api, proxy, tmp_path):
+    before = Snapshot.take(clean_stack.url)
+    params = [
+        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / str(i), lock_timeout_s=2)
+        for i in range(2)
+    ]
+    states = _together(*params)
+    outcomes = sorted(s.type.value for s in states)
+    assert outcomes == ["COMPLETED", "FAILED"], [s.message for s in states]
+    (refused,) = [s for s in states if s.is_failed()]
+    assert "Another regeneration" in refused.message
+    assert proxy.count("POST", UPGRADE) == 1
+    assert proxy.count("POST", "rerun_profile_generation") == 1
+    assert assert_consistent(clean_stack.url, before) == "upgraded"
+
+
+def test_two_urls_for_one_server_never_both_upgrade(clean_stack, prefect_api, tmp_path):
+    """Two addresses of one server (two proxies: the lock is per host:port, so both runs get
+    a slot); the server refuses the second rerun while the first runs."""
+    before = Snapshot.take(clean_stack.url)
+    clean_stack.llm.configure(delay_s=0.3)
+    with FaultProxy(clean_stack.url) as one, FaultProxy(clean_stack.url) as two:
+        states = _together(
+            RegenerationParams(reflexio_url=one.url, backup_dir=tmp_path / "1"),
+            RegenerationParams(reflexio_url=two.url, backup_dir=tmp_path / "2"),
+        )
+        upgrades = one.count("POST", UPGRADE) + two.count("POST", UPGRADE)
+    clean_stack.llm.configure(delay_s=0)
+    messages = [s.message for s in states]
+    assert upgrades <= 1, messages
+    assert sum(s.is_completed() for s in states) == upgrades, messages
+    assert any("in progress" in m for m in messages), messages
+    assert assert_consistent(clean_stack.url, before) == ("upgraded" if upgrades else "unchanged")
+
+
+def test_run_during_someone_elses_rerun_is_refused_without_writing(
+    clean_stack, prefect_api, proxy, tmp_path
+):
+    """H4: a rerun started outside the pipelines is running: the flow refuses at once."""
+    before = Snapshot.take(clean_stack.url)
+    clean_stack.llm.configure(delay_s=0.5)
+    with ReflexioClient(ReflexioSettings(url=clean_stack.url)) as client:
+        op = client.rerun_profile_generation()
+        state = profile_regeneration(
+            RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path), return_state=True
+        )
+        clean_stack.llm.configure(delay_s=0)
+        client.wait_for_operation("profile_generation", op.operation_id, 180)
+        pending = [p.profile_id for p in client.list_profiles("pending")]
+        client.delete_profiles(pending)  # the outside rerun's rows: not the flow's to keep
+    assert state.is_failed() and "in progress" in state.message, state.message
+    assert proxy.calls(method="POST") == []
+    assert assert_consistent(clean_stack.url, before) == "unchanged"
