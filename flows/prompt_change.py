@@ -3,8 +3,9 @@
 stall check -> save the current config -> apply the candidate -> profile regeneration (and
 playbook regeneration for an agent_version) -> gate. With ``promote`` and every gate passing,
 the regenerations upgrade and the candidate config stays. Otherwise the regenerations run
-dry (the candidate's PENDING profiles are deleted, nothing is upgraded) and the saved config
-is put back, so the server is left as it was (playbooks: see docs/pipelines.md, H6).
+dry, the saved config is put back and the candidate's PENDING rows are deleted; CURRENT
+playbooks the playbook rerun tombstoned (H6) are re-created from the list taken before it
+(same content, new ids), so the server is left as it was.
 
 The verdict is the flow's final state and, through ``flows.cli``, the process exit code.
 """
@@ -31,7 +32,8 @@ from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import _run_id, profile_regeneration
 from flows.profile_regeneration import artifact_prefix as profile_prefix
 from reflexio_api import ReflexioClient, ReflexioError, ReflexioSettings
-from tasks.domain import server_slug
+from tasks.domain import playbooks_to_recreate, server_slug
+from tasks.server import add_user_playbooks, delete_user_playbooks, list_user_playbooks
 from tasks.stall import check_stall
 
 STALL_PREFIX = "Learning is stalled"
@@ -141,6 +143,23 @@ def _gate_markdown(prefix: str, state: State) -> str:
     return str(artifact.data)
 
 
+@task(name="put-back-playbooks", cache_policy=NO_CACHE)
+def put_back_playbooks(
+    settings: ReflexioSettings, agent_version: str, before: list[dict[str, Any]]
+) -> str:
+    """Undo a playbook rerun that is not promoted: delete its PENDING rows and re-create the
+    CURRENT rows it tombstoned (H6; same content, new ids). Returns what was done."""
+    live = list_user_playbooks.fn(settings, agent_version)
+    pending = [r["user_playbook_id"] for r in live if r["status"] == "pending"]
+    deleted = delete_user_playbooks.fn(settings, pending)
+    missing = playbooks_to_recreate(before, list_user_playbooks.fn(settings, agent_version))
+    recreated = add_user_playbooks.fn(settings, [dict(r) for r in missing])
+    return (
+        f"Playbooks {agent_version}: deleted {deleted} PENDING row(s), re-created {recreated} "
+        "CURRENT row(s) the rerun had tombstoned (H6; same content, new ids)."
+    )
+
+
 def classify(messages: list[str]) -> Verdict:
     """The worst outcome among the regenerations' final messages (empty: PASS)."""
     if any(m.startswith(STALL_PREFIX) for m in messages):
@@ -220,7 +239,13 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
             report_markdown=_report(params, Verdict.STALL, message, []),
         )
     saved = save_config(settings, params.backup_dir, _run_id())
+    playbooks_before = (
+        list_user_playbooks(settings, params.agent_version, "current")
+        if params.agent_version
+        else []
+    )
     runs: list[tuple[str, State, str]] = []
+    put_back = ""
     promoted = False
     try:
         apply_config(settings, candidate)
@@ -229,6 +254,8 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
     finally:
         if not promoted:
             restore_config(settings, saved)
+            if params.agent_version:
+                put_back = put_back_playbooks(settings, params.agent_version, playbooks_before)
     failures = [str(state.message) for _, state, _ in runs if not state.is_completed()]
     verdict = classify(failures)
     if verdict is Verdict.PASS:
@@ -236,10 +263,12 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
             "Every gate passed; the candidate was promoted and its config kept."
             if promoted
             else "Every gate passed (dry run); the saved config was restored and the candidate's "
-            "PENDING profiles deleted. Run with promote=true to apply it."
+            "PENDING rows deleted. Run with promote=true to apply it."
         )
     else:
         message = f"{failures[0]} The saved config was restored from {saved}."
+    if put_back:
+        message = f"{message} {put_back}"
     return PromptCheckResult(
         verdict=verdict, message=message, report_markdown=_report(params, verdict, message, runs)
     )

@@ -24,7 +24,7 @@ from reflexio_api.errors import (
     clean_server_text,
 )
 from reflexio_api.models import (
-    AddProfilesResult,
+    AddRowsResult,
     AgentPlaybook,
     AggregationOperation,
     AggregationResult,
@@ -462,7 +462,7 @@ PROFILE_IMPORT_FIELDS = (
 """Profile fields add_user_profile stores as given (the embedding is recomputed)."""
 
 
-def add_user_profiles(rows: Sequence[Mapping[str, Any]]) -> ApiCall[AddProfilesResult]:
+def add_user_profiles(rows: Sequence[Mapping[str, Any]]) -> ApiCall[AddRowsResult]:
     """Write profile rows as given: same id, status and content (POST /api/add_user_profile).
 
     The server's import path (INSERT OR REPLACE by profile_id), used to restore backups.
@@ -471,7 +471,36 @@ def add_user_profiles(rows: Sequence[Mapping[str, Any]]) -> ApiCall[AddProfilesR
         raise ValueError("add_user_profiles needs at least one row")
     payload = [{k: r[k] for k in PROFILE_IMPORT_FIELDS if r.get(k) is not None} for r in rows]
     return ApiCall(
-        "POST", "/api/add_user_profile", _model(AddProfilesResult), json={"user_profiles": payload}
+        "POST", "/api/add_user_profile", _model(AddRowsResult), json={"user_profiles": payload}
+    )
+
+
+PLAYBOOK_IMPORT_FIELDS = (
+    "user_id",
+    "agent_version",
+    "request_id",
+    "playbook_name",
+    "content",
+    "trigger",
+    "rationale",
+    "source",
+    "source_interaction_ids",
+    "source_span",
+    "tags",
+    "notes",
+    "reader_angle",
+)
+"""User playbook fields add_user_playbook stores (ids are assigned anew, status CURRENT)."""
+
+
+def add_user_playbooks(rows: Sequence[Mapping[str, Any]]) -> ApiCall[AddRowsResult]:
+    """Write user playbooks as new CURRENT rows (POST /api/add_user_playbook); the server
+    assigns new ids, so this re-creates content, not identity."""
+    if not rows:
+        raise ValueError("add_user_playbooks needs at least one row")
+    payload = [{k: r[k] for k in PLAYBOOK_IMPORT_FIELDS if r.get(k) is not None} for r in rows]
+    return ApiCall(
+        "POST", "/api/add_user_playbook", _model(AddRowsResult), json={"user_playbooks": payload}
     )
 
 

@@ -15,7 +15,7 @@ from reflexio_api import _requests as api
 from reflexio_api._responses import transport_error
 from reflexio_api.errors import TransientError
 from reflexio_api.models import (
-    AddProfilesResult,
+    AddRowsResult,
     AgentPlaybook,
     AggregationOperation,
     AggregationResult,
@@ -276,9 +276,13 @@ class AsyncReflexioClient:
         """Delete profiles by id."""
         return await self._send(api.delete_profiles(profile_ids))
 
-    async def add_user_profiles(self, rows: Sequence[Mapping[str, Any]]) -> AddProfilesResult:
+    async def add_user_profiles(self, rows: Sequence[Mapping[str, Any]]) -> AddRowsResult:
         """Write profile rows as given (same id, status, content): restores a backup."""
         return await self._send(api.add_user_profiles(rows))
+
+    async def add_user_playbooks(self, rows: Sequence[Mapping[str, Any]]) -> AddRowsResult:
+        """Re-create user playbooks as CURRENT rows with new ids (content, not identity)."""
+        return await self._send(api.add_user_playbooks(rows))
 
     async def delete_user_playbooks(self, user_playbook_ids: Sequence[int]) -> BulkDeleteResult:
         """Delete user playbooks by id."""

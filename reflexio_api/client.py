@@ -14,7 +14,7 @@ from reflexio_api import _requests as api
 from reflexio_api._responses import transport_error
 from reflexio_api.errors import TransientError
 from reflexio_api.models import (
-    AddProfilesResult,
+    AddRowsResult,
     AgentPlaybook,
     AggregationOperation,
     AggregationResult,
@@ -273,9 +273,13 @@ class ReflexioClient:
         """Delete profiles by id."""
         return self._send(api.delete_profiles(profile_ids))
 
-    def add_user_profiles(self, rows: Sequence[Mapping[str, Any]]) -> AddProfilesResult:
+    def add_user_profiles(self, rows: Sequence[Mapping[str, Any]]) -> AddRowsResult:
         """Write profile rows as given (same id, status, content): restores a backup."""
         return self._send(api.add_user_profiles(rows))
+
+    def add_user_playbooks(self, rows: Sequence[Mapping[str, Any]]) -> AddRowsResult:
+        """Re-create user playbooks as CURRENT rows with new ids (content, not identity)."""
+        return self._send(api.add_user_playbooks(rows))
 
     def delete_user_playbooks(self, user_playbook_ids: Sequence[int]) -> BulkDeleteResult:
         """Delete user playbooks by id."""

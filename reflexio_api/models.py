@@ -243,8 +243,8 @@ class BulkDeleteResult(_Model):
     message: str = ""
 
 
-class AddProfilesResult(_Model):
-    """Rows written by add_user_profile (INSERT OR REPLACE by profile_id)."""
+class AddRowsResult(_Model):
+    """Rows written by add_user_profile / add_user_playbook."""
 
     added_count: int = 0
     message: str = ""

@@ -265,6 +265,24 @@ def users_without_current(
     return sorted(u for u in set(users_before) if u not in have)
 
 
+def playbooks_to_recreate(
+    before: Sequence[Mapping[str, Any]], live_now: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """CURRENT playbooks listed before a rerun whose content no CURRENT row of that user has
+    now: what H6 tombstoned and must be re-created to leave the server as it was."""
+    current_now = {
+        (r.get("user_id"), r.get("content"))
+        for r in live_now
+        if r.get("status") in (None, "current")
+    }
+    return [
+        r
+        for r in before
+        if r.get("status") in (None, "current")
+        and (r.get("user_id"), r.get("content")) not in current_now
+    ]
+
+
 # --- backups -------------------------------------------------------------------------------
 
 

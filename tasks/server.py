@@ -223,6 +223,15 @@ def delete_user_playbooks(settings: ReflexioSettings, ids: list[int]) -> int:
         return client.delete_user_playbooks(ids).deleted_count
 
 
+@task(name="add-user-playbooks", **WRITE)
+def add_user_playbooks(settings: ReflexioSettings, rows: list[dict[str, Any]]) -> int:
+    """Re-create user playbooks as CURRENT rows (new ids)."""
+    if not rows:
+        return 0
+    with honour_retry_after(), _client(settings) as client:
+        return client.add_user_playbooks(rows).added_count
+
+
 # --- promotion (not idempotent) -----------------------------------------------------------
 
 

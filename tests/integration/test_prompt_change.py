@@ -136,3 +136,24 @@ def test_promote_with_a_pass_upgrades_and_keeps_the_candidate_config(
     assert pending_after == 0
     assert current_after > 0
     assert "promoted" in report
+
+
+def _playbooks(url: str) -> tuple[set[tuple[str | None, str]], int]:
+    """(user, content) of CURRENT v1 playbooks, and how many PENDING rows there are."""
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        rows = client.list_user_playbooks(agent_version="v1")
+    current = {(r.user_id, r.content) for r in rows if r.status in (None, "current")}
+    return current, sum(r.status == "pending" for r in rows)
+
+
+def test_a_dry_check_with_playbooks_puts_tombstoned_playbooks_back(
+    seeded_stack: LocalStack, prefect_api: None, tmp_path: Path
+) -> None:
+    current_before, _ = _playbooks(seeded_stack.url)
+    assert current_before
+
+    code, report = _run(seeded_stack, tmp_path, "--agent-version", "v1")
+
+    assert code in (0, 1), report
+    assert "re-created" in report
+    assert _playbooks(seeded_stack.url) == (current_before, 0)

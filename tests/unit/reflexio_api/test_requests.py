@@ -226,6 +226,29 @@ CASES: list[tuple[Any, dict[str, Any], str, str, Any, dict[str, str]]] = [
         {},
     ),
     (
+        lambda c: c.add_user_playbooks(
+            [
+                {
+                    "user_playbook_id": 9,
+                    "user_id": "u",
+                    "agent_version": "v1",
+                    "request_id": "r",
+                    "content": "c",
+                    "status": "merged",
+                }
+            ]
+        ),
+        {"success": True, "added_count": 1},
+        "POST",
+        "/api/add_user_playbook",
+        {
+            "user_playbooks": [
+                {"user_id": "u", "agent_version": "v1", "request_id": "r", "content": "c"}
+            ]
+        },
+        {},
+    ),
+    (
         lambda c: c.delete_user_playbooks([4, 5]),
         {"success": True, "deleted_count": 2},
         "DELETE",

@@ -150,3 +150,18 @@ def test_backup_roundtrip(tmp_path: Path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a"):
         read_backup(tmp_path / "bad.json")
+
+
+def test_playbooks_to_recreate_are_the_tombstoned_current_rows() -> None:
+    from tasks.domain import playbooks_to_recreate
+
+    before = [
+        {"user_id": "a", "content": "kept", "status": None},
+        {"user_id": "b", "content": "merged away", "status": None},
+        {"user_id": "c", "content": "was archived", "status": "archived"},
+    ]
+    live = [
+        {"user_id": "a", "content": "kept", "status": None},
+        {"user_id": "b", "content": "new candidate", "status": "pending"},
+    ]
+    assert playbooks_to_recreate(before, live) == [before[1]]
