@@ -15,13 +15,24 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+BAD_INPUT_EXIT = 3  # flows.prompt_change.Verdict.BAD_INPUT, without importing Prefect here
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which is the STALL code here: exit 3 instead."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(BAD_INPUT_EXIT, f"{self.prog}: error: bad input: {message}\n")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reflexio-pipelines")
+    parser = _Parser(prog="reflexio-pipelines")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("prompt-check", help="try a candidate config: regenerate and gate")
     check.add_argument("--config", required=True, type=Path, help="candidate config (JSON/YAML)")

@@ -17,11 +17,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from reflexio_api import (
-    ReflexioClient,
-    ReflexioSettings,
-    TransientError,
-)
+from reflexio_api import ReflexioClient, ReflexioSettings, TransientError, UnexpectedPayload
 from reflexio_api.models import OperationStatus, ServiceName, StallState
 from tasks.domain import Counts
 from tasks.retry import honour_retry_after, retry_options
@@ -235,25 +231,38 @@ def add_user_playbooks(settings: ReflexioSettings, rows: list[dict[str, Any]]) -
 # --- promotion (not idempotent) -----------------------------------------------------------
 
 
+def _maybe_applied(exc: TransientError | UnexpectedPayload) -> bool:
+    """An unreadable answer came after the server acted; a transient fault says itself."""
+    return isinstance(exc, UnexpectedPayload) or exc.maybe_applied
+
+
+def _not_applied(exc: TransientError | UnexpectedPayload) -> Exception:
+    """The error to raise once the state shows the upgrade did not apply."""
+    if isinstance(exc, TransientError):
+        return TransientError(str(exc), status_code=exc.status_code)
+    return exc
+
+
 @task(name="upgrade-profiles", **WRITE)
 def upgrade_profiles(
     settings: ReflexioSettings, only_affected_users: bool, pending_before: int
 ) -> dict[str, Any]:
-    """PENDING -> CURRENT. On an ambiguous fault (maybe applied) read the state first:
-    no PENDING left means it applied (the reported counts are then unknown); PENDING still
-    there means it did not, and the fault is re-raised as safe to retry."""
+    """PENDING -> CURRENT. On an ambiguous answer (a fault that may have applied, or an
+    unreadable body) read the state first: no PENDING left means it applied (the reported
+    counts are then unknown) and verification goes on; PENDING still there means it did not,
+    and the error is re-raised (a transient one as safe to retry)."""
     with _client(settings) as client:
         try:
             with honour_retry_after():
                 return client.upgrade_profiles(only_affected_users).model_dump()
-        except TransientError as exc:
-            if not exc.maybe_applied:
+        except (TransientError, UnexpectedPayload) as exc:
+            if not _maybe_applied(exc):
                 raise
             pending = client.get_profile_statistics().pending_count
             if pending == 0 and pending_before > 0:
                 get_run_logger().warning("upgrade answer lost, but the state shows it applied")
                 return {"profiles_promoted": None, "message": "applied (answer lost)"}
-            raise TransientError(str(exc), status_code=exc.status_code) from None
+            raise _not_applied(exc) from None
 
 
 @task(name="downgrade-profiles", **WRITE)
@@ -272,13 +281,13 @@ def upgrade_user_playbooks(
         try:
             with honour_retry_after():
                 return client.upgrade_user_playbooks(agent_version).model_dump()
-        except TransientError as exc:
-            if not exc.maybe_applied:
+        except (TransientError, UnexpectedPayload) as exc:
+            if not _maybe_applied(exc):
                 raise
             rows = client.list_user_playbooks(status="pending", agent_version=agent_version)
             if not rows and pending_before > 0:
                 return {"user_playbooks_promoted": None, "message": "applied (answer lost)"}
-            raise TransientError(str(exc), status_code=exc.status_code) from None
+            raise _not_applied(exc) from None
 
 
 @task(name="downgrade-user-playbooks", **WRITE)

@@ -125,11 +125,6 @@ def test_cli_bad_inputs_exit_3_with_distinct_messages(stack, prefect_api, proxy,
     assert proxy.calls(method="POST") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG flows/cli.py: a CLI usage error (e.g. --config missing) exits 2 via argparse, "
-    "the same code as Verdict.STALL; CI cannot tell 'learning stalled' from 'bad command'.",
-)
 def test_cli_usage_error_is_not_confused_with_a_stall(capsys):
     with pytest.raises(SystemExit) as info:
         cli_main(["prompt-check"])
@@ -173,13 +168,6 @@ def test_malformed_answers_before_any_write_fail_cleanly(stack, prefect_api, pro
         assert proxy.calls(method="POST") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG flows/profile_regeneration.py: an unreadable upgrade answer (HTTP 200 that is "
-    "not the expected JSON) after the server applied the upgrade ends 'Stopped on a Reflexio "
-    "error' without verifying or rolling back, and the message does not say the upgrade may "
-    "have applied (only TransientError is treated as ambiguous).",
-)
 def test_unreadable_upgrade_answer_is_verified_or_rolled_back(
     clean_stack, prefect_api, proxy, tmp_path
 ):
