@@ -374,9 +374,15 @@ def main() -> int:
         b.click(
             step, "//*[normalize-space(.)='Artifacts' and not(*[normalize-space(.)='Artifacts'])]"
         )
-        b.wait_text(step, key)
+        # The tab lists the flow-run-level artifacts (the summary); the gate report was
+        # created by the gate task, so it is checked on its own page below.
+        b.wait_text(step, "MARKDOWN")
         b.shot("flow-run-artifacts")
         driver.get(f"{ui}/artifacts/key/{key}")
+        b.wait_text(step, key, "Gate")
+        b.shot("gate-report-key")
+        # The key page lists versions; the newest version's link opens the rendered report.
+        b.click(step, "//a[contains(@href, '/artifacts/artifact/')]")
         b.wait_text(step, "Gate", "retention")
         b.shot("gate-report-artifact")
         print(f"OK: custom run from the form -> {state['type']}, artifact {key} shown")

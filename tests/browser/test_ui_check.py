@@ -1,7 +1,7 @@
 """Real-browser check of the Prefect UI (scripts/ui_check.py); opt-in: RUN_BROWSER_TESTS=1.
 
 Needs Debian's chromium + chromium-driver and `pip install -e '.[browser]'` (selenium).
-Takes a few minutes (Prefect server, seeded Reflexio stack, served deployment, browser).
+Takes ~100 s (Prefect server, seeded Reflexio stack, served deployment, browser).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         os.environ.get("RUN_BROWSER_TESTS") != "1",
-        reason="browser check is opt-in: set RUN_BROWSER_TESTS=1 (needs chromium, ~3 min)",
+        reason="browser check is opt-in: set RUN_BROWSER_TESTS=1 (needs chromium, ~100 s)",
     ),
     pytest.mark.skipif(
         not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()),
