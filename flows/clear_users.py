@@ -6,8 +6,6 @@ list, blank ids) is refused by parameter validation before any server call.
 No stall check here on purpose: erasing data calls no LLM, and a stall must not delay it.
 """
 
-from __future__ import annotations
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State

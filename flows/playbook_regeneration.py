@@ -19,8 +19,6 @@ Aggregation runs after a verified upgrade; its failure fails the run but does no
 user playbooks back (they were verified; aggregation can simply be run again).
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 

@@ -18,8 +18,6 @@ only logged, so the flow could neither verify the rollback nor report its outcom
 final state. Here the rollback's result decides the message the run ends with.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 

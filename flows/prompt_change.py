@@ -10,8 +10,6 @@ playbooks the playbook rerun tombstoned (H6) are re-created from the list taken 
 The verdict is the flow's final state and, through ``flows.cli``, the process exit code.
 """
 
-from __future__ import annotations
-
 import json
 import os
 from enum import IntEnum

@@ -14,8 +14,6 @@ User-playbook backups are refused: add_user_playbook assigns new ids and cannot 
 tombstones, so it would duplicate rather than restore; use the playbook flow's way back.
 """
 
-from __future__ import annotations
-
 from prefect import flow
 from prefect.states import Completed, Failed, State
 

@@ -15,8 +15,6 @@ recovers.
   flows emit when a stall stops them.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from prefect import flow, get_run_logger, task

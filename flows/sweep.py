@@ -7,8 +7,6 @@ stop the others; the run then ends Failed and names it. See tasks/sweep.py for t
 facts (H3, H8, H11, manual_trigger) behind each choice.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from prefect import flow, get_run_logger

@@ -105,3 +105,17 @@ def test_playbook_schedules_cover_each_agent_version_once():
     ]
     versions = [s["parameters"]["params"]["agent_version"] for s in playbooks["schedules"]]
     assert len(versions) == len(set(versions))
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_flow_parameter_types_resolve_without_the_module_namespace(deployment: dict[str, Any]):
+    """`flow.serve()` validates parameters in a process that cannot resolve string
+    annotations (`from __future__ import annotations`): the flow modules must keep real ones."""
+    import inspect
+
+    flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
+    for parameter in inspect.signature(flow.fn).parameters.values():
+        assert not isinstance(parameter.annotation, str), (
+            f"{deployment['entrypoint']}: parameter {parameter.name!r} is annotated with the "
+            f"string {parameter.annotation!r}; drop `from __future__ import annotations`."
+        )
