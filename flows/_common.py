@@ -80,7 +80,9 @@ def regeneration_lock(settings: ReflexioSettings, timeout_s: float) -> Iterator[
     name = lock_name(settings)
     ensure_limit(name)
     try:
-        ctx = concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True)
+        # The lease is renewed while the run lives; a killed run frees the slot after 60 s
+        # (Prefect's default, 300 s, blocked the next run for five minutes).
+        ctx = concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=60, strict=True)
         ctx.__enter__()
     except TimeoutError:
         raise RegenerationBusy(

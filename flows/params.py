@@ -87,6 +87,11 @@ class RegenerationParams(ServerParams):
         cleaned = [s.strip() for s in value]
         if any(not s for s in cleaned):
             raise ValueError("sources must not contain empty names")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError(
+                "sources must not repeat a name: each source is rerun once, and a second "
+                "rerun of it would leave two generations PENDING (H5)"
+            )
         return cleaned
 
     @model_validator(mode="after")

@@ -94,7 +94,7 @@ def load_backup(directory: Path) -> tuple[Path, dict[str, Any]]:
 
 def release_lock(url: str) -> None:
     """Free the regeneration slot a killed run still holds (its lease would free it only
-    after 300 s): what `prefect gcl update <name> --active-slots 0` does."""
+    after 60 s): what `prefect gcl update <name> --active-slots 0` does."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 

@@ -101,7 +101,7 @@ def test_sigkill_at_each_step_boundary_then_recover(clean_stack, prefect_api, pr
     assert rows(url, "pending"), "the rerun's PENDING rows should be there"
     assert {r["profile_id"] for r in rows(url, "current")} == before.ids
     assert not (tmp_path / "1").exists() or not list((tmp_path / "1").iterdir())
-    # The killed run still holds the regeneration slot (its lease lasts 300 s).
+    # The killed run still holds the regeneration slot (its lease lasts 60 s).
     busy = profile_regeneration(
         RegenerationParams(reflexio_url=proxy.url, lock_timeout_s=lock_busy_s),
         return_state=True,

@@ -111,3 +111,13 @@ def test_flows_expose_a_typed_form():
         assert schema["properties"]["params"]["$ref"].endswith(model)
         fields = schema["definitions"][model]["properties"]
         assert "reflexio_url" in fields and "api_key" not in fields
+
+
+def test_a_repeated_source_is_refused_before_any_rerun() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from flows.params import RegenerationParams
+
+    with pytest.raises(ValidationError, match="must not repeat a name"):
+        RegenerationParams(sources=["chat", "chat"])
