@@ -38,8 +38,11 @@ def _profiles(prompt: str, style: str) -> dict[str, Any]:
     existing, _, interactions = prompt.partition(_INTERACTIONS_MARKER)
     if not interactions:
         existing, interactions = "", prompt
+    facts = _user_facts(interactions)
+    if style == "reworded":
+        facts = [f"The user has said: {fact}" for fact in facts]
     # Like a real model: what the prompt lists as already stored is not extracted again.
-    facts = [f for f in _user_facts(interactions) if f not in existing]
+    facts = [f for f in facts if f not in existing]
     if style == "empty" or not facts:
         return {"profiles": []}
     if style == "junk":
@@ -54,8 +57,6 @@ def _profiles(prompt: str, style: str) -> dict[str, Any]:
         }
     if style == "duplicates":
         facts = [facts[0]] * 4
-    if style == "reworded":
-        facts = [f"The user has said: {fact}" for fact in facts]
     return {"profiles": [{"content": fact, "time_to_live": "one_month"} for fact in facts]}
 
 

@@ -85,13 +85,16 @@ def test_one_user_profile_rerun_is_followed_by_id_and_its_upgrade_archives_every
 
 
 def test_h5_two_profile_reruns_leave_two_generations_pending(
-    seeded_client: ReflexioClient,
+    seeded_client: ReflexioClient, stack: LocalStack
 ) -> None:
     first = seeded_client.rerun_profile_generation(user_id="bob")
     assert run_to_end(seeded_client, "profile_generation", first.operation_id)[0].status == (
         "completed"
     )
     after_first = seeded_client.get_profile_statistics().pending_count
+    # A changed prompt words things differently: the second rerun's facts are not among the
+    # first rerun's PENDING rows that its prompt lists as already stored.
+    stack.llm.configure(style="reworded")
     second = seeded_client.rerun_profile_generation(user_id="bob")
     final, _ = run_to_end(seeded_client, "profile_generation", second.operation_id)
     assert final.status == "completed"
