@@ -158,17 +158,21 @@ class ReflexioServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        """SIGTERM the server's process group; SIGKILL it if it has not gone in 15 s."""
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM the server's process group (about 4 s) and SIGKILL it if it has not gone
+        in 15 s; with graceful=False SIGKILL at once (for when its data is thrown away)."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        if graceful:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
     def restart(self) -> None:
         """Stop and start again on the same port and state (data survives)."""

@@ -70,8 +70,9 @@ class LocalStack:
         self.server.start()
 
     def restore(self, name: str) -> None:
-        """Put back the data saved by ``snapshot`` and restart the server (~5 s)."""
-        self.server.stop()
+        """Put back the data saved by ``snapshot`` and restart the server (~5 s). The data is
+        replaced, so the server is killed rather than stopped gracefully (saves ~4 s)."""
+        self.server.stop(graceful=False)
         data = self.server.state_dir / "data"
         shutil.rmtree(data)
         shutil.copytree(self.server.state_dir / "snapshots" / name, data)
