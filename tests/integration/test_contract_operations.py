@@ -111,9 +111,10 @@ def test_h5_two_profile_reruns_leave_two_generations_pending(
 
 
 def test_h3_manual_profile_generation_reports_existing_rows_not_new_ones(
-    seeded_client: ReflexioClient,
+    seeded_client: ReflexioClient, stack: LocalStack
 ) -> None:
     before = seeded_client.get_profile_statistics().current_count
+    stack.llm.configure(style="reworded")  # new wording: rows the stored ones don't cover
 
     result = seeded_client.manual_profile_generation(user_id="alice")
 
