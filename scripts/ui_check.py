@@ -4,7 +4,7 @@ Starts, each on a free loopback port and torn down at the end:
 
 1. ``prefect server start`` (API + UI) with PREFECT_HOME in a temp dir, analytics off;
 2. the local stack (real Reflexio server + stand-in LLM), seeded with chat and email;
-3. ``profile_regeneration.serve(name="ui-check")`` in a subprocess (the deployment);
+3. the deployment ``profile-regeneration/ui-check`` served in a subprocess;
 
 then drives headless Debian Chromium through Selenium (never downloads a browser/driver):
 /deployments -> the deployment -> Run -> Custom run -> fill ``reflexio_url`` and switch on
@@ -39,11 +39,8 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 FLOW_NAME = "profile-regeneration"
 DEPLOYMENT = "ui-check"
 
-# prefect.serve(deployment), not flow.serve(): flow.serve() runs each flow run from the
-# in-memory flow object (DirectSubprocessStarter), and there the flow's parameter model
-# fails with "Profile_RegenerationModel is not fully defined" (the string annotation
-# `RegenerationParams` is not resolved). A served *deployment* starts `python -m
-# prefect.engine`, which imports the entrypoint as a module and validates fine.
+# prefect.serve(deployment) rather than flow.serve(): a served deployment starts
+# `python -m prefect.engine`, which imports the entrypoint as a module, as a worker does.
 SERVE_CODE = f"""
 from prefect import serve
 from prefect.deployments.runner import EntrypointType
