@@ -1,0 +1,182 @@
+"""End to end: the official SDK's regeneration sequence against this project's flow.
+
+For each N: a fresh local stack (real reflexio-ai server + stand-in LLM), N synthetic users
+seeded from local_stack.seed.CONVERSATIONS (renamed), snapshot "seeded". Then, per
+repetition (sdk first in odd repetitions, flow first in even ones), restore the snapshot,
+set the stand-in's fixed delay per LLM call, and time:
+
+(a) sdk:  reflexio-client ``ReflexioClient(url_endpoint=url)``,
+          ``rerun_profile_generation(wait_for_response=True)`` then ``upgrade_profiles()``,
+          run in a subprocess with the SDK's own venv (Python >= 3.12, bench/_sdk_venv.py),
+          timed inside that subprocess (interpreter start and imports excluded);
+(b) flow: ``profile_regeneration(RegenerationParams(...), return_state=True)`` (stall check,
+          guard, rerun, gate, backup, upgrade, verify) in this process, against a
+          ``prefect_test_harness()`` API started once before all runs (start-up excluded).
+
+The server's own time is completed_at - started_at of the rerun operation (the server
+stores whole seconds, so it is +-1 s); overhead = wall time - server time.
+
+    PYTHONPATH=. .venv/bin/python bench/e2e_bench.py --users 5 20 40 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench._sdk_venv import SDK_VERSION, ensure_sdk_venv
+from local_stack.seed import CONVERSATIONS, seed
+from local_stack.stack import LocalStack
+from reflexio_api import ReflexioClient, ReflexioSettings
+
+SDK_SCRIPT = """
+import json, sys, time
+t_import = time.perf_counter()
+from reflexio import ReflexioClient
+t0 = time.perf_counter()
+client = ReflexioClient(url_endpoint=sys.argv[1])
+rerun = client.rerun_profile_generation(wait_for_response=True)
+t1 = time.perf_counter()
+upgrade = client.upgrade_profiles()
+t2 = time.perf_counter()
+print(json.dumps({
+    "import_s": t0 - t_import, "rerun_s": t1 - t0, "upgrade_s": t2 - t1, "total_s": t2 - t0,
+    "rerun": rerun.model_dump(mode="json") if rerun is not None else None,
+    "upgrade": upgrade.model_dump(mode="json"),
+}))
+"""
+
+
+def synthetic_users(n: int) -> dict[str, list[str]]:
+    """N users cycling through the seed conversations, each renamed (id and first line)."""
+    names = list(CONVERSATIONS)
+    users: dict[str, list[str]] = {}
+    for i in range(n):
+        base = names[i % len(names)]
+        lines = list(CONVERSATIONS[base])
+        lines[0] = f"{lines[0]} (customer number {i})"
+        users[f"{base}-{i:03d}"] = lines
+    return users
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, as `uptime` prints them."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def server_seconds(url: str) -> tuple[int | None, str]:
+    """completed_at - started_at of the latest profile operation, and its status."""
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        status = client.get_operation_status("profile_generation")
+        counts = client.get_profile_statistics()
+    if status is None or status.completed_at is None:
+        return None, "none"
+    return status.completed_at - status.started_at, (
+        f"{status.status} {status.processed_users}/{status.total_users} users; "
+        f"after: {counts.current_count} current, {counts.pending_count} pending, "
+        f"{counts.archived_count} archived"
+    )
+
+
+def run_sdk(python: Path, url: str) -> dict:
+    """The SDK sequence in its own interpreter; its timings come from inside."""
+    out = subprocess.run(
+        [str(python), "-c", SDK_SCRIPT, url], capture_output=True, text=True, timeout=1800
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"SDK run failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_flow(url: str, backup_dir: Path) -> tuple[float, str]:
+    """The profile regeneration flow; wall time measured around the call."""
+    from flows.params import RegenerationParams
+    from flows.profile_regeneration import profile_regeneration
+
+    params = RegenerationParams(reflexio_url=url, backup_dir=backup_dir)
+    t0 = time.perf_counter()
+    state = profile_regeneration(params, return_state=True)
+    wall = time.perf_counter() - t0
+    return wall, f"{state.type.value}: {(state.message or '')[:120]}"
+
+
+def bench_n(n: int, repeats: int, delay_s: float, sdk_python: Path, root: Path) -> list[dict]:
+    """Seed one stack with N users and time both sequences `repeats` times each."""
+    rows: list[dict] = []
+    with LocalStack(state_dir=root / f"n{n}") as stack:
+        t0 = time.perf_counter()
+        seed(stack.url, users=synthetic_users(n))
+        print(f"N={n}: seeded in {time.perf_counter() - t0:.1f} s", flush=True)
+        stack.snapshot("seeded")
+        for rep in range(1, repeats + 1):
+            # Alternate the order, so neither always runs on a server that just restarted.
+            for mode in ("sdk", "flow") if rep % 2 else ("flow", "sdk"):
+                stack.restore("seeded")
+                stack.llm.configure(delay_s=delay_s)
+                load_before = load_average()
+                if mode == "sdk":
+                    result = run_sdk(sdk_python, stack.url)
+                    wall = result["total_s"]
+                    outcome = (
+                        f"rerun {result['rerun_s']:.1f} s, upgrade {result['upgrade_s']:.2f} s "
+                        f"(SDK import {result['import_s']:.2f} s, not counted)"
+                    )
+                else:
+                    wall, outcome = run_flow(stack.url, root / "backups")
+                server_s, server_note = server_seconds(stack.url)
+                row = {
+                    "n": n,
+                    "rep": rep,
+                    "mode": mode,
+                    "wall_s": round(wall, 2),
+                    "server_s": server_s,
+                    "overhead_s": None if server_s is None else round(wall - server_s, 2),
+                    "llm_calls": sum(stack.llm.state.calls.values()),
+                    "load_before": load_before,
+                    "load_after": load_average(),
+                    "outcome": outcome,
+                    "server": server_note,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, nargs="+", default=[5, 20, 40])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--delay", type=float, default=0.2, help="stand-in delay per LLM call")
+    args = parser.parse_args()
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    sdk_python = ensure_sdk_venv()
+    root = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
+    print(f"reflexio-client {SDK_VERSION} at {sdk_python}; state in {root}", file=sys.stderr)
+    rows: list[dict] = []
+    with prefect_test_harness(server_startup_timeout=120):
+        for n in args.users:
+            rows += bench_n(n, args.repeats, args.delay, sdk_python, root)
+
+    print("\n| N | rep | sdk s | flow s | flow/sdk | server s (sdk, flow) | flow overhead s |")
+    print("|---|---|---|---|---|---|---|")
+    for n in args.users:
+        for rep in range(1, args.repeats + 1):
+            pick = {r["mode"]: r for r in rows if r["n"] == n and r["rep"] == rep}
+            a, b = pick["sdk"], pick["flow"]
+            print(
+                f"| {n} | {rep} | {a['wall_s']} | {b['wall_s']} | "
+                f"{b['wall_s'] / a['wall_s']:.2f} | {a['server_s']}, {b['server_s']} | "
+                f"{b['overhead_s']} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
