@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, Literal
 
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Failed, State
 
+from flows.params import RegenerationParams
+from gate import GateReport, Severity
 from reflexio_api import ReflexioError, ReflexioSettings
+from tasks import events
 from tasks.domain import regeneration_lock_name
+from tasks.gate import run_gate
 from tasks.report import RunSummary
 from tasks.server import OperationRunning
 
@@ -23,6 +28,34 @@ def stalled(message: str) -> State:
     pass) but named "Stalled", so its event is `prefect.flow-run.Stalled` and the
     failed-run automation does not notify again: the stall itself is notified once."""
     return Failed(name=STALLED_STATE_NAME, message=message)
+
+
+def gate_step(
+    settings: ReflexioSettings,
+    params: RegenerationParams,
+    summary: RunSummary,
+    candidate: list[dict[str, Any]],
+    baseline: list[dict[str, Any]],
+    kind: Literal["profiles", "playbooks"],
+    artifact_prefix: str,
+    **event_payload: Any,
+) -> tuple[GateReport, bool]:
+    """Run the gate (artifacts), note its sentence, emit gate passed/failed; returns the
+    report and whether the upgrade is blocked (FAIL, or WARN when warnings are not allowed)."""
+    report = run_gate(candidate, baseline, params.policy(), kind, artifact_prefix)
+    summary.gate = report.summary_sentence()
+    verdict = report.verdict
+    blocked = verdict is Severity.FAIL or (verdict is Severity.WARN and not params.allow_warn)
+    events.emit(
+        events.GATE_FAILED if blocked else events.GATE_PASSED,
+        settings.url,
+        kind=kind,
+        verdict=verdict.value,
+        candidate_rows=report.candidate_rows,
+        baseline_rows=report.baseline_rows,
+        **event_payload,
+    )
+    return report, blocked
 
 
 class RegenerationBusy(RuntimeError):

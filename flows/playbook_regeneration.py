@@ -26,10 +26,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
-from flows._common import Refused, run_regeneration, stalled
+from flows._common import Refused, gate_step, run_regeneration, stalled
 from flows.params import PlaybookRegenerationParams
 from flows.profile_regeneration import _run_id
-from gate import Severity
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks import events
 from tasks.domain import (
@@ -46,7 +45,6 @@ from tasks.domain import (
     verify_upgrade,
     write_backup,
 )
-from tasks.gate import run_gate
 from tasks.notify import NotificationFailed, send_notification
 from tasks.report import RunSummary
 from tasks.server import (
@@ -169,17 +167,10 @@ def _regenerate(
         summary.decision = "No user playbooks before or after the rerun; nothing to do."
         return Completed(message=summary.decision)
 
-    report = run_gate(candidate, baseline, params.policy(), "playbooks", prefix)
-    summary.gate = report.summary_sentence()
-    verdict = report.verdict
-    blocked = verdict is Severity.FAIL or (verdict is Severity.WARN and not params.allow_warn)
-    events.emit(
-        events.GATE_FAILED if blocked else events.GATE_PASSED,
-        settings.url,
-        kind="playbooks",
-        agent_version=av,
-        verdict=verdict.value,
+    report, blocked = gate_step(
+        settings, params, summary, candidate, baseline, "playbooks", prefix, agent_version=av
     )
+    verdict = report.verdict
     path = backup_playbooks(settings, av, snapshot, params.backup_dir, _run_id())
     summary.backup_path = path
     if blocked or params.dry_run:

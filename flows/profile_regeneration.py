@@ -26,9 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 
-from flows._common import Refused, run_regeneration, stalled
+from flows._common import Refused, gate_step, run_regeneration, stalled
 from flows.params import RegenerationParams
-from gate import Severity
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks import events
 from tasks.domain import (
@@ -45,7 +44,6 @@ from tasks.domain import (
     verify_upgrade,
     write_backup,
 )
-from tasks.gate import run_gate
 from tasks.notify import NotificationFailed, send_notification
 from tasks.report import RunSummary
 from tasks.server import (
@@ -163,18 +161,8 @@ def _regenerate(params: RegenerationParams, settings: ReflexioSettings, summary:
         summary.decision = "No profiles before or after the rerun; nothing to do."
         return Completed(message=summary.decision)
 
-    report = run_gate(candidate, baseline, params.policy(), "profiles", prefix)
-    summary.gate = report.summary_sentence()
+    report, blocked = gate_step(settings, params, summary, candidate, baseline, "profiles", prefix)
     verdict = report.verdict
-    blocked = verdict is Severity.FAIL or (verdict is Severity.WARN and not params.allow_warn)
-    events.emit(
-        events.GATE_FAILED if blocked else events.GATE_PASSED,
-        settings.url,
-        kind="profiles",
-        verdict=verdict.value,
-        candidate_rows=report.candidate_rows,
-        baseline_rows=report.baseline_rows,
-    )
     if blocked:
         _discard(settings, candidate, summary)
         summary.decision = (
