@@ -10,8 +10,14 @@ set the stand-in's fixed delay per LLM call, and time:
           run in a subprocess with the SDK's own venv (Python >= 3.12, bench/_sdk_venv.py),
           timed inside that subprocess (interpreter start and imports excluded);
 (b) flow: ``profile_regeneration(RegenerationParams(...), return_state=True)`` (stall check,
-          guard, rerun, gate, backup, upgrade, verify) in this process, against a
-          ``prefect_test_harness()`` API started once before all runs (start-up excluded).
+          guard, rerun, gate, backup, upgrade, verify) in a subprocess of this project's
+          Python (timed inside, imports excluded; ``--flow-in-process`` runs it here instead),
+          against a ``prefect_test_harness()`` API started once before all runs (start-up
+          excluded; the subprocess gets its PREFECT_API_URL).
+
+The stand-in LLM runs in a thread of this process and forks a child per call; a flow run in
+the same process slowed the server's rerun about 2x (GIL and CPU contention), so by default
+both sequences run in subprocesses and this process only serves the stand-in.
 
 The server's own time is completed_at - started_at of the rerun operation (the server
 stores whole seconds, so it is +-1 s); overhead = wall time - server time.
@@ -70,6 +76,12 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def server_seconds(url: str) -> tuple[int | None, str]:
     """completed_at - started_at of the latest profile operation, and its status."""
     with ReflexioClient(ReflexioSettings(url=url)) as client:
@@ -94,8 +106,43 @@ def run_sdk(python: Path, url: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+FLOW_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from flows.params import RegenerationParams
+from flows.profile_regeneration import profile_regeneration
+params = RegenerationParams(reflexio_url=sys.argv[1], backup_dir=Path(sys.argv[2]))
+t0 = time.perf_counter()
+state = profile_regeneration(params, return_state=True)
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "outcome": f"{state.type.value}: {state.message or ''}"}))
+"""
+
+
+def run_flow_subprocess(url: str, backup_dir: Path) -> tuple[float, str]:
+    """The flow in its own interpreter (like the SDK), on the harness's API; timed inside."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", FLOW_SCRIPT, url, str(backup_dir)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=env,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"flow run failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["wall_s"], result["outcome"][:140]
+
+
 def run_flow(url: str, backup_dir: Path) -> tuple[float, str]:
-    """The profile regeneration flow; wall time measured around the call."""
+    """The profile regeneration flow in this process; wall time measured around the call."""
     from flows.params import RegenerationParams
     from flows.profile_regeneration import profile_regeneration
 
@@ -106,7 +153,9 @@ def run_flow(url: str, backup_dir: Path) -> tuple[float, str]:
     return wall, f"{state.type.value}: {(state.message or '')[:120]}"
 
 
-def bench_n(n: int, repeats: int, delay_s: float, sdk_python: Path, root: Path) -> list[dict]:
+def bench_n(
+    n: int, repeats: int, delay_s: float, sdk_python: Path, root: Path, in_process: bool
+) -> list[dict]:
     """Seed one stack with N users and time both sequences `repeats` times each."""
     rows: list[dict] = []
     with LocalStack(state_dir=root / f"n{n}") as stack:
@@ -120,6 +169,8 @@ def bench_n(n: int, repeats: int, delay_s: float, sdk_python: Path, root: Path) 
                 stack.restore("seeded")
                 stack.llm.configure(delay_s=delay_s)
                 load_before = load_average()
+                server_pid = stack.server._process.pid  # type: ignore[union-attr]
+                cpu_before = process_cpu_s(server_pid)
                 if mode == "sdk":
                     result = run_sdk(sdk_python, stack.url)
                     wall = result["total_s"]
@@ -128,7 +179,9 @@ def bench_n(n: int, repeats: int, delay_s: float, sdk_python: Path, root: Path) 
                         f"(SDK import {result['import_s']:.2f} s, not counted)"
                     )
                 else:
-                    wall, outcome = run_flow(stack.url, root / "backups")
+                    flow_runner = run_flow if in_process else run_flow_subprocess
+                    wall, outcome = flow_runner(stack.url, root / "backups")
+                server_cpu = process_cpu_s(server_pid) - cpu_before
                 server_s, server_note = server_seconds(stack.url)
                 row = {
                     "n": n,
@@ -137,6 +190,7 @@ def bench_n(n: int, repeats: int, delay_s: float, sdk_python: Path, root: Path) 
                     "wall_s": round(wall, 2),
                     "server_s": server_s,
                     "overhead_s": None if server_s is None else round(wall - server_s, 2),
+                    "server_cpu_s": round(server_cpu, 2),
                     "llm_calls": sum(stack.llm.state.calls.values()),
                     "load_before": load_before,
                     "load_after": load_average(),
@@ -153,6 +207,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[5, 20, 40])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--delay", type=float, default=0.2, help="stand-in delay per LLM call")
+    parser.add_argument(
+        "--flow-in-process",
+        action="store_true",
+        help="run the flow in this process, beside the stand-in LLM's thread (default: in a "
+        "subprocess, so the stand-in's process is as idle as during the SDK run)",
+    )
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
@@ -163,7 +223,7 @@ def main() -> None:
     rows: list[dict] = []
     with prefect_test_harness(server_startup_timeout=120):
         for n in args.users:
-            rows += bench_n(n, args.repeats, args.delay, sdk_python, root)
+            rows += bench_n(n, args.repeats, args.delay, sdk_python, root, args.flow_in_process)
 
     print("\n| N | rep | sdk s | flow s | flow/sdk | server s (sdk, flow) | flow overhead s |")
     print("|---|---|---|---|---|---|---|")
