@@ -17,69 +17,34 @@ recovers.
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
+from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 from prefect.variables import Variable
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from reflexio_api import ReflexioClient, ReflexioSettings
+from flows.params import ServerParams
 from reflexio_api.models import StallState
+from tasks import events
+from tasks.domain import server_slug
 from tasks.notify import send_notification
-from tasks.retry import retry_options
-from tasks.settings import reflexio_settings
+from tasks.server import mark_stall_notified, read_stall_state
 
 STALL_NOTIFIED = "reflexio.stall.notified"
 STALL_RECOVERED = "reflexio.stall.recovered"
 
 
-class StallWatchParams(BaseModel):
+class StallWatchParams(ServerParams):
     """Where to look and whom to tell."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    reflexio_url: str | None = Field(None, description="Reflexio server URL; empty: REFLEXIO_URL.")
     notification_block: str = Field(
         "reflexio-alerts",
         description="Name of the Prefect notification block (Slack, Teams, custom webhook...).",
     )
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return parts.hostname or "unknown", parts.port or (443 if parts.scheme == "https" else 80)
-
-
 def variable_name(url: str) -> str:
     """The Prefect Variable remembering the last stall state seen on this server."""
-    host, port = _host_port(url)
-    safe = "".join(c if c.isalnum() else "_" for c in f"{host}_{port}".lower())
-    return f"reflexio_stall_watch_{safe}"
-
-
-def _resource(url: str) -> dict[str, str]:
-    host, port = _host_port(url)
-    return {
-        "prefect.resource.id": f"reflexio.server.{host}:{port}",
-        "prefect.resource.name": f"{host}:{port}",
-    }
-
-
-@task(name="read-stall-state", cache_policy=NO_CACHE, **retry_options())
-def read_stall(settings: ReflexioSettings) -> StallState:
-    """GET /stall_state."""
-    with ReflexioClient(settings) as client:
-        return client.get_stall_state()
-
-
-@task(name="mark-stall-notified", cache_policy=NO_CACHE, **retry_options())
-def mark_notified(settings: ReflexioSettings) -> bool:
-    """POST /stall_state/notified (sets a flag: safe to repeat)."""
-    with ReflexioClient(settings) as client:
-        return client.mark_stall_notified().notified_in_cc
+    return "reflexio_stall_watch_" + server_slug(url).replace("-", "_")
 
 
 _ADVICE = {
@@ -120,26 +85,24 @@ def stall_watch(params: StallWatchParams | None = None) -> State:
     """One look at the stall flag; notify a new stall once, a recovery once."""
     params = params or StallWatchParams()
     logger = get_run_logger()
-    settings = reflexio_settings(params.reflexio_url)
+    settings = params.settings()
     name = variable_name(settings.url)
     last = Variable.get(name, default=None)
     was_stalled = isinstance(last, dict) and bool(last.get("stalled"))
 
-    state = read_stall(settings)
+    state = read_stall_state(settings)
     if state.stalled and not state.notified_in_cc:
         subject, body = stall_text(settings.url, state)
         send_notification(params.notification_block, subject, body)
-        mark_notified(settings)
-        emit_event(
-            STALL_NOTIFIED, resource=_resource(settings.url), payload={"reason": state.reason}
-        )
+        mark_stall_notified(settings)
+        events.emit(STALL_NOTIFIED, settings.url, reason=state.reason)
         outcome = f"new stall ({state.reason}) notified through '{params.notification_block}'"
     elif state.stalled:
         outcome = f"stalled ({state.reason}), already notified"
     elif was_stalled:
         subject, body = recovery_text(settings.url, last)  # type: ignore[arg-type]
         send_notification(params.notification_block, subject, body)
-        emit_event(STALL_RECOVERED, resource=_resource(settings.url), payload={})
+        events.emit(STALL_RECOVERED, settings.url)
         outcome = f"recovered, notified through '{params.notification_block}'"
     else:
         outcome = "not stalled"
