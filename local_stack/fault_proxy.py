@@ -316,14 +316,15 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self._handle()
 
         def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                self._send(413, [], b"")
-                return
-            body = self.rfile.read(length) if length else b""
             method, path = self.command, self.path
             record = Record(method, path)
             proxy._record(record)
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                self._send(record, 413, [], b"")
+                proxy._update(record, done=True)
+                return
+            body = self.rfile.read(length) if length else b""
             rule = proxy._pick(method, path)
             if rule is not None:
                 record.fault = rule.fault
@@ -349,11 +350,10 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 try:
                     status, headers, data = self._upstream(record, body)
                 except (OSError, http.client.HTTPException, ValueError):
-                    self._send(502, [("Content-Type", "text/plain")], b"upstream unreachable")
-                    proxy._update(record, status=502)
+                    unreachable = b"upstream unreachable"
+                    self._send(record, 502, [("Content-Type", "text/plain")], unreachable)
                     return
-                self._send(status, headers, data)
-                proxy._update(record, status=status)
+                self._send(record, status, headers, data)
                 return
             fault = rule.fault
             if fault == "delay" and not rule.after:
@@ -370,21 +370,19 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 payload = rule.body if rule.body is not None else {"error": "injected fault"}
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 headers = [("Content-Type", "application/json"), *rule.headers.items()]
-                self._send(rule.status, headers, data)
-                proxy._update(record, status=rule.status)
+                self._send(record, rule.status, headers, data)
             elif fault == "html":
                 status = rule.status if rule.status != 503 else 200
-                self._send(status, [("Content-Type", "text/html")], HTML_PAGE)
-                proxy._update(record, status=status)
+                self._send(record, status, [("Content-Type", "text/html")], HTML_PAGE)
             elif fault == "delay":
                 assert upstream is not None
                 if rule.after:
                     proxy.hold(rule.delay_s)
-                self._send(*upstream)
-                proxy._update(record, status=upstream[0])
+                self._send(record, *upstream)
             elif fault == "truncate":
                 assert upstream is not None
                 status, headers, data = upstream
+                proxy._update(record, status=status)
                 self.send_response(status)
                 for key, value in headers:
                     self.send_header(key, value)
@@ -393,7 +391,6 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
                 self.close_connection = True
-                proxy._update(record, status=status)
             elif fault == "body":
                 assert upstream is not None
                 status, _headers, data = upstream
@@ -401,10 +398,13 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 if rule.transform is not None:
                     new = rule.transform(json.loads(data))
                 raw = new if isinstance(new, bytes) else json.dumps(new).encode()
-                self._send(status, [("Content-Type", "application/json")], raw)
-                proxy._update(record, status=status)
+                self._send(record, status, [("Content-Type", "application/json")], raw)
 
-        def _send(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        def _send(
+            self, record: Record, status: int, headers: list[tuple[str, str]], data: bytes
+        ) -> None:
+            """Record the status first, so a client that has its answer sees it in the log."""
+            proxy._update(record, status=status)
             self.send_response(status)
             for key, value in headers:
                 self.send_header(key, value)
