@@ -1,0 +1,82 @@
+"""ReflexioServer.start against a stand-in server program: a hung startup leaves its thread
+stacks in the log, is tried once more, and never leaves a process behind."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import local_stack.reflexio_server as reflexio_server
+from local_stack.reflexio_server import ReflexioServer, ServerStartError
+
+# Hangs on the first launch (a marker file counts launches); serves /health/ready after.
+FAKE_SERVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+marker = Path("launches")
+launches = int(marker.read_text()) + 1 if marker.exists() else 1
+marker.write_text(str(launches))
+print("Waiting for application startup.", flush=True)
+if launches <= int(Path("hang_launches").read_text()):
+    time.sleep(600)
+
+class Ready(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+HTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), Ready).serve_forever()
+"""
+
+
+@pytest.fixture
+def fake_venv(tmp_path: Path) -> Path:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / "lib" / "python3.13" / "site-packages").mkdir(parents=True)
+    package = venv / "reflexio-shim" / "reflexio" / "server"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(FAKE_SERVER)
+    return venv
+
+
+def _server(venv: Path, tmp_path: Path, hang_launches: int) -> ReflexioServer:
+    server = ReflexioServer(venv, tmp_path / "state", "http://127.0.0.1:9")
+    (server.state_dir / "cwd").mkdir(parents=True)
+    (server.state_dir / "cwd" / "hang_launches").write_text(str(hang_launches))
+    return server
+
+
+def test_a_hung_startup_is_dumped_and_tried_once_more(
+    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reflexio_server, "READY_TIMEOUT_S", 3.0)
+    server = _server(fake_venv, tmp_path, hang_launches=1)
+    server.start()
+    try:
+        log = server.log_path.read_text()
+        assert "Fatal Python error: Aborted" in log
+        assert '__main__.py", line 11 in <module>' in log
+        assert (server.state_dir / "cwd" / "launches").read_text() == "2"
+    finally:
+        server.stop(graceful=False)
+
+
+def test_a_startup_that_hangs_twice_fails_with_the_stacks_and_no_process_left(
+    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reflexio_server, "READY_TIMEOUT_S", 3.0)
+    server = _server(fake_venv, tmp_path, hang_launches=2)
+    with pytest.raises(ServerStartError, match="not ready after 3 s") as raised:
+        server.start()
+    assert "Fatal Python error: Aborted" in str(raised.value)
+    assert str(server.log_path) in str(raised.value)
+    assert server._process is None
+    assert (server.state_dir / "cwd" / "launches").read_text() == "2"
