@@ -80,6 +80,11 @@ class ReflexioServer:
         return self.state_dir / "data" / "reflexio_self-host-org.db"
 
     @property
+    def config_dir(self) -> Path:
+        """Where the server keeps its config file (REFLEXIO_LOG_DIR/.reflexio/configs)."""
+        return self.state_dir / "logs" / ".reflexio" / "configs"
+
+    @property
     def log_path(self) -> Path:
         """Where the server's stdout and stderr go."""
         return self.state_dir / "server.log"

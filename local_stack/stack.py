@@ -61,21 +61,28 @@ class LocalStack:
         """The Reflexio server's URL (what REFLEXIO_URL should be)."""
         return self.server.url
 
+    def _saved_folders(self) -> dict[str, Path]:
+        """What a snapshot holds: the SQLite data and the config file, which lives apart."""
+        return {"data": self.server.state_dir / "data", "configs": self.server.config_dir}
+
     def snapshot(self, name: str) -> None:
-        """Save the server's data (stopping it briefly) so ``restore`` can bring it back."""
+        """Save the server's data and config (stopping it briefly) for ``restore``."""
         self.server.stop()
         target = self.server.state_dir / "snapshots" / name
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(self.server.state_dir / "data", target)
+        for label, folder in self._saved_folders().items():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(folder, target / label)
         self.server.start()
 
     def restore(self, name: str) -> None:
-        """Put back the data saved by ``snapshot`` and restart the server (~5 s). The data is
-        replaced, so the server is killed rather than stopped gracefully (saves ~4 s)."""
+        """Put back the data and config saved by ``snapshot`` and restart the server (~5 s).
+        Both are replaced, so the server is killed rather than stopped (saves ~4 s)."""
         self.server.stop(graceful=False)
-        data = self.server.state_dir / "data"
-        shutil.rmtree(data)
-        shutil.copytree(self.server.state_dir / "snapshots" / name, data)
+        source = self.server.state_dir / "snapshots" / name
+        for label, folder in self._saved_folders().items():
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(source / label, folder)
         self.llm.reset()
         self.server.start()
 

@@ -5,6 +5,8 @@ import httpx
 import pytest
 
 from local_stack.stack import LocalStack
+from reflexio_api import ReflexioClient, ReflexioSettings
+from tests.conftest import SEEDED
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +45,15 @@ def test_stall_helper_sets_what_the_server_reports(stack: LocalStack) -> None:
         stack.clear_stall()
     state = httpx.get(f"{stack.url}/stall_state", headers=HEADERS).json()
     assert state["stalled"] is False
+
+
+def test_restore_puts_back_the_config_as_well_as_the_data(seeded_stack: LocalStack) -> None:
+    """The config file lives outside the data folder; a test that changes it must not leak
+    the change into the next test."""
+    with ReflexioClient(ReflexioSettings(url=seeded_stack.url)) as client:
+        window_before = client.get_config()["window_size"]
+        client.update_config({"window_size": window_before + 7})
+        assert client.get_config()["window_size"] == window_before + 7
+    seeded_stack.restore(SEEDED)
+    with ReflexioClient(ReflexioSettings(url=seeded_stack.url)) as client:
+        assert client.get_config()["window_size"] == window_before
