@@ -15,8 +15,9 @@ set the stand-in's fixed delay per LLM call, and time:
           against a ``prefect_test_harness()`` API started once before all runs (start-up
           excluded; the subprocess gets its PREFECT_API_URL).
 
-The stand-in LLM runs in a thread of this process and forks a child per call; a flow run in
-the same process slowed the server's rerun about 2x (GIL and CPU contention), so by default
+The stand-in LLM answers each call on a thread of this process; a flow run in the same
+process slowed the server's rerun about 2x (the flow's threads and the stand-in's share one
+GIL), so by default
 both sequences run in subprocesses and this process only serves the stand-in.
 
 The server's own time is completed_at - started_at of the rerun operation (the server
