@@ -2,28 +2,31 @@
 
 For each N: a fresh local stack (real reflexio-ai server + stand-in LLM), N synthetic users
 seeded from local_stack.seed.CONVERSATIONS (renamed), snapshot "seeded". Then, per
-repetition (sdk first in odd repetitions, flow first in even ones), restore the snapshot,
-set the stand-in's fixed delay per LLM call, and time:
+repetition (the order of the modes rotates), restore the snapshot, set the stand-in's
+fixed delay per LLM call, and time:
 
 (a) sdk:  reflexio-client ``ReflexioClient(url_endpoint=url)``,
           ``rerun_profile_generation(wait_for_response=True)`` then ``upgrade_profiles()``,
           run in a subprocess with the SDK's own venv (Python >= 3.12, bench/_sdk_venv.py),
           timed inside that subprocess (interpreter start and imports excluded);
+(a') sdk_after_stall_read: the same after one GET /stall_state, which is the flow's first
+          call: on reflexio-ai 0.2.32 the first read of the stall state makes every later
+          LLM call of that server process cost more (RESULTS.md), so (b)/(a') is the cost of
+          orchestration alone and (b)/(a) what a user sees on a freshly started server;
 (b) flow: ``profile_regeneration(RegenerationParams(...), return_state=True)`` (stall check,
           guard, rerun, gate, backup, upgrade, verify) in a subprocess of this project's
           Python (timed inside, imports excluded; ``--flow-in-process`` runs it here instead),
           against a ``prefect_test_harness()`` API started once before all runs (start-up
-          excluded; the subprocess gets its PREFECT_API_URL).
+          excluded; the subprocess gets its PREFECT_API_URL). Its task times are read back
+          from the Prefect API.
 
-The stand-in LLM answers each call on a thread of this process; a flow run in the same
-process slowed the server's rerun about 2x (the flow's threads and the stand-in's share one
-GIL), so by default
-both sequences run in subprocesses and this process only serves the stand-in.
+The stand-in LLM answers each call on a thread of this process, so by default the flow runs
+in a subprocess and this process only serves the stand-in.
 
 The server's own time is completed_at - started_at of the rerun operation (the server
 stores whole seconds, so it is +-1 s); overhead = wall time - server time.
 
-    PYTHONPATH=. .venv/bin/python bench/e2e_bench.py --users 5 20 40 --repeats 2
+    PYTHONPATH=. .venv/bin/python bench/e2e_bench.py --users 5 20 40 80 --repeats 2
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from uuid import UUID
 
 from bench._sdk_venv import SDK_VERSION, ensure_sdk_venv
 from local_stack.seed import CONVERSATIONS, seed
@@ -78,9 +82,10 @@ def load_average() -> str:
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process so far (from /proc)."""
+    """User + system CPU seconds of a process and its finished children so far (from /proc):
+    the server forks a child for every LLM call, which does most of its work."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
 
 
 def server_seconds(url: str) -> tuple[int | None, str]:
@@ -110,17 +115,44 @@ def run_sdk(python: Path, url: str) -> dict:
 FLOW_SCRIPT = """
 import json, sys, time
 from pathlib import Path
+from bench.e2e_bench import task_breakdown
 from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 params = RegenerationParams(reflexio_url=sys.argv[1], backup_dir=Path(sys.argv[2]))
 t0 = time.perf_counter()
 state = profile_regeneration(params, return_state=True)
 wall = time.perf_counter() - t0
-print(json.dumps({"wall_s": wall, "outcome": f"{state.type.value}: {state.message or ''}"}))
+print(json.dumps({
+    "wall_s": wall, "outcome": f"{state.type.value}: {state.message or ''}",
+    "tasks": task_breakdown(state.state_details.flow_run_id),
+}))
 """
 
 
-def run_flow_subprocess(url: str, backup_dir: Path) -> tuple[float, str]:
+def task_breakdown(flow_run_id: UUID, settle_s: float = 15.0) -> dict[str, float]:
+    """Seconds spent in each task of a finished flow run, summed by task name, read back
+    from the Prefect API (task run states arrive as events, so wait until all have ended)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + settle_s
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=flow_filter)
+            if all(r.end_time for r in runs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    seconds: dict[str, float] = {}
+    for run in runs:
+        if run.start_time and run.end_time:
+            name = run.name.rsplit("-", 1)[0]  # "list-profiles-a1b" -> "list-profiles"
+            spent = (run.end_time - run.start_time).total_seconds()
+            seconds[name] = round(seconds.get(name, 0.0) + spent, 3)
+    return seconds
+
+
+def run_flow_subprocess(url: str, backup_dir: Path) -> tuple[float, str, dict[str, float]]:
     """The flow in its own interpreter (like the SDK), on the harness's API; timed inside."""
     from prefect.settings import PREFECT_API_URL
 
@@ -139,10 +171,10 @@ def run_flow_subprocess(url: str, backup_dir: Path) -> tuple[float, str]:
     if out.returncode != 0:
         raise RuntimeError(f"flow run failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result["wall_s"], result["outcome"][:140]
+    return result["wall_s"], result["outcome"][:140], result["tasks"]
 
 
-def run_flow(url: str, backup_dir: Path) -> tuple[float, str]:
+def run_flow(url: str, backup_dir: Path) -> tuple[float, str, dict[str, float]]:
     """The profile regeneration flow in this process; wall time measured around the call."""
     from flows.params import RegenerationParams
     from flows.profile_regeneration import profile_regeneration
@@ -151,13 +183,57 @@ def run_flow(url: str, backup_dir: Path) -> tuple[float, str]:
     t0 = time.perf_counter()
     state = profile_regeneration(params, return_state=True)
     wall = time.perf_counter() - t0
-    return wall, f"{state.type.value}: {(state.message or '')[:120]}"
+    outcome = f"{state.type.value}: {(state.message or '')[:120]}"
+    return wall, outcome, task_breakdown(state.state_details.flow_run_id)
+
+
+def breakdown(wall_s: float, tasks: dict[str, float]) -> dict[str, object]:
+    """A flow run's wall time split into waiting on the rerun, the other tasks, and what ran
+    outside any task (flow engine, lock, artifacts, events); empty for the SDK."""
+    if not tasks:
+        return {}
+    waiting = tasks.get("wait-for-operation", 0.0)
+    in_tasks = sum(tasks.values())
+    return {
+        "wait_task_s": round(waiting, 2),
+        "other_tasks_s": round(in_tasks - waiting, 2),
+        "outside_tasks_s": round(wall_s - in_tasks, 2),
+        "tasks": tasks,
+    }
+
+
+MODES = ("sdk", "sdk_after_stall_read", "flow")
+
+
+def read_stall_state(url: str) -> None:
+    """What the flow's stall check does first: GET /stall_state (see RESULTS.md: the first
+    read makes the server's later LLM calls cost more, so the SDK is timed after one too)."""
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        client.get_stall_state()
+
+
+def time_mode(
+    mode: str, url: str, sdk_python: Path, backups: Path, in_process: bool
+) -> tuple[float, str, dict[str, float]]:
+    """Run one sequence; its wall time, a one-line outcome and (flow only) its task times."""
+    if mode == "flow":
+        flow_runner = run_flow if in_process else run_flow_subprocess
+        return flow_runner(url, backups)
+    if mode == "sdk_after_stall_read":
+        read_stall_state(url)
+    result = run_sdk(sdk_python, url)
+    outcome = (
+        f"rerun {result['rerun_s']:.1f} s, upgrade {result['upgrade_s']:.2f} s "
+        f"(SDK import {result['import_s']:.2f} s, not counted)"
+    )
+    return result["total_s"], outcome, {}
 
 
 def bench_n(
     n: int, repeats: int, delay_s: float, sdk_python: Path, root: Path, in_process: bool
 ) -> list[dict]:
-    """Seed one stack with N users and time both sequences `repeats` times each."""
+    """Seed one stack with N users and time every mode `repeats` times, each on a freshly
+    restored server."""
     rows: list[dict] = []
     with LocalStack(state_dir=root / f"n{n}") as stack:
         t0 = time.perf_counter()
@@ -165,23 +241,17 @@ def bench_n(
         print(f"N={n}: seeded in {time.perf_counter() - t0:.1f} s", flush=True)
         stack.snapshot("seeded")
         for rep in range(1, repeats + 1):
-            # Alternate the order, so neither always runs on a server that just restarted.
-            for mode in ("sdk", "flow") if rep % 2 else ("flow", "sdk"):
+            # Rotate the order, so no mode always runs first.
+            shift = (rep - 1) % len(MODES)
+            for mode in MODES[shift:] + MODES[:shift]:
                 stack.restore("seeded")
                 stack.llm.configure(delay_s=delay_s)
                 load_before = load_average()
                 server_pid = stack.server._process.pid  # type: ignore[union-attr]
                 cpu_before = process_cpu_s(server_pid)
-                if mode == "sdk":
-                    result = run_sdk(sdk_python, stack.url)
-                    wall = result["total_s"]
-                    outcome = (
-                        f"rerun {result['rerun_s']:.1f} s, upgrade {result['upgrade_s']:.2f} s "
-                        f"(SDK import {result['import_s']:.2f} s, not counted)"
-                    )
-                else:
-                    flow_runner = run_flow if in_process else run_flow_subprocess
-                    wall, outcome = flow_runner(stack.url, root / "backups")
+                wall, outcome, tasks = time_mode(
+                    mode, stack.url, sdk_python, root / "backups", in_process
+                )
                 server_cpu = process_cpu_s(server_pid) - cpu_before
                 server_s, server_note = server_seconds(stack.url)
                 row = {
@@ -197,6 +267,7 @@ def bench_n(
                     "load_after": load_average(),
                     "outcome": outcome,
                     "server": server_note,
+                    **breakdown(wall, tasks),
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -226,16 +297,20 @@ def main() -> None:
         for n in args.users:
             rows += bench_n(n, args.repeats, args.delay, sdk_python, root, args.flow_in_process)
 
-    print("\n| N | rep | sdk s | flow s | flow/sdk | server s (sdk, flow) | flow overhead s |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| N | rep | sdk s | sdk after stall read s | flow s | flow/sdk | "
+        "flow/sdk after stall read | server s (sdk, after read, flow) | flow outside rerun s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in args.users:
         for rep in range(1, args.repeats + 1):
             pick = {r["mode"]: r for r in rows if r["n"] == n and r["rep"] == rep}
-            a, b = pick["sdk"], pick["flow"]
+            a, w, f = pick["sdk"], pick["sdk_after_stall_read"], pick["flow"]
             print(
-                f"| {n} | {rep} | {a['wall_s']} | {b['wall_s']} | "
-                f"{b['wall_s'] / a['wall_s']:.2f} | {a['server_s']}, {b['server_s']} | "
-                f"{b['overhead_s']} |"
+                f"| {n} | {rep} | {a['wall_s']} | {w['wall_s']} | {f['wall_s']} | "
+                f"{f['wall_s'] / a['wall_s']:.2f} | {f['wall_s'] / w['wall_s']:.2f} | "
+                f"{a['server_s']}, {w['server_s']}, {f['server_s']} | "
+                f"{f['wall_s'] - f['wait_task_s']:.2f} |"
             )
 
 
