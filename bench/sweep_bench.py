@@ -82,7 +82,7 @@ def main() -> None:
         if start is not None:
             by_kind.setdefault(row["kind"], []).append(start)
     log_429 = [line for line in lines if " 429 " in line]
-    manual_lines = [line for line in lines if "/api/manual_" in line]
+    manual_lines = [line for line in lines if '"POST /api/manual_' in line]  # access log only
     result = {
         "sources": args.sources,
         "pacing_calls_per_min": args.calls_per_minute,
