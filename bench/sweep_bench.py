@@ -14,19 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
+from bench.e2e_bench import load_average
 from local_stack.seed import seed
 from local_stack.stack import LocalStack
 from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN, SweepParams
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages, as `uptime` prints them."""
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def per_minute(starts: list[float]) -> float | None:
