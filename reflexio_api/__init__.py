@@ -1,11 +1,11 @@
 """Typed httpx client of the Reflexio REST API (reflexio-ai 0.2.32). Does not import Prefect."""
 
-from reflexio_api.async_client import AsyncReflexioClient
 from reflexio_api.client import ReflexioClient
 from reflexio_api.errors import (
     AuthError,
     ClientError,
     ConfigurationError,
+    IncompleteListing,
     OperationInProgress,
     OperationReplaced,
     OperationTimeout,
@@ -19,10 +19,10 @@ from reflexio_api.settings import ReflexioSettings
 from reflexio_api.waiting import PollPolicy
 
 __all__ = [
-    "AsyncReflexioClient",
     "AuthError",
     "ClientError",
     "ConfigurationError",
+    "IncompleteListing",
     "OperationInProgress",
     "OperationReplaced",
     "OperationTimeout",

@@ -1,4 +1,4 @@
-"""The request layer shared by both clients: what to send, and how to read the answer.
+"""The request layer: what to send, and how to read the answer.
 
 Each builder is a pure function returning an `ApiCall`: method, path, body, query and the
 parser of the decoded body. `interpret` turns an `httpx.Response` into the parsed result
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -52,12 +52,13 @@ from reflexio_api.models import (
     UserPlaybookDowngradeResult,
     UserPlaybookUpgradeResult,
 )
+from reflexio_api.paging import Window
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-DEFAULT_LIST_LIMIT = 10_000
-"""Listings default high: the server's own default (100) silently truncates backups."""
+USER_PROFILES_TOP_K = 10_000
+"""get_user_profiles asks for this many; a full answer raises IncompleteListing."""
 MAX_IDS_PER_DELETE = 10_000
 _OK = frozenset({200, 201, 202})
 _IN_PROGRESS = "already in progress"
@@ -371,10 +372,22 @@ def get_profile_statistics() -> ApiCall[ProfileStatistics]:
 
 
 def list_profiles(
-    status: ProfileStatusName, user_id: str | None, source: str | None, limit: int
+    status: ProfileStatusName,
+    user_id: str | None,
+    source: str | None,
+    window: Window,
+    limit: int,
 ) -> ApiCall[list[Profile]]:
-    """Profiles of every user in one status (GET /api/get_all_profiles)."""
-    params = _compact(status_filter=status, user_id=user_id, source=source, limit=limit)
+    """One capped page of profiles in one status (GET /api/get_all_profiles), newest
+    last_modified_timestamp first, inside `window` (inclusive epoch seconds)."""
+    params = _compact(
+        status_filter=status,
+        user_id=user_id,
+        source=source,
+        start_time=window.start,
+        end_time=window.end,
+        limit=limit,
+    )
     return ApiCall("GET", "/api/get_all_profiles", _parse_profiles, params=params)
 
 
@@ -390,15 +403,38 @@ def get_user_profiles(
     return ApiCall("POST", "/api/get_profiles", _parse_profiles, json=body)
 
 
+def _playbook_window(window: Window) -> dict[str, datetime]:
+    """The window as the datetimes the playbook routes take.
+
+    The server truncates each bound to whole seconds (`int(dt.timestamp())`) and refuses
+    `end <= start`, so a one-second window [s, s] is sent as [s, s + 0.5 s].
+    """
+    bounds: dict[str, datetime] = {}
+    if window.start is not None:
+        bounds["start_time"] = datetime.fromtimestamp(window.start, UTC)
+    if window.end is not None:
+        end = datetime.fromtimestamp(window.end, UTC)
+        bounds["end_time"] = (
+            end + timedelta(milliseconds=500) if window.end == window.start else end
+        )
+    return bounds
+
+
 def list_user_playbooks(
-    status: PlaybookStatusName | None, user_id: str | None, agent_version: str | None, limit: int
+    status: PlaybookStatusName | None,
+    user_id: str | None,
+    agent_version: str | None,
+    window: Window,
+    limit: int,
 ) -> ApiCall[list[UserPlaybook]]:
-    """User playbooks; no status means every live status (CURRENT+PENDING+ARCHIVED)."""
+    """One capped page of user playbooks, newest created_at first (then id descending);
+    no status means every live status (CURRENT+PENDING+ARCHIVED)."""
     body = _compact(
         status_filter=None if status is None else [_status_filter(status)],
         user_id=user_id,
         agent_version=agent_version,
         limit=limit,
+        **_playbook_window(window),
     )
     return ApiCall("POST", "/api/get_user_playbooks", _parse_user_playbooks, json=body)
 
@@ -407,14 +443,17 @@ def list_agent_playbooks(
     agent_version: str | None,
     status: PlaybookStatusName | None,
     playbook_status: str | None,
+    window: Window,
     limit: int,
 ) -> ApiCall[list[AgentPlaybook]]:
-    """Agent playbooks; `playbook_status` is pending/approved/rejected."""
+    """One capped page of agent playbooks, newest created_at first (then id descending);
+    `playbook_status` is pending/approved/rejected; no status means CURRENT only."""
     body = _compact(
         agent_version=agent_version,
         status_filter=None if status is None else [_status_filter(status)],
         playbook_status_filter=playbook_status,
         limit=limit,
+        **_playbook_window(window),
     )
     return ApiCall("POST", "/api/get_agent_playbooks", _parse_agent_playbooks, json=body)
 

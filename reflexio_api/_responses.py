@@ -1,6 +1,6 @@
 """Turn an HTTP answer (or a transport failure) into a decoded body or a typed error.
 
-Pure functions shared by the sync and async clients.
+Pure functions used by the client.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -12,7 +12,7 @@ import httpx
 
 from reflexio_api import _requests as api
 from reflexio_api._responses import transport_error
-from reflexio_api.errors import TransientError
+from reflexio_api.errors import IncompleteListing, TransientError
 from reflexio_api.models import (
     AddRowsResult,
     AgentPlaybook,
@@ -42,10 +42,15 @@ from reflexio_api.models import (
     UserPlaybookDowngradeResult,
     UserPlaybookUpgradeResult,
 )
+from reflexio_api.paging import PAGE_SIZE, Ordering, Window, iter_pages
 from reflexio_api.settings import ReflexioSettings
 from reflexio_api.waiting import OperationWatch, PollPolicy, ProgressCallback
 
 T = TypeVar("T")
+
+MAX_RATE_LIMIT_WAITS = 30
+"""A listing waits out at most this many 429s (get_all_profiles allows 30 calls a minute)."""
+RATE_LIMIT_WAIT_S = 60.0
 
 
 class ReflexioClient:
@@ -230,44 +235,128 @@ class ReflexioClient:
         """Profile counts by status."""
         return self._send(api.get_profile_statistics())
 
+    def iter_profiles(
+        self,
+        status: ProfileStatusName,
+        *,
+        user_id: str | None = None,
+        source: str | None = None,
+        page_size: int = PAGE_SIZE,
+        expected_total: int | None = None,
+    ) -> Iterator[list[Profile]]:
+        """Every profile in one status, in pages of at most `page_size`, each row once.
+
+        `expected_total` (e.g. a count from get_profile_statistics) sizes the fetch of a
+        second holding more rows than a page. Raises IncompleteListing when the listing
+        cannot be proven complete: treat rows already yielded as unusable then.
+        """
+
+        def fetch(window: Window, limit: int) -> list[Profile]:
+            return self._send_listing(api.list_profiles(status, user_id, source, window, limit))
+
+        ordering = Ordering[Profile](
+            what=f"profiles (status {status})",
+            id_of=lambda row: row.profile_id,
+            second_of=lambda row: row.last_modified_timestamp,
+        )
+        return iter_pages(fetch, ordering, page_size=page_size, expected_total=expected_total)
+
     def list_profiles(
         self,
         status: ProfileStatusName,
         user_id: str | None = None,
         source: str | None = None,
-        limit: int = api.DEFAULT_LIST_LIMIT,
     ) -> list[Profile]:
-        """Profiles in one status across users."""
-        return self._send(api.list_profiles(status, user_id, source, limit))
+        """Every profile in one status across users (complete, or IncompleteListing)."""
+        return [
+            row
+            for page in self.iter_profiles(status, user_id=user_id, source=source)
+            for row in page
+        ]
 
     def get_user_profiles(
         self,
         user_id: str,
         statuses: Sequence[ProfileStatusName] = ("current",),
-        top_k: int = api.DEFAULT_LIST_LIMIT,
     ) -> list[Profile]:
-        """One user's profiles in the given statuses."""
-        return self._send(api.get_user_profiles(user_id, statuses, top_k))
+        """One user's unexpired profiles in the given statuses; IncompleteListing if capped."""
+        top_k = api.USER_PROFILES_TOP_K
+        rows = self._send(api.get_user_profiles(user_id, statuses, top_k))
+        if len(rows) >= top_k:
+            raise IncompleteListing(
+                f"get_profiles for one user returned {len(rows)} rows, its cap of {top_k}: "
+                "more may exist. Use list_profiles(status, user_id=...) instead, which pages."
+            )
+        return rows
+
+    def iter_user_playbooks(
+        self,
+        *,
+        status: PlaybookStatusName | None = None,
+        user_id: str | None = None,
+        agent_version: str | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[list[UserPlaybook]]:
+        """Every user playbook (no status: every live status), in pages, each row once.
+        Raises IncompleteListing when the listing cannot be proven complete."""
+
+        def fetch(window: Window, limit: int) -> list[UserPlaybook]:
+            call = api.list_user_playbooks(status, user_id, agent_version, window, limit)
+            return self._send_listing(call)
+
+        ordering = Ordering[UserPlaybook](
+            what=f"user playbooks (status {status or 'any live'})",
+            id_of=lambda row: row.user_playbook_id,
+            second_of=lambda row: row.created_at,
+            tiebreak=lambda row: row.user_playbook_id,
+            min_second=0,
+        )
+        return iter_pages(fetch, ordering, page_size=page_size)
 
     def list_user_playbooks(
         self,
         status: PlaybookStatusName | None = None,
         user_id: str | None = None,
         agent_version: str | None = None,
-        limit: int = api.DEFAULT_LIST_LIMIT,
     ) -> list[UserPlaybook]:
-        """User playbooks (no status: every live status)."""
-        return self._send(api.list_user_playbooks(status, user_id, agent_version, limit))
+        """Every user playbook (no status: every live status); complete, or IncompleteListing."""
+        pages = self.iter_user_playbooks(
+            status=status, user_id=user_id, agent_version=agent_version
+        )
+        return [row for page in pages for row in page]
 
     def list_agent_playbooks(
         self,
         agent_version: str | None = None,
         status: PlaybookStatusName | None = None,
         playbook_status: str | None = None,
-        limit: int = api.DEFAULT_LIST_LIMIT,
     ) -> list[AgentPlaybook]:
-        """Agent playbooks, optionally by approval state (pending/approved/rejected)."""
-        return self._send(api.list_agent_playbooks(agent_version, status, playbook_status, limit))
+        """Every agent playbook (no status: CURRENT only), optionally by approval state
+        (pending/approved/rejected); complete, or IncompleteListing."""
+
+        def fetch(window: Window, limit: int) -> list[AgentPlaybook]:
+            call = api.list_agent_playbooks(agent_version, status, playbook_status, window, limit)
+            return self._send_listing(call)
+
+        ordering = Ordering[AgentPlaybook](
+            what=f"agent playbooks (status {status or 'current'})",
+            id_of=lambda row: row.agent_playbook_id,
+            second_of=lambda row: row.created_at,
+            tiebreak=lambda row: row.agent_playbook_id,
+            min_second=0,
+        )
+        return [row for page in iter_pages(fetch, ordering) for row in page]
+
+    def _send_listing(self, call: api.ApiCall[T]) -> T:
+        """Send one page request; wait out rate limits (H11) so a long walk is not lost."""
+        for _ in range(MAX_RATE_LIMIT_WAITS):
+            try:
+                return self._send(call)
+            except TransientError as exc:
+                if exc.status_code != 429:
+                    raise
+                self._sleep(min(exc.retry_after or RATE_LIMIT_WAIT_S, RATE_LIMIT_WAIT_S))
+        return self._send(call)
 
     def delete_profiles(self, profile_ids: Sequence[str]) -> BulkDeleteResult:
         """Delete profiles by id."""

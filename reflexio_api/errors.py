@@ -87,6 +87,10 @@ class UnexpectedPayload(ReflexioError):
         self.field = field
 
 
+class IncompleteListing(ReflexioError):
+    """A listing could not be proven complete (H13): never act on a partial listing."""
+
+
 class OperationTimeout(ReflexioError):
     """A background operation did not reach a final status before the deadline.
 

@@ -197,19 +197,26 @@ class ProfileStatistics(_Model):
 
 
 class Profile(_Row):
-    """A user profile row (ProfileView)."""
+    """A user profile row (ProfileView). Listings are ordered and windowed on
+    `last_modified_timestamp`; get_profile_statistics counts only rows whose
+    `expiration_timestamp` is not yet past, listings return expired rows too.
+    `created_at` is None when the server does not send it (0.2.32 does not)."""
 
     profile_id: str
     user_id: str
     content: str
     last_modified_timestamp: int
     generated_from_request_id: str
+    expiration_timestamp: int | None = None
+    created_at: int | None = None
     source: str | None = None
     status: str | None = None
 
 
 class UserPlaybook(_Row):
-    """A user playbook row; `user_id` is None after an anonymising clear (H9)."""
+    """A user playbook row; `user_id` is None after an anonymising clear (H9).
+
+    `created_at` (epoch seconds) is what listings are ordered and windowed on."""
 
     user_playbook_id: int
     agent_version: str
@@ -220,7 +227,7 @@ class UserPlaybook(_Row):
     rationale: str | None = None
     status: str | None = None
     source: str | None = None
-    created_at: int | None = None
+    created_at: int
 
 
 class AgentPlaybook(_Row):
@@ -233,7 +240,7 @@ class AgentPlaybook(_Row):
     status: str | None = None
     trigger: str | None = None
     rationale: str | None = None
-    created_at: int | None = None
+    created_at: int
 
 
 class BulkDeleteResult(_Model):

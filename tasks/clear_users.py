@@ -6,8 +6,9 @@ emptied) instead of deleted. It can no longer be found by user_id, so it is reco
 its id: every profile and user-playbook id listed for the user BEFORE clearing that still
 exists afterwards is a leftover; leftovers are reported and deleted by id.
 
-Listings are organisation-wide (one call per status, not one per user) to stay far below
-get_all_profiles' 30/min limit; clear_user_data calls (10/min, H11) are paced.
+Listings are organisation-wide (one complete, paged listing per status, not one per user)
+to stay far below get_all_profiles' 30/min limit; clear_user_data calls (10/min, H11) are
+paced.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.retry import retry_options
-from tasks.sweep import LIST_LIMIT, PACING_MARGIN_S, paced_call, pacer_for
+from tasks.sweep import PACING_MARGIN_S, paced_call, pacer_for
 
 PROFILE_STATUSES = ("current", "pending", "archived")
 CLEAR_CALLS_PER_MINUTE = 10
@@ -69,9 +70,9 @@ def inventory(settings: ReflexioSettings) -> Inventory:
     found = Inventory()
     with ReflexioClient(settings) as client:
         for status in PROFILE_STATUSES:
-            for row in client.list_profiles(status, limit=LIST_LIMIT):  # type: ignore[arg-type]
+            for row in client.list_profiles(status):  # type: ignore[arg-type]
                 found.profiles[row.profile_id] = row.user_id
-        for pb in client.list_user_playbooks(limit=LIST_LIMIT):
+        for pb in client.list_user_playbooks():
             found.playbooks[pb.user_playbook_id] = pb.user_id
     return found
 

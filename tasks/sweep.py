@@ -40,7 +40,6 @@ Kind = Literal["profiles", "playbooks"]
 MANUAL_PROFILES_ROUTE = "manual_profile_generation"
 MANUAL_PLAYBOOKS_ROUTE = "manual_playbook_generation"
 SERVER_MANUAL_LIMIT_PER_MIN = 5
-LIST_LIMIT = 100_000
 PACING_MARGIN_S = 1.0
 """Added to every gap: calls spaced exactly 60/limit apart on our clock can still reach the
 server inside its window (the first request's connection setup delays its timestamp);
@@ -368,16 +367,17 @@ class Snapshot:
     name="snapshot-current-rows", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 20, 60]
 )
 def snapshot(settings: ReflexioSettings, kinds: list[str], agent_versions: list[str]) -> Snapshot:
-    """List CURRENT rows (one get_all_profiles call: 30/min) of the kinds swept."""
+    """List every CURRENT row of the kinds swept (complete listings; get_all_profiles is
+    limited to 30/min, the client waits out a 429)."""
     with ReflexioClient(settings) as client:
         profiles: dict[str, str | None] = {}
         playbooks: dict[int, tuple[str, str | None]] = {}
         if "profiles" in kinds:
-            rows = client.list_profiles("current", limit=LIST_LIMIT)
+            rows = client.list_profiles("current")
             profiles = {r.profile_id: r.source for r in rows}
         if "playbooks" in kinds:
             for av in agent_versions:
-                for pb in client.list_user_playbooks("current", agent_version=av, limit=LIST_LIMIT):
+                for pb in client.list_user_playbooks("current", agent_version=av):
                     playbooks[pb.user_playbook_id] = (pb.agent_version, pb.source)
     return Snapshot(profiles, playbooks)
 

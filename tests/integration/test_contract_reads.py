@@ -6,21 +6,16 @@ All on the session stack, restored once to its seeded data at module start.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
+from local_stack.bulk_seed import ProfileSeed, UserPlaybookSeed, seed_rows
 from local_stack.stack import LocalStack
-from reflexio_api import (
-    AsyncReflexioClient,
-    ClientError,
-    ReflexioClient,
-    ReflexioSettings,
-)
-from reflexio_api.models import OperationStatus, Profile, ProfileStatistics
+from reflexio_api import ClientError, ReflexioClient
+from reflexio_api.models import Profile, ProfileStatistics
 from tests.conftest import SEEDED
 from tests.integration.conftest import client_for, run_to_end
 
@@ -77,8 +72,16 @@ def test_list_profiles_by_user_and_by_source_are_exact_filters(reads: ReflexioCl
     assert reads.list_profiles("current", source="no-such-source") == []
 
 
-def test_list_profiles_limit_truncates(reads: ReflexioClient) -> None:
-    assert len(reads.list_profiles("current", limit=2)) == 2
+def test_small_pages_list_the_same_rows_each_once(reads: ReflexioClient) -> None:
+    pages = list(reads.iter_profiles("current", page_size=2))
+    listed = [row.profile_id for page in pages for row in page]
+    assert all(len(page) <= 2 for page in pages)
+    assert len(listed) == len(set(listed))
+    assert set(listed) == _ids(reads.list_profiles("current"))
+    playbooks = [
+        row.user_playbook_id for page in reads.iter_user_playbooks(page_size=2) for row in page
+    ]
+    assert sorted(playbooks) == sorted(p.user_playbook_id for p in reads.list_user_playbooks())
 
 
 def test_get_user_profiles_matches_the_listing_for_that_user(reads: ReflexioClient) -> None:
@@ -257,36 +260,40 @@ def test_publish_delete_and_clear_user_data_round_trip(reads: ReflexioClient) ->
     assert reads.get_profile_statistics() == before
 
 
-def test_async_client_reads_match_the_sync_client(stack: LocalStack, reads: ReflexioClient) -> None:
-    async def read_all() -> tuple[object, ...]:
-        async with AsyncReflexioClient(ReflexioSettings(url=stack.url)) as client:
-            return (
-                await client.health(),
-                await client.get_profile_statistics(),
-                await client.list_profiles("current", user_id="dave"),
-                await client.list_user_playbooks(user_id="dave"),
-                await client.get_stall_state(),
-                await client.get_operation_status("profile_generation"),
-            )
-
-    health, stats, profiles, playbooks, stall, status = asyncio.run(read_all())
-    assert health == reads.health()
-    assert stats == reads.get_profile_statistics()
-    assert profiles == reads.list_profiles("current", user_id="dave")
-    assert playbooks == reads.list_user_playbooks(user_id="dave")
-    assert stall == reads.get_stall_state()
-    assert status == reads.get_operation_status("profile_generation")
-
-
-def test_async_client_follows_a_failing_rerun_by_id(stack: LocalStack) -> None:
-    async def rerun_unknown_user() -> tuple[str, OperationStatus]:
-        async with AsyncReflexioClient(ReflexioSettings(url=stack.url)) as client:
-            started = await client.rerun_profile_generation(user_id="nobody-async")
-            final = await client.wait_for_operation(
-                "profile_generation", started.operation_id, timeout_s=60
-            )
-            return started.operation_id, final
-
-    operation_id, final = asyncio.run(rerun_unknown_user())
-    assert final.operation_id == operation_id
+def test_client_follows_a_failing_rerun_by_id(reads: ReflexioClient) -> None:
+    started = reads.rerun_profile_generation(user_id="nobody-sync")
+    final, _ = run_to_end(reads, "profile_generation", started.operation_id)
+    assert final.operation_id == started.operation_id
     assert final.status == "failed"
+
+
+def test_listings_are_complete_when_thousands_share_a_second(
+    stack: LocalStack, reads: ReflexioClient
+) -> None:
+    """H13 on the real server: 3,000 ARCHIVED profiles (1,500 in one second) and 2,000
+    user playbooks (800 in one second) come back exactly, through 500-row pages."""
+    stack.server.stop()
+    try:
+        seeded = seed_rows(
+            stack.server.db_path,
+            [
+                ProfileSeed("archived", 3_000, users=40, id_prefix="h13", same_second=1_500),
+                UserPlaybookSeed("v-h13", "pending", 2_000, users=40, same_second=800),
+            ],
+        )
+        stack.server.start()
+        pages = list(reads.iter_profiles("archived", page_size=500))
+        profiles = [row.profile_id for page in pages for row in page]
+        assert max(len(page) for page in pages) <= 500
+        assert len(profiles) == len(set(profiles))
+        assert set(profiles) == seeded.profile_ids("archived")
+        assert reads.get_profile_statistics().archived_count == len(profiles)
+        playbooks = [
+            row.user_playbook_id
+            for page in reads.iter_user_playbooks(agent_version="v-h13", page_size=500)
+            for row in page
+        ]
+        assert len(playbooks) == len(set(playbooks))
+        assert set(playbooks) == seeded.user_playbook_ids("v-h13", "pending")
+    finally:
+        stack.restore(SEEDED)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reflexio_api import AsyncReflexioClient, ReflexioClient, ReflexioSettings
+from reflexio_api import ReflexioClient, ReflexioSettings
 
 Answer = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
 
@@ -52,9 +52,6 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += seconds
 
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
-
 
 def ok(**fields: Any) -> httpx.Response:
     """A 200 answer with success:true and the given fields."""
@@ -81,21 +78,6 @@ def make_client(clock: FakeClock) -> Callable[..., tuple[ReflexioClient, FakeSer
             ReflexioSettings(**settings),
             transport=httpx.MockTransport(server),
             sleep=clock.sleep,
-            clock=clock,
-        )
-        return client, server
-
-    return make
-
-
-@pytest.fixture
-def make_async_client(clock: FakeClock) -> Callable[..., tuple[AsyncReflexioClient, FakeServer]]:
-    def make(*answers: Answer, **settings: Any) -> tuple[AsyncReflexioClient, FakeServer]:
-        server = FakeServer(*answers)
-        client = AsyncReflexioClient(
-            ReflexioSettings(**settings),
-            transport=httpx.MockTransport(server),
-            sleep=clock.asleep,
             clock=clock,
         )
         return client, server

@@ -37,7 +37,7 @@ def test_upgrade_counts(make_client) -> None:
 
 
 def test_profiles_keep_unknown_fields_for_backups(make_client) -> None:
-    client, _ = make_client(ok(user_profiles=[PROFILE]))
+    client, _ = make_client(ok(user_profiles=[PROFILE]), ok(user_profiles=[]))
     [profile] = client.list_profiles("current")
     assert profile.status is None  # CURRENT is omitted by the server
     assert profile.model_dump()["custom_features"] == {"a": 1}
@@ -45,8 +45,14 @@ def test_profiles_keep_unknown_fields_for_backups(make_client) -> None:
 
 
 def test_user_playbook_may_be_anonymised(make_client) -> None:
-    row = {"user_playbook_id": 3, "agent_version": "v1", "request_id": "r", "status": "merged"}
-    client, _ = make_client(ok(user_playbooks=[row]))
+    row = {
+        "user_playbook_id": 3,
+        "agent_version": "v1",
+        "request_id": "r",
+        "status": "merged",
+        "created_at": 1,
+    }
+    client, _ = make_client(ok(user_playbooks=[row]), ok(user_playbooks=[]))
     [playbook] = client.list_user_playbooks()
     assert playbook.user_id is None
     assert playbook.status == "merged"

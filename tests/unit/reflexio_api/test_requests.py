@@ -8,6 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from reflexio_api._requests import USER_PROFILES_TOP_K
+from reflexio_api.paging import PAGE_SIZE
+
 from .conftest import ok
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -168,43 +171,43 @@ CASES: list[tuple[Any, dict[str, Any], str, str, Any, dict[str, str]]] = [
         {},
     ),
     (
-        lambda c: c.list_profiles("pending", user_id="u1", source="chat", limit=50),
+        lambda c: c.list_profiles("pending", user_id="u1", source="chat"),
         {"success": True, "user_profiles": []},
         "GET",
         "/api/get_all_profiles",
         None,
-        {"status_filter": "pending", "user_id": "u1", "source": "chat", "limit": "50"},
+        {"status_filter": "pending", "user_id": "u1", "source": "chat", "limit": str(PAGE_SIZE)},
     ),
     (
-        lambda c: c.get_user_profiles("u1", ["current", "archived"], top_k=7),
+        lambda c: c.get_user_profiles("u1", ["current", "archived"]),
         {"success": True, "user_profiles": []},
         "POST",
         "/api/get_profiles",
-        {"user_id": "u1", "status_filter": [None, "archived"], "top_k": 7},
+        {"user_id": "u1", "status_filter": [None, "archived"], "top_k": USER_PROFILES_TOP_K},
         {},
     ),
     (
-        lambda c: c.list_user_playbooks(status="current", agent_version="v1", limit=5),
+        lambda c: c.list_user_playbooks(status="current", agent_version="v1"),
         {"success": True, "user_playbooks": []},
         "POST",
         "/api/get_user_playbooks",
-        {"status_filter": [None], "agent_version": "v1", "limit": 5},
+        {"status_filter": [None], "agent_version": "v1", "limit": PAGE_SIZE},
         {},
     ),
     (
-        lambda c: c.list_user_playbooks(limit=5),
+        lambda c: c.list_user_playbooks(),
         {"success": True, "user_playbooks": []},
         "POST",
         "/api/get_user_playbooks",
-        {"limit": 5},
+        {"limit": PAGE_SIZE},
         {},
     ),
     (
-        lambda c: c.list_agent_playbooks("v1", playbook_status="approved", limit=3),
+        lambda c: c.list_agent_playbooks("v1", playbook_status="approved"),
         {"success": True, "agent_playbooks": []},
         "POST",
         "/api/get_agent_playbooks",
-        {"agent_version": "v1", "playbook_status_filter": "approved", "limit": 3},
+        {"agent_version": "v1", "playbook_status_filter": "approved", "limit": PAGE_SIZE},
         {},
     ),
     (

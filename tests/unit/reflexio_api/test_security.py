@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from reflexio_api import (
-    AsyncReflexioClient,
     ConfigurationError,
     ReflexioClient,
     ReflexioError,
@@ -25,7 +24,6 @@ def test_reprs_hide_the_key() -> None:
     assert KEY not in repr(settings)
     assert KEY not in str(settings)
     assert KEY not in repr(client)
-    assert KEY not in repr(AsyncReflexioClient(settings))
 
 
 def test_key_is_sent_as_bearer(make_client) -> None:
@@ -77,8 +75,6 @@ def test_key_over_plain_http_to_a_remote_host_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="https") as caught:
         ReflexioClient(settings)
     assert KEY not in str(caught.value)
-    with pytest.raises(ConfigurationError):
-        AsyncReflexioClient(settings)
 
 
 @pytest.mark.parametrize(
