@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,lint,browser]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,lint,browser,dask]'
 	touch $@
 
 install-server: $(BIN)/.installed

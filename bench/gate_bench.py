@@ -1,8 +1,10 @@
 """Benchmark of the evaluation gate on synthetic profiles.
 
-Usage: .venv/bin/python bench/gate_bench.py [--sizes 10000 100000] [--with-1m]
+Usage: .venv/bin/python bench/gate_bench.py [--sizes 10000 100000] [--with-1m] [--dask]
 Each size is the number of candidate rows; the baseline has about as many. Each size runs
-in a fresh process so peak memory (ru_maxrss) is measured per size.
+in a fresh process so peak memory (ru_maxrss) is measured per size. With --dask each size
+also runs on a 2-worker Dask LocalCluster (one thread per worker process) through
+prefect-dask, in a throwaway Prefect API; "gate s" then includes the Prefect task runs.
 """
 
 from __future__ import annotations
@@ -163,32 +165,39 @@ def _rss_kb(pid: int) -> int:
         return 0
 
 
-class _TreeRss:
-    """Peak of the summed RSS of this process and its children (the gate's workers), sampled
-    every 0.2 s from /proc (Linux); ru_maxrss covers only this process."""
+def _descendants(root: int) -> set[int]:
+    """Every process below `root` (children, grandchildren, ...), from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
 
-    def __init__(self) -> None:
+
+class _TreeRss:
+    """Peak of the summed RSS of this process and its descendants (the gate's workers, the
+    Dask nannies and workers) but `exclude`, sampled every 0.2 s from /proc (Linux);
+    ru_maxrss covers only this process."""
+
+    def __init__(self, exclude: frozenset[int] = frozenset()) -> None:
+        self.exclude = exclude
         self.peak = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _children(self) -> list[int]:
-        me, out = os.getpid(), []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    with open(f"/proc/{name}/stat") as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                            out.append(int(name))
-                except (OSError, ValueError, IndexError):
-                    pass
-        return out
-
     def _run(self) -> None:
         while not self._done.wait(0.2):
-            total = _rss_kb(os.getpid()) + sum(map(_rss_kb, self._children()))
-            self.peak = max(self.peak, total)
+            pids = _descendants(os.getpid()) - self.exclude
+            self.peak = max(self.peak, _rss_kb(os.getpid()) + sum(map(_rss_kb, pids)))
 
     def stop(self) -> int:
         """Stop sampling; the peak in KiB (at least this process's ru_maxrss so far)."""
@@ -197,8 +206,29 @@ class _TreeRss:
         return max(self.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def run_one(n: int) -> dict:
-    """Measure one size in this process."""
+def _on_dask(cand, base) -> tuple:
+    """Evaluate on a fresh 2-worker LocalCluster through prefect-dask; the report, the gate's
+    seconds, and the processes to leave out of the memory figure (the Prefect API's)."""
+    from distributed import LocalCluster
+    from prefect.testing.utilities import prefect_test_harness
+
+    from gate import GatePolicy
+    from gate.evaluate import plan
+    from tasks.gate import DASK_SHARDS, evaluate_on_dask
+
+    with prefect_test_harness(server_startup_timeout=120):
+        exclude = frozenset(_descendants(os.getpid()))
+        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+            start = time.perf_counter()
+            gate_plan = plan(cand, base, DASK_SHARDS)
+            report = evaluate_on_dask(
+                gate_plan, GatePolicy(), "profiles", cluster.scheduler_address
+            )
+            return report, time.perf_counter() - start, exclude
+
+
+def run_one(n: int, dask: bool = False) -> dict:
+    """Measure one size in this process (on a Dask LocalCluster if `dask`)."""
     from gate import evaluate, frame_from_rows
 
     cand_rows, base_rows = synthetic_rows(n)
@@ -210,14 +240,20 @@ def run_one(n: int) -> dict:
     base = frame_from_rows(data["baseline"], "profiles")
     parse_s = time.perf_counter() - start
     del payload, data
-    sampler = _TreeRss()
     cpu_start = _cpu_s()
-    start = time.perf_counter()
-    report = evaluate(cand, base)
-    gate_s = time.perf_counter() - start
+    if dask:
+        sampler = _TreeRss(frozenset(_descendants(os.getpid())))
+        report, gate_s, exclude = _on_dask(cand, base)
+        sampler.exclude = exclude
+    else:
+        sampler = _TreeRss()
+        start = time.perf_counter()
+        report = evaluate(cand, base)
+        gate_s = time.perf_counter() - start
     gate_cpu_s = _cpu_s() - cpu_start
     rows = len(cand) + len(base)
     return {
+        "runner": "dask" if dask else "local",
         "candidate_rows": len(cand),
         "baseline_rows": len(base),
         "users": cand["user_id"].nunique(),
@@ -236,26 +272,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--with-1m", action="store_true", help="also run 1,000,000 rows")
+    parser.add_argument(
+        "--dask", action="store_true", help="also run each size on a 2-worker Dask LocalCluster"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one)))
+        print(json.dumps(run_one(args.one, args.dask)))
         return
     sizes = [*args.sizes, *([1_000_000] if args.with_1m else [])]
     print(
-        "| candidate | baseline | users | parse s | gate s | rows/s | gate/parse | peak RSS MB "
-        "| peak RSS all processes MB | gate CPU s |"
+        "| runner | candidate | baseline | users | parse s | gate s | rows/s | gate/parse "
+        "| peak RSS MB | peak RSS all processes MB | gate CPU s | load before |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for n in sizes:
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True
-        )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for n, dask in ((n, dask) for n in sizes for dask in (False, True)[: 1 + args.dask]):
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[0]
+        command = [sys.executable, __file__, "--one", str(n), *(["--dask"] if dask else [])]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"| {r['candidate_rows']} | {r['baseline_rows']} | {r['users']} | {r['parse_s']} | "
+            f"| {r['runner']} | {r['candidate_rows']} | {r['baseline_rows']} | {r['users']} | "
+            f"{r['parse_s']} | "
             f"{r['gate_s']} | {r['gate_rows_per_s']} | {r['gate_vs_parse']} | {r['peak_rss_mb']} | "
-            f"{r['tree_peak_rss_mb']} | {r['gate_cpu_s']} |",
+            f"{r['tree_peak_rss_mb']} | {r['gate_cpu_s']} | {load} |",
             flush=True,
         )
 

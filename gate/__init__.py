@@ -5,13 +5,14 @@ Pure pandas + scikit-learn + pydantic; no Prefect, no HTTP.
 
 from gate.checks import Check, Severity
 from gate.evaluate import evaluate
-from gate.frames import frame_from_rows, normalize_frame
+from gate.frames import FrameBuilder, frame_from_rows, normalize_frame
 from gate.policy import GatePolicy, GatePolicyError
 from gate.report import Example, GateReport
 
 __all__ = [
     "Check",
     "Example",
+    "FrameBuilder",
     "GatePolicy",
     "GatePolicyError",
     "GateReport",

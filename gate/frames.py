@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 Kind = Literal["profiles", "playbooks"]
@@ -33,6 +34,56 @@ _FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+class FrameBuilder:
+    """Builds a gate frame from pages of rows as the Reflexio REST API returns them.
+
+    Only the fields the gate reads are kept, as one list of values per field; the row dicts
+    are not. A field absent from a row is NaN there, as in a DataFrame built from all rows.
+    """
+
+    def __init__(self, kind: Kind) -> None:
+        if kind not in _FIELDS:
+            raise ValueError(f"kind must be 'profiles' or 'playbooks', got {kind!r}")
+        self.kind = kind
+        self._fields = [f for fields in _FIELDS[kind].values() for f in fields]
+        self._values: dict[str, list[Any]] = {}
+        self._rows = 0
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Add a page of rows."""
+        page = list(rows)
+        for field in self._fields:
+            values = self._values.get(field)
+            if values is None:
+                if not any(field in row for row in page):
+                    continue
+                values = self._values[field] = [np.nan] * self._rows
+            values.extend([row.get(field, np.nan) for row in page])
+        self._rows += len(page)
+
+    def frame(self) -> pd.DataFrame:
+        """The normalised gate frame of every row added (see `frame_from_rows`).
+
+        Raises ValueError naming the fields that no row carries.
+        """
+        index = pd.RangeIndex(self._rows)
+        frame = pd.DataFrame(index=index)
+        missing = []
+        for column, fields in _FIELDS[self.kind].items():
+            present = [f for f in fields if f in self._values]
+            if present:
+                frame[column] = pd.Series(self._values[present[0]], index=index, dtype=object)
+            elif column == "trigger" or self._rows == 0:
+                frame[column] = None
+            else:
+                missing.append(" or ".join(fields))
+        if missing:
+            raise ValueError(f"{self.kind} rows are missing field(s): {', '.join(missing)}")
+        if "trigger" not in frame.columns:
+            frame["trigger"] = None
+        return normalize_frame(frame[COLUMNS], "rows")
+
+
 def frame_from_rows(rows: Iterable[Mapping[str, Any]], kind: Kind) -> pd.DataFrame:
     """Build a gate frame from rows as the Reflexio REST API returns them.
 
@@ -40,24 +91,16 @@ def frame_from_rows(rows: Iterable[Mapping[str, Any]], kind: Kind) -> pd.DataFra
     playbooks need user_playbook_id (or id), user_id, content, source, request_id, and may
     carry trigger. Raises ValueError naming the missing fields.
     """
-    if kind not in _FIELDS:
-        raise ValueError(f"kind must be 'profiles' or 'playbooks', got {kind!r}")
-    raw = pd.DataFrame(list(rows))
-    frame = pd.DataFrame(index=raw.index)
-    missing = []
-    for column, fields in _FIELDS[kind].items():
-        present = [f for f in fields if f in raw.columns]
-        if present:
-            frame[column] = raw[present[0]]
-        elif column == "trigger" or raw.empty:
-            frame[column] = None
-        else:
-            missing.append(" or ".join(fields))
-    if missing:
-        raise ValueError(f"{kind} rows are missing field(s): {', '.join(missing)}")
-    if "trigger" not in frame.columns:
-        frame["trigger"] = None
-    return normalize_frame(frame[COLUMNS], "rows")
+    builder = FrameBuilder(kind)
+    builder.add(rows)
+    return builder.frame()
+
+
+def require_frame(frame: object, name: str) -> pd.DataFrame:
+    """`frame` itself if it is a DataFrame; else a TypeError naming it."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    return frame
 
 
 def normalize_frame(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -66,9 +109,7 @@ def normalize_frame(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     A null user_id becomes "(no user)" and a null content "" (reported by the hygiene checks).
     Raises ValueError naming the missing columns and the frame.
     """
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in require_frame(frame, name).columns]
     if missing:
         raise ValueError(
             f"{name} frame is missing column(s): {', '.join(missing)} "

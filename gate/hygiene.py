@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
-
-from gate.parallel import Workers
 
 REFUSAL = (
     r"(?i)\b(?:i'?m sorry|i am sorry|i apologi[sz]e|as an ai\b|i (?:can(?:no|')t|cannot|am unable"
@@ -70,36 +66,13 @@ def _letter_share_and_control(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]
 
 
 def flag_rows(content: pd.Series, min_chars: int, max_chars: int) -> pd.DataFrame:
-    """One boolean column per flag (see FLAGS) for each content string."""
-    return flag_rows_later(content, min_chars, max_chars)()
-
-
-def flag_rows_later(
-    content: pd.Series, min_chars: int, max_chars: int, workers: Workers | None = None
-) -> Callable[[], pd.DataFrame]:
-    """Start `flag_rows` (in `workers` if given) and return a function that gives its result.
+    """One boolean column per flag (see FLAGS) for each content string.
 
     Each distinct string is examined once (regenerations repeat many rows verbatim).
     """
     codes, distinct = pd.factorize(content.astype(str).to_numpy(dtype=object))
-    if workers is None:
-        flags = [_flag_distinct(distinct.tolist(), min_chars, max_chars)]
-        futures = []
-    else:
-        chunks = np.array_split(np.asarray(distinct, dtype=object), workers.tasks)
-        futures = [
-            workers.executor.submit(_flag_distinct, chunk.tolist(), min_chars, max_chars)
-            for chunk in chunks
-        ]
-        flags = []
-
-    def result() -> pd.DataFrame:
-        parts = flags + [f.result() for f in futures]
-        if not parts:
-            parts = [_flag_distinct([], min_chars, max_chars)]
-        return pd.concat(parts, ignore_index=True).iloc[codes].reset_index(drop=True)
-
-    return result
+    flags = _flag_distinct(distinct.tolist(), min_chars, max_chars)
+    return flags.iloc[codes].reset_index(drop=True)
 
 
 def _flag_distinct(texts: list[str], min_chars: int, max_chars: int) -> pd.DataFrame:

@@ -7,8 +7,8 @@ distinct texts gives every other same-user pair. To keep the product to same-use
 every feature column of a row is shifted by an offset drawn from its user, modulo a column
 space of at least N_FEATURES: within one user the shift is a bijection, so same-user
 similarities are exact, while rows of different users rarely share a column and the few
-chance products are masked out afterwards. Ranges of whole users can run in worker
-processes (gate/parallel.py) with the same results.
+chance products are masked out afterwards. Every value, and which row wins a tie, depends
+only on the rows of the same user, never on the other users of the block or of the shard.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from gate.parallel import Workers
 from gate.textvec import N_FEATURES, HashedTfidf
 
 EPS = 1e-6
-IDF_SAMPLE_ROWS = 200_000
-FIT_BATCH_ROWS = 5_000  # small batches keep term_counts' arrays in cache
 _MAX_SHIFTED_COLUMNS = 1 << 24
 _USER_STRIDE = 0x9E3779B1
 
@@ -42,39 +39,6 @@ class Similarities:
     match: np.ndarray  # index of that row, -1 if none
     duplicates: np.ndarray  # same-side, same-user rows at or above the duplicate threshold
     duplicate_pairs: np.ndarray  # (k, 3): i, j, similarity of the closest candidate pairs
-
-
-def _fit_idf(texts: np.ndarray, workers: Workers | None = None) -> HashedTfidf:
-    """Fit IDF on all rows, or on a fixed-seed uniform sample of IDF_SAMPLE_ROWS rows.
-
-    Each distinct text is hashed once and weighted by how many rows carry it, which gives
-    the same document frequencies as hashing every row.
-    """
-    if len(texts) > IDF_SAMPLE_ROWS:
-        pick = np.random.default_rng(0).choice(len(texts), IDF_SAMPLE_ROWS, replace=False)
-        texts = texts[np.sort(pick)]
-    codes, distinct = pd.factorize(texts)
-    weights = np.bincount(codes, minlength=len(distinct))
-    if workers is None:
-        return _partial_fit(np.asarray(distinct, dtype=object), weights)
-    vectorizer = HashedTfidf()
-    chunks = np.array_split(np.arange(len(distinct)), workers.tasks)
-    futures = [
-        workers.executor.submit(_partial_fit, np.asarray(distinct[c], dtype=object), weights[c])
-        for c in chunks
-    ]
-    for future in futures:
-        vectorizer.merge(future.result())
-    return vectorizer
-
-
-def _partial_fit(texts: np.ndarray, weights: np.ndarray) -> HashedTfidf:
-    """Document frequencies of texts, each counted `weights` times, in small batches."""
-    vectorizer = HashedTfidf()
-    for start in range(0, len(texts), FIT_BATCH_ROWS):
-        stop = start + FIT_BATCH_ROWS
-        vectorizer.partial_fit(texts[start:stop].tolist(), weights[start:stop])
-    return vectorizer
 
 
 def _blocks(users: np.ndarray, block_rows: int) -> list[tuple[int, int]]:
@@ -143,71 +107,34 @@ def compare(
     texts: np.ndarray,
     users: np.ndarray,
     is_candidate: np.ndarray,
+    vectorizer: HashedTfidf,
     duplicate_threshold: float,
     max_pairs: int = 10,
     block_rows: int = 2_000,
-    workers: Workers | None = None,
 ) -> Similarities:
     """Compare every row with the other side's rows of the same user, and with its own side.
 
-    `texts`, `users` (integer codes, sorted ascending) and `is_candidate` are aligned arrays.
-    Within a block, each distinct (user, text) is vectorised once; rows with the same text
-    and user have similarity 1 (0 if the text has no n-gram at all), and one same-user Gram
-    product of the distinct texts gives every other pair. With `workers`, ranges of whole
-    users run in worker processes; the results are the same.
+    `texts`, `users` (integer codes, sorted ascending) and `is_candidate` are aligned arrays;
+    `vectorizer` holds the IDF weights. Within a block, each distinct (user, text) is
+    vectorised once; rows with the same text and user have similarity 1 (0 if the text has
+    no n-gram at all), and one same-user Gram product of the distinct texts gives every other
+    pair. Duplicate pairs come sorted by similarity (descending), then row indices.
     """
     n = len(texts)
     best = np.zeros(n, dtype=np.float32)
     match = np.full(n, -1, dtype=np.int64)
     duplicates = np.zeros(n, dtype=np.int64)
     pairs: list[np.ndarray] = [np.empty((0, 3))]
-    if n == 0:
-        return Similarities(best, match, duplicates, pairs[0])
-    vectorizer = _fit_idf(texts, workers).frozen()
-    args = (vectorizer, duplicate_threshold - EPS, max_pairs, block_rows)
-    if workers is None:
-        ranges = [(0, n)]
-        results = iter([_compare_range(texts, users, is_candidate, *args)])
-    else:
-        ranges = _blocks(users, -(-n // workers.tasks))
-        futures = [
-            workers.executor.submit(
-                _compare_range, texts[a:b], users[a:b], is_candidate[a:b], *args
-            )
-            for a, b in ranges
-        ]
-        results = (f.result() for f in futures)
-    for (a, b), part in zip(ranges, results, strict=True):
-        best[a:b] = part.best
-        match[a:b] = np.where(part.match >= 0, part.match + a, -1)
-        duplicates[a:b] = part.duplicates
-        pairs.append(part.duplicate_pairs + np.array([a, a, 0]))
-    all_pairs = np.concatenate(pairs)
-    all_pairs = all_pairs[np.lexsort((all_pairs[:, 1], all_pairs[:, 0], -all_pairs[:, 2]))]
-    return Similarities(best, match, duplicates, all_pairs[:max_pairs])
-
-
-def _compare_range(
-    texts: np.ndarray,
-    users: np.ndarray,
-    is_candidate: np.ndarray,
-    vectorizer: HashedTfidf,
-    threshold: float,
-    max_pairs: int,
-    block_rows: int,
-) -> Similarities:
-    """`compare` for a range of whole users, block by block (row indices local to the range)."""
-    n = len(texts)
-    best = np.zeros(n, dtype=np.float32)
-    match = np.full(n, -1, dtype=np.int64)
-    duplicates = np.zeros(n, dtype=np.int64)
-    pairs: list[np.ndarray] = [np.empty((0, 3))]
+    threshold = duplicate_threshold - EPS
     for start, stop in _blocks(users, block_rows):
         local_users = users[start:stop] - users[start]
         text_codes, _ = pd.factorize(texts[start:stop])
         keys = local_users.astype(np.int64) * (int(text_codes.max()) + 1) + text_codes
-        _, first, ids = np.unique(keys, return_index=True, return_inverse=True)
-        d = len(first)
+        # Distinct (user, text) ids in order of first row: within a user, independent of
+        # the block's other users (this fixes which row wins a tie in `_best`).
+        ids, _ = pd.factorize(keys)
+        d = int(ids.max()) + 1
+        first = np.unique(ids, return_index=True)[1]
         matrix = vectorizer.transform(texts[start + first].tolist())
         self_sim = (np.diff(matrix.indptr) > 0).astype(np.float32)
         d_users = local_users[first]
@@ -236,7 +163,9 @@ def _compare_range(
             count += np.where(self_sim >= threshold, own - 1, 0)
             duplicates[start + idx] = count[ids[idx]]
         pairs.append(_candidate_pairs(ids, side, start, self_sim, p, q, v, threshold, max_pairs))
-    return Similarities(best, match, duplicates, np.concatenate(pairs))
+    all_pairs = np.concatenate(pairs)
+    all_pairs = all_pairs[np.lexsort((all_pairs[:, 1], all_pairs[:, 0], -all_pairs[:, 2]))]
+    return Similarities(best, match, duplicates, all_pairs[:max_pairs])
 
 
 def _candidate_pairs(ids, side, start, self_sim, p, q, v, threshold, max_pairs) -> np.ndarray:
