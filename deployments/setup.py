@@ -44,13 +44,14 @@ from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 
-from tasks.domain import regeneration_lock_name
-from tasks.settings import API_KEY_BLOCK
+from deployments.catalogue import (
+    FLOW_TAG,
+    NOTIFICATION_BLOCK,
+    SECRET_BLOCK,
+    WORK_POOL,
+    lock_name,
+)
 
-SECRET_BLOCK = API_KEY_BLOCK
-NOTIFICATION_BLOCK = "reflexio-alerts"
-WORK_POOL = "reflexio-pool"
-FLOW_TAG = "reflexio"
 NOTIFICATION_TYPES = ("slack-webhook", "ms-teams-webhook", "custom-webhook")
 
 
@@ -153,7 +154,7 @@ def ensure_work_pool(report: Report) -> None:
 
 def ensure_limits(reflexio_url: str, report: Report) -> None:
     """The one-slot regeneration lock of this server."""
-    name = regeneration_lock_name(reflexio_url)
+    name = lock_name(reflexio_url)
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)

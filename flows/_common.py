@@ -1,101 +1,85 @@
-"""What both regeneration flows share: the per-server lock and the early-exit helpers."""
+"""What every regeneration flow shares: the per-server lock, the run wrapper that turns an
+outcome into the flow's final state, and the run id."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
 
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
+from prefect.context import get_run_context
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
+from core.backup import BackupError
+from core.kinds import Kind
+from core.listing import ListingNotProven
+from core.outcome import Decision, RegenerationOutcome
+from deployments import catalogue
+from flows.engine import Engine, Refused
 from flows.params import RegenerationParams
-from gate import GateReport, Severity
-from reflexio_api import ReflexioError, ReflexioSettings
-from tasks import events
-from tasks.domain import regeneration_lock_name
-from tasks.gate import run_gate
+from reflexio_api import IncompleteListing, ReflexioError, ReflexioSettings
+from tasks.ops import PrefectOps
 from tasks.report import RunSummary
 from tasks.server import OperationRunning
 
 STALLED_STATE_NAME = "Stalled"
 
 
-def stalled(message: str) -> State:
-    """The end state of a run stopped by a stall: of type FAILED (non-zero exit, never a
-    pass) but named "Stalled", so its event is `prefect.flow-run.Stalled` and the
-    failed-run automation does not notify again: the stall itself is notified once."""
-    return Failed(name=STALLED_STATE_NAME, message=message)
-
-
-def gate_step(
-    settings: ReflexioSettings,
-    params: RegenerationParams,
-    summary: RunSummary,
-    candidate: list[dict[str, Any]],
-    baseline: list[dict[str, Any]],
-    kind: Literal["profiles", "playbooks"],
-    artifact_prefix: str,
-    **event_payload: Any,
-) -> tuple[GateReport, bool]:
-    """Run the gate (artifacts), note its sentence, emit gate passed/failed; returns the
-    report and whether the upgrade is blocked (FAIL, or WARN when warnings are not allowed)."""
-    report = run_gate(candidate, baseline, params.policy(), kind, artifact_prefix)
-    summary.gate = report.summary_sentence()
-    verdict = report.verdict
-    blocked = verdict is Severity.FAIL or (verdict is Severity.WARN and not params.allow_warn)
-    events.emit(
-        events.GATE_FAILED if blocked else events.GATE_PASSED,
-        settings.url,
-        kind=kind,
-        verdict=verdict.value,
-        candidate_rows=report.candidate_rows,
-        baseline_rows=report.baseline_rows,
-        **event_payload,
-    )
-    return report, blocked
-
-
 class RegenerationBusy(RuntimeError):
     """Another regeneration holds this server's lock."""
 
 
-class Refused(RuntimeError):
-    """The run refuses to go on; the message says why and what to do."""
-
-
-def run_regeneration(
-    settings: ReflexioSettings,
-    summary: RunSummary,
-    lock_timeout_s: float,
-    summary_key: str,
-    regenerate: Callable[[], State],
-) -> State:
-    """Hold the server's lock around ``regenerate``; turn refusals and Reflexio errors into
-    a Failed state that says why; always publish the run summary."""
-    state: State
+def run_id() -> str:
+    """This flow run's id ('local' outside a run)."""
     try:
-        with regeneration_lock(settings, lock_timeout_s):
-            state = regenerate()
-    except (Refused, OperationRunning, RegenerationBusy) as exc:
-        summary.decision = str(exc)
-        state = Failed(message=summary.decision)
+        return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    except Exception:
+        return "local"
+
+
+def final_state(outcome: RegenerationOutcome) -> State:
+    """Completed when the run did what was asked; a stall ends FAILED but named "Stalled"
+    (its event is `prefect.flow-run.Stalled`, so the failed-run automation does not notify
+    a second time: the stall itself is notified once); anything else Failed. The outcome is
+    the state's data."""
+    if outcome.succeeded:
+        return Completed(message=outcome.message, data=outcome)
+    if outcome.decision is Decision.STALLED:
+        return Failed(name=STALLED_STATE_NAME, message=outcome.message, data=outcome)
+    return Failed(message=outcome.message, data=outcome)
+
+
+def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> State:
+    """Hold the server's lock around the engine; refusals and Reflexio errors become an
+    outcome that says why; the run summary is always published."""
+    settings = params.settings()
+    summary = RunSummary(title=title, server=settings.url)
+    engine = Engine(
+        PrefectOps(settings, kind, params.notification_block), params, summary, run_id()
+    )
+    outcome: RegenerationOutcome | None = None
+    try:
+        with regeneration_lock(settings, params.lock_timeout_s):
+            outcome = engine.run()
+    except (
+        Refused,
+        OperationRunning,
+        RegenerationBusy,
+        ListingNotProven,
+        IncompleteListing,
+        BackupError,
+    ) as exc:
+        outcome = engine.outcome(Decision.REFUSED, str(exc))
     except ReflexioError as exc:
-        summary.decision = f"Stopped on a Reflexio error: {exc}"
-        state = Failed(message=summary.decision)
+        outcome = engine.outcome(Decision.ERROR, f"Stopped on a Reflexio error: {exc}")
     finally:
-        if summary.decision == "not decided":
+        if outcome is None:
             summary.decision = "Crashed before deciding; see the logs."
-        summary.publish(summary_key)
+        summary.publish(f"{kind.artifact_prefix(settings.url)}-summary")
         print(summary.decision)
-    return state
-
-
-def lock_name(settings: ReflexioSettings) -> str:
-    """Global concurrency limit name: one regeneration per Reflexio server."""
-    return regeneration_lock_name(settings.url)
+    return final_state(outcome)
 
 
 def ensure_limit(name: str) -> None:
@@ -110,7 +94,7 @@ def ensure_limit(name: str) -> None:
 @contextmanager
 def regeneration_lock(settings: ReflexioSettings, timeout_s: float) -> Iterator[None]:
     """Hold this server's regeneration slot for the whole run (both flows share it)."""
-    name = lock_name(settings)
+    name = catalogue.lock_name(settings.url)
     ensure_limit(name)
     try:
         # The lease is renewed while the run lives; a killed run frees the slot after 60 s

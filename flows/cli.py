@@ -50,7 +50,8 @@ def prompt_check(args: argparse.Namespace) -> int:
     """Run the prompt check; print the verdict; write the report; return the exit code."""
     from pydantic import ValidationError
 
-    from flows.prompt_change import PromptChangeParams, PromptCheckResult, Verdict, prompt_change
+    from flows.params import PromptChangeParams
+    from flows.prompt_change import PromptCheckResult, Verdict, prompt_change
     from gate import GatePolicy, GatePolicyError
 
     try:

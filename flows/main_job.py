@@ -23,10 +23,9 @@ PORT = 8081
 
 def main() -> int:
     """Run the nightly job; returns the process exit code."""
+    from core.kinds import PROFILES, user_playbooks
     from flows.params import PlaybookRegenerationParams, RegenerationParams
-    from flows.playbook_regeneration import artifact_prefix as playbook_prefix
     from flows.playbook_regeneration import playbook_regeneration
-    from flows.profile_regeneration import artifact_prefix as profile_prefix
     from flows.profile_regeneration import profile_regeneration
     from local_stack.seed import seed
     from local_stack.stack import LocalStack
@@ -44,7 +43,7 @@ def main() -> int:
         profile_state = profile_regeneration(
             RegenerationParams(reflexio_url=stack.url, backup_dir=backups), return_state=True
         )
-        results.append(("profile-regeneration", profile_state, profile_prefix(settings)))
+        results.append(("profile-regeneration", profile_state, PROFILES.artifact_prefix(stack.url)))
         playbook_state = playbook_regeneration(
             PlaybookRegenerationParams(
                 reflexio_url=stack.url, backup_dir=backups, agent_version="v1"
@@ -52,7 +51,11 @@ def main() -> int:
             return_state=True,
         )
         results.append(
-            ("playbook-regeneration v1", playbook_state, playbook_prefix(settings, "v1"))
+            (
+                "playbook-regeneration v1",
+                playbook_state,
+                user_playbooks("v1").artifact_prefix(stack.url),
+            )
         )
 
     api = os.environ.get("PREFECT_API_URL")

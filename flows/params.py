@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deployments.catalogue import NOTIFICATION_BLOCK
 from gate import GatePolicy, GatePolicyError
 from reflexio_api import ReflexioSettings
-from tasks.notify import DEFAULT_BLOCK
 from tasks.settings import reflexio_settings
 
 
@@ -62,9 +63,19 @@ class RegenerationParams(ServerParams):
     allow_warn: bool = Field(True, description="Upgrade when the gate verdict is 'warn'.")
     notify_on_pass: bool = Field(False, description="Also notify when the run upgraded.")
     notification_block: str = Field(
-        DEFAULT_BLOCK, description="Name of the Prefect notification block for alerts."
+        NOTIFICATION_BLOCK, description="Name of the Prefect notification block for alerts."
     )
-    backup_dir: Path = Field(Path("backups"), description="Where backup files are written.")
+    backup_dir: Path = Field(
+        Path("backups"),
+        description="Where backup files are written (one compressed JSON Lines file and its "
+        "manifest per run, fsynced before the first write to the server).",
+    )
+    gate_dask_address: str | None = Field(
+        default_factory=lambda: os.environ.get("REFLEXIO_GATE_DASK_ADDRESS") or None,
+        description="Dask scheduler address (tcp://host:8786) to run the gate's per-user "
+        "shards on; empty: REFLEXIO_GATE_DASK_ADDRESS, else worker processes on this "
+        "machine. Needs the 'dask' extra.",
+    )
     operation_timeout_s: float = Field(
         1800, gt=0, description="How long to wait for the rerun operation."
     )
@@ -131,3 +142,36 @@ class RestoreParams(ServerParams):
         "upgrade promoted), so the server holds exactly the backed-up rows again.",
     )
     dry_run: bool = Field(False, description="Only report what would change.")
+
+
+class StallWatchParams(ServerParams):
+    """Where to look and whom to tell."""
+
+    notification_block: str = Field(
+        NOTIFICATION_BLOCK,
+        description="Name of the Prefect notification block (Slack, Teams, custom webhook...).",
+    )
+
+
+class PromptChangeParams(ServerParams):
+    """A candidate config to try; the Prefect UI renders this as the run form."""
+
+    config_file: Path = Field(description="Candidate Reflexio config (JSON or YAML).")
+    agent_version: str | None = Field(
+        None, description="Also regenerate this agent_version's playbooks; empty: profiles only."
+    )
+    regenerate_profiles: bool = Field(True, description="Regenerate profiles.")
+    promote: bool = Field(
+        False, description="Upgrade when every gate passes; else dry run and restore the config."
+    )
+    gate_policy: dict[str, Any] = Field(default_factory=dict, description="Gate overrides.")
+    notification_block: str = Field(NOTIFICATION_BLOCK, description="Notification block.")
+    backup_dir: Path = Field(Path("backups"), description="Backups and the saved config.")
+    operation_timeout_s: float = Field(1800, gt=0, description="Wait for each rerun.")
+
+    @field_validator("agent_version")
+    @classmethod
+    def _valid_version(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise ValueError("agent_version must be non-empty and contain no whitespace")
+        return value

@@ -18,23 +18,22 @@ from typing import Any
 
 import yaml
 from prefect import flow, task
-from prefect.artifacts import Artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel
 
-from flows._common import STALLED_STATE_NAME
-from flows.params import PlaybookRegenerationParams, RegenerationParams, ServerParams
-from flows.playbook_regeneration import artifact_prefix as playbook_prefix
+from core.identity import server_slug
+from core.outcome import Decision, RegenerationOutcome
+from core.rollback import playbooks_to_recreate
+from deployments import catalogue
+from flows._common import STALLED_STATE_NAME, run_id
+from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
 from flows.playbook_regeneration import playbook_regeneration
-from flows.profile_regeneration import _run_id, profile_regeneration
-from flows.profile_regeneration import artifact_prefix as profile_prefix
+from flows.profile_regeneration import profile_regeneration
 from reflexio_api import ReflexioClient, ReflexioError, ReflexioSettings
-from tasks.domain import playbooks_to_recreate, server_slug
 from tasks.server import add_user_playbooks, delete_user_playbooks, list_user_playbooks
 from tasks.stall import check_stall
-
-STALL_PREFIX = "Learning is stalled"
 
 
 class Verdict(IntEnum):
@@ -73,30 +72,6 @@ def load_candidate_config(path: Path) -> dict[str, Any]:
     return data
 
 
-class PromptChangeParams(ServerParams):
-    """A candidate config to try; the Prefect UI renders this as the run form."""
-
-    config_file: Path = Field(description="Candidate Reflexio config (JSON or YAML).")
-    agent_version: str | None = Field(
-        None, description="Also regenerate this agent_version's playbooks; empty: profiles only."
-    )
-    regenerate_profiles: bool = Field(True, description="Regenerate profiles.")
-    promote: bool = Field(
-        False, description="Upgrade when every gate passes; else dry run and restore the config."
-    )
-    gate_policy: dict[str, Any] = Field(default_factory=dict, description="Gate overrides.")
-    notification_block: str = Field("reflexio-alerts", description="Notification block.")
-    backup_dir: Path = Field(Path("backups"), description="Backups and the saved config.")
-    operation_timeout_s: float = Field(1800, gt=0, description="Wait for each rerun.")
-
-    @field_validator("agent_version")
-    @classmethod
-    def _valid_version(cls, value: str | None) -> str | None:
-        if value is not None and (not value or any(c.isspace() for c in value)):
-            raise ValueError("agent_version must be non-empty and contain no whitespace")
-        return value
-
-
 class PromptCheckResult(BaseModel):
     """What CI needs: the verdict and a Markdown report."""
 
@@ -132,15 +107,6 @@ def restore_config(settings: ReflexioSettings, saved_path: Path) -> None:
         client.set_config(json.loads(saved_path.read_text()))
 
 
-def _gate_markdown(prefix: str, state: State) -> str:
-    """This run's gate report artifact, or a line saying the gate did not run."""
-    artifact = Artifact.get(f"{prefix}-gate-report")
-    run_id = state.state_details.flow_run_id
-    if artifact is None or artifact.flow_run_id != run_id or not artifact.data:
-        return "_The gate did not run._\n"
-    return str(artifact.data)
-
-
 @task(name="put-back-playbooks", cache_policy=NO_CACHE)
 def put_back_playbooks(
     settings: ReflexioSettings, agent_version: str, before: list[dict[str, Any]]
@@ -158,16 +124,26 @@ def put_back_playbooks(
     )
 
 
-def classify(messages: list[str]) -> Verdict:
-    """The worst outcome among the regenerations' final messages (empty: PASS)."""
-    if any(m.startswith(STALL_PREFIX) for m in messages):
+def classify(outcomes: list[RegenerationOutcome]) -> Verdict:
+    """The worst outcome among the regenerations (none: PASS)."""
+    if any(o.decision is Decision.STALLED for o in outcomes):
         return Verdict.STALL
-    return Verdict.FAIL if messages else Verdict.PASS
+    return Verdict.PASS if all(o.succeeded for o in outcomes) else Verdict.FAIL
+
+
+def _outcome(state: State) -> RegenerationOutcome:
+    """The regeneration's typed outcome, carried as its final state's data."""
+    result = state.result(raise_on_failure=False)
+    if not isinstance(result, RegenerationOutcome):
+        raise RuntimeError(
+            f"The regeneration ended {state.type.value} without an outcome: {result!r}"
+        )
+    return result
 
 
 def _run_regenerations(
     params: PromptChangeParams, settings: ReflexioSettings
-) -> list[tuple[str, State, str]]:
+) -> list[tuple[str, RegenerationOutcome]]:
     common = {
         "reflexio_url": settings.url,
         "dry_run": not params.promote,
@@ -177,22 +153,16 @@ def _run_regenerations(
         "backup_dir": params.backup_dir,
         "operation_timeout_s": params.operation_timeout_s,
     }
-    runs: list[tuple[str, State, str]] = []
+    runs: list[tuple[str, RegenerationOutcome]] = []
     if params.regenerate_profiles:
         state = profile_regeneration(RegenerationParams(**common), return_state=True)
-        runs.append(("profiles", state, profile_prefix(settings)))
+        runs.append(("profiles", _outcome(state)))
     if params.agent_version:
         playbook_params = PlaybookRegenerationParams(
             **common, agent_version=params.agent_version, aggregate=params.promote
         )
         state = playbook_regeneration(playbook_params, return_state=True)
-        runs.append(
-            (
-                f"playbooks {params.agent_version}",
-                state,
-                playbook_prefix(settings, params.agent_version),
-            )
-        )
+        runs.append((f"playbooks {params.agent_version}", _outcome(state)))
     return runs
 
 
@@ -200,7 +170,7 @@ def _report(
     params: PromptChangeParams,
     verdict: Verdict,
     message: str,
-    runs: list[tuple[str, State, str]],
+    runs: list[tuple[str, RegenerationOutcome]],
 ) -> str:
     lines = [
         f"# Prompt check: {verdict.name}",
@@ -210,9 +180,9 @@ def _report(
         f"- candidate config: `{params.config_file}`",
         f"- promote: {params.promote}",
     ]
-    for name, state, prefix in runs:
-        lines += ["", f"## {name}: {state.type.value}", "", f"{state.message}", ""]
-        lines.append(_gate_markdown(prefix, state))
+    for name, outcome in runs:
+        lines += ["", f"## {name}: {outcome.decision.value}", "", outcome.message, ""]
+        lines.append(outcome.gate.markdown if outcome.gate else "_The gate did not run._\n")
     return "\n".join(lines) + "\n"
 
 
@@ -236,26 +206,27 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
             message=message,
             report_markdown=_report(params, Verdict.STALL, message, []),
         )
-    saved = save_config(settings, params.backup_dir, _run_id())
+    saved = save_config(settings, params.backup_dir, run_id())
     playbooks_before = (
         list_user_playbooks(settings, params.agent_version, "current")
         if params.agent_version
         else []
     )
-    runs: list[tuple[str, State, str]] = []
+    runs: list[tuple[str, RegenerationOutcome]] = []
     put_back = ""
     promoted = False
     try:
         apply_config(settings, candidate)
         runs = _run_regenerations(params, settings)
-        promoted = params.promote and all(state.is_completed() for _, state, _ in runs)
+        promoted = params.promote and all(o.succeeded for _, o in runs)
     finally:
         if not promoted:
             restore_config(settings, saved)
             if params.agent_version:
                 put_back = put_back_playbooks(settings, params.agent_version, playbooks_before)
-    failures = [str(state.message) for _, state, _ in runs if not state.is_completed()]
-    verdict = classify(failures)
+    outcomes = [o for _, o in runs]
+    failures = [o.message for o in outcomes if not o.succeeded]
+    verdict = classify(outcomes)
     if verdict is Verdict.PASS:
         message = (
             "Every gate passed; the candidate was promoted and its config kept."
@@ -290,7 +261,7 @@ def prompt_change(params: PromptChangeParams) -> State:
         )
     create_markdown_artifact(
         result.report_markdown,
-        key=f"prompt-check-{server_slug(params.settings().url)}",
+        key=catalogue.prompt_check_artifact(params.settings().url),
         description=result.message[:200],
     )
     if result.verdict is Verdict.PASS:

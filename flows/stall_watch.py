@@ -20,26 +20,16 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 from prefect.variables import Variable
-from pydantic import Field
 
-from flows.params import ServerParams
+from core.identity import server_slug
+from flows.params import StallWatchParams
 from reflexio_api.models import StallState
 from tasks import events
-from tasks.domain import server_slug
 from tasks.notify import send_notification
 from tasks.server import mark_stall_notified, read_stall_state
 
 STALL_NOTIFIED = "reflexio.stall.notified"
 STALL_RECOVERED = "reflexio.stall.recovered"
-
-
-class StallWatchParams(ServerParams):
-    """Where to look and whom to tell."""
-
-    notification_block: str = Field(
-        "reflexio-alerts",
-        description="Name of the Prefect notification block (Slack, Teams, custom webhook...).",
-    )
 
 
 def variable_name(url: str) -> str:

@@ -409,7 +409,7 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def gate_report_key(url: str) -> str:
-    from tasks.domain import server_slug
+    from core.identity import server_slug
 
     return f"profile-regen-{server_slug(url)}-gate-report"
 

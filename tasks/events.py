@@ -1,4 +1,5 @@
-"""Prefect events the pipelines emit, so automations can hang off them.
+"""Emit the pipelines' Prefect events (names in deployments/catalogue.py), so automations
+can hang off them.
 
 Every event's resource is the Reflexio server: `reflexio.server.<host:port>`.
 """
@@ -9,14 +10,7 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from tasks.domain import resource_id, server_key
-
-STALL_DETECTED = "reflexio.stall.detected"
-GATE_PASSED = "reflexio.gate.passed"
-GATE_FAILED = "reflexio.gate.failed"
-UPGRADED = "reflexio.upgraded"
-ROLLED_BACK = "reflexio.rolled-back"
-RESTORED = "reflexio.restored"
+from core.identity import resource_id, server_key
 
 
 def emit(event: str, server_url: str, **payload: Any) -> None:

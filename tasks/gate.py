@@ -1,14 +1,30 @@
-"""The evaluation gate as a task: evaluate, then publish the report as artifacts."""
+"""The evaluation gate as a task: evaluate (locally, or on a Dask cluster), then publish the
+report as artifacts."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
-from prefect import task
+import pandas as pd
+from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from gate import GatePolicy, GateReport, evaluate, frame_from_rows
+from gate import GatePolicy, GateReport, evaluate
+from gate.evaluate import GatePlan, plan
+from gate.idf import IdfPart, combine, fit_part
+from gate.merge import merge
+from gate.shard_work import ShardResult, evaluate_shard
+from gate.sharding import Shard
+from gate.textvec import HashedTfidf
+
+DASK_ADDRESS_ENV = "REFLEXIO_GATE_DASK_ADDRESS"
+DASK_SHARDS = 8  # several shards per Dask worker balance the load
+
+
+class DaskExtraMissing(RuntimeError):
+    """A Dask scheduler address was given but prefect-dask is not installed."""
 
 
 def gate_table(report: GateReport) -> list[dict[str, Any]]:
@@ -25,21 +41,66 @@ def gate_table(report: GateReport) -> list[dict[str, Any]]:
     ]
 
 
+@task(name="gate-idf-part", cache_policy=NO_CACHE)
+def idf_part_task(part: IdfPart) -> HashedTfidf:
+    """Document frequencies of one part of the IDF sample."""
+    return fit_part(part)
+
+
+@task(name="gate-shard", cache_policy=NO_CACHE)
+def shard_task(shard: Shard, idf: HashedTfidf, policy: GatePolicy) -> ShardResult:
+    """The gate's per-user work on one user-hash shard."""
+    return evaluate_shard(shard, idf, policy)
+
+
+def evaluate_on_dask(
+    gate_plan: GatePlan,
+    policy: GatePolicy,
+    kind: Literal["profiles", "playbooks"],
+    address: str,
+) -> GateReport:
+    """Run the plan's parts as Prefect tasks on the Dask cluster at `address`, then merge.
+
+    Raises DaskExtraMissing when prefect-dask is not installed.
+    """
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise DaskExtraMissing(
+            f"the gate was asked to run on the Dask cluster at {address} but prefect-dask is "
+            "not installed: pip install 'reflexio-pipelines[dask]', or leave the address "
+            f"(dask_address / {DASK_ADDRESS_ENV}) unset to evaluate locally"
+        ) from None
+
+    # The flow takes no parameters: Prefect would send them, frames and all, to its API.
+    @flow(name="evaluation-gate-shards", task_runner=DaskTaskRunner(address=address))
+    def gate_shards() -> GateReport:
+        idf = combine(f.result() for f in idf_part_task.map(gate_plan.idf_parts))
+        futures = shard_task.map(gate_plan.shards, unmapped(idf), unmapped(policy))
+        return merge([f.result() for f in futures], policy, kind)
+
+    return gate_shards()
+
+
 @task(name="evaluation-gate", cache_policy=NO_CACHE)
 def run_gate(
-    candidate_rows: list[dict[str, Any]],
-    baseline_rows: list[dict[str, Any]],
+    candidate: pd.DataFrame,
+    baseline: pd.DataFrame,
     policy: GatePolicy,
     kind: Literal["profiles", "playbooks"],
     artifact_prefix: str,
+    dask_address: str | None = None,
 ) -> GateReport:
-    """Gate PENDING (candidate) against CURRENT (baseline); Markdown + table artifacts."""
-    report = evaluate(
-        frame_from_rows(candidate_rows, kind),
-        frame_from_rows(baseline_rows, kind),
-        policy=policy,
-        kind=kind,
-    )
+    """Gate PENDING (candidate) against CURRENT (baseline); Markdown + table artifacts.
+
+    With `dask_address` (or REFLEXIO_GATE_DASK_ADDRESS) the user-hash shards run on that
+    Dask cluster through prefect-dask (extra `dask`); else locally (`gate.evaluate`).
+    """
+    address = (dask_address or os.environ.get(DASK_ADDRESS_ENV, "")).strip()
+    if address:
+        report = evaluate_on_dask(plan(candidate, baseline, DASK_SHARDS), policy, kind, address)
+    else:
+        report = evaluate(candidate, baseline, policy=policy, kind=kind)
     create_markdown_artifact(
         report.to_markdown(),
         key=f"{artifact_prefix}-gate-report",

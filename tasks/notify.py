@@ -14,8 +14,6 @@ from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 
-DEFAULT_BLOCK = "reflexio-alerts"
-
 
 class NotificationFailed(RuntimeError):
     """The notification could not be delivered (message free of URLs and secrets)."""

@@ -17,9 +17,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from core.state import Counts
 from reflexio_api import ReflexioClient, ReflexioSettings, TransientError, UnexpectedPayload
 from reflexio_api.models import OperationStatus, ServiceName, StallState
-from tasks.domain import Counts
 from tasks.retry import honour_retry_after, retry_options
 
 READ = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **retry_options()}

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from deployments.catalogue import SECRET_BLOCK
 from reflexio_api import ReflexioSettings
-
-API_KEY_BLOCK = "reflexio-api-key"
 
 
 def reflexio_settings(url: str | None) -> ReflexioSettings:
@@ -15,7 +14,7 @@ def reflexio_settings(url: str | None) -> ReflexioSettings:
     if url:
         values["url"] = url
     if base.api_key is None:
-        key = _secret_block_value(API_KEY_BLOCK)
+        key = _secret_block_value(SECRET_BLOCK)
         if key:
             values["api_key"] = key
     return ReflexioSettings(**values)

@@ -5,7 +5,7 @@ and only after it went out mark the stall notified on the server; so a failed se
 again by the next run, and a sent one is never repeated for the same stall.
 
 Inferred stalls (H7: the flag never turns on for OpenAI-style providers) come from
-generation results (tasks.domain.infer_stall). The server has no way to record that one was
+generation results (core.stall.infer_stall). The server has no way to record that one was
 notified, so a Prefect Variable per server remembers the reason already notified; it is
 cleared by the next run whose generation produced output.
 
@@ -20,9 +20,11 @@ from datetime import UTC, datetime
 from prefect import get_run_logger
 from prefect.variables import Variable
 
+from core.identity import server_slug
+from core.stall import Stall, stall_from_state
+from deployments import catalogue
 from reflexio_api import ReflexioSettings
 from tasks import events
-from tasks.domain import Stall, server_slug, stall_from_state
 from tasks.notify import NotificationFailed, send_notification
 from tasks.server import mark_stall_notified, read_stall_state
 
@@ -42,7 +44,7 @@ def check_stall(settings: ReflexioSettings, notification_block: str) -> tuple[St
         return None, ""
     if stall.notified_before:
         return stall, "already notified for this stall"
-    events.emit(events.STALL_DETECTED, settings.url, reason=stall.reason, inferred=False)
+    events.emit(catalogue.EVENT_STALL_DETECTED, settings.url, reason=stall.reason, inferred=False)
     try:
         send_notification(notification_block, _subject(stall, settings), stall.message)
     except NotificationFailed as exc:
@@ -58,7 +60,7 @@ def report_inferred_stall(settings: ReflexioSettings, stall: Stall, notification
     seen = Variable.get(name, default=None)
     if isinstance(seen, dict) and seen.get("reason") == stall.reason:
         return f"already notified at {seen.get('at')}"
-    events.emit(events.STALL_DETECTED, settings.url, reason=stall.reason, inferred=True)
+    events.emit(catalogue.EVENT_STALL_DETECTED, settings.url, reason=stall.reason, inferred=True)
     try:
         send_notification(notification_block, _subject(stall, settings), stall.message)
     except NotificationFailed as exc:

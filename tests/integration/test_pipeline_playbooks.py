@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from core.backup import open_backup
+from core.kinds import PLAYBOOK_KEYS, comparable, user_playbooks
+from core.outcome import Decision
 from flows.params import PlaybookRegenerationParams
-from flows.playbook_regeneration import artifact_prefix, playbook_regeneration
+from flows.playbook_regeneration import playbook_regeneration
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tasks.domain import PLAYBOOK_KEYS, comparable
 from tests.integration.pipeline_helpers import WebhookReceiver, save_webhook_block
 
 pytestmark = pytest.mark.integration
@@ -21,6 +22,12 @@ pytestmark = pytest.mark.integration
 def _rows(url: str) -> list[dict]:
     with ReflexioClient(ReflexioSettings(url=url)) as client:
         return [p.model_dump() for p in client.list_user_playbooks(agent_version="v1")]
+
+
+def _backup_rows(directory: Path) -> list[dict]:
+    manifests = list(directory.glob("user_playbooks-*.manifest.json"))
+    assert len(manifests) == 1, manifests
+    return list(open_backup(manifests[0]).iter_rows())
 
 
 @pytest.fixture
@@ -53,9 +60,10 @@ def test_happy_path_upgrades_and_aggregates(seeded_stack, prefect_api, hook, tmp
     current = {r["user_playbook_id"] for r in after if r["status"] is None}
     assert current and current.isdisjoint({r["user_playbook_id"] for r in before})
     assert not [r for r in after if r["status"] == "pending"]
-    backup = json.loads(next(tmp_path.glob("user-playbooks-v1-*.json")).read_text())
-    assert comparable(backup["rows"], PLAYBOOK_KEYS) == comparable(before, PLAYBOOK_KEYS)
-    prefix = artifact_prefix(ReflexioSettings(url=url), "v1")
+    assert comparable(_backup_rows(tmp_path), PLAYBOOK_KEYS) == comparable(before, PLAYBOOK_KEYS)
+    outcome = state.result()
+    assert outcome.decision is Decision.UPGRADED and outcome.touched.promoted == len(current)
+    prefix = user_playbooks("v1").artifact_prefix(url)
     with get_client(sync_client=True) as client:
         for key in ("gate-report", "gate-checks", "summary", "progress"):
             found = client.read_artifacts(
@@ -73,7 +81,7 @@ def test_gate_rejection_names_stranded_users_and_the_way_back(
     seeded_stack.llm.configure(style="empty")
     state = playbook_regeneration(_params(url, hook, tmp_path), return_state=True)
     assert state.is_failed() and "Gate verdict FAIL" in state.message
-    assert "No user lost their CURRENT playbook" in state.message
+    assert "No user lost their CURRENT row" in state.message
     assert {r["user_playbook_id"] for r in _rows(url) if r["status"] is None} == current
 
     # A normal generation rejected by a strict policy: the rerun tombstoned CURRENT (H6).
@@ -81,10 +89,11 @@ def test_gate_rejection_names_stranded_users_and_the_way_back(
     strict = _params(url, hook, tmp_path, gate_policy={"min_chars": 1000})
     state = playbook_regeneration(strict, return_state=True)
     assert state.is_failed() and "Gate verdict FAIL" in state.message
-    assert "no CURRENT playbook now" in state.message
-    assert "upgrade_user_playbooks('v1')" in state.message
+    assert "have no CURRENT row now" in state.message
+    assert "accept the candidate (upgrade_user_playbooks)" in state.message
     users = sorted({r["user_id"] for r in _rows(url)})
     assert ", ".join(users) in state.message
+    assert state.result(raise_on_failure=False).decision is Decision.GATE_BLOCKED
     pending = [r for r in _rows(url) if r["status"] == "pending"]
     assert pending  # kept for the way back
     with ReflexioClient(ReflexioSettings(url=url)) as client:  # the way back works
@@ -102,23 +111,28 @@ def test_llm_auth_error_is_an_inferred_stall_before_upgrade(
     assert state.is_failed()
     assert state.message.startswith("Learning is stalled: auth_error (inferred")
     assert {r["user_playbook_id"] for r in _rows(url) if r["status"] is None} == current
-    assert len(hook.posts) <= 1
+    assert len(hook.posts) == 1
+    assert "auth_error" in hook.posts[0]["subject"]
 
 
-def test_failure_after_upgrade_reports_what_the_rollback_could_do(
+def test_failure_after_upgrade_rolls_back_to_the_backup(
     seeded_stack, prefect_api, hook, tmp_path, monkeypatch
 ):
-    import flows.playbook_regeneration as module
+    import flows.engine as module
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected verification crash")
 
-    monkeypatch.setattr(module, "verify_upgrade", broken)
-    state = playbook_regeneration(
-        _params(url := seeded_stack.url, hook, tmp_path), return_state=True
-    )
+    monkeypatch.setattr(module, "verify_ids", broken)
+    url = seeded_stack.url
+    before = [r for r in _rows(url) if r["status"] is None]
+    state = playbook_regeneration(_params(url, hook, tmp_path), return_state=True)
     assert state.is_failed() and "Upgrade rolled back after: injected" in state.message
-    # H6: the rerun tombstoned every CURRENT row, the upgrade archived nothing, so the
-    # server has nothing to downgrade to; the run says so and keeps the promoted rows.
-    assert "downgrade_user_playbooks('v1')" in state.message
-    assert [r for r in _rows(url) if r["status"] is None]
+    assert state.result(raise_on_failure=False).decision is Decision.ROLLED_BACK
+    # H6: the rerun tombstoned the CURRENT rows it re-derived; the rollback re-created them
+    # from the backup (the server gives them new ids) and removed what was promoted.
+    after = _rows(url)
+    content = ("user_id", "content")
+    current_after = [r for r in after if r["status"] is None]
+    assert comparable(current_after, content) == comparable(before, content)
+    assert not [r for r in after if r["status"] == "pending"]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 
+from core.backup import open_backup
+from core.kinds import PROFILE_KEYS, PROFILES, comparable
+from core.outcome import Decision
 from flows.params import RegenerationParams
-from flows.profile_regeneration import artifact_prefix, profile_regeneration
+from flows.profile_regeneration import profile_regeneration
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tasks.domain import PROFILE_KEYS, comparable
 from tests.integration.pipeline_helpers import WebhookReceiver, save_webhook_block
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,12 @@ def _rows(url: str, *statuses: str) -> list[dict]:
                 for p in client.list_profiles(status)
             ]
         return out
+
+
+def _backup_rows(directory: Path) -> list[dict]:
+    manifests = list(directory.glob("profiles-*.manifest.json"))
+    assert len(manifests) == 1, manifests
+    return list(open_backup(manifests[0]).iter_rows())
 
 
 def _stats(url: str):
@@ -52,11 +59,12 @@ def test_happy_path_replaces_current_and_backs_up(seeded_stack, prefect_api, hoo
     after_current = _rows(url, "current")
     assert {r["profile_id"] for r in after_current}.isdisjoint({r["profile_id"] for r in before})
     assert _stats(url).pending_count == 0
-    files = list(tmp_path.glob("profiles-*.json"))
-    assert len(files) == 1 and str(files[0].resolve()) in state.message
-    backup = json.loads(files[0].read_text())
-    assert comparable(backup["rows"], PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
-    prefix = artifact_prefix(ReflexioSettings(url=url))
+    outcome = state.result()
+    assert outcome.decision is Decision.UPGRADED
+    assert outcome.backup in state.message
+    assert comparable(_backup_rows(tmp_path), PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
+    assert outcome.touched.promoted == len(after_current)
+    prefix = PROFILES.artifact_prefix(url)
     with get_client(sync_client=True) as client:
         for key in ("gate-report", "gate-checks", "summary", "progress"):
             found = client.read_artifacts(
@@ -84,7 +92,7 @@ def test_gate_rejection_leaves_current_untouched(seeded_stack, prefect_api, hook
     assert "Gate verdict FAIL" in state.message and "CURRENT untouched" in state.message
     assert _ids(url, "current") == current
     assert _stats(url).pending_count == 0  # the candidate was discarded (H5)
-    assert not list(tmp_path.iterdir())  # no backup: nothing was going to change
+    assert state.result(raise_on_failure=False).decision is Decision.GATE_BLOCKED
 
 
 def test_stall_stops_before_any_write_and_notifies_once(seeded_stack, prefect_api, hook, tmp_path):
@@ -158,7 +166,7 @@ def test_stale_pending_is_refused_then_discarded_on_request(
 def test_failure_after_upgrade_rolls_back_to_the_backup(
     seeded_stack, prefect_api, hook, tmp_path, monkeypatch
 ):
-    import flows.profile_regeneration as module
+    import flows.engine as module
 
     url = seeded_stack.url
     with ReflexioClient(ReflexioSettings(url=url)) as client:  # so ARCHIVED rows exist (H1)
@@ -171,7 +179,7 @@ def test_failure_after_upgrade_rolls_back_to_the_backup(
     def broken(*args, **kwargs):
         raise RuntimeError("injected verification crash")
 
-    monkeypatch.setattr(module, "verify_upgrade", broken)
+    monkeypatch.setattr(module, "verify_ids", broken)
     params = RegenerationParams(
         reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
     )
@@ -180,18 +188,19 @@ def test_failure_after_upgrade_rolls_back_to_the_backup(
     assert "rolled back" in state.message and "data equals the backup" in state.message
     after = _rows(url, "current", "archived")
     assert comparable(after, PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
-    backup = json.loads(next(tmp_path.glob("profiles-*.json")).read_text())
-    assert comparable(after, PROFILE_KEYS) == comparable(backup["rows"], PROFILE_KEYS)
+    assert comparable(after, PROFILE_KEYS) == comparable(_backup_rows(tmp_path), PROFILE_KEYS)
+    assert state.result(raise_on_failure=False).decision is Decision.ROLLED_BACK
     assert _stats(url).pending_count == 0
 
 
 def test_second_regeneration_of_the_same_server_is_refused(prefect_api, tmp_path):
     from prefect.concurrency.sync import concurrency
 
-    from flows._common import ensure_limit, lock_name
+    from deployments.catalogue import lock_name
+    from flows._common import ensure_limit
 
     url = "http://127.0.0.1:9"  # nothing listens: the lock is taken before any server call
-    name = lock_name(ReflexioSettings(url=url))
+    name = lock_name(url)
     ensure_limit(name)
     params = RegenerationParams(reflexio_url=url, backup_dir=tmp_path, lock_timeout_s=1)
     with concurrency(name, occupy=1, strict=True):

@@ -11,7 +11,8 @@ import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.variables import Variable
 
-from flows.stall_watch import StallWatchParams, stall_watch, variable_name
+from flows.params import StallWatchParams
+from flows.stall_watch import stall_watch, variable_name
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.kinds import PROFILE_KEYS, comparable
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tasks.domain import PROFILE_KEYS, comparable
 
 UPGRADE = "upgrade_all_profiles"
 DOWNGRADE = "downgrade_all_profiles"

@@ -119,3 +119,24 @@ def test_flow_parameter_types_resolve_without_the_module_namespace(deployment: d
             f"{deployment['entrypoint']}: parameter {parameter.name!r} is annotated with the "
             f"string {parameter.annotation!r}; drop `from __future__ import annotations`."
         )
+
+
+def _flat_items(value: Any) -> list[tuple[str, Any]]:
+    """Every (key, scalar value) pair anywhere in a YAML tree."""
+    if isinstance(value, dict):
+        items = [(k, v) for k, v in value.items() if not isinstance(v, dict | list)]
+        return items + [i for v in value.values() for i in _flat_items(v)]
+    if isinstance(value, list):
+        return [i for v in value for i in _flat_items(v)]
+    return []
+
+
+def test_shared_names_come_from_the_catalogue():
+    from deployments import catalogue
+
+    blocks = []
+    for deployment in DEPLOYMENTS:
+        assert deployment["work_pool"]["name"] == catalogue.WORK_POOL, deployment["name"]
+        assert catalogue.FLOW_TAG in deployment.get("tags", []), deployment["name"]
+        blocks += [v for key, v in _flat_items(deployment) if key == "notification_block"]
+    assert blocks and set(blocks) == {catalogue.NOTIFICATION_BLOCK}

@@ -7,7 +7,7 @@ from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 
 from deployments import setup
-from tasks.domain import regeneration_lock_name
+from deployments.catalogue import lock_name
 
 SECRET = "sk-test-do-not-print-1234"
 HOOK = "http://127.0.0.1:9/hook-with-token-abcdef"
@@ -24,9 +24,7 @@ def _state() -> dict:
         automations = sorted(
             (a.name, a.id) for a in client.read_automations() if a.name.startswith("reflexio: ")
         )
-        limit = client.read_global_concurrency_limit_by_name(
-            regeneration_lock_name("http://127.0.0.1:8081")
-        )
+        limit = client.read_global_concurrency_limit_by_name(lock_name("http://127.0.0.1:8081"))
     return {"blocks": sorted(blocks), "pools": pools, "automations": automations, "limit": limit.id}
 
 

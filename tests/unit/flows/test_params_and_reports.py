@@ -8,10 +8,8 @@ import httpx
 import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-from flows._common import lock_name
+from deployments.catalogue import lock_name
 from flows.params import PlaybookRegenerationParams, RegenerationParams, RestoreParams
-from flows.playbook_regeneration import way_back
-from reflexio_api import ReflexioSettings
 from tasks.notify import NotificationFailed, deliver
 from tasks.report import RunSummary
 
@@ -55,16 +53,8 @@ def test_url_override_keeps_the_key_from_the_environment(monkeypatch):
 
 
 def test_lock_is_per_server():
-    assert lock_name(ReflexioSettings(url="http://127.0.0.1:8081")) == (
-        "reflexio-regeneration-127-0-0-1-8081"
-    )
-
-
-def test_way_back_names_users_and_the_exact_call():
-    text = way_back("v1", ["alice", "bob"], "/b/file.json")
-    assert "alice, bob" in text and "upgrade_user_playbooks('v1')" in text
-    assert "/b/file.json" in text
-    assert way_back("v1", [], None).startswith("No user lost")
+    assert lock_name("http://127.0.0.1:8081") == "reflexio-regeneration-127-0-0-1-8081"
+    assert lock_name("http://127.0.0.1:8081/") == lock_name("http://127.0.0.1:8081")
 
 
 def test_summary_markdown():

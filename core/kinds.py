@@ -1,0 +1,113 @@
+"""What a regeneration works on: profiles, or one agent_version's user playbooks.
+
+The engine runs the same steps for both; every difference between them is data here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from core.identity import server_slug
+
+Status = Literal["current", "pending", "archived"]
+STATUSES: tuple[Status, ...] = ("current", "pending", "archived")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of regenerated rows and how the server treats them."""
+
+    name: Literal["profiles", "user_playbooks"]
+    gate_kind: Literal["profiles", "playbooks"]
+    id_field: str
+    service: Literal["profile_generation", "playbook_generation"]
+    agent_version: str | None
+    rerun_tombstones_current: bool
+    """H6: a rerun marks the CURRENT rows it re-derives 'merged' before any upgrade."""
+    candidate_deleted_when_not_upgraded: bool
+    """Deleting a refused candidate is safe (profiles); for playbooks it would strand the
+    users whose CURRENT rows the rerun tombstoned (H6), so their candidate is kept."""
+    upgrade_may_spare_unaffected_users: bool
+    """Profiles' only_affected_users: CURRENT rows of users without PENDING rows stay."""
+    counted_by_server: bool
+    """get_profile_statistics counts this kind, so a listing can be proven by counts."""
+    recreate_keeps_ids: bool
+    """add_user_profiles stores a row with its id; add_user_playbook assigns a new one."""
+
+    @property
+    def label(self) -> str:
+        """Words for messages, e.g. 'profiles' or 'user playbooks of v1'."""
+        if self.agent_version is None:
+            return "profiles"
+        return f"user playbooks of {self.agent_version}"
+
+    @property
+    def backup_kind(self) -> str:
+        """The file-name kind of this kind's backups."""
+        if self.agent_version is None:
+            return "profiles"
+        return f"user-playbooks-{self.agent_version}"
+
+    def artifact_prefix(self, url: str) -> str:
+        """Artifact keys of a run, e.g. 'profile-regen-127-0-0-1-8081'."""
+        if self.agent_version is None:
+            return f"profile-regen-{server_slug(url)}"
+        version = "".join(c if c.isalnum() else "-" for c in self.agent_version.lower())
+        return f"playbook-regen-{version}-{server_slug(url)}"
+
+    def row_id(self, row: Mapping[str, Any]) -> str:
+        """A row's id as text (user playbook ids are integers on the server)."""
+        return str(row[self.id_field])
+
+    def server_id(self, row_id: str) -> str | int:
+        """An id as the server wants it back."""
+        return row_id if self.name == "profiles" else int(row_id)
+
+
+PROFILES = Kind(
+    name="profiles",
+    gate_kind="profiles",
+    id_field="profile_id",
+    service="profile_generation",
+    agent_version=None,
+    rerun_tombstones_current=False,
+    candidate_deleted_when_not_upgraded=True,
+    upgrade_may_spare_unaffected_users=True,
+    counted_by_server=True,
+    recreate_keeps_ids=True,
+)
+
+
+def user_playbooks(agent_version: str) -> Kind:
+    """The kind of one agent_version's user playbooks."""
+    return Kind(
+        name="user_playbooks",
+        gate_kind="playbooks",
+        id_field="user_playbook_id",
+        service="playbook_generation",
+        agent_version=agent_version,
+        rerun_tombstones_current=True,
+        candidate_deleted_when_not_upgraded=False,
+        upgrade_may_spare_unaffected_users=False,
+        counted_by_server=False,
+        recreate_keeps_ids=False,
+    )
+
+
+def row_status(row: Mapping[str, Any]) -> Status | None:
+    """A listed row's status: CURRENT rows carry none; tombstones ('merged', ...) are None."""
+    status = row.get("status")
+    if status in (None, "current"):
+        return "current"
+    return status if status in ("pending", "archived") else None
+
+
+PROFILE_KEYS = ("profile_id", "user_id", "content", "status", "source")
+PLAYBOOK_KEYS = ("user_playbook_id", "user_id", "content", "status", "agent_version")
+
+
+def comparable(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[tuple[str, ...]]:
+    """Rows reduced to `keys`, sorted: to compare a backup with what the server holds."""
+    return sorted(tuple(str(r.get(k)) for k in keys) for r in rows)

@@ -1,0 +1,59 @@
+"""The typed result of a regeneration run: what callers (prompt-change, CI, tests) read."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class Decision(StrEnum):
+    """How a regeneration ended."""
+
+    UPGRADED = "upgraded"
+    DRY_RUN = "dry_run"
+    NOTHING_TO_DO = "nothing_to_do"
+    GATE_BLOCKED = "gate_blocked"
+    STALLED = "stalled"
+    REFUSED = "refused"
+    GENERATION_FAILED = "generation_failed"
+    ROLLED_BACK = "rolled_back"
+    ERROR = "error"
+
+
+class GateOutcome(BaseModel):
+    """The gate's verdict, its one-sentence summary and the full Markdown report."""
+
+    verdict: str
+    sentence: str
+    markdown: str
+    blocked: bool
+
+
+class TouchedIds(BaseModel):
+    """How many rows the run promoted, archived and deleted, and the file naming each id."""
+
+    promoted: int = 0
+    archived: int = 0
+    deleted: int = 0
+    ids_file: str | None = None
+
+
+class RegenerationOutcome(BaseModel):
+    """Everything a run decided, as the flow's result."""
+
+    kind: str
+    agent_version: str | None = None
+    server: str
+    decision: Decision
+    message: str
+    gate: GateOutcome | None = None
+    counts_before: dict[str, int] | None = None
+    counts_after: dict[str, int] | None = None
+    backup: str | None = None
+    touched: TouchedIds = Field(default_factory=TouchedIds)
+
+    @property
+    def succeeded(self) -> bool:
+        """Upgraded, dry run, or nothing to do: the run did what was asked."""
+        return self.decision in (Decision.UPGRADED, Decision.DRY_RUN, Decision.NOTHING_TO_DO)

@@ -1,0 +1,127 @@
+"""Where listed pages go: one pass over the server's rows feeds the backup file, the gate's
+frames and the id snapshot, page by page, so no status is ever held whole as row dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from core.backup import BackupInfo, BackupWriter
+from core.kinds import Kind, Status, row_status
+from core.listing import CountedRows
+from core.state import IdSnapshot
+from gate.frames import FrameBuilder
+
+Page = Sequence[Mapping[str, Any]]
+
+
+class PageWriter(Protocol):
+    """Anything that takes pages of rows: a backup writer, a gate frame builder."""
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+class FrameSink(Protocol):
+    """The gate's frame builder."""
+
+    def add(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+@dataclass
+class PageSink:
+    """Routes each listed page: every row to the backup and the snapshot, CURRENT rows in
+    scope to the baseline frame, PENDING rows to the candidate frame."""
+
+    kind: Kind
+    backup: PageWriter | None = None
+    baseline: FrameSink | None = None
+    candidate: FrameSink | None = None
+    sources: Sequence[str] = ()
+    snapshot: IdSnapshot = field(default_factory=IdSnapshot)
+
+    def add(self, page: Sequence[Mapping[str, Any]]) -> None:
+        """Take one page of rows as listed."""
+        if self.backup is not None:
+            self.backup.write(page)
+        self.snapshot.add(self.kind, page)
+        if self.baseline is not None:
+            self.baseline.add([r for r in page if self._in_scope(r, "current")])
+        if self.candidate is not None:
+            self.candidate.add([r for r in page if row_status(r) == "pending"])
+
+    def _in_scope(self, row: Mapping[str, Any], status: str) -> bool:
+        if row_status(row) != status:
+            return False
+        return not self.sources or row.get("source") in self.sources
+
+
+@dataclass(frozen=True)
+class BackupTarget:
+    """Where a reading writes its backup."""
+
+    backup_dir: Path
+    server_url: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """What one pass over the server's rows produces besides the id snapshot."""
+
+    statuses: tuple[Status, ...]
+    backup: BackupTarget | None = None
+    baseline_sources: tuple[str, ...] | None = None
+    """Build the gate's baseline frame from CURRENT rows (of these sources; () = all)."""
+    candidate: bool = False
+    """Build the gate's candidate frame from PENDING rows."""
+    count_at: int | None = None
+    """Count unexpired rows as the statistics endpoint would at this epoch second."""
+
+
+@dataclass
+class Reading:
+    """The result of one pass: ids per status, and whatever the request asked for."""
+
+    snapshot: IdSnapshot
+    backup: BackupInfo | None = None
+    baseline: pd.DataFrame | None = None
+    candidate: pd.DataFrame | None = None
+    counted: CountedRows | None = None
+
+
+def consume(kind: Kind, pages: Iterable[Page], request: ReadRequest) -> Reading:
+    """Feed every page to the backup, the frames and the snapshot; the backup is finished
+    (fsynced, with its manifest) only when every page went through."""
+    with ExitStack() as stack:
+        writer = None
+        if request.backup is not None:
+            target = request.backup
+            writer = stack.enter_context(
+                BackupWriter(
+                    target.backup_dir,
+                    kind.name,
+                    target.server_url,
+                    target.run_id,
+                    agent_version=kind.agent_version,
+                )
+            )
+        baseline = FrameBuilder(kind.gate_kind) if request.baseline_sources is not None else None
+        candidate = FrameBuilder(kind.gate_kind) if request.candidate else None
+        sink = PageSink(kind, writer, baseline, candidate, sources=request.baseline_sources or ())
+        counted = CountedRows(request.count_at) if request.count_at is not None else None
+        for page in pages:
+            sink.add(page)
+            if counted is not None:
+                counted.add(page)
+    return Reading(
+        snapshot=sink.snapshot,
+        backup=writer.info if writer is not None else None,
+        baseline=baseline.frame() if baseline is not None else None,
+        candidate=candidate.frame() if candidate is not None else None,
+        counted=counted,
+    )

@@ -1,0 +1,145 @@
+"""Ids per status, what an upgrade must leave, and verification by identity.
+
+An upgrade is checked id by id, never by counts: the rows it promoted are CURRENT, the rows
+it archived are ARCHIVED, the CURRENT rows it had to spare are still CURRENT, and every row
+that disappeared is in the backup.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.kinds import Kind, Status, row_status
+
+SHOWN_IDS = 10
+"""How many ids a message names before it says 'and N more'."""
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Rows per status (profiles, or one agent_version's user playbooks)."""
+
+    current: int
+    pending: int
+    archived: int
+
+    def as_dict(self) -> dict[str, int]:
+        """{'current': .., 'pending': .., 'archived': ..}."""
+        return {"current": self.current, "pending": self.pending, "archived": self.archived}
+
+
+@dataclass
+class IdSnapshot:
+    """The ids of every row per status at one moment, with each row's user."""
+
+    current: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, str] = field(default_factory=dict)
+    archived: dict[str, str] = field(default_factory=dict)
+
+    def add(self, kind: Kind, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Record a page of listed rows (tombstoned rows are not live and are skipped)."""
+        for row in rows:
+            status = row_status(row)
+            if status is not None:
+                user = sys.intern(str(row.get("user_id")))
+                self.of(status)[kind.row_id(row)] = user
+
+    def of(self, status: Status) -> dict[str, str]:
+        """id -> user of one status."""
+        return {"current": self.current, "pending": self.pending, "archived": self.archived}[status]
+
+    def all_ids(self) -> set[str]:
+        """Every live id, whatever its status."""
+        return set(self.current) | set(self.pending) | set(self.archived)
+
+    def counts(self) -> Counts:
+        """Rows per status."""
+        return Counts(len(self.current), len(self.pending), len(self.archived))
+
+
+@dataclass(frozen=True)
+class ExpectedState:
+    """What an upgrade must leave, by id."""
+
+    promoted: frozenset[str]
+    current: frozenset[str]
+    archived: frozenset[str]
+    deleted: frozenset[str]
+
+    def counts(self) -> Counts:
+        """Rows per status once the upgrade is done."""
+        return Counts(len(self.current), 0, len(self.archived))
+
+
+def expected_after_upgrade(
+    kind: Kind, before: IdSnapshot, only_affected_users: bool
+) -> ExpectedState:
+    """PENDING promoted; CURRENT archived (only the affected users' when the kind allows
+    sparing the others); the old ARCHIVED rows deleted (H1: organisation-wide for profiles,
+    the agent_version's for playbooks)."""
+    promoted = frozenset(before.pending)
+    if kind.upgrade_may_spare_unaffected_users and only_affected_users:
+        affected = set(before.pending.values())
+        archived = frozenset(i for i, user in before.current.items() if user in affected)
+    else:
+        archived = frozenset(before.current)
+    kept = frozenset(before.current) - archived
+    return ExpectedState(
+        promoted=promoted,
+        current=promoted | kept,
+        archived=archived,
+        deleted=frozenset(before.archived),
+    )
+
+
+class VerificationFailed(RuntimeError):
+    """The server's rows after an upgrade are not the ones the upgrade had to leave."""
+
+
+def name_ids(ids: Iterable[str]) -> str:
+    """'a, b, c' for a few ids, 'a, b, ... and 990 more' for many (sorted, stable)."""
+    ordered = sorted(ids)
+    shown = ", ".join(ordered[:SHOWN_IDS])
+    more = len(ordered) - SHOWN_IDS
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def id_problems(
+    expected: ExpectedState, after: IdSnapshot, backed_up: frozenset[str] | set[str]
+) -> list[str]:
+    """Every way the server's ids differ from what the upgrade had to leave; empty when
+    they match exactly."""
+    problems: list[str] = []
+
+    def differ(label: str, want: frozenset[str], have: set[str]) -> None:
+        missing, extra = want - have, have - want
+        if missing:
+            problems.append(f"{len(missing)} id(s) not {label}: {name_ids(missing)}")
+        if extra:
+            problems.append(f"{len(extra)} unexpected {label} id(s): {name_ids(extra)}")
+
+    unpromoted = expected.promoted - set(after.current)
+    if unpromoted:
+        problems.append(f"{len(unpromoted)} row(s) not promoted: {name_ids(unpromoted)}")
+    differ("CURRENT", expected.current - unpromoted, set(after.current) - unpromoted)
+    differ("ARCHIVED", expected.archived, set(after.archived))
+    if after.pending:
+        problems.append(f"{len(after.pending)} row(s) still PENDING: {name_ids(after.pending)}")
+    before_ids = expected.current | expected.archived | expected.deleted
+    gone = before_ids - after.all_ids()
+    lost = gone - set(backed_up)
+    if lost:
+        problems.append(f"{len(lost)} row(s) gone and NOT in the backup: {name_ids(lost)}")
+    return problems
+
+
+def verify_ids(
+    expected: ExpectedState, after: IdSnapshot, backed_up: frozenset[str] | set[str]
+) -> None:
+    """Raise VerificationFailed naming every id that is not where the upgrade had to put it."""
+    problems = id_problems(expected, after, backed_up)
+    if problems:
+        raise VerificationFailed("Post-upgrade verification failed: " + "; ".join(problems) + ".")

@@ -1,0 +1,37 @@
+"""Every shared name in one place: work pool, blocks, tags, the per-server lock, events and
+artifact keys. The flows, `deployments.setup` and (checked by a test) `prefect.yaml` use
+these; change a name here and nowhere else."""
+
+from __future__ import annotations
+
+from core.identity import server_slug
+
+WORK_POOL = "reflexio-pool"
+SECRET_BLOCK = "reflexio-api-key"
+NOTIFICATION_BLOCK = "reflexio-alerts"
+FLOW_TAG = "reflexio"
+
+EVENT_STALL_DETECTED = "reflexio.stall.detected"
+EVENT_GATE_PASSED = "reflexio.gate.passed"
+EVENT_GATE_FAILED = "reflexio.gate.failed"
+EVENT_UPGRADED = "reflexio.upgraded"
+EVENT_ROLLED_BACK = "reflexio.rolled-back"
+EVENT_RESTORED = "reflexio.restored"
+
+SWEEP_ARTIFACT = "manual-sweep-summary"
+CLEAR_USERS_ARTIFACT = "clear-users-summary"
+
+
+def lock_name(url: str) -> str:
+    """Global concurrency limit of one server: one regeneration at a time."""
+    return f"reflexio-regeneration-{server_slug(url)}"
+
+
+def restore_artifact(url: str) -> str:
+    """Summary artifact key of the restore flow on one server."""
+    return f"restore-{server_slug(url)}-summary"
+
+
+def prompt_check_artifact(url: str) -> str:
+    """Report artifact key of the prompt check on one server."""
+    return f"prompt-check-{server_slug(url)}"

@@ -1,0 +1,191 @@
+"""The regeneration engine's effects as Prefect tasks, for one kind on one server.
+
+`PrefectOps` is the `flows.engine.ServerOps` the flows use: every method is one task (or
+a few batched ones) from tasks/, so each step shows in the run's task list with its
+retries. Listings go through `read_rows`, which streams the complete, proven listing of
+each status into the backup, the gate's frames and the id snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from core.kinds import Kind
+from core.listing import check_against_statistics
+from core.sinks import Page, Reading, ReadRequest, consume
+from core.stall import Stall
+from core.state import Counts
+from gate import GatePolicy, GateReport
+from reflexio_api import ReflexioClient, ReflexioSettings
+from reflexio_api.models import OperationStatus
+from reflexio_api.paging import PAGE_SIZE
+from tasks import events
+from tasks.gate import run_gate
+from tasks.notify import send_notification
+from tasks.retry import honour_retry_after, retry_options
+from tasks.server import (
+    add_profiles,
+    add_user_playbooks,
+    delete_profiles,
+    delete_user_playbooks,
+    downgrade_profiles,
+    downgrade_user_playbooks,
+    profile_counts,
+    refuse_if_operation_running,
+    run_playbook_aggregation,
+    start_playbook_rerun,
+    start_profile_rerun,
+    upgrade_profiles,
+    upgrade_user_playbooks,
+    wait_for_operation,
+)
+from tasks.stall import check_stall, clear_inferred_stall, report_inferred_stall
+
+BATCH = 5_000
+"""Ids per delete call and rows per re-create call."""
+PAGES_PER_STATUS = 8
+MAX_PAGE = 100_000
+"""Every listing request makes the server sort the whole status (no index on the
+timestamp), so a large status is read in about PAGES_PER_STATUS pages, at most MAX_PAGE
+rows each (memory), never fewer than the client's PAGE_SIZE."""
+
+
+def page_size(rows: int) -> int:
+    """Rows per listing page for a status of about `rows` rows."""
+    return max(PAGE_SIZE, min(MAX_PAGE, rows // PAGES_PER_STATUS))
+
+
+def _pages(
+    client: ReflexioClient, kind: Kind, request: ReadRequest, counts: Counts | None
+) -> Iterator[Page]:
+    """Pages of every requested status, as plain dicts with their status stamped."""
+    if kind.agent_version is None:
+        for status in request.statuses:
+            stamped = None if status == "current" else status
+            expected = getattr(counts, status) if counts is not None else None
+            pages = client.iter_profiles(
+                status, page_size=page_size(expected or 0), expected_total=expected
+            )
+            for page in pages:
+                yield [{**r.model_dump(), "status": r.status or stamped} for r in page]
+        return
+    only = request.statuses[0] if len(request.statuses) == 1 else None
+    for page in client.iter_user_playbooks(status=only, agent_version=kind.agent_version):
+        yield [
+            {**r.model_dump(), "status": r.status or (None if only in (None, "current") else only)}
+            for r in page
+        ]
+
+
+@task(name="read-rows", cache_policy=NO_CACHE, timeout_seconds=3600, **retry_options())
+def read_rows(settings: ReflexioSettings, kind: Kind, request: ReadRequest) -> Reading:
+    """One complete pass over the requested statuses into the request's sinks. Profiles are
+    proven complete against the server's counts read before and after; a retry starts the
+    pass (and its backup file) anew."""
+    if not kind.counted_by_server:
+        with honour_retry_after(), ReflexioClient(settings) as client:
+            return consume(kind, _pages(client, kind, request, None), request)
+    before = profile_counts.fn(settings)
+    request = replace(request, count_at=int(time.time()))
+    with honour_retry_after(), ReflexioClient(settings) as client:
+        reading = consume(kind, _pages(client, kind, request, before), request)
+    after = profile_counts.fn(settings)
+    assert reading.counted is not None
+    check_against_statistics(kind.label, reading.counted.counts(), before, after, request.statuses)
+    return reading
+
+
+def _batches(items: list[Any], size: int = BATCH) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class PrefectOps:
+    """ServerOps for one kind on one server, every effect a Prefect task."""
+
+    settings: ReflexioSettings
+    kind: Kind
+    notification_block: str
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def check_stall(self) -> tuple[Stall | None, str]:
+        return check_stall(self.settings, self.notification_block)
+
+    def refuse_if_running(self) -> None:
+        refuse_if_operation_running(self.settings, self.kind.service)
+
+    def read(self, request: ReadRequest) -> Reading:
+        return read_rows(self.settings, self.kind, request)
+
+    def delete(self, ids: Collection[str]) -> int:
+        server_ids = sorted(self.kind.server_id(i) for i in ids)  # type: ignore[type-var]
+        task_ = delete_profiles if self.kind.agent_version is None else delete_user_playbooks
+        return sum(task_(self.settings, batch) for batch in _batches(server_ids))
+
+    def start_rerun(
+        self, source: str | None, start_time: datetime | None, end_time: datetime | None
+    ) -> str:
+        if self.kind.agent_version is None:
+            return start_profile_rerun(self.settings, source, start_time, end_time)
+        return start_playbook_rerun(
+            self.settings, self.kind.agent_version, source, start_time, end_time
+        )
+
+    def wait(self, operation_id: str, timeout_s: float, artifact_key: str) -> OperationStatus:
+        return wait_for_operation(
+            self.settings, self.kind.service, operation_id, timeout_s, artifact_key
+        )
+
+    def report_inferred_stall(self, stall: Stall) -> str:
+        return report_inferred_stall(self.settings, stall, self.notification_block)
+
+    def clear_inferred_stall(self) -> None:
+        clear_inferred_stall(self.settings)
+
+    def gate(
+        self,
+        candidate: pd.DataFrame,
+        baseline: pd.DataFrame,
+        policy: GatePolicy,
+        artifact_prefix: str,
+        dask_address: str | None,
+    ) -> GateReport:
+        return run_gate(
+            candidate, baseline, policy, self.kind.gate_kind, artifact_prefix, dask_address
+        )
+
+    def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
+        if self.kind.agent_version is None:
+            return upgrade_profiles(self.settings, only_affected_users, pending_before)
+        return upgrade_user_playbooks(self.settings, self.kind.agent_version, pending_before)
+
+    def downgrade(self, only_affected_users: bool) -> dict[str, Any]:
+        if self.kind.agent_version is None:
+            return downgrade_profiles(self.settings, only_affected_users)
+        return downgrade_user_playbooks(self.settings, self.kind.agent_version)
+
+    def recreate(self, rows: list[dict[str, Any]]) -> int:
+        task_ = add_profiles if self.kind.agent_version is None else add_user_playbooks
+        return sum(task_(self.settings, batch) for batch in _batches(rows, 500))
+
+    def aggregate(self) -> str:
+        assert self.kind.agent_version is not None
+        return run_playbook_aggregation(self.settings, self.kind.agent_version)
+
+    def notify(self, subject: str, body: str) -> None:
+        send_notification(self.notification_block, subject, body)
+
+    def emit(self, event: str, **payload: Any) -> None:
+        events.emit(event, self.url, **payload)

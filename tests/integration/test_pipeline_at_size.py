@@ -1,0 +1,177 @@
+"""The nightly run on a server of production shape: more ARCHIVED rows than any page,
+half of them sharing one second (as after a large upgrade), and CURRENT rows of users the
+rerun does not touch. Real server, real flows; rows are checked by id."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from core.backup import open_backup
+from core.kinds import PROFILE_KEYS, comparable
+from core.outcome import Decision
+from core.touched import read_touched_ids
+from flows.params import RegenerationParams, RestoreParams
+from flows.profile_regeneration import profile_regeneration
+from flows.restore import restore_profiles
+from local_stack.bulk_seed import ProfileSeed
+from local_stack.fault_proxy import FaultProxy
+from local_stack.stack import LocalStack
+from reflexio_api import ReflexioClient, ReflexioSettings
+
+pytestmark = pytest.mark.integration
+
+ARCHIVED = 25_000
+SAME_SECOND = 12_000
+SPARED_CURRENT = 2_000
+LARGE = "large"
+
+
+def _ids(url: str, status: str) -> set[str]:
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        return {p.profile_id for p in client.list_profiles(status)}
+
+
+def _rows(url: str, *statuses: str) -> list[dict]:
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        out = []
+        for status in statuses:
+            stamp = None if status == "current" else status
+            out += [
+                {**p.model_dump(), "status": p.status or stamp}
+                for p in client.list_profiles(status)
+            ]
+        return out
+
+
+@pytest.fixture(scope="module")
+def large(stack: LocalStack):
+    """The seeded users plus 25,000 ARCHIVED rows (12,000 in one second) and 2,000
+    CURRENT rows of users without interactions; snapshotted once for the module."""
+    stack.restore("seeded")
+    result = stack.bulk_seed(
+        [
+            ProfileSeed("archived", ARCHIVED, users=2_500, same_second=SAME_SECOND),
+            ProfileSeed("current", SPARED_CURRENT, users=1_000, sources=("chat", "email")),
+        ]
+    )
+    stack.snapshot(LARGE)
+    yield result
+    stack.restore("seeded")
+
+
+@pytest.fixture
+def large_stack(stack: LocalStack, large) -> LocalStack:
+    stack.restore(LARGE)
+    return stack
+
+
+def test_nightly_run_loses_nothing_and_restore_brings_everything_back(
+    large_stack, large, prefect_api, tmp_path: Path
+):
+    url = large_stack.url
+    before = {s: _ids(url, s) for s in ("current", "archived")}
+    assert before["archived"] == large.profile_ids("archived")
+    spared = large.profile_ids("current")
+    before_rows = _rows(url, "current", "archived")
+
+    state = profile_regeneration(
+        RegenerationParams(reflexio_url=url, backup_dir=tmp_path), return_state=True
+    )
+
+    assert state.is_completed(), state.message
+    outcome = state.result()
+    assert outcome.decision is Decision.UPGRADED
+    touched = read_touched_ids(Path(outcome.touched.ids_file))
+    after = {s: _ids(url, s) for s in ("current", "archived")}
+    # CURRENT: exactly the promoted rows and the rows of users the upgrade did not touch.
+    assert after["current"] == set(touched["promoted"]) | spared
+    assert after["archived"] == set(touched["archived"]) == before["current"] - spared
+    # Every old ARCHIVED row was deleted (H1), and every one of them is in the backup.
+    assert set(touched["deleted"]) == before["archived"]
+    backup = open_backup(Path(outcome.backup))
+    backed = {r["profile_id"] for r in backup.iter_rows()}
+    assert before["archived"] | before["current"] <= backed
+
+    restored = restore_profiles(
+        RestoreParams(reflexio_url=url, backup_file=outcome.backup, remove_newer=True),
+        return_state=True,
+    )
+    assert restored.is_completed(), restored.message
+    assert comparable(_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
+        before_rows, PROFILE_KEYS
+    )
+
+
+def test_a_listing_that_does_not_add_up_stops_the_run_before_any_write(
+    large_stack, prefect_api, tmp_path: Path
+):
+    url = large_stack.url
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        stats = client.get_profile_statistics()
+
+    def drop_one_row(body: dict) -> dict:
+        return {**body, "user_profiles": body["user_profiles"][1:]}
+
+    with FaultProxy(url) as proxy:
+        # A server (or a proxy) that quietly cuts a listing: its answers look complete.
+        proxy.add(
+            fault="body",
+            method="GET",
+            path="status_filter=archived",
+            times=None,
+            transform=drop_one_row,
+        )
+        state = profile_regeneration(
+            RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path), return_state=True
+        )
+        writes = [r for r in proxy.calls() if r.method != "GET"]
+
+    assert state.is_failed()
+    outcome = state.result(raise_on_failure=False)
+    assert outcome.decision is Decision.REFUSED, outcome.message
+    assert "archived" in outcome.message
+    assert writes == []
+    assert not list(tmp_path.glob("*.manifest.json"))  # no finished backup of partial data
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        assert client.get_profile_statistics() == stats
+
+
+def test_a_row_the_server_did_not_promote_is_caught_by_id_and_rolled_back(
+    large_stack, prefect_api, tmp_path: Path
+):
+    url = large_stack.url
+    before_rows = _rows(url, "current", "archived")
+    stuck: list[str] = []
+
+    def leave_one_pending(body: dict) -> dict:
+        # The upgrade ran; now one promoted row goes back to PENDING, as if the server had
+        # skipped it. The counts it reports stay those of a full upgrade.
+        with sqlite3.connect(large_stack.server.db_path, timeout=30) as db:
+            (row_id,) = db.execute(
+                "SELECT profile_id FROM profiles WHERE status IS NULL AND profile_id "
+                "NOT LIKE 'bulk-%' ORDER BY profile_id LIMIT 1"
+            ).fetchone()
+            db.execute("UPDATE profiles SET status = 'pending' WHERE profile_id = ?", (row_id,))
+        stuck.append(row_id)
+        return body
+
+    with FaultProxy(url) as proxy:
+        proxy.add(
+            fault="body", method="POST", path="upgrade_all_profiles", transform=leave_one_pending
+        )
+        state = profile_regeneration(
+            RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path), return_state=True
+        )
+
+    assert state.is_failed()
+    outcome = state.result(raise_on_failure=False)
+    assert outcome.decision is Decision.ROLLED_BACK, outcome.message
+    assert f"not promoted: {stuck[0]}" in outcome.message
+    assert "data equals the backup" in outcome.message
+    assert comparable(_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
+        before_rows, PROFILE_KEYS
+    )
+    assert _ids(url, "pending") == set()

@@ -1,0 +1,219 @@
+"""An in-memory Reflexio server behind the engine's ServerOps, for fast flow-branch tests.
+
+It implements what the engine relies on as reflexio-ai 0.2.32 does it: reruns add PENDING
+rows (a playbook rerun also tombstones the CURRENT rows of the users it re-derives, H6);
+the upgrade deletes every ARCHIVED row (H1), archives CURRENT (only the affected users'
+with only_affected_users, profiles only) and promotes PENDING; the downgrade swaps CURRENT
+and ARCHIVED; re-created profiles keep their ids, re-created playbooks get new ones.
+Listings, backups and frames go through the real core code (`consume`). Faults are
+switched on by attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import count
+from typing import Any
+
+import pandas as pd
+
+from core.kinds import Kind, row_status
+from core.sinks import Reading, ReadRequest, consume
+from core.stall import Stall
+from gate import GatePolicy, GateReport, evaluate
+from reflexio_api import ServerReportedFailure
+from reflexio_api.models import OperationStatus
+
+FAR_FUTURE = 4_102_444_800
+PAGE = 7
+
+
+def profile(pid: str, user: str, content: str, status: str | None = None, source="chat"):
+    """A profile row as the server lists it."""
+    return {
+        "profile_id": pid,
+        "user_id": user,
+        "content": content,
+        "source": source,
+        "generated_from_request_id": f"req-{user}",
+        "status": status,
+        "last_modified_timestamp": 1_700_000_000,
+        "expiration_timestamp": FAR_FUTURE,
+    }
+
+
+def playbook(pid: int, user: str, content: str, status: str | None = None, av: str = "v1"):
+    """A user playbook row as the server lists it."""
+    return {
+        "user_playbook_id": pid,
+        "user_id": user,
+        "content": content,
+        "trigger": f"when {content}",
+        "source": "chat",
+        "request_id": f"req-{user}",
+        "agent_version": av,
+        "status": status,
+    }
+
+
+Rerun = Callable[["FakeOps"], list[dict[str, Any]]]
+
+
+@dataclass
+class FakeOps:
+    """ServerOps over rows in memory; `calls` records every effect in order."""
+
+    kind: Kind
+    rows: dict[str, dict[str, Any]]
+    rerun_output: Rerun
+    url: str = "http://127.0.0.1:9"
+    stall: Stall | None = None
+    rerun_status: str = "completed"
+    upgrade_skips: set[str] = field(default_factory=set)
+    """Ids of PENDING rows the upgrade leaves PENDING (a server that did not promote them)."""
+    upgrade_raises: bool = False
+    """The upgrade applies, then answers with an error."""
+    downgrade_raises: bool = False
+    read_raises: Exception | None = None
+    calls: list[str] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _ids: count = field(default_factory=lambda: count(10_000))
+
+    def _live(self, row: dict[str, Any]) -> bool:
+        return row_status(row) is not None
+
+    def check_stall(self) -> tuple[Stall | None, str]:
+        self.calls.append("check_stall")
+        return self.stall, "notified" if self.stall else ""
+
+    def refuse_if_running(self) -> None:
+        self.calls.append("refuse_if_running")
+
+    def read(self, request: ReadRequest) -> Reading:
+        self.calls.append(f"read:{','.join(request.statuses)}")
+        if self.read_raises is not None:
+            raise self.read_raises
+        rows = [
+            dict(r)
+            for _, r in sorted(self.rows.items())
+            if self._live(r) and row_status(r) in request.statuses
+        ]
+        pages = [rows[i : i + PAGE] for i in range(0, len(rows), PAGE)]
+        return consume(self.kind, pages, request)
+
+    def delete(self, ids: Collection[str]) -> int:
+        self.calls.append(f"delete:{len(ids)}")
+        return sum(self.rows.pop(i, None) is not None for i in list(ids))
+
+    def start_rerun(
+        self, source: str | None, start_time: datetime | None, end_time: datetime | None
+    ) -> str:
+        self.calls.append(f"rerun:{source}")
+        for row in self.rerun_output(self):
+            if self.kind.rerun_tombstones_current:
+                for old in self.rows.values():
+                    if old["user_id"] == row["user_id"] and old.get("status") is None:
+                        old["status"] = "merged"
+            self.rows[self.kind.row_id(row)] = row
+        return "op-1"
+
+    def wait(self, operation_id: str, timeout_s: float, artifact_key: str) -> OperationStatus:
+        self.calls.append("wait")
+        return OperationStatus.model_validate(
+            {
+                "service_name": self.kind.service,
+                "status": self.rerun_status,
+                "started_at": 1,
+                "total_users": 2,
+                "processed_users": 2,
+                "failed_users": 0 if self.rerun_status == "completed" else 2,
+                "stats": {"total_generated": 1},
+                "request_params": {"operation_id": operation_id},
+            }
+        )
+
+    def report_inferred_stall(self, stall: Stall) -> str:
+        self.calls.append("report_inferred_stall")
+        return "notified"
+
+    def clear_inferred_stall(self) -> None:
+        self.calls.append("clear_inferred_stall")
+
+    def gate(
+        self,
+        candidate: pd.DataFrame,
+        baseline: pd.DataFrame,
+        policy: GatePolicy,
+        artifact_prefix: str,
+        dask_address: str | None,
+    ) -> GateReport:
+        self.calls.append("gate")
+        return evaluate(candidate, baseline, policy=policy, kind=self.kind.gate_kind)
+
+    def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
+        self.calls.append("upgrade")
+        pending = {i: r for i, r in self.rows.items() if r.get("status") == "pending"}
+        affected = {r["user_id"] for r in pending.values()}
+        spare = self.kind.upgrade_may_spare_unaffected_users and only_affected_users
+        for i in [i for i, r in self.rows.items() if r.get("status") == "archived"]:
+            del self.rows[i]
+        for row in self.rows.values():
+            if row.get("status") is None and (not spare or row["user_id"] in affected):
+                row["status"] = "archived"
+        for i, row in pending.items():
+            if i not in self.upgrade_skips:
+                row["status"] = None
+        if self.upgrade_raises:
+            raise ServerReportedFailure("upgrade answer: boom", server_message="boom")
+        return {"message": f"Upgraded: {len(pending)} promoted"}
+
+    def downgrade(self, only_affected_users: bool) -> dict[str, Any]:
+        self.calls.append("downgrade")
+        if self.downgrade_raises:
+            raise ServerReportedFailure("downgrade refused", server_message="refused")
+        for row in self.rows.values():
+            status = row.get("status")
+            if status is None:
+                row["status"] = "archived"
+            elif status == "archived":
+                row["status"] = None
+        return {"message": "Downgraded"}
+
+    def recreate(self, rows: list[dict[str, Any]]) -> int:
+        self.calls.append(f"recreate:{len(rows)}")
+        for row in rows:
+            if self.kind.recreate_keeps_ids:
+                self.rows[self.kind.row_id(row)] = dict(row)
+            else:
+                new_id = next(self._ids)
+                self.rows[str(new_id)] = {
+                    **row,
+                    self.kind.id_field: new_id,
+                    "status": None,
+                }
+        return len(rows)
+
+    def aggregate(self) -> str:
+        self.calls.append("aggregate")
+        return "Skipped: not enough new playbooks"
+
+    def notify(self, subject: str, body: str) -> None:
+        self.calls.append("notify")
+        self.notes.append(subject)
+
+    def emit(self, event: str, **payload: Any) -> None:
+        self.events.append((event, payload))
+
+    # --- what tests read --------------------------------------------------------------
+
+    def ids(self, status: str) -> set[str]:
+        """Ids of the live rows in one status."""
+        return {i for i, r in self.rows.items() if row_status(r) == status}
+
+    def writes(self) -> list[str]:
+        """The calls that change the server."""
+        kinds = ("delete", "rerun", "upgrade", "downgrade", "recreate", "aggregate")
+        return [c for c in self.calls if c.split(":")[0] in kinds]
