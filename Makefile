@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: main test lint install-server
+.PHONY: main test test-all lint install-server
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,15 @@ install-server: $(BIN)/.installed
 main: install-server
 	$(BIN)/python -m flows.main_job
 
-## Lint, then every test (unit, integration against the real server, reliability).
+## Lint, then the tests CI runs: unit, integration against the real server, reliability
+## (the production-size cases marked slow are left to test-all).
 test: install-server
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q -m "not slow"
+
+## Lint, then every test, the slow production-size cases included.
+test-all: install-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q

@@ -183,21 +183,26 @@ def _descendants(root: int) -> set[int]:
 
 
 class _TreeRss:
-    """Peak of the summed RSS of this process and its descendants (the gate's workers, the
-    Dask nannies and workers) but `exclude`, sampled every 0.2 s from /proc (Linux);
-    ru_maxrss covers only this process."""
+    """Peaks of the RSS of this process and of the summed RSS of its descendants (the gate's
+    workers, the Dask nannies and workers) but `exclude`, sampled every 0.2 s from /proc
+    (Linux); ru_maxrss covers only this process, over its whole life."""
 
     def __init__(self, exclude: frozenset[int] = frozenset()) -> None:
         self.exclude = exclude
         self.peak = 0
+        self.own_peak = 0
+        self.others_peak = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._done.wait(0.2):
-            pids = _descendants(os.getpid()) - self.exclude
-            self.peak = max(self.peak, _rss_kb(os.getpid()) + sum(map(_rss_kb, pids)))
+            own = _rss_kb(os.getpid())
+            others = sum(map(_rss_kb, _descendants(os.getpid()) - self.exclude))
+            self.own_peak = max(self.own_peak, own)
+            self.others_peak = max(self.others_peak, others)
+            self.peak = max(self.peak, own + others)
 
     def stop(self) -> int:
         """Stop sampling; the peak in KiB (at least this process's ru_maxrss so far)."""
@@ -206,9 +211,9 @@ class _TreeRss:
         return max(self.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _on_dask(cand, base) -> tuple:
-    """Evaluate on a fresh 2-worker LocalCluster through prefect-dask; the report, the gate's
-    seconds, and the processes to leave out of the memory figure (the Prefect API's)."""
+def _on_dask(cand, base, sampler: _TreeRss) -> tuple:
+    """Evaluate on a fresh 2-worker LocalCluster through prefect-dask; the report and the
+    gate's seconds. The Prefect API's processes are left out of the memory figures."""
     from distributed import LocalCluster
     from prefect.testing.utilities import prefect_test_harness
 
@@ -217,14 +222,14 @@ def _on_dask(cand, base) -> tuple:
     from tasks.gate import DASK_SHARDS, evaluate_on_dask
 
     with prefect_test_harness(server_startup_timeout=120):
-        exclude = frozenset(_descendants(os.getpid()))
+        sampler.exclude = frozenset(_descendants(os.getpid()))
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
             start = time.perf_counter()
             gate_plan = plan(cand, base, DASK_SHARDS)
             report = evaluate_on_dask(
                 gate_plan, GatePolicy(), "profiles", cluster.scheduler_address
             )
-            return report, time.perf_counter() - start, exclude
+            return report, time.perf_counter() - start
 
 
 def run_one(n: int, dask: bool = False) -> dict:
@@ -243,8 +248,7 @@ def run_one(n: int, dask: bool = False) -> dict:
     cpu_start = _cpu_s()
     if dask:
         sampler = _TreeRss(frozenset(_descendants(os.getpid())))
-        report, gate_s, exclude = _on_dask(cand, base)
-        sampler.exclude = exclude
+        report, gate_s = _on_dask(cand, base, sampler)
     else:
         sampler = _TreeRss()
         start = time.perf_counter()
@@ -263,6 +267,8 @@ def run_one(n: int, dask: bool = False) -> dict:
         "gate_vs_parse": round(gate_s / parse_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "tree_peak_rss_mb": round(sampler.stop() / 1024),
+        "gate_own_rss_mb": round(sampler.own_peak / 1024),
+        "gate_workers_rss_mb": round(sampler.others_peak / 1024),
         "gate_cpu_s": round(gate_cpu_s, 1),
         "verdict": report.verdict.value,
     }
@@ -283,9 +289,10 @@ def main() -> None:
     sizes = [*args.sizes, *([1_000_000] if args.with_1m else [])]
     print(
         "| runner | candidate | baseline | users | parse s | gate s | rows/s | gate/parse "
-        "| peak RSS MB | peak RSS all processes MB | gate CPU s | load before |"
+        "| peak RSS MB | peak RSS all processes MB | during gate: this process MB "
+        "| during gate: workers MB | gate CPU s | load before |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n, dask in ((n, dask) for n in sizes for dask in (False, True)[: 1 + args.dask]):
         with open("/proc/loadavg") as f:
             load = f.read().split()[0]
@@ -296,7 +303,8 @@ def main() -> None:
             f"| {r['runner']} | {r['candidate_rows']} | {r['baseline_rows']} | {r['users']} | "
             f"{r['parse_s']} | "
             f"{r['gate_s']} | {r['gate_rows_per_s']} | {r['gate_vs_parse']} | {r['peak_rss_mb']} | "
-            f"{r['tree_peak_rss_mb']} | {r['gate_cpu_s']} | {load} |",
+            f"{r['tree_peak_rss_mb']} | {r['gate_own_rss_mb']} | {r['gate_workers_rss_mb']} | "
+            f"{r['gate_cpu_s']} | {load} |",
             flush=True,
         )
 

@@ -37,6 +37,7 @@ from core.state import (
     verify_ids,
 )
 from core.touched import write_touched_ids
+from core.upgrade import UpgradeNotApplied, UpgradeUndetermined
 from deployments import catalogue
 from flows.params import PlaybookRegenerationParams, RegenerationParams
 from gate import GatePolicy, GateReport, Severity
@@ -324,13 +325,20 @@ class Engine:
         backed_up = before.snapshot.all_ids()
         try:
             result = self.ops.upgrade(only_affected, len(expected.promoted))
-            self.summary.note(f"Upgrade: {result.get('message')}")
+        except UpgradeNotApplied as exc:
+            return self.outcome(Decision.ERROR, f"{exc} {self.leave_candidate()}", gate=gate)
+        except UpgradeUndetermined as exc:
+            message = f"{exc} Backup: {self.summary.backup_path}."
+            return self.outcome(Decision.ERROR, message, gate=gate)
+        except Exception as exc:
+            return self.roll_back(self.reason(exc), gate, before.snapshot)
+        self.summary.note(f"Upgrade: {result.get('message')}")
+        try:
             after = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
             self.summary.counts_after = after.counts().as_dict()
             verify_ids(expected, after, backed_up)
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, ReflexioError | RuntimeError) else repr(exc)
-            return self.roll_back(reason, gate, before.snapshot)
+            return self.roll_back(self.reason(exc), gate, before.snapshot)
         touched = self.touched(expected)
         self.ops.emit(
             catalogue.EVENT_UPGRADED,
@@ -349,6 +357,11 @@ class Engine:
         )
         outcome = self.outcome(Decision.UPGRADED, message, gate=gate, touched=touched)
         return self.after_upgrade(outcome)
+
+    @staticmethod
+    def reason(exc: Exception) -> str:
+        """An error as the sentence a rollback names."""
+        return str(exc) if isinstance(exc, ReflexioError | RuntimeError) else repr(exc)
 
     def touched(self, expected: ExpectedState) -> TouchedIds:
         """Counts of the ids the upgrade touched, and the file naming each one."""

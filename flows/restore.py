@@ -35,10 +35,14 @@ from flows.params import RestoreParams
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks import events
 from tasks.report import RunSummary
-from tasks.server import add_profiles, delete_profiles, list_profiles, profile_counts
+from tasks.server import (
+    RECREATE_BATCH,
+    add_profiles,
+    delete_profiles,
+    list_profiles,
+    profile_counts,
+)
 
-PAGE = 1000
-"""Backed-up rows re-created per add_user_profile request."""
 RESTORED: tuple[Literal["current", "archived"], ...] = ("current", "archived")
 """The statuses a restore puts back; a v2 backup also holds PENDING rows, left alone."""
 
@@ -83,7 +87,7 @@ def _plan(backup: Backup, present: Mapping[str, bytes]) -> tuple[set[str], int]:
 def _recreate(settings: ReflexioSettings, backup: Backup, present: Mapping[str, bytes]) -> int:
     """Re-create, a page at a time, the backed-up rows the server lacks or holds differently."""
     added = 0
-    for page in _pages(_restorable(backup), PAGE):
+    for page in _pages(_restorable(backup), RECREATE_BATCH):
         todo = [r for r in page if present.get(r["profile_id"]) != _fingerprint(r)]
         if todo:
             added += add_profiles(settings, todo)

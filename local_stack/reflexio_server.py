@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -60,6 +61,7 @@ class ReflexioServer:
         port: int | None = None,
         api_key: str | None = None,
         rate_limits: bool = False,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.venv = venv
         self.state_dir = state_dir
@@ -67,6 +69,9 @@ class ReflexioServer:
         self.port = port or free_port()
         self.api_key = api_key
         self.rate_limits = rate_limits
+        self.extra_env = dict(extra_env or {})
+        """Server settings beyond the defaults, e.g. REFLEXIO_ROW_LIMIT_PROFILES for a
+        server seeded with more than its 250,000-row retention cap."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -113,7 +118,7 @@ class ReflexioServer:
         }
         if self.api_key:
             env["REFLEXIO_API_KEY"] = self.api_key
-        return env
+        return {**env, **self.extra_env}
 
     def start(self) -> ReflexioServer:
         """Launch the server and wait until /health/ready answers 200. A startup that hangs

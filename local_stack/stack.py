@@ -24,6 +24,7 @@ class LocalStack:
     llm_port: int = 0
     api_key: str | None = None
     rate_limits: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
     llm: StandInLLM = field(init=False)
     server: ReflexioServer = field(init=False)
 
@@ -45,6 +46,7 @@ class LocalStack:
             port=self.port,
             api_key=self.api_key,
             rate_limits=self.rate_limits,
+            extra_env=self.extra_env,
         )
         try:
             self.server.start()

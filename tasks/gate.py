@@ -41,16 +41,51 @@ def gate_table(report: GateReport) -> list[dict[str, Any]]:
     ]
 
 
-@task(name="gate-idf-part", cache_policy=NO_CACHE)
+# The gate's data reaches the workers once, scattered by a Dask client; tasks and the flow
+# get only its Dask keys and futures. Nothing is hashed for caching, persisted, or sent to
+# the Prefect API but those keys and the policy.
+@task(name="gate-idf-part", cache_policy=NO_CACHE, persist_result=False)
 def idf_part_task(part: IdfPart) -> HashedTfidf:
     """Document frequencies of one part of the IDF sample."""
     return fit_part(part)
 
 
-@task(name="gate-shard", cache_policy=NO_CACHE)
+@task(name="gate-shard", cache_policy=NO_CACHE, persist_result=False)
 def shard_task(shard: Shard, idf: HashedTfidf, policy: GatePolicy) -> ShardResult:
     """The gate's per-user work on one user-hash shard."""
     return evaluate_shard(shard, idf, policy)
+
+
+@flow(name="evaluation-gate-shards", persist_result=False)
+def gate_shards(
+    idf_part_keys: list[str], shard_keys: list[str], policy: GatePolicy
+) -> list[ShardResult]:
+    """Fit the IDF weights and evaluate every shard, as tasks on the flow's DaskTaskRunner.
+
+    The parts and shards are already on the cluster (scattered under these Dask keys): each
+    task gets a Dask future, resolved on the worker that holds the data. The flow is defined
+    here, not in a closure, as Prefect ships the flow object with every task.
+    """
+    from distributed import Future
+
+    client = _runner_client()
+    idf = combine(f.result() for f in idf_part_task.map([Future(k, client) for k in idf_part_keys]))
+    [idf_on_workers] = client.scatter([idf], broadcast=True, hash=False)
+    futures = shard_task.map(
+        [Future(k, client) for k in shard_keys], unmapped(idf_on_workers), unmapped(policy)
+    )
+    return [f.result() for f in futures]
+
+
+def _runner_client() -> Any:
+    """The Dask client of the running flow's DaskTaskRunner."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    client = getattr(context.task_runner, "client", None) if context else None
+    if client is None:
+        raise RuntimeError("gate_shards runs only with a DaskTaskRunner (see evaluate_on_dask)")
+    return client
 
 
 def evaluate_on_dask(
@@ -61,9 +96,11 @@ def evaluate_on_dask(
 ) -> GateReport:
     """Run the plan's parts as Prefect tasks on the Dask cluster at `address`, then merge.
 
-    Raises DaskExtraMissing when prefect-dask is not installed.
+    The parts are scattered to the workers first (each to one worker); the flow's parameters
+    are their Dask keys. Raises DaskExtraMissing when prefect-dask is not installed.
     """
     try:
+        from distributed import Client
         from prefect_dask import DaskTaskRunner
     except ImportError:
         raise DaskExtraMissing(
@@ -72,14 +109,14 @@ def evaluate_on_dask(
             f"(dask_address / {DASK_ADDRESS_ENV}) unset to evaluate locally"
         ) from None
 
-    # The flow takes no parameters: Prefect would send them, frames and all, to its API.
-    @flow(name="evaluation-gate-shards", task_runner=DaskTaskRunner(address=address))
-    def gate_shards() -> GateReport:
-        idf = combine(f.result() for f in idf_part_task.map(gate_plan.idf_parts))
-        futures = shard_task.map(gate_plan.shards, unmapped(idf), unmapped(policy))
-        return merge([f.result() for f in futures], policy, kind)
-
-    return gate_shards()
+    # This client holds the scattered data until the flow has run (hash=False: random keys,
+    # no hashing of the frames).
+    with Client(address, set_as_default=False) as client:
+        parts = client.scatter(gate_plan.idf_parts, broadcast=False, hash=False)
+        shards = client.scatter(gate_plan.shards, broadcast=False, hash=False)
+        run = gate_shards.with_options(task_runner=DaskTaskRunner(address=address))
+        results = run([f.key for f in parts], [f.key for f in shards], policy)
+    return merge(results, policy, kind)
 
 
 @task(name="evaluation-gate", cache_policy=NO_CACHE)

@@ -32,6 +32,7 @@ from tasks.gate import run_gate
 from tasks.notify import send_notification
 from tasks.retry import honour_retry_after, retry_options
 from tasks.server import (
+    RECREATE_BATCH,
     add_profiles,
     add_user_playbooks,
     delete_profiles,
@@ -50,7 +51,7 @@ from tasks.server import (
 from tasks.stall import check_stall, clear_inferred_stall, report_inferred_stall
 
 BATCH = 5_000
-"""Ids per delete call and rows per re-create call."""
+"""Ids per delete call."""
 PAGES_PER_STATUS = 8
 MAX_PAGE = 100_000
 """Every listing request makes the server sort the whole status (no index on the
@@ -178,7 +179,7 @@ class PrefectOps:
 
     def recreate(self, rows: list[dict[str, Any]]) -> int:
         task_ = add_profiles if self.kind.agent_version is None else add_user_playbooks
-        return sum(task_(self.settings, batch) for batch in _batches(rows, 500))
+        return sum(task_(self.settings, batch) for batch in _batches(rows, RECREATE_BATCH))
 
     def aggregate(self) -> str:
         assert self.kind.agent_version is not None

@@ -9,6 +9,7 @@ and for backups.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -18,6 +19,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from core.state import Counts
+from core.upgrade import UpgradeNotApplied, UpgradeUndetermined, resolve
 from reflexio_api import ReflexioClient, ReflexioSettings, TransientError, UnexpectedPayload
 from reflexio_api.models import OperationStatus, ServiceName, StallState
 from tasks.retry import honour_retry_after, retry_options
@@ -236,21 +238,53 @@ def _maybe_applied(exc: TransientError | UnexpectedPayload) -> bool:
     return isinstance(exc, UnexpectedPayload) or exc.maybe_applied
 
 
-def _not_applied(exc: TransientError | UnexpectedPayload) -> Exception:
-    """The error to raise once the state shows the upgrade did not apply."""
-    if isinstance(exc, TransientError):
-        return TransientError(str(exc), status_code=exc.status_code)
-    return exc
+SETTLE_INTERVAL_S = 10.0
+SETTLE_TIMEOUT_S = 1800.0
+"""How often, and how long, the state is read after an upgrade's answer was lost. The
+server answers 504 after 60 s while a large upgrade goes on (measured: an upgrade over
+1M ARCHIVED rows runs for well over 5 minutes)."""
+
+
+def settle_upgrade(
+    read_pending: Callable[[], int], pending_before: int, what: str
+) -> dict[str, Any]:
+    """After a lost upgrade answer: read PENDING until core.upgrade.resolve tells. Applied:
+    the upgrade's result with unknown counts. Never sends the upgrade again: raises
+    UpgradeNotApplied or UpgradeUndetermined instead."""
+    reads: list[int | None] = []
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            reads.append(read_pending())
+        except TransientError:
+            reads.append(None)
+        resolution = resolve(pending_before, reads)
+        if resolution == "applied":
+            get_run_logger().warning("%s: answer lost, but the state shows it applied", what)
+            return {"promoted": None, "message": "applied (answer lost)"}
+        if resolution == "not_applied":
+            raise UpgradeNotApplied(
+                f"{what}: the answer was lost and {pending_before} row(s) are still PENDING "
+                f"after {len(reads)} reads {SETTLE_INTERVAL_S:g} s apart: it did not apply, "
+                "and it is not sent again. Nothing was promoted."
+            )
+        time.sleep(SETTLE_INTERVAL_S)
+    raise UpgradeUndetermined(
+        f"{what}: the answer was lost and the server's state did not settle in "
+        f"{SETTLE_TIMEOUT_S:g} s (PENDING reads: {reads[-5:]}). It is not sent again and "
+        "nothing is rolled back while it may still be running. When the server answers "
+        "again: PENDING 0 means it applied (compare the rows with the backup); otherwise "
+        "restore from the backup."
+    )
 
 
 @task(name="upgrade-profiles", **WRITE)
 def upgrade_profiles(
     settings: ReflexioSettings, only_affected_users: bool, pending_before: int
 ) -> dict[str, Any]:
-    """PENDING -> CURRENT. On an ambiguous answer (a fault that may have applied, or an
-    unreadable body) read the state first: no PENDING left means it applied (the reported
-    counts are then unknown) and verification goes on; PENDING still there means it did not,
-    and the error is re-raised (a transient one as safe to retry)."""
+    """PENDING -> CURRENT. An ambiguous answer (a fault that may have applied, or an
+    unreadable body) is resolved by reading the state (settle_upgrade), never by sending
+    the upgrade again."""
     with _client(settings) as client:
         try:
             with honour_retry_after():
@@ -258,11 +292,11 @@ def upgrade_profiles(
         except (TransientError, UnexpectedPayload) as exc:
             if not _maybe_applied(exc):
                 raise
-            pending = client.get_profile_statistics().pending_count
-            if pending == 0 and pending_before > 0:
-                get_run_logger().warning("upgrade answer lost, but the state shows it applied")
-                return {"profiles_promoted": None, "message": "applied (answer lost)"}
-            raise _not_applied(exc) from None
+            return settle_upgrade(
+                lambda: client.get_profile_statistics().pending_count,
+                pending_before,
+                "upgrade_all_profiles",
+            )
 
 
 @task(name="downgrade-profiles", **WRITE)
@@ -284,10 +318,11 @@ def upgrade_user_playbooks(
         except (TransientError, UnexpectedPayload) as exc:
             if not _maybe_applied(exc):
                 raise
-            rows = client.list_user_playbooks(status="pending", agent_version=agent_version)
-            if not rows and pending_before > 0:
-                return {"user_playbooks_promoted": None, "message": "applied (answer lost)"}
-            raise _not_applied(exc) from None
+            return settle_upgrade(
+                lambda: len(client.list_user_playbooks("pending", agent_version=agent_version)),
+                pending_before,
+                f"upgrade_all_user_playbooks({agent_version})",
+            )
 
 
 @task(name="downgrade-user-playbooks", **WRITE)
@@ -305,6 +340,10 @@ def run_playbook_aggregation(settings: ReflexioSettings, agent_version: str) -> 
 
 
 # --- restore -------------------------------------------------------------------------------
+
+RECREATE_BATCH = 200
+"""Rows per re-create call: the server embeds every re-created row (about 30 ms a row with
+the stand-in LLM), and one call must end within the read timeout."""
 
 
 @task(name="add-profiles", **READ)

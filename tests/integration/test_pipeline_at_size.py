@@ -68,22 +68,24 @@ def large_stack(stack: LocalStack, large) -> LocalStack:
     return stack
 
 
-def test_nightly_run_loses_nothing_and_restore_brings_everything_back(
-    large_stack, large, prefect_api, tmp_path: Path
-):
+def _nightly_run(url: str, backup_dir: Path):
+    state = profile_regeneration(
+        RegenerationParams(reflexio_url=url, backup_dir=backup_dir), return_state=True
+    )
+    assert state.is_completed(), state.message
+    outcome = state.result()
+    assert outcome.decision is Decision.UPGRADED
+    return outcome
+
+
+def test_nightly_run_at_size_loses_nothing(large_stack, large, prefect_api, tmp_path: Path):
     url = large_stack.url
     before = {s: _ids(url, s) for s in ("current", "archived")}
     assert before["archived"] == large.profile_ids("archived")
     spared = large.profile_ids("current")
-    before_rows = _rows(url, "current", "archived")
 
-    state = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=tmp_path), return_state=True
-    )
+    outcome = _nightly_run(url, tmp_path)
 
-    assert state.is_completed(), state.message
-    outcome = state.result()
-    assert outcome.decision is Decision.UPGRADED
     touched = read_touched_ids(Path(outcome.touched.ids_file))
     after = {s: _ids(url, s) for s in ("current", "archived")}
     # CURRENT: exactly the promoted rows and the rows of users the upgrade did not touch.
@@ -91,14 +93,22 @@ def test_nightly_run_loses_nothing_and_restore_brings_everything_back(
     assert after["archived"] == set(touched["archived"]) == before["current"] - spared
     # Every old ARCHIVED row was deleted (H1), and every one of them is in the backup.
     assert set(touched["deleted"]) == before["archived"]
-    backup = open_backup(Path(outcome.backup))
-    backed = {r["profile_id"] for r in backup.iter_rows()}
+    backed = open_backup(Path(outcome.backup)).ids()
     assert before["archived"] | before["current"] <= backed
+
+
+@pytest.mark.slow
+def test_restore_at_size_brings_every_row_back(large_stack, prefect_api, tmp_path: Path):
+    """Slow: the server re-embeds every re-created row (about 30 ms a row here)."""
+    url = large_stack.url
+    before_rows = _rows(url, "current", "archived")
+    outcome = _nightly_run(url, tmp_path)
 
     restored = restore_profiles(
         RestoreParams(reflexio_url=url, backup_file=outcome.backup, remove_newer=True),
         return_state=True,
     )
+
     assert restored.is_completed(), restored.message
     assert comparable(_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
         before_rows, PROFILE_KEYS
@@ -139,17 +149,23 @@ def test_a_listing_that_does_not_add_up_stops_the_run_before_any_write(
         assert client.get_profile_statistics() == stats
 
 
+@pytest.mark.parametrize(
+    "size", ["seeded", pytest.param(LARGE, marks=pytest.mark.slow)], ids=["seeded", "large"]
+)
 def test_a_row_the_server_did_not_promote_is_caught_by_id_and_rolled_back(
-    large_stack, prefect_api, tmp_path: Path
+    stack: LocalStack, large, size: str, prefect_api, tmp_path: Path
 ):
-    url = large_stack.url
+    """At size this is slow: the rollback re-creates the 25,000 ARCHIVED rows the upgrade
+    deleted (H1), and the server re-embeds each one."""
+    stack.restore(size)
+    url = stack.url
     before_rows = _rows(url, "current", "archived")
     stuck: list[str] = []
 
     def leave_one_pending(body: dict) -> dict:
         # The upgrade ran; now one promoted row goes back to PENDING, as if the server had
         # skipped it. The counts it reports stay those of a full upgrade.
-        with sqlite3.connect(large_stack.server.db_path, timeout=30) as db:
+        with sqlite3.connect(stack.server.db_path, timeout=30) as db:
             (row_id,) = db.execute(
                 "SELECT profile_id FROM profiles WHERE status IS NULL AND profile_id "
                 "NOT LIKE 'bulk-%' ORDER BY profile_id LIMIT 1"

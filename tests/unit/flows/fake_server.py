@@ -22,6 +22,7 @@ import pandas as pd
 from core.kinds import Kind, row_status
 from core.sinks import Reading, ReadRequest, consume
 from core.stall import Stall
+from core.upgrade import UpgradeNotApplied, UpgradeUndetermined
 from gate import GatePolicy, GateReport, evaluate
 from reflexio_api import ServerReportedFailure
 from reflexio_api.models import OperationStatus
@@ -75,6 +76,8 @@ class FakeOps:
     """Ids of PENDING rows the upgrade leaves PENDING (a server that did not promote them)."""
     upgrade_raises: bool = False
     """The upgrade applies, then answers with an error."""
+    upgrade_lost: UpgradeNotApplied | UpgradeUndetermined | None = None
+    """The upgrade's answer was lost and resolving it gave this (nothing applied)."""
     downgrade_raises: bool = False
     read_raises: Exception | None = None
     calls: list[str] = field(default_factory=list)
@@ -155,6 +158,8 @@ class FakeOps:
 
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
         self.calls.append("upgrade")
+        if self.upgrade_lost is not None:
+            raise self.upgrade_lost
         pending = {i: r for i, r in self.rows.items() if r.get("status") == "pending"}
         affected = {r["user_id"] for r in pending.values()}
         spare = self.kind.upgrade_may_spare_unaffected_users and only_affected_users

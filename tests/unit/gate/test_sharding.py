@@ -122,11 +122,6 @@ def test_shard_hash_is_stable_across_processes():
     assert runs == {f"{shard_of(ids, 7).tolist()}\n"}
 
 
-def test_import_does_not_pull_prefect():
-    code = "import sys, gate, gate.evaluate; sys.exit('prefect' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
 def test_on_a_dask_cluster_through_prefect_dask(frames, unsharded, prefect_api):
     pytest.importorskip("prefect_dask", reason="the dask extra is not installed")
     distributed = pytest.importorskip("distributed")

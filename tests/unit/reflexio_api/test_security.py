@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import httpx
 import pytest
 
@@ -107,8 +104,3 @@ def test_blank_key_counts_as_none(monkeypatch) -> None:
 def test_bad_url_is_refused() -> None:
     with pytest.raises(ValueError, match="REFLEXIO_URL"):
         ReflexioSettings(url="127.0.0.1:8081")
-
-
-def test_import_does_not_pull_prefect() -> None:
-    code = "import sys, reflexio_api; sys.exit('prefect' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

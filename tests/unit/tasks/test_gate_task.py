@@ -35,3 +35,29 @@ def test_without_an_address_evaluates_locally_and_publishes(prefect_api, monkeyp
     report = run_gate.fn(CAND, BASE, GatePolicy(), "profiles", "unit-test")
     assert report == evaluate(CAND, BASE, GatePolicy())
     assert report.verdict.value == "fail"
+
+
+def test_on_dask_gives_the_local_report_and_sends_only_keys_to_the_api(prefect_api, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("prefect_dask")
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    monkeypatch.delenv(DASK_ADDRESS_ENV, raising=False)
+    users = [f"u{i}" for i in range(12)]
+    base = frame(*((u, f"{u} likes tea and long walks in the hills") for u in users))
+    cand = frame(*((u, f"{u} likes coffee and long walks in the hills") for u in users[2:]))
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    )
+    with cluster:
+        report = run_gate.fn(
+            cand, base, GatePolicy(), "profiles", "unit-test", cluster.scheduler_address
+        )
+    assert report == evaluate(cand, base, GatePolicy())
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["evaluation-gate-shards"]))
+        )
+    assert set(run.parameters) == {"idf_part_keys", "shard_keys", "policy"}
+    assert all(isinstance(k, str) for k in run.parameters["shard_keys"])

@@ -129,22 +129,31 @@ UPGRADED = {
 def test_upgrade_answer_lost_but_applied_is_not_repeated(prefect_api, monkeypatch):
     seen = _mock(monkeypatch, [httpx.Response(502, json={}), httpx.Response(200, json=STATS_DONE)])
     ok, result = _run_upgrade(pending_before=4)
-    assert ok and result["profiles_promoted"] is None and "applied" in result["message"]
+    assert ok and result["promoted"] is None and "applied" in result["message"]
     assert [r.url.path for r in seen] == [
         "/api/upgrade_all_profiles",
         "/api/get_profile_statistics",
     ]
 
 
-def test_upgrade_that_did_not_apply_is_retried(prefect_api, monkeypatch):
+def test_upgrade_that_did_not_apply_is_not_sent_again(prefect_api, monkeypatch):
+    monkeypatch.setattr(server, "SETTLE_INTERVAL_S", 0)
     seen = _mock(
         monkeypatch,
-        [
-            httpx.Response(502, json={}),
-            httpx.Response(200, json=STATS_NOT_DONE),
-            httpx.Response(200, json=UPGRADED),
-        ],
+        [httpx.Response(502, json={})] + [httpx.Response(200, json=STATS_NOT_DONE)] * 3,
     )
     ok, result = _run_upgrade(pending_before=4)
-    assert ok and result["profiles_promoted"] == 4
-    assert [r.url.path for r in seen].count("/api/upgrade_all_profiles") == 2
+    assert not ok and result == "UpgradeNotApplied"
+    assert [r.url.path for r in seen].count("/api/upgrade_all_profiles") == 1
+
+
+def test_upgrade_still_running_is_waited_for(prefect_api, monkeypatch):
+    monkeypatch.setattr(server, "SETTLE_INTERVAL_S", 0)
+    busy = httpx.Response(504, json={"detail": "Request timeout"})
+    seen = _mock(
+        monkeypatch,
+        [httpx.Response(504, json={}), busy, busy, httpx.Response(200, json=STATS_DONE)],
+    )
+    ok, result = _run_upgrade(pending_before=4)
+    assert ok and "applied" in result["message"]
+    assert [r.url.path for r in seen].count("/api/upgrade_all_profiles") == 1

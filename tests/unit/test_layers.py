@@ -1,0 +1,19 @@
+"""The layers stay apart: reflexio_api, core and gate never import Prefect (DESIGN.md)."""
+
+import subprocess
+import sys
+
+import pytest
+
+PACKAGES = {
+    "reflexio_api": "reflexio_api, reflexio_api.paging",
+    "gate": "gate, gate.evaluate",
+    "core": "core.backup, core.kinds, core.listing, core.rollback, core.sinks, core.state, "
+    "core.stall, core.outcome, core.touched",
+}
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_imports_no_prefect(package: str) -> None:
+    code = f"import sys; import {PACKAGES[package]}; sys.exit('prefect' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
