@@ -3,7 +3,9 @@ frames and the id snapshot, page by page, so no status is ever held whole as row
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +96,46 @@ class Reading:
     counted: CountedRows | None = None
 
 
+_END = object()
+
+
+def read_ahead(pages: Iterable[Page]) -> Iterator[Page]:
+    """The same pages, the next one fetched (in a thread) while the caller handles this
+    one: the server builds page k+1 while this process writes page k to the backup and
+    the frames. An error while fetching is raised here; stopping early stops the fetching."""
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                if not hand(page):
+                    return
+            hand(_END)
+        except BaseException as exc:  # handed over and raised in the caller's thread
+            hand(exc)
+
+    worker = threading.Thread(target=fetch, name="read-ahead", daemon=True)
+    worker.start()
+    try:
+        while (item := handoff.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
 def consume(kind: Kind, pages: Iterable[Page], request: ReadRequest) -> Reading:
     """Feed every page to the backup, the frames and the snapshot; the backup is finished
     (fsynced, with its manifest) only when every page went through."""
@@ -114,7 +156,7 @@ def consume(kind: Kind, pages: Iterable[Page], request: ReadRequest) -> Reading:
         candidate = FrameBuilder(kind.gate_kind) if request.candidate else None
         sink = PageSink(kind, writer, baseline, candidate, sources=request.baseline_sources or ())
         counted = CountedRows(request.count_at) if request.count_at is not None else None
-        for page in pages:
+        for page in read_ahead(pages):
             sink.add(page)
             if counted is not None:
                 counted.add(page)

@@ -1,9 +1,10 @@
 """An upgrade whose answer was lost: did it apply, not apply, or is it still running?
 
-An upgrade is never sent twice. After a timeout, a 5xx or an unreadable answer the PENDING
-count is read until it tells: 0 means applied; fewer than before means the server is still
-promoting; the same count read QUIET_READS times in a row from a server that answers means
-it did not apply. A server that does not answer is taken to be busy with the upgrade
+An upgrade is never sent again while it may have applied or may still run. After a
+timeout, a 5xx or an unreadable answer the PENDING count is read until it tells: 0 means
+applied; fewer than before means the server is still promoting; the same count read
+QUIET_READS times in a row from a server that answers means it did not apply (only then may
+it be sent again). A server that does not answer is taken to be busy with the upgrade
 (reflexio-ai 0.2.32 serialises its storage calls, so reads wait while an upgrade runs).
 """
 
@@ -15,10 +16,6 @@ from typing import Literal
 QUIET_READS = 3
 
 Resolution = Literal["applied", "not_applied", "running"]
-
-
-class UpgradeNotApplied(RuntimeError):
-    """The upgrade's answer was lost and the server's state shows it did not apply."""
 
 
 class UpgradeUndetermined(RuntimeError):

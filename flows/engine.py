@@ -37,7 +37,7 @@ from core.state import (
     verify_ids,
 )
 from core.touched import write_touched_ids
-from core.upgrade import UpgradeNotApplied, UpgradeUndetermined
+from core.upgrade import UpgradeUndetermined
 from deployments import catalogue
 from flows.params import PlaybookRegenerationParams, RegenerationParams
 from gate import GatePolicy, GateReport, Severity
@@ -325,8 +325,6 @@ class Engine:
         backed_up = before.snapshot.all_ids()
         try:
             result = self.ops.upgrade(only_affected, len(expected.promoted))
-        except UpgradeNotApplied as exc:
-            return self.outcome(Decision.ERROR, f"{exc} {self.leave_candidate()}", gate=gate)
         except UpgradeUndetermined as exc:
             message = f"{exc} Backup: {self.summary.backup_path}."
             return self.outcome(Decision.ERROR, message, gate=gate)

@@ -25,7 +25,7 @@ from core.stall import Stall
 from core.state import Counts
 from gate import GatePolicy, GateReport
 from reflexio_api import ReflexioClient, ReflexioSettings
-from reflexio_api.models import OperationStatus
+from reflexio_api.models import OperationStatus, row_dict
 from reflexio_api.paging import PAGE_SIZE
 from tasks import events
 from tasks.gate import run_gate
@@ -76,12 +76,12 @@ def _pages(
                 status, page_size=page_size(expected or 0), expected_total=expected
             )
             for page in pages:
-                yield [{**r.model_dump(), "status": r.status or stamped} for r in page]
+                yield [{**row_dict(r), "status": r.status or stamped} for r in page]
         return
     only = request.statuses[0] if len(request.statuses) == 1 else None
     for page in client.iter_user_playbooks(status=only, agent_version=kind.agent_version):
         yield [
-            {**r.model_dump(), "status": r.status or (None if only in (None, "current") else only)}
+            {**row_dict(r), "status": r.status or (None if only in (None, "current") else only)}
             for r in page
         ]
 

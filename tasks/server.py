@@ -19,7 +19,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from core.state import Counts
-from core.upgrade import UpgradeNotApplied, UpgradeUndetermined, resolve
+from core.upgrade import UpgradeUndetermined, resolve
 from reflexio_api import ReflexioClient, ReflexioSettings, TransientError, UnexpectedPayload
 from reflexio_api.models import OperationStatus, ServiceName, StallState
 from tasks.retry import honour_retry_after, retry_options
@@ -238,7 +238,7 @@ def _maybe_applied(exc: TransientError | UnexpectedPayload) -> bool:
     return isinstance(exc, UnexpectedPayload) or exc.maybe_applied
 
 
-SETTLE_INTERVAL_S = 10.0
+SETTLE_INTERVAL_S = 5.0
 SETTLE_TIMEOUT_S = 1800.0
 """How often, and how long, the state is read after an upgrade's answer was lost. The
 server answers 504 after 60 s while a large upgrade goes on (measured: an upgrade over
@@ -249,8 +249,9 @@ def settle_upgrade(
     read_pending: Callable[[], int], pending_before: int, what: str
 ) -> dict[str, Any]:
     """After a lost upgrade answer: read PENDING until core.upgrade.resolve tells. Applied:
-    the upgrade's result with unknown counts. Never sends the upgrade again: raises
-    UpgradeNotApplied or UpgradeUndetermined instead."""
+    the upgrade's result with unknown counts. Not applied: a TransientError that says it
+    surely did not apply, which the task's retry may send again. Still running after
+    SETTLE_TIMEOUT_S: UpgradeUndetermined (never sent again, never rolled back)."""
     reads: list[int | None] = []
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -263,10 +264,10 @@ def settle_upgrade(
             get_run_logger().warning("%s: answer lost, but the state shows it applied", what)
             return {"promoted": None, "message": "applied (answer lost)"}
         if resolution == "not_applied":
-            raise UpgradeNotApplied(
-                f"{what}: the answer was lost and {pending_before} row(s) are still PENDING "
-                f"after {len(reads)} reads {SETTLE_INTERVAL_S:g} s apart: it did not apply, "
-                "and it is not sent again. Nothing was promoted."
+            raise TransientError(
+                f"{what}: the answer was lost and {pending_before} row(s) were still PENDING "
+                f"in {len(reads)} reads {SETTLE_INTERVAL_S:g} s apart: it did not apply.",
+                maybe_applied=False,
             )
         time.sleep(SETTLE_INTERVAL_S)
     raise UpgradeUndetermined(

@@ -10,6 +10,8 @@ from typing import Any
 
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
+from reflexio_api import ReflexioClient, ReflexioSettings
+
 
 class WebhookReceiver:
     """A tiny HTTP server on 127.0.0.1 that records every POST body."""
@@ -59,3 +61,16 @@ def save_webhook_block(url: str) -> str:
         json_data={"subject": "{{subject}}", "body": "{{body}}"},
     ).save(name)
     return name
+
+
+def profile_rows(url: str, *statuses: str, api_key: str | None = None) -> list[dict[str, Any]]:
+    """Every profile in these statuses, as dicts with their status stamped (CURRENT: None)."""
+    with ReflexioClient(ReflexioSettings(url=url, api_key=api_key)) as client:
+        out = []
+        for status in statuses:
+            stamp = None if status == "current" else status
+            out += [
+                {**p.model_dump(), "status": p.status or stamp}
+                for p in client.list_profiles(status)  # type: ignore[arg-type]
+            ]
+        return out

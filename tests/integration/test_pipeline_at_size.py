@@ -20,6 +20,7 @@ from local_stack.bulk_seed import ProfileSeed
 from local_stack.fault_proxy import FaultProxy
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
+from tests.integration.pipeline_helpers import profile_rows
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +33,6 @@ LARGE = "large"
 def _ids(url: str, status: str) -> set[str]:
     with ReflexioClient(ReflexioSettings(url=url)) as client:
         return {p.profile_id for p in client.list_profiles(status)}
-
-
-def _rows(url: str, *statuses: str) -> list[dict]:
-    with ReflexioClient(ReflexioSettings(url=url)) as client:
-        out = []
-        for status in statuses:
-            stamp = None if status == "current" else status
-            out += [
-                {**p.model_dump(), "status": p.status or stamp}
-                for p in client.list_profiles(status)
-            ]
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +90,7 @@ def test_nightly_run_at_size_loses_nothing(large_stack, large, prefect_api, tmp_
 def test_restore_at_size_brings_every_row_back(large_stack, prefect_api, tmp_path: Path):
     """Slow: the server re-embeds every re-created row (about 30 ms a row here)."""
     url = large_stack.url
-    before_rows = _rows(url, "current", "archived")
+    before_rows = profile_rows(url, "current", "archived")
     outcome = _nightly_run(url, tmp_path)
 
     restored = restore_profiles(
@@ -110,7 +99,7 @@ def test_restore_at_size_brings_every_row_back(large_stack, prefect_api, tmp_pat
     )
 
     assert restored.is_completed(), restored.message
-    assert comparable(_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
+    assert comparable(profile_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
         before_rows, PROFILE_KEYS
     )
 
@@ -159,7 +148,7 @@ def test_a_row_the_server_did_not_promote_is_caught_by_id_and_rolled_back(
     deleted (H1), and the server re-embeds each one."""
     stack.restore(size)
     url = stack.url
-    before_rows = _rows(url, "current", "archived")
+    before_rows = profile_rows(url, "current", "archived")
     stuck: list[str] = []
 
     def leave_one_pending(body: dict) -> dict:
@@ -187,7 +176,7 @@ def test_a_row_the_server_did_not_promote_is_caught_by_id_and_rolled_back(
     assert outcome.decision is Decision.ROLLED_BACK, outcome.message
     assert f"not promoted: {stuck[0]}" in outcome.message
     assert "data equals the backup" in outcome.message
-    assert comparable(_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
+    assert comparable(profile_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
         before_rows, PROFILE_KEYS
     )
     assert _ids(url, "pending") == set()

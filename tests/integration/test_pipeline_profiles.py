@@ -13,21 +13,9 @@ from core.outcome import Decision
 from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tests.integration.pipeline_helpers import WebhookReceiver, save_webhook_block
+from tests.integration.pipeline_helpers import WebhookReceiver, profile_rows, save_webhook_block
 
 pytestmark = pytest.mark.integration
-
-
-def _rows(url: str, *statuses: str) -> list[dict]:
-    with ReflexioClient(ReflexioSettings(url=url)) as client:
-        out = []
-        for status in statuses:
-            stamp = None if status == "current" else status
-            out += [
-                {**p.model_dump(), "status": p.status or stamp}
-                for p in client.list_profiles(status)
-            ]
-        return out
 
 
 def _backup_rows(directory: Path) -> list[dict]:
@@ -50,13 +38,13 @@ def hook(prefect_api):
 
 def test_happy_path_replaces_current_and_backs_up(seeded_stack, prefect_api, hook, tmp_path: Path):
     url = seeded_stack.url
-    before = _rows(url, "current", "archived")
+    before = profile_rows(url, "current", "archived")
     params = RegenerationParams(
         reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
     )
     state = profile_regeneration(params, return_state=True)
     assert state.is_completed(), state.message
-    after_current = _rows(url, "current")
+    after_current = profile_rows(url, "current")
     assert {r["profile_id"] for r in after_current}.isdisjoint({r["profile_id"] for r in before})
     assert _stats(url).pending_count == 0
     outcome = state.result()
@@ -77,7 +65,7 @@ def test_happy_path_replaces_current_and_backs_up(seeded_stack, prefect_api, hoo
 
 
 def _ids(url: str, status: str) -> set[str]:
-    return {r["profile_id"] for r in _rows(url, status)}
+    return {r["profile_id"] for r in profile_rows(url, status)}
 
 
 def test_gate_rejection_leaves_current_untouched(seeded_stack, prefect_api, hook, tmp_path):
@@ -173,7 +161,7 @@ def test_failure_after_upgrade_rolls_back_to_the_backup(
         op = client.rerun_profile_generation()
         client.wait_for_operation("profile_generation", op.operation_id, 120)
         client.upgrade_profiles(only_affected_users=True)
-    before = _rows(url, "current", "archived")
+    before = profile_rows(url, "current", "archived")
     assert [r for r in before if r["status"] == "archived"]
 
     def broken(*args, **kwargs):
@@ -186,7 +174,7 @@ def test_failure_after_upgrade_rolls_back_to_the_backup(
     state = profile_regeneration(params, return_state=True)
     assert state.is_failed()
     assert "rolled back" in state.message and "data equals the backup" in state.message
-    after = _rows(url, "current", "archived")
+    after = profile_rows(url, "current", "archived")
     assert comparable(after, PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
     assert comparable(after, PROFILE_KEYS) == comparable(_backup_rows(tmp_path), PROFILE_KEYS)
     assert state.result(raise_on_failure=False).decision is Decision.ROLLED_BACK

@@ -20,23 +20,11 @@ from core.kinds import PROFILE_KEYS, comparable
 from flows.params import RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
 from flows.restore import restore_profiles
-from reflexio_api import ReflexioClient, ReflexioSettings
+from tests.integration.pipeline_helpers import profile_rows
 
 pytestmark = pytest.mark.integration
 
 RUN_ID = "00000000-test-restore"
-
-
-def _rows(url: str) -> list[dict]:
-    out = []
-    with ReflexioClient(ReflexioSettings(url=url)) as client:
-        for status in ("current", "archived"):
-            stamp = None if status == "current" else status
-            out += [
-                {**p.model_dump(), "status": p.status or stamp}
-                for p in client.list_profiles(status)
-            ]
-    return out
 
 
 def _v2_backup(directory: Path, url: str, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
@@ -68,7 +56,7 @@ def _v1_backup(directory: Path, url: str, rows: list[dict[str, Any]]) -> tuple[P
 @pytest.mark.parametrize("write_backup", [_v2_backup, _v1_backup], ids=["v2", "v1"])
 def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_path, write_backup):
     url = seeded_stack.url
-    before = _rows(url)
+    before = profile_rows(url, "current", "archived")
     backup_file, dry_run_file = write_backup(tmp_path / "by-hand", url, before)
 
     state = profile_regeneration(
@@ -78,21 +66,25 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     regen_backup = next((tmp_path / "regen").glob("profiles-*.json"))
     backed_up = list(open_backup(regen_backup).iter_rows())
     assert comparable(backed_up, PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
-    upgraded = _rows(url)
+    upgraded = profile_rows(url, "current", "archived")
     assert comparable(upgraded, PROFILE_KEYS) != comparable(before, PROFILE_KEYS)
 
     dry = restore_profiles(
         RestoreParams(backup_file=dry_run_file, reflexio_url=url, dry_run=True), return_state=True
     )
     assert dry.is_completed() and "Dry run" in dry.message, dry.message
-    assert comparable(_rows(url), PROFILE_KEYS) == comparable(upgraded, PROFILE_KEYS)
+    assert comparable(profile_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
+        upgraded, PROFILE_KEYS
+    )
 
     done = restore_profiles(
         RestoreParams(backup_file=backup_file, reflexio_url=url), return_state=True
     )
     assert done.is_completed(), done.message
     assert "equal the backup" in done.message
-    assert comparable(_rows(url), PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
+    assert comparable(profile_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
+        before, PROFILE_KEYS
+    )
 
     again = restore_profiles(
         RestoreParams(backup_file=regen_backup, reflexio_url=url, dry_run=True),

@@ -8,15 +8,16 @@ counts (H3).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.backup import open_backup
 from core.kinds import PROFILE_KEYS, comparable
 from reflexio_api import ReflexioClient, ReflexioSettings
+from tests.integration.pipeline_helpers import profile_rows
 
 UPGRADE = "upgrade_all_profiles"
 DOWNGRADE = "downgrade_all_profiles"
@@ -24,15 +25,7 @@ DOWNGRADE = "downgrade_all_profiles"
 
 def rows(url: str, *statuses: str, api_key: str | None = None) -> list[dict[str, Any]]:
     """Profiles of these statuses, as dicts with `status` stamped."""
-    out: list[dict[str, Any]] = []
-    with ReflexioClient(ReflexioSettings(url=url, api_key=api_key)) as client:
-        for status in statuses:
-            stamp = None if status == "current" else status
-            out += [
-                {**p.model_dump(), "status": p.status or stamp}
-                for p in client.list_profiles(status)  # type: ignore[arg-type]
-            ]
-    return out
+    return profile_rows(url, *statuses, api_key=api_key)
 
 
 def operation_running(url: str) -> bool:
@@ -85,11 +78,13 @@ def assert_equals_backup(url: str, backup: list[dict[str, Any]]) -> None:
 
 
 def load_backup(directory: Path) -> tuple[Path, dict[str, Any]]:
-    """The single backup file a run wrote in `directory`, loaded (it must be valid JSON)."""
-    files = sorted(directory.glob("profiles-*.json"))
-    assert len(files) == 1, files
-    assert not list(directory.glob("*.tmp")), "a half-written backup was left behind"
-    return files[0], json.loads(files[0].read_text())
+    """The single finished backup a run wrote in `directory` (its manifest) and the CURRENT
+    and ARCHIVED rows in it (what a restore puts back), read and checked to the end."""
+    manifests = sorted(directory.glob("profiles-*.manifest.json"))
+    assert len(manifests) == 1, manifests
+    assert not list(directory.glob("*.partial")), "an unfinished backup was left behind"
+    backed = [r for r in open_backup(manifests[0]).iter_rows() if r.get("status") != "pending"]
+    return manifests[0], {"rows": backed}
 
 
 def release_lock(url: str) -> None:
@@ -98,9 +93,9 @@ def release_lock(url: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
-    from flows._common import lock_name
+    from deployments.catalogue import lock_name
 
-    name = lock_name(ReflexioSettings(url=url))
+    name = lock_name(url)
     with get_client(sync_client=True) as client:
         client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
 

@@ -4,8 +4,9 @@ The flow runs in a subprocess (tests/reliability/driver.py) through the fault pr
 rule holds one request at the chosen boundary, the test waits until the proxy sees it, and
 kills the process group. Crash points, in the order of the flow:
 
-1. after the rerun (its PENDING rows exist; the candidate listing is held);
-2. after the gate and the backup (the upgrade request is held before the server sees it);
+1. after the rerun (its PENDING rows exist; the candidate listing is held); the backup was
+   written before the rerun;
+2. after the gate (the upgrade request is held before the server sees it);
 3. during the upgrade (the server applied it; its answer is held);
 4. after the upgrade, before verification (the verification read is held).
 
@@ -46,9 +47,11 @@ HOLD_S = 300.0
 
 CRASH_POINTS = {
     "after-rerun": {"path": "status_filter=pending", "nth": 2},
-    "after-gate-and-backup": {"path": UPGRADE, "method": "POST"},
+    "after-gate": {"path": UPGRADE, "method": "POST"},
     "during-upgrade": {"path": UPGRADE, "method": "POST", "after": True},
-    "after-upgrade-before-verify": {"path": "get_profile_statistics", "nth": 2},
+    # Each complete read is proven by the statistics read before and after it: the backup
+    # read takes the 1st and 2nd, the candidate read the 3rd and 4th, verification the 5th.
+    "after-upgrade-before-verify": {"path": "get_profile_statistics", "nth": 5},
 }
 
 
@@ -95,12 +98,13 @@ def test_sigkill_at_each_step_boundary_then_recover(clean_stack, prefect_api, pr
     url = clean_stack.url
     lock_busy_s = 2
 
-    # 1. after the rerun: PENDING rows exist, CURRENT untouched, no backup yet.
+    # 1. after the rerun: PENDING rows exist, CURRENT untouched, the backup is finished.
     before = Snapshot.take(url)
     _crash_at(proxy, "after-rerun", tmp_path / "1")
     assert rows(url, "pending"), "the rerun's PENDING rows should be there"
     assert {r["profile_id"] for r in rows(url, "current")} == before.ids
-    assert not (tmp_path / "1").exists() or not list((tmp_path / "1").iterdir())
+    _, backup = load_backup(tmp_path / "1")
+    assert len(backup["rows"]) == len(before.current) + len(before.archived)
     # The killed run still holds the regeneration slot (its lease lasts 60 s).
     busy = profile_regeneration(
         RegenerationParams(reflexio_url=proxy.url, lock_timeout_s=lock_busy_s),
@@ -111,8 +115,8 @@ def test_sigkill_at_each_step_boundary_then_recover(clean_stack, prefect_api, pr
     # Recovery (documented): run again with discard_stale_pending=True. Here that run is
     # itself killed at the next boundary, which shows it got past the stale rows.
 
-    # 2. after the gate and the backup: the upgrade never reached the server.
-    _crash_at(proxy, "after-gate-and-backup", tmp_path / "2", discard_stale_pending=True)
+    # 2. after the gate: the upgrade never reached the server.
+    _crash_at(proxy, "after-gate", tmp_path / "2", discard_stale_pending=True)
     assert proxy.count("POST", UPGRADE) == 0
     assert {r["profile_id"] for r in rows(url, "current")} == before.ids
     _, backup = load_backup(tmp_path / "2")

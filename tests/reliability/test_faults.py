@@ -92,7 +92,7 @@ def test_malformed_answer_after_the_upgrade_rolls_back(clean_stack, prefect_api,
     proxy.add(
         fault="body",
         path="get_profile_statistics",
-        nth=2,
+        nth=5,  # 1-2: the backup read, 3-4: the candidate read, 5: verification
         transform=lambda body: {**body, "current_count": "many"},
     )
     state = _run(proxy, tmp_path)

@@ -3,6 +3,7 @@ report, run messages or exception texts. A separate server that requires the key
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 
+from core.backup import open_backup
 from flows.cli import main as cli_main
 from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
@@ -106,7 +108,8 @@ def test_no_secret_anywhere(keyed_stack, prefect_api, tmp_path, monkeypatch, cap
     texts.append(report.read_text())
     captured = capsys.readouterr()
     texts += [captured.out, captured.err, caplog.text, _all_prefect_text()]
-    texts += [p.read_text() for p in Path(tmp_path).glob("profiles-*.json")]
+    for manifest in Path(tmp_path).rglob("*.manifest.json"):
+        texts += [manifest.read_text(), json.dumps(list(open_backup(manifest).iter_rows()))]
     everything = "\n".join(texts)
     for secret in (API_KEY, WRONG_KEY, TOKEN, hook_url):
         assert secret not in everything, secret

@@ -22,7 +22,7 @@ import pandas as pd
 from core.kinds import Kind, row_status
 from core.sinks import Reading, ReadRequest, consume
 from core.stall import Stall
-from core.upgrade import UpgradeNotApplied, UpgradeUndetermined
+from core.upgrade import UpgradeUndetermined
 from gate import GatePolicy, GateReport, evaluate
 from reflexio_api import ServerReportedFailure
 from reflexio_api.models import OperationStatus
@@ -76,8 +76,8 @@ class FakeOps:
     """Ids of PENDING rows the upgrade leaves PENDING (a server that did not promote them)."""
     upgrade_raises: bool = False
     """The upgrade applies, then answers with an error."""
-    upgrade_lost: UpgradeNotApplied | UpgradeUndetermined | None = None
-    """The upgrade's answer was lost and resolving it gave this (nothing applied)."""
+    upgrade_lost: UpgradeUndetermined | None = None
+    """The upgrade's answer was lost and the state did not settle (nothing applied)."""
     downgrade_raises: bool = False
     read_raises: Exception | None = None
     calls: list[str] = field(default_factory=list)

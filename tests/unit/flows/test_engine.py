@@ -13,7 +13,7 @@ from core.listing import ListingNotProven
 from core.outcome import Decision
 from core.stall import Stall
 from core.touched import read_touched_ids
-from core.upgrade import UpgradeNotApplied, UpgradeUndetermined
+from core.upgrade import UpgradeUndetermined
 from deployments import catalogue
 from flows.engine import Engine, Refused
 from flows.params import PlaybookRegenerationParams, RegenerationParams
@@ -135,17 +135,6 @@ def test_an_upgrade_that_errors_after_applying_rolls_back(tmp_path):
     assert outcome.decision is Decision.ROLLED_BACK
     assert "boom" in outcome.message
     assert {s: ops.ids(s) for s in ("current", "archived")} == before
-
-
-def test_an_upgrade_that_did_not_apply_is_neither_resent_nor_rolled_back(tmp_path):
-    ops = profiles_ops(upgrade_lost=UpgradeNotApplied("upgrade_all_profiles: did not apply"))
-    before = {s: ops.ids(s) for s in ("current", "archived")}
-    outcome = engine(ops, tmp_path).run()
-    assert outcome.decision is Decision.ERROR
-    assert "did not apply" in outcome.message
-    assert ops.calls.count("upgrade") == 1 and "downgrade" not in ops.calls
-    assert {s: ops.ids(s) for s in ("current", "archived")} == before
-    assert ops.ids("pending") == set()  # the profile candidate is discarded
 
 
 def test_an_upgrade_that_may_still_run_is_not_rolled_back(tmp_path):

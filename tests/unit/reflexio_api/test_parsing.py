@@ -135,3 +135,19 @@ def test_get_config_returns_the_dict(make_client) -> None:
     config = {"window_size": 10, "storage_config": {"type": "sqlite"}}
     client, _ = make_client(httpx.Response(200, json=config))
     assert client.get_config() == config
+
+
+def test_row_dict_is_the_row_as_sent() -> None:
+    from reflexio_api.models import Profile, row_dict
+
+    sent = {
+        "profile_id": "p1",
+        "user_id": "u",
+        "content": "likes tea",
+        "last_modified_timestamp": 5,
+        "generated_from_request_id": "r",
+        "extractor_names": ["x"],
+    }
+    profile = Profile.model_validate(sent)
+    assert row_dict(profile) == profile.model_dump()
+    assert row_dict(profile)["extractor_names"] == ["x"]

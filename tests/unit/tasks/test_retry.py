@@ -136,15 +136,18 @@ def test_upgrade_answer_lost_but_applied_is_not_repeated(prefect_api, monkeypatc
     ]
 
 
-def test_upgrade_that_did_not_apply_is_not_sent_again(prefect_api, monkeypatch):
+def test_upgrade_that_surely_did_not_apply_is_sent_again(prefect_api, monkeypatch):
     monkeypatch.setattr(server, "SETTLE_INTERVAL_S", 0)
+    not_done = [httpx.Response(200, json=STATS_NOT_DONE)] * 3
     seen = _mock(
         monkeypatch,
-        [httpx.Response(502, json={})] + [httpx.Response(200, json=STATS_NOT_DONE)] * 3,
+        [httpx.Response(502, json={}), *not_done, httpx.Response(200, json=UPGRADED)],
     )
     ok, result = _run_upgrade(pending_before=4)
-    assert not ok and result == "UpgradeNotApplied"
-    assert [r.url.path for r in seen].count("/api/upgrade_all_profiles") == 1
+    assert ok and result["profiles_promoted"] == 4
+    paths = [r.url.path for r in seen]
+    assert paths.count("/api/upgrade_all_profiles") == 2
+    assert paths.count("/api/get_profile_statistics") == 3  # quiet reads before resending
 
 
 def test_upgrade_still_running_is_waited_for(prefect_api, monkeypatch):
@@ -156,4 +159,4 @@ def test_upgrade_still_running_is_waited_for(prefect_api, monkeypatch):
     )
     ok, result = _run_upgrade(pending_before=4)
     assert ok and "applied" in result["message"]
-    assert [r.url.path for r in seen].count("/api/upgrade_all_profiles") == 1
+    assert [r.url.path for r in seen].count("/api/upgrade_all_profiles") == 1  # never resent
