@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 from bench.e2e_bench import load_average
+from flows.params import SweepParams
 from local_stack.seed import seed
 from local_stack.stack import LocalStack
-from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN, SweepParams
+from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN
 
 
 def per_minute(starts: list[float]) -> float | None:

@@ -39,15 +39,20 @@ def run_id() -> str:
         return "local"
 
 
+def stalled(message: str, data: object = None) -> State:
+    """The end state of a run stopped by a stall: of type FAILED (non-zero exit, never a
+    pass) but named "Stalled", so its event is `prefect.flow-run.Stalled` and the
+    failed-run automation does not notify again: the stall itself is notified once."""
+    return Failed(name=STALLED_STATE_NAME, message=message, data=data)
+
+
 def final_state(outcome: RegenerationOutcome) -> State:
-    """Completed when the run did what was asked; a stall ends FAILED but named "Stalled"
-    (its event is `prefect.flow-run.Stalled`, so the failed-run automation does not notify
-    a second time: the stall itself is notified once); anything else Failed. The outcome is
-    the state's data."""
+    """Completed when the run did what was asked; Stalled on a stall; else Failed. The
+    outcome is the state's data."""
     if outcome.succeeded:
         return Completed(message=outcome.message, data=outcome)
     if outcome.decision is Decision.STALLED:
-        return Failed(name=STALLED_STATE_NAME, message=outcome.message, data=outcome)
+        return stalled(outcome.message, outcome)
     return Failed(message=outcome.message, data=outcome)
 
 

@@ -10,8 +10,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State
 
+from flows.params import ClearUsersParams
 from tasks.clear_users import (
-    ClearUsersParams,
     UserReport,
     clear_user,
     delete_leftovers,
@@ -19,7 +19,6 @@ from tasks.clear_users import (
     inventory,
     remaining,
 )
-from tasks.settings import reflexio_settings
 
 ARTIFACT_KEY = "clear-users-summary"
 
@@ -28,7 +27,7 @@ ARTIFACT_KEY = "clear-users-summary"
 def clear_users(params: ClearUsersParams) -> State:
     """Erase the users' rows; Completed when nothing of theirs remains, else Failed."""
     logger = get_run_logger()
-    settings = reflexio_settings(params.reflexio_url)
+    settings = params.settings()
 
     before = inventory(settings)
     reports = [

@@ -15,7 +15,7 @@ result (what it did, what still differs) decides the message the run ends with.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -76,7 +76,7 @@ class ServerOps(Protocol):
     ) -> GateReport: ...
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]: ...
     def downgrade(self, only_affected_users: bool) -> dict[str, Any]: ...
-    def recreate(self, rows: list[dict[str, Any]]) -> int: ...
+    def recreate(self, rows: Iterable[dict[str, Any]]) -> int: ...
     def aggregate(self) -> str: ...
     def notify(self, subject: str, body: str) -> None: ...
     def emit(self, event: str, **payload: Any) -> None: ...
@@ -92,10 +92,9 @@ def stale_pending_message(count: int, what: str) -> str:
     )
 
 
-def rows_from_backup(path: str, ids: Collection[str], kind: Kind) -> list[dict[str, Any]]:
+def rows_from_backup(path: str, ids: Collection[str], kind: Kind) -> Iterator[dict[str, Any]]:
     """The backed-up rows with these ids, streamed out of the backup file."""
-    wanted = set(ids)
-    return [row for row in open_backup(Path(path)).iter_rows() if kind.row_id(row) in wanted]
+    return (row for row in open_backup(Path(path)).iter_rows() if kind.row_id(row) in ids)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from deployments.catalogue import NOTIFICATION_BLOCK
 from gate import GatePolicy, GatePolicyError
 from reflexio_api import ReflexioSettings
 from tasks.settings import reflexio_settings
+from tasks.sweep import PACING_MARGIN_S, SERVER_MANUAL_LIMIT_PER_MIN, SweepKind, SweepPlan
 
 
 class ServerParams(BaseModel):
@@ -175,3 +176,98 @@ class PromptChangeParams(ServerParams):
         if value is not None and (not value or any(c.isspace() for c in value)):
             raise ValueError("agent_version must be non-empty and contain no whitespace")
         return value
+
+
+def _clean_names(values: list[str], what: str) -> list[str]:
+    cleaned = [v.strip() for v in values]
+    if any(not v for v in cleaned):
+        raise ValueError(f"{what} must not contain blank names")
+    return list(dict.fromkeys(cleaned))
+
+
+class SweepParams(ServerParams):
+    """Manual generation per interaction source (the Prefect UI renders this as a form)."""
+
+    sources: list[str] = Field(
+        min_length=1,
+        description="Interaction sources to sweep, in order (e.g. chat, email). One failing "
+        "source does not stop the others.",
+    )
+    kinds: list[SweepKind] = Field(
+        default_factory=lambda: ["profiles", "playbooks"],
+        min_length=1,
+        description="What to generate for each source: profiles, playbooks or both.",
+    )
+    agent_versions: list[str] = Field(
+        default_factory=lambda: ["v1"],
+        description="Agent versions whose user playbooks are generated (kinds: playbooks).",
+    )
+    require_manual_trigger: bool = Field(
+        False,
+        description="Refuse to run unless profile_extractor_config.manual_trigger is true "
+        "(servers where extraction runs only from sweeps). Not needed for manual generation "
+        "itself: the server runs it either way.",
+    )
+    manual_calls_per_minute: int = Field(
+        SERVER_MANUAL_LIMIT_PER_MIN,
+        ge=1,
+        le=600,
+        description="Pace of calls to each manual_* route; the server allows 5 per minute "
+        "per client IP (H11). Raise it only for a server with rate limits off.",
+    )
+    notification_block: str = Field(
+        NOTIFICATION_BLOCK,
+        description="Notification block used when the stall check finds a new stall.",
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        return _clean_names(value, "sources")
+
+    @field_validator("agent_versions")
+    @classmethod
+    def _versions(cls, value: list[str]) -> list[str]:
+        cleaned = _clean_names(value, "agent_versions")
+        if any(any(c.isspace() for c in v) for v in cleaned):
+            raise ValueError("agent_versions must not contain whitespace")
+        return cleaned
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, value: list[SweepKind]) -> list[SweepKind]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _playbooks_need_versions(self) -> SweepParams:
+        if "playbooks" in self.kinds and not self.agent_versions:
+            raise ValueError("kinds includes 'playbooks': give at least one agent_version")
+        return self
+
+    @property
+    def spacing_s(self) -> float:
+        """Minimum gap between two calls to the same manual_* route (with a safety margin)."""
+        return 60.0 / self.manual_calls_per_minute + PACING_MARGIN_S
+
+    def plan(self) -> SweepPlan:
+        """What the prerequisites check needs to know."""
+        return SweepPlan(self.sources, self.kinds, self.require_manual_trigger)
+
+
+class ClearUsersParams(ServerParams):
+    """Which users to erase, on which server."""
+
+    user_ids: list[str] = Field(
+        min_length=1, description="User ids whose data is erased (exact ids, no blanks)."
+    )
+
+    @field_validator("user_ids")
+    @classmethod
+    def _ids(cls, value: list[str]) -> list[str]:
+        cleaned = [v.strip() for v in value]
+        blank = [i for i, v in enumerate(cleaned) if not v]
+        if blank:
+            raise ValueError(
+                f"user_ids has blank entries at position(s) {blank}: give exact user ids"
+            )
+        return list(dict.fromkeys(cleaned))

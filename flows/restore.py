@@ -20,8 +20,7 @@ tombstones, so it would duplicate rather than restore; use the playbook flow's w
 """
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
-from itertools import islice
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from prefect import flow
@@ -39,6 +38,7 @@ from tasks.server import (
     RECREATE_BATCH,
     add_profiles,
     delete_profiles,
+    in_batches,
     list_profiles,
     profile_counts,
 )
@@ -62,12 +62,6 @@ def _server_rows(settings: ReflexioSettings) -> dict[str, bytes]:
     }
 
 
-def _pages(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    rows = iter(rows)
-    while page := list(islice(rows, size)):
-        yield page
-
-
 def _restorable(backup: Backup) -> Iterator[dict[str, Any]]:
     """The backed-up CURRENT and ARCHIVED rows, streamed (CURRENT rows carry status null)."""
     return (r for r in backup.iter_rows() if (r.get("status") or "current") in RESTORED)
@@ -87,7 +81,7 @@ def _plan(backup: Backup, present: Mapping[str, bytes]) -> tuple[set[str], int]:
 def _recreate(settings: ReflexioSettings, backup: Backup, present: Mapping[str, bytes]) -> int:
     """Re-create, a page at a time, the backed-up rows the server lacks or holds differently."""
     added = 0
-    for page in _pages(_restorable(backup), RECREATE_BATCH):
+    for page in in_batches(_restorable(backup), RECREATE_BATCH):
         todo = [r for r in page if present.get(r["profile_id"]) != _fingerprint(r)]
         if todo:
             added += add_profiles(settings, todo)

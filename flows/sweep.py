@@ -14,12 +14,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State
 
 from flows._common import stalled as stalled_state
-from tasks.settings import reflexio_settings
+from flows.params import SweepParams
 from tasks.sweep import (
     H3_NOTE,
     H8_NOTE,
     StepResult,
-    SweepParams,
     check_prerequisites,
     describe_error,
     diff_playbooks,
@@ -51,14 +50,14 @@ def _publish(steps: list[StepResult], notes: list[str], url: str) -> None:
 def manual_sweep(params: SweepParams) -> State:
     """Sweep the given sources; Completed with the summary, or Failed naming what failed."""
     logger = get_run_logger()
-    settings = reflexio_settings(params.reflexio_url)
+    settings = params.settings()
 
     stalled = stall_message(settings, params.notification_block)
     if stalled:
         logger.error("%s Nothing was generated.", stalled)
         return stalled_state(f"{stalled} Nothing was generated.")
 
-    prereq = check_prerequisites(settings, params)
+    prereq = check_prerequisites(settings, params.plan())
     if prereq.blocking:
         message = "Sweep not started, prerequisites missing:\n- " + "\n- ".join(prereq.blocking)
         logger.error("%s", message)

@@ -18,7 +18,6 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.retry import retry_options
@@ -26,28 +25,6 @@ from tasks.sweep import PACING_MARGIN_S, paced_call, pacer_for
 
 PROFILE_STATUSES = ("current", "pending", "archived")
 CLEAR_CALLS_PER_MINUTE = 10
-
-
-class ClearUsersParams(BaseModel):
-    """Which users to erase, on which server."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    user_ids: list[str] = Field(
-        min_length=1, description="User ids whose data is erased (exact ids, no blanks)."
-    )
-    reflexio_url: str | None = Field(None, description="Reflexio server URL; empty: REFLEXIO_URL.")
-
-    @field_validator("user_ids")
-    @classmethod
-    def _ids(cls, value: list[str]) -> list[str]:
-        cleaned = [v.strip() for v in value]
-        blank = [i for i, v in enumerate(cleaned) if not v]
-        if blank:
-            raise ValueError(
-                f"user_ids has blank entries at position(s) {blank}: give exact user ids"
-            )
-        return list(dict.fromkeys(cleaned))
 
 
 @dataclass

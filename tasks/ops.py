@@ -9,7 +9,7 @@ each status into the backup, the gate's frames and the id snapshot.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -39,6 +39,7 @@ from tasks.server import (
     delete_user_playbooks,
     downgrade_profiles,
     downgrade_user_playbooks,
+    in_batches,
     profile_counts,
     refuse_if_operation_running,
     run_playbook_aggregation,
@@ -104,11 +105,6 @@ def read_rows(settings: ReflexioSettings, kind: Kind, request: ReadRequest) -> R
     return reading
 
 
-def _batches(items: list[Any], size: int = BATCH) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 @dataclass
 class PrefectOps:
     """ServerOps for one kind on one server, every effect a Prefect task."""
@@ -133,7 +129,7 @@ class PrefectOps:
     def delete(self, ids: Collection[str]) -> int:
         server_ids = sorted(self.kind.server_id(i) for i in ids)  # type: ignore[type-var]
         task_ = delete_profiles if self.kind.agent_version is None else delete_user_playbooks
-        return sum(task_(self.settings, batch) for batch in _batches(server_ids))
+        return sum(task_(self.settings, batch) for batch in in_batches(server_ids, BATCH))
 
     def start_rerun(
         self, source: str | None, start_time: datetime | None, end_time: datetime | None
@@ -177,9 +173,9 @@ class PrefectOps:
             return downgrade_profiles(self.settings, only_affected_users)
         return downgrade_user_playbooks(self.settings, self.kind.agent_version)
 
-    def recreate(self, rows: list[dict[str, Any]]) -> int:
+    def recreate(self, rows: Iterable[dict[str, Any]]) -> int:
         task_ = add_profiles if self.kind.agent_version is None else add_user_playbooks
-        return sum(task_(self.settings, batch) for batch in _batches(rows, RECREATE_BATCH))
+        return sum(task_(self.settings, batch) for batch in in_batches(rows, RECREATE_BATCH))
 
     def aggregate(self) -> str:
         assert self.kind.agent_version is not None

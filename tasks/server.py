@@ -9,9 +9,10 @@ and for backups.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, Literal
+from itertools import islice
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -28,6 +29,9 @@ READ = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **retry_options()}
 WRITE = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **retry_options(writes=True)}
 """Idempotent reads (and deletes by id) retry every transient fault; other writes only
 those that surely did not reach the server (see tasks/retry.py)."""
+
+
+T = TypeVar("T")
 
 
 class OperationRunning(RuntimeError):
@@ -345,6 +349,13 @@ def run_playbook_aggregation(settings: ReflexioSettings, agent_version: str) -> 
 RECREATE_BATCH = 200
 """Rows per re-create call: the server embeds every re-created row (about 30 ms a row with
 the stand-in LLM), and one call must end within the read timeout."""
+
+
+def in_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of at most `size` items, read lazily from `items`."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 @task(name="add-profiles", **READ)

@@ -29,14 +29,13 @@ from typing import Any, Literal, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reflexio_api import ReflexioClient, ReflexioSettings, TransientError
 from reflexio_api.errors import ReflexioError
 
 T = TypeVar("T")
 
-Kind = Literal["profiles", "playbooks"]
+SweepKind = Literal["profiles", "playbooks"]
 MANUAL_PROFILES_ROUTE = "manual_profile_generation"
 MANUAL_PLAYBOOKS_ROUTE = "manual_playbook_generation"
 SERVER_MANUAL_LIMIT_PER_MIN = 5
@@ -53,88 +52,6 @@ H3_NOTE = (
     "H3: `server_reported` is the server's own count (it counts existing rows); 'added' and "
     "'removed' are measured by listing CURRENT rows by id before and after each step."
 )
-
-
-# --- parameters ----------------------------------------------------------------------------
-
-
-def _clean_names(values: list[str], what: str) -> list[str]:
-    cleaned = [v.strip() for v in values]
-    if any(not v for v in cleaned):
-        raise ValueError(f"{what} must not contain blank names")
-    return list(dict.fromkeys(cleaned))
-
-
-class SweepParams(BaseModel):
-    """Manual generation per interaction source (the Prefect UI renders this as a form)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    sources: list[str] = Field(
-        min_length=1,
-        description="Interaction sources to sweep, in order (e.g. chat, email). One failing "
-        "source does not stop the others.",
-    )
-    kinds: list[Kind] = Field(
-        default_factory=lambda: ["profiles", "playbooks"],
-        min_length=1,
-        description="What to generate for each source: profiles, playbooks or both.",
-    )
-    agent_versions: list[str] = Field(
-        default_factory=lambda: ["v1"],
-        description="Agent versions whose user playbooks are generated (kinds: playbooks).",
-    )
-    reflexio_url: str | None = Field(
-        None,
-        description="Reflexio server URL; empty: REFLEXIO_URL. The API key comes from "
-        "REFLEXIO_API_KEY or the 'reflexio-api-key' Secret block, never a parameter.",
-    )
-    require_manual_trigger: bool = Field(
-        False,
-        description="Refuse to run unless profile_extractor_config.manual_trigger is true "
-        "(servers where extraction runs only from sweeps). Not needed for manual generation "
-        "itself: the server runs it either way.",
-    )
-    manual_calls_per_minute: int = Field(
-        SERVER_MANUAL_LIMIT_PER_MIN,
-        ge=1,
-        le=600,
-        description="Pace of calls to each manual_* route; the server allows 5 per minute "
-        "per client IP (H11). Raise it only for a server with rate limits off.",
-    )
-    notification_block: str = Field(
-        "reflexio-alerts",
-        description="Notification block used when the stall check finds a new stall.",
-    )
-
-    @field_validator("sources")
-    @classmethod
-    def _sources(cls, value: list[str]) -> list[str]:
-        return _clean_names(value, "sources")
-
-    @field_validator("agent_versions")
-    @classmethod
-    def _versions(cls, value: list[str]) -> list[str]:
-        cleaned = _clean_names(value, "agent_versions")
-        if any(any(c.isspace() for c in v) for v in cleaned):
-            raise ValueError("agent_versions must not contain whitespace")
-        return cleaned
-
-    @field_validator("kinds")
-    @classmethod
-    def _kinds(cls, value: list[Kind]) -> list[Kind]:
-        return list(dict.fromkeys(value))
-
-    @model_validator(mode="after")
-    def _playbooks_need_versions(self) -> SweepParams:
-        if "playbooks" in self.kinds and not self.agent_versions:
-            raise ValueError("kinds includes 'playbooks': give at least one agent_version")
-        return self
-
-    @property
-    def spacing_s(self) -> float:
-        """Minimum gap between two calls to the same manual_* route (with a safety margin)."""
-        return 60.0 / self.manual_calls_per_minute + PACING_MARGIN_S
 
 
 # --- stall check ---------------------------------------------------------------------------
@@ -204,8 +121,17 @@ EXTRACTOR_HOWTO = (
 )
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep will do, as the prerequisites need it."""
+
+    sources: list[str]
+    kinds: list[SweepKind]
+    require_manual_trigger: bool
+
+
 def evaluate_prerequisites(
-    config: dict[str, Any], params: SweepParams, url: str, running: list[str]
+    config: dict[str, Any], params: SweepPlan, url: str, running: list[str]
 ) -> Prerequisites:
     """Pure check of the server config (never logged: it may hold credentials)."""
     found = Prerequisites()
@@ -255,7 +181,7 @@ def evaluate_prerequisites(
 
 
 @task(name="check-sweep-prerequisites", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def check_prerequisites(settings: ReflexioSettings, params: SweepParams) -> Prerequisites:
+def check_prerequisites(settings: ReflexioSettings, params: SweepPlan) -> Prerequisites:
     """Read config and operation slots; no writes."""
     with ReflexioClient(settings) as client:
         config = client.get_config()
@@ -387,7 +313,7 @@ class StepResult:
     """One manual generation call and what it changed."""
 
     source: str
-    kind: Kind
+    kind: SweepKind
     agent_version: str = ""
     status: Literal["ok", "failed", "skipped"] = "ok"
     stamped_before: int = 0

@@ -6,9 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from flows.clear_users import clear_users
+from flows.params import ClearUsersParams
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tasks.clear_users import ClearUsersParams
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from flows.params import SweepParams
 from flows.sweep import ARTIFACT_KEY, manual_sweep
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tasks.sweep import SweepParams
 
 pytestmark = pytest.mark.integration
 

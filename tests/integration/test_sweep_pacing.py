@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
+from flows.params import SweepParams
 from flows.sweep import manual_sweep
 from local_stack.stack import LocalStack
-from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN, SweepParams
+from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ switched on by attributes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import count
@@ -187,7 +187,8 @@ class FakeOps:
                 row["status"] = None
         return {"message": "Downgraded"}
 
-    def recreate(self, rows: list[dict[str, Any]]) -> int:
+    def recreate(self, rows: Iterable[dict[str, Any]]) -> int:
+        rows = list(rows)
         self.calls.append(f"recreate:{len(rows)}")
         for row in rows:
             if self.kind.recreate_keeps_ids:
