@@ -214,6 +214,7 @@ class _TreeRss:
 def _on_dask(cand, base, sampler: _TreeRss) -> tuple:
     """Evaluate on a fresh 2-worker LocalCluster through prefect-dask; the report and the
     gate's seconds. The Prefect API's processes are left out of the memory figures."""
+    import dask
     from distributed import LocalCluster
     from prefect.testing.utilities import prefect_test_harness
 
@@ -221,7 +222,11 @@ def _on_dask(cand, base, sampler: _TreeRss) -> tuple:
     from gate.evaluate import plan
     from tasks.gate import DASK_SHARDS, evaluate_on_dask
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's
+    # dynamic mmap threshold: every large allocation is mapped and unmapped again, and the
+    # gate's per-shard work takes twice the CPU. None unsets it (see tasks/gate.py).
+    unset_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    with prefect_test_harness(server_startup_timeout=120), dask.config.set(unset_trim):
         sampler.exclude = frozenset(_descendants(os.getpid()))
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
             start = time.perf_counter()
