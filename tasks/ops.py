@@ -53,8 +53,8 @@ from tasks.stall import check_stall, clear_inferred_stall, report_inferred_stall
 
 BATCH = 5_000
 """Ids per delete call."""
-PAGES_PER_STATUS = 8
-MAX_PAGE = 100_000
+PAGES_PER_STATUS = 4
+MAX_PAGE = 250_000
 """Every listing request makes the server sort the whole status (no index on the
 timestamp), so a large status is read in about PAGES_PER_STATUS pages, at most MAX_PAGE
 rows each (memory), never fewer than the client's PAGE_SIZE."""
