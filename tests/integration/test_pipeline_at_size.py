@@ -86,7 +86,12 @@ def test_nightly_run_at_size_loses_nothing(large_stack, large, prefect_api, tmp_
     assert before["archived"] | before["current"] <= backed
 
 
+SLOW_TIMEOUT_S = 2400
+"""Re-creating 25,000 rows takes the server about 15 minutes (it embeds each one)."""
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TIMEOUT_S)
 def test_restore_at_size_brings_every_row_back(large_stack, prefect_api, tmp_path: Path):
     """Slow: the server re-embeds every re-created row (about 30 ms a row here)."""
     url = large_stack.url
@@ -139,7 +144,12 @@ def test_a_listing_that_does_not_add_up_stops_the_run_before_any_write(
 
 
 @pytest.mark.parametrize(
-    "size", ["seeded", pytest.param(LARGE, marks=pytest.mark.slow)], ids=["seeded", "large"]
+    "size",
+    [
+        "seeded",
+        pytest.param(LARGE, marks=[pytest.mark.slow, pytest.mark.timeout(SLOW_TIMEOUT_S)]),
+    ],
+    ids=["seeded", "large"],
 )
 def test_a_row_the_server_did_not_promote_is_caught_by_id_and_rolled_back(
     stack: LocalStack, large, size: str, prefect_api, tmp_path: Path
