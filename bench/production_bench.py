@@ -83,6 +83,7 @@ def pipeline(url: str, rows: int, backup_dir: Path, dask: bool, upgrade: bool) -
     from prefect import flow
 
     from core.kinds import PROFILES, STATUSES
+    from core.live import Scope
     from core.sinks import BackupTarget, ReadRequest
     from core.state import expected_after_upgrade, verify_ids
     from gate import GatePolicy
@@ -97,7 +98,7 @@ def pipeline(url: str, rows: int, backup_dir: Path, dask: bool, upgrade: bool) -
         before = _timed(
             figures,
             "read_all_and_backup",
-            lambda: ops.read(ReadRequest(STATUSES, backup=target, baseline_sources=())),
+            lambda: ops.read(ReadRequest(STATUSES, backup=target, baseline=Scope())),
         )
         candidate = _timed(
             figures,

@@ -135,6 +135,7 @@ class BackupWriter:
         server_url: str,
         run_id: str,
         agent_version: str | None = None,
+        part: str = "",
     ) -> None:
         self._id_field = _id_field_of(kind)
         created = datetime.now(UTC)
@@ -148,6 +149,8 @@ class BackupWriter:
             "id_field": self._id_field,
         }
         stem = f"{kind}-{server_slug(server_url)}-{created:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
+        if part:  # a second file of the same run, e.g. its live rows
+            stem += f"-{part}"
         self.data_path = Path(backup_dir) / (stem + DATA_SUFFIX)
         self.manifest_path = Path(backup_dir) / (stem + MANIFEST_SUFFIX)
         self._partial = _sibling(self.data_path, PARTIAL_SUFFIX)

@@ -22,10 +22,15 @@ class Kind:
     name: Literal["profiles", "user_playbooks"]
     gate_kind: Literal["profiles", "playbooks"]
     id_field: str
+    timestamp_field: str
+    """The epoch second listings order and window on (and a live row's 'since')."""
     service: Literal["profile_generation", "playbook_generation"]
     agent_version: str | None
     rerun_tombstones_current: bool
     """H6: a rerun marks the CURRENT rows it re-derives 'merged' before any upgrade."""
+    rerun_clears_pending: bool
+    """A rerun deletes the kind's PENDING rows before it writes its own (playbooks, not
+    profiles: H5)."""
     candidate_deleted_when_not_upgraded: bool
     """Deleting a refused candidate is safe (profiles); for playbooks it would strand the
     users whose CURRENT rows the rerun tombstoned (H6), so their candidate is kept."""
@@ -61,6 +66,11 @@ class Kind:
         """A row's id as text (user playbook ids are integers on the server)."""
         return str(row[self.id_field])
 
+    def timestamp(self, row: Mapping[str, Any]) -> int | None:
+        """A row's timestamp in epoch seconds, None when it has none."""
+        value = row.get(self.timestamp_field)
+        return int(value) if isinstance(value, int | float) else None
+
     def server_id(self, row_id: str) -> str | int:
         """An id as the server wants it back."""
         return row_id if self.name == "profiles" else int(row_id)
@@ -70,9 +80,11 @@ PROFILES = Kind(
     name="profiles",
     gate_kind="profiles",
     id_field="profile_id",
+    timestamp_field="last_modified_timestamp",
     service="profile_generation",
     agent_version=None,
     rerun_tombstones_current=False,
+    rerun_clears_pending=False,
     candidate_deleted_when_not_upgraded=True,
     upgrade_may_spare_unaffected_users=True,
     counted_by_server=True,
@@ -86,9 +98,11 @@ def user_playbooks(agent_version: str) -> Kind:
         name="user_playbooks",
         gate_kind="playbooks",
         id_field="user_playbook_id",
+        timestamp_field="created_at",
         service="playbook_generation",
         agent_version=agent_version,
         rerun_tombstones_current=True,
+        rerun_clears_pending=True,
         candidate_deleted_when_not_upgraded=False,
         upgrade_may_spare_unaffected_users=False,
         counted_by_server=False,

@@ -36,7 +36,11 @@ class TouchedIds(BaseModel):
     promoted: int = 0
     archived: int = 0
     deleted: int = 0
+    kept_current: int = 0
+    """Live and out-of-scope rows the upgrade archived and the run made CURRENT again."""
     ids_file: str | None = None
+    live_file: str | None = None
+    """The backup of the rows users created or changed during the run, when any."""
 
 
 class RegenerationOutcome(BaseModel):

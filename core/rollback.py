@@ -1,14 +1,15 @@
 """Rolling an upgrade back to the backup, id by id.
 
 After the server's own downgrade (which swaps CURRENT and ARCHIVED back), what still
-differs from the backup is repaired by id: rows the backup does not have (what the upgrade
-promoted) are deleted, and backed-up rows that are missing (the old ARCHIVED rows the
-upgrade deleted, H1) or have another status are re-created from the backup file.
+differs from the state before the upgrade is repaired by id: rows the run created (what the
+upgrade promoted) are deleted, and saved rows that are missing (the old ARCHIVED rows the
+upgrade deleted, H1) or have another status are re-created from the backup file. Rows
+nobody saved (users created them after the upgrade) are not the rollback's to delete.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +30,15 @@ class RollbackPlan:
         return not self.delete and not self.recreate
 
 
-def plan_rollback(backed_up: Mapping[str, Status], now: IdSnapshot) -> RollbackPlan:
-    """Compare the backup's CURRENT/ARCHIVED rows (id -> status) with the server's rows."""
+def plan_rollback(
+    backed_up: Mapping[str, Status], now: IdSnapshot, ours: Collection[str]
+) -> RollbackPlan:
+    """Compare the saved CURRENT/ARCHIVED rows (id -> status) with the server's rows;
+    `ours` are the ids the run created (its candidate)."""
     present: dict[str, Status] = {}
     for status in ("current", "pending", "archived"):
         present.update(dict.fromkeys(now.of(status), status))
-    delete = frozenset(i for i in present if i not in backed_up)
+    delete = frozenset(i for i in present if i in ours and i not in backed_up)
     recreate = frozenset(i for i, status in backed_up.items() if present.get(i) != status)
     return RollbackPlan(delete=delete, recreate=recreate)
 
@@ -43,7 +47,9 @@ def describe_residue(plan: RollbackPlan) -> str:
     """What still differs from the backup, in words ('' when nothing)."""
     parts = []
     if plan.delete:
-        parts.append(f"{len(plan.delete)} row(s) not in the backup: {name_ids(plan.delete)}")
+        parts.append(
+            f"{len(plan.delete)} row(s) this run created still there: {name_ids(plan.delete)}"
+        )
     if plan.recreate:
         parts.append(
             f"{len(plan.recreate)} backed-up row(s) missing or with another status: "

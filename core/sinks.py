@@ -16,6 +16,7 @@ import pandas as pd
 from core.backup import BackupInfo, BackupWriter
 from core.kinds import Kind, Status, row_status
 from core.listing import CountedRows
+from core.live import LiveRows, LiveRule, Scope
 from core.state import IdSnapshot
 from gate.frames import FrameBuilder
 
@@ -36,14 +37,16 @@ class FrameSink(Protocol):
 
 @dataclass
 class PageSink:
-    """Routes each listed page: every row to the backup and the snapshot, CURRENT rows in
-    scope to the baseline frame, PENDING rows to the candidate frame."""
+    """Routes each listed page: every row to the backup, the snapshot and the live-row
+    finder, CURRENT rows in scope to the baseline frame, PENDING rows to the candidate
+    frame."""
 
     kind: Kind
     backup: PageWriter | None = None
     baseline: FrameSink | None = None
     candidate: FrameSink | None = None
-    sources: Sequence[str] = ()
+    scope: Scope = field(default_factory=Scope)
+    live: LiveRows | None = None
     snapshot: IdSnapshot = field(default_factory=IdSnapshot)
 
     def add(self, page: Sequence[Mapping[str, Any]]) -> None:
@@ -51,15 +54,14 @@ class PageSink:
         if self.backup is not None:
             self.backup.write(page)
         self.snapshot.add(self.kind, page)
+        if self.live is not None:
+            self.live.add(self.kind, page)
         if self.baseline is not None:
-            self.baseline.add([r for r in page if self._in_scope(r, "current")])
+            self.baseline.add(
+                [r for r in page if row_status(r) == "current" and self.scope.covers(self.kind, r)]
+            )
         if self.candidate is not None:
             self.candidate.add([r for r in page if row_status(r) == "pending"])
-
-    def _in_scope(self, row: Mapping[str, Any], status: str) -> bool:
-        if row_status(row) != status:
-            return False
-        return not self.sources or row.get("source") in self.sources
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,12 @@ class ReadRequest:
 
     statuses: tuple[Status, ...]
     backup: BackupTarget | None = None
-    baseline_sources: tuple[str, ...] | None = None
-    """Build the gate's baseline frame from CURRENT rows (of these sources; () = all)."""
+    baseline: Scope | None = None
+    """Build the gate's baseline frame from the CURRENT rows in this scope."""
     candidate: bool = False
     """Build the gate's candidate frame from PENDING rows."""
+    live: LiveRule | None = None
+    """Pick out live and out-of-scope rows (the pass right before an upgrade)."""
     count_at: int | None = None
     """Count unexpired rows as the statistics endpoint would at this epoch second."""
 
@@ -94,6 +98,7 @@ class Reading:
     baseline: pd.DataFrame | None = None
     candidate: pd.DataFrame | None = None
     counted: CountedRows | None = None
+    live: LiveRows | None = None
 
 
 _END = object()
@@ -152,9 +157,12 @@ def consume(kind: Kind, pages: Iterable[Page], request: ReadRequest) -> Reading:
                     agent_version=kind.agent_version,
                 )
             )
-        baseline = FrameBuilder(kind.gate_kind) if request.baseline_sources is not None else None
+        baseline = FrameBuilder(kind.gate_kind) if request.baseline is not None else None
         candidate = FrameBuilder(kind.gate_kind) if request.candidate else None
-        sink = PageSink(kind, writer, baseline, candidate, sources=request.baseline_sources or ())
+        live = LiveRows(request.live) if request.live is not None else None
+        sink = PageSink(
+            kind, writer, baseline, candidate, scope=request.baseline or Scope(), live=live
+        )
         counted = CountedRows(request.count_at) if request.count_at is not None else None
         for page in read_ahead(pages):
             sink.add(page)
@@ -166,4 +174,5 @@ def consume(kind: Kind, pages: Iterable[Page], request: ReadRequest) -> Reading:
         baseline=baseline.frame() if baseline is not None else None,
         candidate=candidate.frame() if candidate is not None else None,
         counted=counted,
+        live=live,
     )

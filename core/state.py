@@ -108,14 +108,20 @@ def name_ids(ids: Iterable[str]) -> str:
 
 
 def id_problems(
-    expected: ExpectedState, after: IdSnapshot, backed_up: frozenset[str] | set[str]
+    expected: ExpectedState,
+    after: IdSnapshot,
+    backed_up: frozenset[str] | set[str],
+    known: frozenset[str] | None = None,
 ) -> list[str]:
     """Every way the server's ids differ from what the upgrade had to leave; empty when
-    they match exactly."""
+    they match exactly. With `known` (every id before the upgrade), ids outside it are
+    rows users created meanwhile, not differences."""
     problems: list[str] = []
 
     def differ(label: str, want: frozenset[str], have: set[str]) -> None:
         missing, extra = want - have, have - want
+        if known is not None:
+            extra &= known
         if missing:
             problems.append(f"{len(missing)} id(s) not {label}: {name_ids(missing)}")
         if extra:
@@ -137,9 +143,13 @@ def id_problems(
 
 
 def verify_ids(
-    expected: ExpectedState, after: IdSnapshot, backed_up: frozenset[str] | set[str]
+    expected: ExpectedState,
+    after: IdSnapshot,
+    backed_up: frozenset[str] | set[str],
+    known: frozenset[str] | None = None,
 ) -> None:
-    """Raise VerificationFailed naming every id that is not where the upgrade had to put it."""
-    problems = id_problems(expected, after, backed_up)
+    """Raise VerificationFailed naming every id that is not where the upgrade had to put it
+    (ids outside `known`, when given, are rows users created meanwhile)."""
+    problems = id_problems(expected, after, backed_up, known)
     if problems:
         raise VerificationFailed("Post-upgrade verification failed: " + "; ".join(problems) + ".")

@@ -16,13 +16,17 @@ def touched_path(manifest_path: Path) -> Path:
     return manifest_path.with_name(f"{name}.touched.json.gz")
 
 
-def write_touched_ids(manifest_path: Path, expected: ExpectedState) -> Path:
-    """Write which ids were promoted, archived and deleted (sorted), fsynced."""
+def write_touched_ids(
+    manifest_path: Path, expected: ExpectedState, kept: frozenset[str] = frozenset()
+) -> Path:
+    """Write which ids were promoted, archived, deleted and kept CURRENT (archived by the
+    upgrade, then made CURRENT again), sorted, fsynced."""
     path = touched_path(Path(manifest_path))
     document = {
         "promoted": sorted(expected.promoted),
-        "archived": sorted(expected.archived),
+        "archived": sorted(expected.archived - kept),
         "deleted": sorted(expected.deleted),
+        "kept_current": sorted(kept),
     }
     with open(path, "wb") as raw:
         with gzip.GzipFile(fileobj=raw, mode="wb") as handle:

@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from core.backup import BackupInfo, open_backup
-from core.kinds import STATUSES, Kind, Status
+from core.backup import BackupInfo, BackupWriter, open_backup
+from core.kinds import STATUSES, Kind, Status, row_status
+from core.live import KeepPlan, LiveRows, LiveRule, Scope, kept_problems, rows_to_keep
 from core.outcome import Decision, GateOutcome, RegenerationOutcome, TouchedIds
 from core.rollback import describe_residue, plan_rollback
 from core.sinks import BackupTarget, Reading, ReadRequest
@@ -32,6 +33,7 @@ from core.stall import Stall, describe_failed_operation, infer_stall
 from core.state import (
     ExpectedState,
     IdSnapshot,
+    VerificationFailed,
     expected_after_upgrade,
     name_ids,
     verify_ids,
@@ -41,7 +43,7 @@ from core.upgrade import UpgradeUndetermined
 from deployments import catalogue
 from flows.params import PlaybookRegenerationParams, RegenerationParams
 from gate import GatePolicy, GateReport, Severity
-from reflexio_api import ReflexioError
+from reflexio_api import OperationTimeout, ReflexioError
 from reflexio_api.models import OperationStatus
 from tasks.report import RunSummary
 
@@ -64,6 +66,7 @@ class ServerOps(Protocol):
         self, source: str | None, start_time: datetime | None, end_time: datetime | None
     ) -> str: ...
     def wait(self, operation_id: str, timeout_s: float, artifact_key: str) -> OperationStatus: ...
+    def cancel_rerun(self, operation_id: str) -> str: ...
     def report_inferred_stall(self, stall: Stall) -> str: ...
     def clear_inferred_stall(self) -> None: ...
     def gate(
@@ -97,6 +100,11 @@ def rows_from_backup(path: str, ids: Collection[str], kind: Kind) -> Iterator[di
     return (row for row in open_backup(Path(path)).iter_rows() if kind.row_id(row) in ids)
 
 
+def as_current(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as CURRENT rows (the server's CURRENT status is none)."""
+    return [{**row, "status": None} for row in rows]
+
+
 @dataclass
 class Engine:
     """One run of one kind on one server."""
@@ -106,8 +114,12 @@ class Engine:
     summary: RunSummary
     run_id: str
     backup: BackupInfo | None = field(default=None, init=False)
-    users_with_current: frozenset[str] = field(default=frozenset(), init=False)
-    """Users that had a CURRENT row when the run started (H6: who a rerun can strand)."""
+    before: IdSnapshot = field(default_factory=IdSnapshot, init=False)
+    """Every id per status when the run started (what the backup holds)."""
+    rerun_started_at: int | None = field(default=None, init=False)
+    """The server's epoch second the first rerun started: live rows are newer."""
+    live_file: str | None = field(default=None, init=False)
+    """The file saving the rows the backup predates (live rows), when there are any."""
 
     @property
     def kind(self) -> Kind:
@@ -150,12 +162,14 @@ class Engine:
 
         after_rerun = self.ops.read(
             ReadRequest(
-                statuses=STATUSES if self.kind.rerun_tombstones_current else ("pending",),
+                statuses=STATUSES,
                 candidate=True,
+                live=LiveRule(before.snapshot.all_ids(), self.rerun_started_at, self.scope),
             )
         )
         assert after_rerun.candidate is not None and before.baseline is not None
-        state = self.state_before_upgrade(before.snapshot, after_rerun.snapshot)
+        assert after_rerun.live is not None
+        state = after_rerun.snapshot
         if after_rerun.candidate.empty and before.baseline.empty:
             return self.outcome(
                 Decision.NOTHING_TO_DO, f"No {self.kind.label} before or after the rerun."
@@ -164,7 +178,17 @@ class Engine:
         gate = self.gate(after_rerun.candidate, self.baseline_at_stake(before.baseline, state))
         if gate.blocked or self.params.dry_run:
             return self.not_upgraded(gate, state)
-        return self.upgrade(gate, before, state)
+        return self.upgrade(gate, state, after_rerun.live)
+
+    @property
+    def scope(self) -> Scope:
+        """What this run regenerates (its sources and time window)."""
+        start, end = self.params.start_time, self.params.end_time
+        return Scope(
+            sources=tuple(self.params.sources),
+            start=int(start.timestamp()) if start else None,
+            end=int(end.timestamp()) if end else None,
+        )
 
     def read_and_back_up(self) -> Reading:
         """One complete pass over every status: the backup (before any write), the
@@ -173,12 +197,12 @@ class Engine:
             ReadRequest(
                 statuses=STATUSES,
                 backup=BackupTarget(self.params.backup_dir, self.ops.url, self.run_id),
-                baseline_sources=tuple(self.params.sources),
+                baseline=self.scope,
             )
         )
         assert reading.backup is not None
         self.backup = reading.backup
-        self.users_with_current = frozenset(reading.snapshot.current.values())
+        self.before = reading.snapshot
         self.summary.backup_path = str(reading.backup.manifest_path)
         self.summary.counts_before = reading.snapshot.counts().as_dict()
         self.summary.note(
@@ -190,6 +214,12 @@ class Engine:
     def guard_stale_pending(self, before: IdSnapshot) -> None:
         """Refuse (or, when asked, delete by id) PENDING rows an earlier rerun left (H5)."""
         if not before.pending:
+            return
+        if self.kind.rerun_clears_pending:
+            self.summary.note(
+                f"{len(before.pending)} {self.kind.label} are PENDING from an earlier rerun; "
+                "the server's rerun replaces them (they are in the backup)."
+            )
             return
         if not self.params.discard_stale_pending:
             raise Refused(stale_pending_message(len(before.pending), self.kind.label))
@@ -203,9 +233,14 @@ class Engine:
             operation_id = self.ops.start_rerun(
                 source, self.params.start_time, self.params.end_time
             )
-            status = self.ops.wait(
-                operation_id, self.params.operation_timeout_s, f"{self.prefix}-progress"
-            )
+            try:
+                status = self.ops.wait(
+                    operation_id, self.params.operation_timeout_s, f"{self.prefix}-progress"
+                )
+            except OperationTimeout:
+                return self.rerun_timed_out(operation_id)
+            if self.rerun_started_at is None:
+                self.rerun_started_at = status.started_at
             self.summary.note(
                 f"rerun{f' of source {source}' if source else ''} ({operation_id}): "
                 f"{status.status}, {status.processed_users}/{status.total_users} users, "
@@ -215,6 +250,17 @@ class Engine:
             if stall is not None or status.status != "completed":
                 return self.generation_failed(status, stall)
         return None
+
+    def rerun_timed_out(self, operation_id: str) -> RegenerationOutcome:
+        """Cancel a rerun that outlived operation_timeout_s; nothing is upgraded."""
+        cancelled = self.ops.cancel_rerun(operation_id)
+        leftover = self.leave_candidate()
+        message = (
+            f"The rerun ({operation_id}) did not finish within "
+            f"{self.params.operation_timeout_s:g} s; {cancelled}. Nothing was upgraded. "
+            f"{leftover}"
+        )
+        return self.outcome(Decision.GENERATION_FAILED, message)
 
     def generation_failed(
         self, status: OperationStatus, stall: Stall | None
@@ -229,38 +275,36 @@ class Engine:
         return self.outcome(Decision.GENERATION_FAILED, message)
 
     def leave_candidate(self) -> str:
-        """Delete the candidate's PENDING rows (profiles), or keep them and name the users
-        a rerun left without a CURRENT row (playbooks, H6). Returns what was done."""
+        """Delete the candidate's PENDING rows (profiles); for playbooks keep them (merged
+        rows point at them) and put back, from the backup, every CURRENT row the rerun
+        tombstoned (H6), so no user is left without one. Returns what was done."""
         now = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
         if self.kind.candidate_deleted_when_not_upgraded:
             deleted = self.ops.delete(now.pending)
             return f"Deleted the {deleted} PENDING {self.kind.label} this run created."
-        stranded = sorted(self.users_with_current - set(now.current.values()))
-        self.summary.extra["users without a CURRENT row"] = ", ".join(stranded) or "none"
-        kept = f"The candidate's {len(now.pending)} PENDING row(s) are kept (H6)."
-        if not stranded:
-            return f"{kept} No user lost their CURRENT row."
-        return (
-            f"{kept} {len(stranded)} user(s) have no CURRENT row now (the rerun tombstoned "
-            f"them as 'merged', H6): {', '.join(stranded[:10])}. Ways back: accept the "
-            "candidate (upgrade_user_playbooks), or fix the cause and rerun this flow (a "
-            f"playbook rerun clears its PENDING rows first); every pre-rerun row is in "
-            f"{self.summary.backup_path}."
+        kept = (
+            f"The candidate's {len(now.pending)} PENDING row(s) are kept (merged rows point "
+            "at them)."
         )
-
-    def state_before_upgrade(self, before: IdSnapshot, after_rerun: IdSnapshot) -> IdSnapshot:
-        """Ids as the upgrade will find them. A profile rerun only adds PENDING rows; a
-        playbook rerun also tombstones CURRENT rows (H6), so its CURRENT is read again."""
-        if self.kind.rerun_tombstones_current:
-            return after_rerun
-        return IdSnapshot(
-            current=before.current, pending=after_rerun.pending, archived=before.archived
+        tombstoned = frozenset(self.before.current) - now.all_ids()
+        if not (self.kind.rerun_tombstones_current and tombstoned):
+            return f"{kept} The rerun tombstoned no CURRENT row."
+        path = self.summary.backup_path or ""
+        put_back = self.ops.recreate(as_current(rows_from_backup(path, tombstoned, self.kind)))
+        users = sorted({self.before.current[i] for i in tombstoned})
+        self.summary.extra["CURRENT rows put back (H6)"] = (
+            f"{put_back} for {len(users)} user(s): {', '.join(users[:10])}"
+        )
+        return (
+            f"{kept} The rerun had tombstoned {len(tombstoned)} CURRENT row(s) of "
+            f"{len(users)} user(s) as 'merged' (H6); {put_back} were put back from the "
+            f"backup as CURRENT rows (new ids, same content): {name_ids(tombstoned)}."
         )
 
     def baseline_at_stake(self, baseline: pd.DataFrame, state: IdSnapshot) -> pd.DataFrame:
         """The CURRENT rows the upgrade would archive: with only_affected_users (profiles),
         users without new rows keep theirs, so they are not compared (and not "lost")."""
-        if not (self.kind.upgrade_may_spare_unaffected_users and self.params.only_affected_users):
+        if not self.only_affected_users:
             return baseline
         affected = set(state.pending.values())
         at_stake = baseline[baseline["user_id"].isin(affected)]
@@ -301,13 +345,24 @@ class Engine:
             blocked=blocked,
         )
 
-    def not_upgraded(self, gate: GateOutcome, state: IdSnapshot) -> RegenerationOutcome:
-        """Gate blocked, or dry run: CURRENT untouched."""
+    def not_upgraded(
+        self, gate: GateOutcome, state: IdSnapshot, too_many: KeepPlan | None = None
+    ) -> RegenerationOutcome:
+        """Gate blocked, dry run, or too many rows to keep CURRENT: CURRENT untouched."""
         if self.kind.candidate_deleted_when_not_upgraded:
             deleted = self.ops.delete(state.pending)
             leftover = f"The candidate's {deleted} PENDING row(s) were deleted."
         else:
             leftover = self.leave_candidate()
+        if too_many is not None:
+            message = (
+                f"Not upgraded: the upgrade would archive {len(too_many.live)} live row(s) "
+                f"and {len(too_many.out_of_scope)} row(s) outside this run's scope "
+                f"({self.scope.describe()}) that the run would then have to re-create one "
+                f"by one, more than max_rows_to_keep={self.params.max_rows_to_keep}. Run "
+                f"without a scope, or raise max_rows_to_keep. Gate {gate.verdict}. {leftover}"
+            )
+            return self.outcome(Decision.REFUSED, message, gate=gate)
         if gate.blocked:
             message = (
                 f"Gate verdict {gate.verdict.upper()}: not upgraded; CURRENT untouched. "
@@ -317,26 +372,37 @@ class Engine:
         message = f"Dry run: gate verdict {gate.verdict}; nothing was upgraded. {leftover}"
         return self.outcome(Decision.DRY_RUN, message, gate=gate)
 
-    def upgrade(self, gate: GateOutcome, before: Reading, state: IdSnapshot) -> RegenerationOutcome:
-        """Upgrade, then verify by ids; roll back to the backup on any failure from here."""
-        only_affected = self.params.only_affected_users
+    def upgrade(self, gate: GateOutcome, state: IdSnapshot, live: LiveRows) -> RegenerationOutcome:
+        """Save the live rows, upgrade, verify by ids, then make the live and out-of-scope
+        rows the upgrade archived CURRENT again; roll back on any failure of the upgrade
+        or its verification."""
+        only_affected = self.only_affected_users
         expected = expected_after_upgrade(self.kind, state, only_affected)
-        backed_up = before.snapshot.all_ids()
+        keep = rows_to_keep(live, expected.archived)
+        if len(keep.ids) > self.params.max_rows_to_keep:
+            return self.not_upgraded(gate, state, too_many=keep)
+        self.save_live_rows(live)
+        self.announce(keep)
+        target = self.rollback_target(state)
+        saved = self.before.all_ids() | set(live.rows)
+        ours = frozenset(state.pending)
         try:
             result = self.ops.upgrade(only_affected, len(expected.promoted))
         except UpgradeUndetermined as exc:
             message = f"{exc} Backup: {self.summary.backup_path}."
             return self.outcome(Decision.ERROR, message, gate=gate)
         except Exception as exc:
-            return self.roll_back(self.reason(exc), gate, before.snapshot)
+            return self.roll_back(self.reason(exc), gate, target, ours)
         self.summary.note(f"Upgrade: {result.get('message')}")
+        known = frozenset(state.all_ids())
         try:
-            after = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
-            self.summary.counts_after = after.counts().as_dict()
-            verify_ids(expected, after, backed_up)
+            after = self.ops.read(ReadRequest(statuses=STATUSES, live=LiveRule(known, None)))
+            self.summary.counts_after = after.snapshot.counts().as_dict()
+            verify_ids(expected, after.snapshot, saved, known=known)
         except Exception as exc:
-            return self.roll_back(self.reason(exc), gate, before.snapshot)
-        touched = self.touched(expected)
+            return self.roll_back(self.reason(exc), gate, target, ours)
+        assert after.live is not None
+        touched = self.touched(expected, keep)
         self.ops.emit(
             catalogue.EVENT_UPGRADED,
             kind=self.kind.name,
@@ -344,6 +410,7 @@ class Engine:
             promoted=touched.promoted,
             archived=touched.archived,
             deleted=touched.deleted,
+            kept_current=touched.kept_current,
             backup=self.summary.backup_path,
             counts_after=self.summary.counts_after,
         )
@@ -352,23 +419,117 @@ class Engine:
             f"archived, {touched.deleted} old ARCHIVED deleted (all in the backup); verified "
             f"by id. Gate {gate.verdict}. Backup: {self.summary.backup_path}."
         )
-        outcome = self.outcome(Decision.UPGRADED, message, gate=gate, touched=touched)
+        late = [r for r in after.live.rows.values() if row_status(r) == "archived"]
+        try:
+            kept = self.make_current_again(keep, live, late, known | after.snapshot.all_ids())
+        except (ReflexioError, RuntimeError) as exc:
+            message += (
+                f" But the rows it archived that must stay CURRENT were not all made CURRENT "
+                f"again: {exc}. They are ARCHIVED, saved in {self.live_file or 'the backup'}"
+                f"; run restore-profiles with that backup_file to finish."
+            )
+            return self.outcome(Decision.ERROR, message, gate=gate, touched=touched)
+        outcome = self.outcome(Decision.UPGRADED, f"{message}{kept}", gate=gate, touched=touched)
         return self.after_upgrade(outcome)
+
+    def rollback_target(self, state: IdSnapshot) -> dict[str, Status]:
+        """Id -> status a rollback must restore: the rows as the upgrade found them, and
+        the CURRENT rows the rerun tombstoned (H6), which the upgrade would not bring back."""
+        target: dict[str, Status] = dict.fromkeys(state.archived, "archived")
+        target.update(dict.fromkeys(state.current, "current"))
+        if self.kind.rerun_tombstones_current:
+            tombstoned = set(self.before.current) - state.all_ids()
+            target.update(dict.fromkeys(tombstoned, "current"))
+        return target
+
+    @property
+    def only_affected_users(self) -> bool:
+        """Whether the upgrade spares users without new rows (profiles only)."""
+        return self.kind.upgrade_may_spare_unaffected_users and self.params.only_affected_users
+
+    def save_live_rows(self, live: LiveRows) -> None:
+        """Save the rows the backup predates in a backup of their own (fsynced) before
+        the upgrade can archive or delete them."""
+        if not live.rows:
+            return
+        with BackupWriter(
+            self.params.backup_dir,
+            self.kind.name,
+            self.ops.url,
+            self.run_id,
+            agent_version=self.kind.agent_version,
+            part="live",
+        ) as writer:
+            writer.write(list(live.rows.values()))
+        self.live_file = str(writer.manifest_path)
+        self.summary.extra["live rows file"] = self.live_file
+
+    def announce(self, keep: KeepPlan) -> None:
+        """Say, before upgrading, which rows the run will make CURRENT again, and how."""
+        if not keep.ids:
+            return
+        how = (
+            "with their ids, content and timestamps"
+            if self.kind.recreate_keeps_ids
+            else "as new rows with the same content and created_at: the server cannot give "
+            "a user playbook its id back, so these ids change"
+        )
+        self.summary.note(
+            f"The upgrade will archive {len(keep.live)} live row(s) (created or changed "
+            f"during the run: {name_ids(keep.live) or 'none'}) and {len(keep.out_of_scope)} "
+            f"row(s) outside this run's scope ({self.scope.describe()}); the run makes them "
+            f"CURRENT again right after it, {how}."
+        )
+
+    def make_current_again(
+        self,
+        keep: KeepPlan,
+        live: LiveRows,
+        late: list[dict[str, Any]],
+        seen: frozenset[str] | set[str],
+    ) -> str:
+        """Re-create as CURRENT the rows the upgrade archived that must stay CURRENT (and
+        rows created while it ran that it archived too); check them by id. Returns the
+        sentence for the run's message."""
+        rows = [live.rows[i] for i in keep.live] + late
+        if keep.out_of_scope:
+            path = self.summary.backup_path or ""
+            rows += rows_from_backup(path, keep.out_of_scope, self.kind)
+        if not rows:
+            return ""
+        self.ops.recreate(as_current(rows))
+        final = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
+        self.summary.counts_after = final.counts().as_dict()
+        problems = kept_problems(self.kind, rows, final, seen)
+        if problems:
+            raise VerificationFailed("; ".join(problems))
+        ids = [self.kind.row_id(r) for r in rows]
+        self.summary.extra["kept CURRENT"] = (
+            f"{len(keep.live) + len(late)} live, {len(keep.out_of_scope)} out of scope: "
+            f"{name_ids(ids)}"
+        )
+        new_ids = "" if self.kind.recreate_keeps_ids else " (as new rows: new ids)"
+        return (
+            f" Kept CURRENT{new_ids}: {len(keep.live) + len(late)} live row(s) and "
+            f"{len(keep.out_of_scope)} outside the scope, verified: {name_ids(ids)}."
+        )
 
     @staticmethod
     def reason(exc: Exception) -> str:
         """An error as the sentence a rollback names."""
         return str(exc) if isinstance(exc, ReflexioError | RuntimeError) else repr(exc)
 
-    def touched(self, expected: ExpectedState) -> TouchedIds:
+    def touched(self, expected: ExpectedState, keep: KeepPlan) -> TouchedIds:
         """Counts of the ids the upgrade touched, and the file naming each one."""
         assert self.backup is not None
-        path = write_touched_ids(self.backup.manifest_path, expected)
+        path = write_touched_ids(self.backup.manifest_path, expected, keep.ids)
         return TouchedIds(
             promoted=len(expected.promoted),
-            archived=len(expected.archived),
+            archived=len(expected.archived - keep.ids),
             deleted=len(expected.deleted),
+            kept_current=len(keep.ids),
             ids_file=str(path),
+            live_file=self.live_file,
         )
 
     def after_upgrade(self, outcome: RegenerationOutcome) -> RegenerationOutcome:
@@ -398,27 +559,46 @@ class Engine:
                 self.summary.note(str(exc))
         return outcome
 
-    def repair_to_backup(self, backed: dict[str, Status], steps: list[str]) -> str:
-        """Delete what the backup lacks, re-create what it has and the server does not;
-        returns what still differs ('' when the rows equal the backup)."""
-        plan = plan_rollback(backed, self.ops.read(ReadRequest(statuses=STATUSES)).snapshot)
+    def saved_rows(self, ids: Collection[str]) -> Iterator[dict[str, Any]]:
+        """The saved rows with these ids: from the live-rows file first (newer), then the
+        backup."""
+        wanted = set(ids)
+        if self.live_file is not None:
+            for row in rows_from_backup(self.live_file, wanted, self.kind):
+                wanted.discard(self.kind.row_id(row))
+                yield row
+        yield from rows_from_backup(self.summary.backup_path or "", wanted, self.kind)
+
+    def repair_to_backup(
+        self, target: dict[str, Status], ours: frozenset[str], steps: list[str]
+    ) -> str:
+        """Delete the rows this run created that are left, re-create the saved rows that
+        are missing or in another status; returns what still differs ('' when the rows
+        equal the state before the upgrade)."""
+        known = frozenset(target) | ours
+        now = self.ops.read(ReadRequest(statuses=STATUSES, live=LiveRule(known, None)))
+        assert now.live is not None
+        plan = plan_rollback(target, now.snapshot, ours)
+        newer = [r for r in now.live.rows.values() if row_status(r) == "archived"]
+        if newer:  # rows users created after the upgrade, archived by the downgrade
+            self.ops.recreate(as_current(newer))
+            steps.append(f"made {len(newer)} row(s) users created meanwhile CURRENT again")
         if plan.delete:
-            steps.append(f"deleted {self.ops.delete(plan.delete)} row(s) not in the backup")
+            steps.append(f"deleted {self.ops.delete(plan.delete)} row(s) this run created")
         wanted = plan.recreate
         if not self.kind.recreate_keeps_ids:  # re-created as new CURRENT rows
-            wanted = frozenset(i for i in wanted if backed[i] == "current")
+            wanted = frozenset(i for i in wanted if target[i] == "current")
         recreated = 0
         if wanted:
-            rows = rows_from_backup(self.summary.backup_path or "", wanted, self.kind)
-            recreated = self.ops.recreate(rows)
-            steps.append(f"re-created {recreated} row(s) from the backup")
+            recreated = self.ops.recreate(self.saved_rows(wanted))
+            steps.append(f"re-created {recreated} row(s) from the saved rows")
         final = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
         self.summary.counts_after = final.counts().as_dict()
-        left = plan_rollback(backed, final)
+        left = plan_rollback(target, final, ours)
         if self.kind.recreate_keeps_ids:
             return describe_residue(left)
-        renewed = frozenset(i for i in left.recreate if backed[i] == "current")
-        if not (len(left.delete) == len(renewed) == recreated):
+        renewed = frozenset(i for i in left.recreate if target[i] == "current")
+        if not (len(renewed) == recreated and not left.delete):
             return describe_residue(left)
         if recreated:
             steps.append(
@@ -432,23 +612,26 @@ class Engine:
             f"(the server makes them CURRENT); they stay in the backup: {name_ids(gone)}"
         )
 
-    def roll_back(self, reason: str, gate: GateOutcome, before: IdSnapshot) -> RegenerationOutcome:
-        """Put the server's rows back to the backup: the server's downgrade, then every id
-        that still differs is deleted or re-created from the backup file."""
+    def roll_back(
+        self, reason: str, gate: GateOutcome, target: dict[str, Status], ours: frozenset[str]
+    ) -> RegenerationOutcome:
+        """Put the server's rows back as they were before the upgrade: the server's
+        downgrade, then every id that still differs is deleted (only rows this run
+        created) or re-created from the saved rows. Rows users created meanwhile stay."""
         steps: list[str] = []
-        backed: dict[str, Status] = {i: "current" for i in before.current}
-        backed.update(dict.fromkeys(before.archived, "archived"))
         try:
-            result = self.ops.downgrade(self.params.only_affected_users)
+            result = self.ops.downgrade(self.only_affected_users)
             steps.append(f"downgrade: {result.get('message')}")
         except ReflexioError as exc:
             steps.append(f"downgrade failed ({exc}); repairing by id")
         try:
-            residue = self.repair_to_backup(backed, steps)
+            residue = self.repair_to_backup(target, ours, steps)
         except (ReflexioError, RuntimeError) as exc:
             residue = f"the rollback stopped: {exc}"
         steps.append(
-            f"data DIFFERS from the backup: {residue}" if residue else "data equals the backup"
+            f"data DIFFERS from before the upgrade: {residue}"
+            if residue
+            else "data equals the state before the upgrade"
         )
         self.ops.emit(
             catalogue.EVENT_ROLLED_BACK,

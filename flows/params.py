@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from deployments.catalogue import NOTIFICATION_BLOCK
 from gate import GatePolicy, GatePolicyError
@@ -62,6 +63,13 @@ class RegenerationParams(ServerParams):
         "rows). Old ARCHIVED rows are deleted organisation-wide either way (H1).",
     )
     allow_warn: bool = Field(True, description="Upgrade when the gate verdict is 'warn'.")
+    max_rows_to_keep: int = Field(
+        50_000,
+        ge=0,
+        description="Most rows the upgrade may archive that the run must then make CURRENT "
+        "again, one by one (rows users created during the run, and rows outside the run's "
+        "sources or time window). Above it the run does not upgrade.",
+    )
     notify_on_pass: bool = Field(False, description="Also notify when the run upgraded.")
     notification_block: str = Field(
         NOTIFICATION_BLOCK, description="Name of the Prefect notification block for alerts."
@@ -122,6 +130,22 @@ class PlaybookRegenerationParams(RegenerationParams):
 
     agent_version: str = Field("v1", description="Agent version whose playbooks regenerate.")
     aggregate: bool = Field(True, description="Run playbook aggregation after the upgrade.")
+    only_affected_users: SkipJsonSchema[bool] = Field(
+        False,
+        description="Not for playbooks: the server's user-playbook upgrade archives every "
+        "CURRENT row of the agent_version.",
+    )
+
+    @field_validator("only_affected_users")
+    @classmethod
+    def _every_user(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "only_affected_users is not available for playbooks: the server's "
+                "user-playbook upgrade archives every CURRENT row of the agent_version "
+                "(leave it out)"
+            )
+        return value
 
     @field_validator("agent_version")
     @classmethod

@@ -528,8 +528,10 @@ PLAYBOOK_IMPORT_FIELDS = (
     "tags",
     "notes",
     "reader_angle",
+    "created_at",
 )
-"""User playbook fields add_user_playbook stores (ids are assigned anew, status CURRENT)."""
+"""User playbook fields add_user_playbook stores (ids are assigned anew, status CURRENT;
+created_at as given)."""
 
 
 def add_user_playbooks(rows: Sequence[Mapping[str, Any]]) -> ApiCall[AddRowsResult]:

@@ -35,6 +35,7 @@ from tasks.server import (
     RECREATE_BATCH,
     add_profiles,
     add_user_playbooks,
+    cancel_rerun,
     delete_profiles,
     delete_user_playbooks,
     downgrade_profiles,
@@ -144,6 +145,9 @@ class PrefectOps:
         return wait_for_operation(
             self.settings, self.kind.service, operation_id, timeout_s, artifact_key
         )
+
+    def cancel_rerun(self, operation_id: str) -> str:
+        return cancel_rerun(self.settings, self.kind.service, operation_id)
 
     def report_inferred_stall(self, stall: Stall) -> str:
         return report_inferred_stall(self.settings, stall, self.notification_block)

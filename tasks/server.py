@@ -21,7 +21,13 @@ from prefect.cache_policies import NO_CACHE
 
 from core.state import Counts
 from core.upgrade import UpgradeUndetermined, resolve
-from reflexio_api import ReflexioClient, ReflexioSettings, TransientError, UnexpectedPayload
+from reflexio_api import (
+    OperationTimeout,
+    ReflexioClient,
+    ReflexioSettings,
+    TransientError,
+    UnexpectedPayload,
+)
 from reflexio_api.models import OperationStatus, ServiceName, StallState
 from tasks.retry import honour_retry_after, retry_options
 
@@ -80,6 +86,22 @@ def refuse_if_operation_running(settings: ReflexioSettings, service: ServiceName
             "users). Upgrading or rerunning now would strand users (H4). Wait for it to "
             "finish or cancel it, then run again."
         )
+
+
+CANCEL_WAIT_S = 120.0
+"""How long a cancelled rerun is waited on to stop (the server checks between users)."""
+
+
+@task(name="cancel-rerun", **WRITE)
+def cancel_rerun(settings: ReflexioSettings, service: ServiceName, operation_id: str) -> str:
+    """Ask the server to stop a running rerun and wait until it has; returns what happened."""
+    with honour_retry_after(), _client(settings) as client:
+        client.cancel_operation(service)
+        try:
+            status = client.wait_for_operation(service, operation_id, CANCEL_WAIT_S)
+        except OperationTimeout:
+            return f"it was asked to stop and was still running after {CANCEL_WAIT_S:g} s"
+    return f"it was cancelled and ended {status.status}"
 
 
 @task(name="list-profiles", **READ)

@@ -185,7 +185,7 @@ def test_a_row_the_server_did_not_promote_is_caught_by_id_and_rolled_back(
     outcome = state.result(raise_on_failure=False)
     assert outcome.decision is Decision.ROLLED_BACK, outcome.message
     assert f"not promoted: {stuck[0]}" in outcome.message
-    assert "data equals the backup" in outcome.message
+    assert "data equals the state before the upgrade" in outcome.message
     assert comparable(profile_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
         before_rows, PROFILE_KEYS
     )

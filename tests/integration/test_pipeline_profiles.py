@@ -173,7 +173,10 @@ def test_failure_after_upgrade_rolls_back_to_the_backup(
     )
     state = profile_regeneration(params, return_state=True)
     assert state.is_failed()
-    assert "rolled back" in state.message and "data equals the backup" in state.message
+    assert (
+        "rolled back" in state.message
+        and "data equals the state before the upgrade" in state.message
+    )
     after = profile_rows(url, "current", "archived")
     assert comparable(after, PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
     assert comparable(after, PROFILE_KEYS) == comparable(_backup_rows(tmp_path), PROFILE_KEYS)

@@ -98,7 +98,7 @@ def test_malformed_answer_after_the_upgrade_rolls_back(clean_stack, prefect_api,
     state = _run(proxy, tmp_path)
     assert state.is_failed()
     assert "rolled back" in state.message and "current_count" in state.message, state.message
-    assert "data equals the backup" in state.message
+    assert "data equals the state before the upgrade" in state.message
     assert proxy.count("POST", UPGRADE) == 1
     assert assert_consistent(clean_stack.url, before) == "unchanged"
     _, backup = load_backup(tmp_path)

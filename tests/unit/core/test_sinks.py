@@ -10,6 +10,7 @@ import pytest
 
 from core.backup import open_backup
 from core.kinds import PROFILES
+from core.live import Scope
 from core.sinks import BackupTarget, ReadRequest, consume, read_ahead
 
 FUTURE = 4_102_444_800
@@ -37,7 +38,7 @@ def test_one_pass_feeds_backup_frames_snapshot_and_counts(tmp_path: Path):
     request = ReadRequest(
         ("current", "pending", "archived"),
         backup=BackupTarget(tmp_path, "http://127.0.0.1:9", "run-1"),
-        baseline_sources=("chat",),
+        baseline=Scope(sources=("chat",)),
         candidate=True,
         count_at=FUTURE,
     )

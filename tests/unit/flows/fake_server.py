@@ -24,11 +24,13 @@ from core.sinks import Reading, ReadRequest, consume
 from core.stall import Stall
 from core.upgrade import UpgradeUndetermined
 from gate import GatePolicy, GateReport, evaluate
-from reflexio_api import ServerReportedFailure
+from reflexio_api import OperationTimeout, ServerReportedFailure
 from reflexio_api.models import OperationStatus
 
 FAR_FUTURE = 4_102_444_800
 PAGE = 7
+RERUN_STARTED_AT = 1_800_000_000
+"""When the fake's reruns start: seeded rows are older, rows users add 'during' are not."""
 
 
 def profile(pid: str, user: str, content: str, status: str | None = None, source="chat"):
@@ -79,6 +81,12 @@ class FakeOps:
     upgrade_lost: UpgradeUndetermined | None = None
     """The upgrade's answer was lost and the state did not settle (nothing applied)."""
     downgrade_raises: bool = False
+    during_rerun: Callable[[], None] | None = None
+    """Runs once the rerun has written its rows, before it ends (live traffic, H14)."""
+    before_upgrade: Callable[[], None] | None = None
+    """Runs when the upgrade is called, before it applies (e.g. a user's row lands)."""
+    wait_times_out: bool = False
+    """The rerun outlives the engine's wait (it has written its rows by then)."""
     read_raises: Exception | None = None
     calls: list[str] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -115,21 +123,28 @@ class FakeOps:
         self, source: str | None, start_time: datetime | None, end_time: datetime | None
     ) -> str:
         self.calls.append(f"rerun:{source}")
+        if self.kind.rerun_clears_pending:
+            for i in [i for i, r in self.rows.items() if r.get("status") == "pending"]:
+                del self.rows[i]
         for row in self.rerun_output(self):
             if self.kind.rerun_tombstones_current:
                 for old in self.rows.values():
                     if old["user_id"] == row["user_id"] and old.get("status") is None:
                         old["status"] = "merged"
             self.rows[self.kind.row_id(row)] = row
+        if self.during_rerun is not None:
+            self.during_rerun()
         return "op-1"
 
     def wait(self, operation_id: str, timeout_s: float, artifact_key: str) -> OperationStatus:
         self.calls.append("wait")
+        if self.wait_times_out:
+            raise OperationTimeout(f"{operation_id} still running after {timeout_s:g} s")
         return OperationStatus.model_validate(
             {
                 "service_name": self.kind.service,
                 "status": self.rerun_status,
-                "started_at": 1,
+                "started_at": RERUN_STARTED_AT,
                 "total_users": 2,
                 "processed_users": 2,
                 "failed_users": 0 if self.rerun_status == "completed" else 2,
@@ -137,6 +152,10 @@ class FakeOps:
                 "request_params": {"operation_id": operation_id},
             }
         )
+
+    def cancel_rerun(self, operation_id: str) -> str:
+        self.calls.append("cancel_rerun")
+        return "it was cancelled and ended cancelled"
 
     def report_inferred_stall(self, stall: Stall) -> str:
         self.calls.append("report_inferred_stall")
@@ -158,6 +177,8 @@ class FakeOps:
 
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
         self.calls.append("upgrade")
+        if self.before_upgrade is not None:
+            self.before_upgrade()
         if self.upgrade_lost is not None:
             raise self.upgrade_lost
         pending = {i: r for i, r in self.rows.items() if r.get("status") == "pending"}

@@ -122,7 +122,7 @@ def test_a_row_the_server_did_not_promote_rolls_back_and_is_named(tmp_path):
 
     assert outcome.decision is Decision.ROLLED_BACK
     assert "1 row(s) not promoted: p-3-1" in outcome.message
-    assert "data equals the backup" in outcome.message
+    assert "data equals the state before the upgrade" in outcome.message
     assert {s: ops.ids(s) for s in ("current", "archived")} == before
     assert ops.ids("pending") == set()
     assert [e for e, _ in ops.events][-1] == catalogue.EVENT_ROLLED_BACK
@@ -151,7 +151,7 @@ def test_a_failed_downgrade_is_repaired_by_id_from_the_backup(tmp_path):
     outcome = engine(ops, tmp_path).run()
     assert outcome.decision is Decision.ROLLED_BACK
     assert "downgrade failed" in outcome.message
-    assert "data equals the backup" in outcome.message
+    assert "data equals the state before the upgrade" in outcome.message
     assert {s: ops.ids(s) for s in ("current", "archived")} == before
 
 
@@ -247,13 +247,29 @@ def test_playbooks_upgrade_archives_what_the_rerun_left_current(tmp_path):
     assert "aggregate" in ops.calls
 
 
-def test_playbook_gate_fail_keeps_the_candidate_and_names_stranded_users(tmp_path):
+def test_playbook_gate_fail_keeps_the_candidate_and_puts_tombstoned_rows_back(tmp_path):
     ops = playbooks_ops(rerun=lambda ops: [playbook(500, USERS[0], fact(USERS[0], 0), "pending")])
+    before = {(r["user_id"], r["content"]) for r in ops.rows.values() if r["status"] is None}
     outcome = engine(ops, tmp_path).run()
     assert outcome.decision is Decision.GATE_BLOCKED, outcome.message
-    assert ops.ids("pending") == {"500"}
-    assert "1 user(s) have no CURRENT row now" in outcome.message
-    assert outcome.message.count("user-0") == 1
+    assert ops.ids("pending") == {"500"}  # merged rows point at it
+    assert ops.rows["100"]["status"] == "merged"
+    now = {(ops.rows[i]["user_id"], ops.rows[i]["content"]) for i in ops.ids("current")}
+    assert now == before  # user-0 has its CURRENT row again (a new id)
+    assert "100" not in ops.ids("current")
+    assert "1 CURRENT row(s) of 1 user(s)" in outcome.message and "discard" not in outcome.message
+
+
+def test_playbook_rerun_that_times_out_is_cancelled_and_tombstoned_rows_put_back(tmp_path):
+    ops = playbooks_ops(wait_times_out=True)
+    before = {(r["user_id"], r["content"]) for r in ops.rows.values() if r["status"] is None}
+    outcome = engine(ops, tmp_path).run()
+    assert outcome.decision is Decision.GENERATION_FAILED, outcome.message
+    assert "did not finish within" in outcome.message and "cancelled" in outcome.message
+    assert ops.calls.index("cancel_rerun") < ops.calls.index("recreate:8")
+    now = {(ops.rows[i]["user_id"], ops.rows[i]["content"]) for i in ops.ids("current")}
+    assert now == before
+    assert "upgrade" not in ops.calls
 
 
 def test_playbook_rollback_recreates_tombstoned_rows_with_new_ids(tmp_path):

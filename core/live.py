@@ -1,0 +1,145 @@
+"""Rows a run must not take from CURRENT: live rows and rows outside the run's scope.
+
+On a live server users keep talking while a rerun works, and the server files what it
+learns as new CURRENT rows (H14). The upgrade archives every CURRENT row of the users it
+promotes, those fresh rows included. A run limited to some sources or a time window
+regenerates only that part, but the upgrade archives the user's other rows too.
+
+So, right before the upgrade, one pass over the rows picks:
+
+- **live rows**: CURRENT or ARCHIVED rows the run did not see before its rerun (new ids),
+  and CURRENT rows changed since the rerun started (timestamp at or after its start). They
+  are saved to a file of their own, since the backup predates them.
+- **out-of-scope rows**: CURRENT rows the run's sources or time window do not cover.
+
+After the upgrade, the ones it archived are made CURRENT again (`rows_to_keep`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.kinds import Kind, row_status
+from core.state import IdSnapshot, name_ids
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a run regenerates: some sources, a time window, or everything.
+
+    A row is in the window when its timestamp (profiles: last modified; user playbooks:
+    created) lies in it: the server does not say which conversations a row came from in a
+    form the listing can filter on."""
+
+    sources: tuple[str, ...] = ()
+    start: int | None = None
+    end: int | None = None
+
+    @property
+    def everything(self) -> bool:
+        """No source list and no window."""
+        return not self.sources and self.start is None and self.end is None
+
+    def covers(self, kind: Kind, row: Mapping[str, Any]) -> bool:
+        """Whether the run regenerates this row's part of the data."""
+        if self.sources and row.get("source") not in self.sources:
+            return False
+        stamp = kind.timestamp(row)
+        if self.start is not None and (stamp is None or stamp < self.start):
+            return False
+        return not (self.end is not None and (stamp is None or stamp > self.end))
+
+    def describe(self) -> str:
+        """The scope in words, for messages."""
+        parts = []
+        if self.sources:
+            parts.append(f"sources {', '.join(self.sources)}")
+        if self.start is not None or self.end is not None:
+            parts.append(f"time window {self.start or '-'}..{self.end or '-'} (epoch s)")
+        return " and ".join(parts) or "everything"
+
+
+@dataclass(frozen=True)
+class LiveRule:
+    """How the pass before the upgrade tells live and out-of-scope rows apart."""
+
+    known_ids: frozenset[str]
+    """Every id the run read before its rerun."""
+    rerun_started_at: int | None
+    """The server's epoch second the (first) rerun started."""
+    scope: Scope = field(default_factory=Scope)
+
+
+@dataclass
+class LiveRows:
+    """What the pass found: live rows whole (to save and re-promote), out-of-scope ids."""
+
+    rule: LiveRule
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    out_of_scope: set[str] = field(default_factory=set)
+
+    def add(self, kind: Kind, page: Iterable[Mapping[str, Any]]) -> None:
+        """Look at one page of listed rows."""
+        for row in page:
+            status = row_status(row)
+            if status not in ("current", "archived"):
+                continue
+            row_id = kind.row_id(row)
+            if self._is_live(kind, row_id, status, row):
+                self.rows[row_id] = dict(row)
+            elif status == "current" and not self.rule.scope.covers(kind, row):
+                self.out_of_scope.add(row_id)
+
+    def _is_live(self, kind: Kind, row_id: str, status: str, row: Mapping[str, Any]) -> bool:
+        if row_id not in self.rule.known_ids:
+            return True
+        since, stamp = self.rule.rerun_started_at, kind.timestamp(row)
+        return status == "current" and since is not None and stamp is not None and stamp >= since
+
+    def current_ids(self) -> set[str]:
+        """Ids of the live rows that are CURRENT."""
+        return {i for i, r in self.rows.items() if row_status(r) == "current"}
+
+
+@dataclass(frozen=True)
+class KeepPlan:
+    """The CURRENT rows the upgrade will archive and the run must make CURRENT again."""
+
+    live: frozenset[str]
+    out_of_scope: frozenset[str]
+
+    @property
+    def ids(self) -> frozenset[str]:
+        """Every id to keep CURRENT."""
+        return self.live | self.out_of_scope
+
+
+def rows_to_keep(live: LiveRows, archived_by_upgrade: Collection[str]) -> KeepPlan:
+    """Of the live and out-of-scope CURRENT rows, those the upgrade is going to archive."""
+    archived = set(archived_by_upgrade)
+    return KeepPlan(
+        live=frozenset(live.current_ids() & archived),
+        out_of_scope=frozenset(live.out_of_scope & archived),
+    )
+
+
+def kept_problems(
+    kind: Kind,
+    kept: Sequence[Mapping[str, Any]],
+    now: IdSnapshot,
+    seen: Collection[str],
+) -> list[str]:
+    """How the rows made CURRENT again fall short: profiles by id; user playbooks (re-created
+    with new ids) by new CURRENT ids, not in `seen`, per user. Empty when none."""
+    if kind.recreate_keeps_ids:
+        missing = {kind.row_id(r) for r in kept} - set(now.current)
+        return [f"{len(missing)} kept row(s) not CURRENT: {name_ids(missing)}"] if missing else []
+    wanted = Counter(str(r.get("user_id")) for r in kept)
+    made = Counter(user for i, user in now.current.items() if i not in seen)
+    short = sorted(user for user, n in wanted.items() if made[user] < n)
+    if not short:
+        return []
+    return [f"{len(short)} user(s) without their re-created CURRENT row(s): {', '.join(short)}"]
