@@ -1,0 +1,142 @@
+"""Regeneration on a live server (H14) and scoped runs, against the real Reflexio server:
+what users teach while a rerun works stays CURRENT, with its ids, content and timestamps;
+a single-source run leaves the user's other sources CURRENT; a playbook rerun that times
+out is cancelled and every tombstoned CURRENT playbook is put back (H6)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core.backup import open_backup
+from core.outcome import Decision
+from core.touched import read_touched_ids
+from flows.params import PlaybookRegenerationParams, RegenerationParams
+from flows.playbook_regeneration import playbook_regeneration
+from flows.profile_regeneration import profile_regeneration
+from local_stack.seed import conversation_turns
+from local_stack.stack import LocalStack
+from reflexio_api import ReflexioClient, ReflexioError, ReflexioSettings
+from tests.integration.pipeline_helpers import profile_rows
+
+pytestmark = pytest.mark.integration
+
+LIVE_LINES = {
+    "alice": ["I moved to Lisbon last month and now work for a fintech."],
+    "newcomer": ["Hello, I'm Nadia, a pharmacist in Porto; I like crosswords."],
+}
+
+
+def _publish_live(url: str, service: str, published: threading.Event) -> None:
+    """Wait until the rerun runs, then have an existing and a new user talk to the agent,
+    with learning awaited (what the server learns lands in CURRENT, H14)."""
+    with ReflexioClient(ReflexioSettings(url=url, read_timeout_s=300)) as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                status = client.get_operation_status(service)
+            except ReflexioError:  # the slot can be half-written while the rerun starts
+                status = None
+            if status is not None and status.status == "in_progress":
+                break
+            time.sleep(0.05)
+        for user, lines in LIVE_LINES.items():
+            client.publish_interaction(
+                user,
+                f"{user}-live",
+                "chat",
+                "v1",
+                conversation_turns(lines),
+                wait_for_response=True,
+                force_extraction=True,
+            )
+    published.set()
+
+
+def _during_rerun(url: str, service: str) -> threading.Event:
+    published = threading.Event()
+    threading.Thread(target=_publish_live, args=(url, service, published), daemon=True).start()
+    return published
+
+
+def _current(url: str) -> dict[str, dict]:
+    return {r["profile_id"]: r for r in profile_rows(url, "current")}
+
+
+def test_profiles_users_teach_during_the_rerun_stay_current(
+    seeded_stack: LocalStack, prefect_api, tmp_path: Path
+):
+    url = seeded_stack.url
+    before = _current(url)
+    seeded_stack.llm.configure(delay_s=0.4)  # a rerun long enough to talk during it
+    published = _during_rerun(url, "profile_generation")
+    state = profile_regeneration(
+        RegenerationParams(reflexio_url=url, backup_dir=tmp_path, only_affected_users=False),
+        return_state=True,
+    )
+    seeded_stack.llm.configure(delay_s=0)
+    assert published.wait(60)
+    outcome = state.result(raise_on_failure=False)
+    assert outcome.decision is Decision.UPGRADED, outcome.message
+
+    after = _current(url)
+    promoted = set(read_touched_ids(Path(outcome.touched.ids_file or ""))["promoted"])
+    live = {i: r for i, r in after.items() if i not in before and i not in promoted}
+    assert {r["user_id"] for r in live.values()} == set(LIVE_LINES)  # both users' new rows
+    saved = open_backup(Path(outcome.touched.live_file or "")).iter_rows()
+    saved_current = {r["profile_id"]: r for r in saved if r["status"] is None}
+    assert saved_current  # learned during the rerun: saved before the upgrade archived them
+    for profile_id, row in saved_current.items():  # CURRENT again, unchanged
+        assert after[profile_id]["content"] == row["content"]
+        assert after[profile_id]["last_modified_timestamp"] == row["last_modified_timestamp"]
+    assert outcome.touched.kept_current == len(saved_current)
+    assert all(profile_id in outcome.message for profile_id in live)  # the summary names them
+
+
+def test_a_single_source_run_keeps_the_other_source_current(
+    seeded_stack: LocalStack, prefect_api, tmp_path: Path
+):
+    url = seeded_stack.url
+    email = {i: r for i, r in _current(url).items() if r["source"] == "email"}
+    assert email, "the seed publishes every user over chat and email"
+    state = profile_regeneration(
+        RegenerationParams(reflexio_url=url, backup_dir=tmp_path, sources=["chat"]),
+        return_state=True,
+    )
+    outcome = state.result(raise_on_failure=False)
+    assert outcome.decision is Decision.UPGRADED, outcome.message
+    after = _current(url)
+    assert set(email) <= set(after)  # same ids, still CURRENT
+    for profile_id, row in email.items():
+        assert after[profile_id]["content"] == row["content"]
+    assert outcome.touched.kept_current == len(email)
+    assert all(r["source"] == "chat" for i, r in after.items() if i not in email)
+
+
+def _playbooks(url: str) -> list[dict]:
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        return [p.model_dump() for p in client.list_user_playbooks(agent_version="v1")]
+
+
+def test_a_playbook_rerun_that_times_out_puts_tombstoned_rows_back(
+    seeded_stack: LocalStack, prefect_api, tmp_path: Path
+):
+    url = seeded_stack.url
+    before = {(r["user_id"], r["content"]) for r in _playbooks(url) if r["status"] is None}
+    seeded_stack.llm.configure(delay_s=0.5)
+    state = playbook_regeneration(
+        PlaybookRegenerationParams(reflexio_url=url, backup_dir=tmp_path, operation_timeout_s=4),
+        return_state=True,
+    )
+    seeded_stack.llm.configure(delay_s=0)
+    outcome = state.result(raise_on_failure=False)
+    assert outcome.decision is Decision.GENERATION_FAILED, outcome.message
+    assert "did not finish within 4 s" in outcome.message
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        assert client.get_operation_status("playbook_generation").status != "in_progress"
+    now = {(r["user_id"], r["content"]) for r in _playbooks(url) if r["status"] is None}
+    assert before <= now  # every CURRENT playbook is CURRENT again (new ids for the merged)
+    assert "discard_stale_pending" not in outcome.message
