@@ -140,3 +140,26 @@ def test_a_playbook_rerun_that_times_out_puts_tombstoned_rows_back(
     now = {(r["user_id"], r["content"]) for r in _playbooks(url) if r["status"] is None}
     assert before <= now  # every CURRENT playbook is CURRENT again (new ids for the merged)
     assert "discard_stale_pending" not in outcome.message
+
+
+def test_playbooks_users_teach_during_the_rerun_stay_current(
+    seeded_stack: LocalStack, prefect_api, tmp_path: Path
+):
+    url = seeded_stack.url
+    seeded_stack.llm.configure(delay_s=0.4)
+    published = _during_rerun(url, "playbook_generation")
+    state = playbook_regeneration(
+        PlaybookRegenerationParams(reflexio_url=url, backup_dir=tmp_path, aggregate=False),
+        return_state=True,
+    )
+    seeded_stack.llm.configure(delay_s=0)
+    assert published.wait(60)
+    outcome = state.result(raise_on_failure=False)
+    assert outcome.decision is Decision.UPGRADED, outcome.message
+    saved = open_backup(Path(outcome.touched.live_file or "")).iter_rows()
+    live = {(r["user_id"], r["content"]) for r in saved if r["status"] is None}
+    assert {user for user, _ in live} & set(LIVE_LINES)  # learned during the rerun
+    now = {(r["user_id"], r["content"]) for r in _playbooks(url) if r["status"] is None}
+    assert live <= now  # CURRENT again (as new rows: the server assigns playbook ids)
+    assert outcome.touched.kept_current == len(live)
+    assert "new rows" in outcome.message

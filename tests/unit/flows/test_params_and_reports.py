@@ -6,6 +6,7 @@ from datetime import datetime
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
 from deployments.catalogue import lock_name
@@ -111,3 +112,9 @@ def test_a_repeated_source_is_refused_before_any_rerun() -> None:
 
     with pytest.raises(ValidationError, match="must not repeat a name"):
         RegenerationParams(sources=["chat", "chat"])
+
+
+def test_playbook_form_refuses_only_affected_users_and_says_why():
+    with pytest.raises(ValidationError, match="archives every CURRENT row of the agent_version"):
+        PlaybookRegenerationParams(only_affected_users=True)
+    assert "only_affected_users" not in PlaybookRegenerationParams.model_json_schema()["properties"]
