@@ -6,8 +6,8 @@ from datetime import datetime
 
 import httpx
 import pytest
-from pydantic import ValidationError
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from pydantic import ValidationError
 
 from deployments.catalogue import lock_name
 from flows.params import PlaybookRegenerationParams, RegenerationParams, RestoreParams
