@@ -103,3 +103,18 @@ def test_malformed_answer_after_the_upgrade_rolls_back(clean_stack, prefect_api,
     assert assert_consistent(clean_stack.url, before) == "unchanged"
     _, backup = load_backup(tmp_path)
     assert_equals_backup(clean_stack.url, backup["rows"])
+
+
+def test_an_upgrade_slower_than_the_read_timeout_is_waited_on_not_sent_again(
+    clean_stack, prefect_api, proxy, tmp_path
+):
+    """The upgrade reaches the server only after the client's read timeout (held in the
+    proxy, then applied): the answer is lost while the upgrade is still to run. The task
+    reads the state until it settles, finds it applied, verifies: one upgrade, no resend."""
+    before = Snapshot.take(clean_stack.url)
+    proxy.add(fault="delay", path=UPGRADE, nth=1, delay_s=READ_TIMEOUT_S + 4)
+    state = _run(proxy, tmp_path)
+    assert state.is_completed(), state.message
+    assert proxy.count("POST", UPGRADE) == 1
+    assert [r.fault for r in proxy.calls("POST", UPGRADE)] == ["delay"]
+    assert assert_consistent(clean_stack.url, before) == "upgraded"
