@@ -260,6 +260,11 @@ class ClearUsersParams(ServerParams):
     user_ids: list[str] = Field(
         min_length=1, description="User ids whose data is erased (exact ids, no blanks)."
     )
+    records_dir: Path = Field(
+        Path("backups"),
+        description="Where each erasure is recorded (erasures-<server>.jsonl, appended before "
+        "erasing), so that a restore on this server does not bring the users back.",
+    )
 
     @field_validator("user_ids")
     @classmethod
