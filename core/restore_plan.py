@@ -139,11 +139,11 @@ def plan_restore(
                 plan.erased_users.add(row["user_id"])
             continue
         here = server.get(pid)
-        if here is not None and here.digest == row_digest(row):
-            continue
         by_run = pid in run.changed if run is not None else status != "pending"
         if status == "pending" and (here is None or not by_run):
             plan.pending_left += 1
+        elif here is not None and here.digest == row_digest(row):
+            continue
         elif here is None:
             plan.recreate.add(pid)
         elif by_run:

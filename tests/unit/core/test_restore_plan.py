@@ -130,12 +130,20 @@ def test_a_promoted_row_the_backup_holds_as_pending_is_demoted_not_deleted():
 
 
 def test_pending_rows_are_never_deleted_nor_re_created():
-    backup = [row("c-1", "ann"), row("old-pending", "ann", "pending")]
-    server = {"c-1": row("c-1", "ann"), "new-pending": row("new-pending", "ben", "pending")}
+    backup = [
+        row("c-1", "ann"),
+        row("old-pending", "ann", "pending"),
+        row("kept", "ann", "pending"),
+    ]
+    server = {
+        "c-1": row("c-1", "ann"),
+        "kept": row("kept", "ann", "pending"),
+        "new-pending": row("new-pending", "ben", "pending"),
+    }
 
     plan = plan_restore(backup, held(server), None, erased=())
 
-    assert plan == RestorePlan(pending_left=1)
+    assert plan == RestorePlan(pending_left=2)
 
 
 def test_a_touched_file_of_another_backup_is_refused():
