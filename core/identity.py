@@ -14,8 +14,12 @@ def server_key(url: str) -> str:
 
 def server_slug(url: str) -> str:
     """The server key made safe for artifact keys and limit names: lowercase, digits, dashes."""
-    raw = server_key(url).lower()
-    return "".join(c if c.isalnum() else "-" for c in raw).strip("-")
+    return key_slug(server_key(url))
+
+
+def key_slug(key: str) -> str:
+    """A server key ('127.0.0.1:8081') as a slug ('127-0-0-1-8081')."""
+    return "".join(c if c.isalnum() else "-" for c in key.lower()).strip("-")
 
 
 def resource_id(url: str) -> str:

@@ -3,13 +3,23 @@ remains. H9's anonymised leftovers (rows that were theirs, now with user_id null
 found by the ids listed before clearing, reported, and deleted by id. Bad input (empty
 list, blank ids) is refused by parameter validation before any server call.
 
+Before the first clear_user_data call, every user is recorded as erased (with the time) in
+the server's erasure records (core/erasures.py), which restore-profiles reads so that a
+backup taken before the erasure does not bring the user back. Recording first means a crash
+can leave a record of an erasure that did not happen (run the flow again), never an erased
+user without a record.
+
 No stall check here on purpose: erasing data calls no LLM, and a stall must not delay it.
 """
+
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State
 
+from core.erasures import ErasureRecordError, erasure_log, record_erasures
+from core.identity import server_key
 from flows.params import ClearUsersParams
 from tasks.clear_users import (
     UserReport,
@@ -38,6 +48,13 @@ def clear_users(params: ClearUsersParams) -> State:
         )
         for u in params.user_ids
     ]
+    server = server_key(settings.url)
+    records = erasure_log(params.records_dir, server)
+    try:
+        record_erasures(records, server, params.user_ids, datetime.now(UTC))
+    except ErasureRecordError as exc:
+        logger.error("%s", exc)
+        return Failed(message=str(exc))
     for report in reports:
         report.server_deleted = clear_user(settings, report.user_id)
 
@@ -72,13 +89,14 @@ def clear_users(params: ClearUsersParams) -> State:
         key=ARTIFACT_KEY,
         table=rows,
         description=(
-            f"Clear user data on {settings.url}. 'leftover_*' are rows that were the user's "
-            "before clearing and survived clear_user_data; 'anonymised_leftovers (H9)' are "
-            "those the server kept with user_id null (a merged playbook's survivor). All "
-            "leftovers were deleted by id; 'remaining_after' must be 0."
+            f"Clear user data on {settings.url}, erasures recorded in {records}. "
+            "'leftover_*' are rows that were the user's before clearing and survived "
+            "clear_user_data; 'anonymised_leftovers (H9)' are those the server kept with "
+            "user_id null (a merged playbook's survivor). All leftovers were deleted by id; "
+            "'remaining_after' must be 0."
         ),
     )
-    summary = {"users": rows}
+    summary = {"users": rows, "erasures_recorded_in": str(records)}
     still = {r.user_id: r.remaining_after for r in reports if r.remaining_after}
     if still:
         message = f"Rows of these users remain after clearing and deleting by id: {still}"

@@ -156,17 +156,46 @@ class PlaybookRegenerationParams(RegenerationParams):
 
 
 class RestoreParams(ServerParams):
-    """Re-create profiles from a backup file written by the profile regeneration flow."""
+    """Put a profile backup back, keeping what was learned since (docs/pipelines.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backup_file: Path = Field(description="Path of the backup JSON file.")
-    remove_newer: bool = Field(
-        True,
-        description="Delete CURRENT/ARCHIVED profiles that are not in the backup (what the "
-        "upgrade promoted), so the server holds exactly the backed-up rows again.",
+    backup_file: Path = Field(
+        description="The backup's .manifest.json (or its .jsonl.gz data file, or an old v1 "
+        ".json); its path is in the regeneration run's summary artifact."
     )
-    dry_run: bool = Field(False, description="Only report what would change.")
+    delete_newer: bool = Field(
+        False,
+        description="Also delete the CURRENT/ARCHIVED profiles learned after the backup (in "
+        "neither the backup nor the backed-up run's promotions). Run with dry_run first: it "
+        "says how many.",
+    )
+    dry_run: bool = Field(
+        False,
+        description="Only report how many rows each action would re-create, re-status or "
+        "delete; write nothing.",
+    )
+    records_dir: Path = Field(
+        Path("backups"),
+        description="Where clear-user-data records whom it erased (erasures-<server>.jsonl); "
+        "users erased after the backup are not restored.",
+    )
+    allow_other_server: bool = Field(
+        False,
+        description="Restore a backup taken from another server (host:port) into this one, "
+        "e.g. after the server moved.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "remove_newer" in values:
+            raise ValueError(
+                "remove_newer was replaced by delete_newer (default false: rows learned "
+                "since the backup are kept; the rows the backed-up run promoted are undone "
+                "either way)"
+            )
+        return values
 
 
 class StallWatchParams(ServerParams):
@@ -283,6 +312,11 @@ class ClearUsersParams(ServerParams):
 
     user_ids: list[str] = Field(
         min_length=1, description="User ids whose data is erased (exact ids, no blanks)."
+    )
+    records_dir: Path = Field(
+        Path("backups"),
+        description="Where each erasure is recorded (erasures-<server>.jsonl, appended before "
+        "erasing), so that a restore on this server does not bring the users back.",
     )
 
     @field_validator("user_ids")

@@ -1,17 +1,20 @@
-"""Restore profiles from a backup file written by the profile regeneration flow.
+"""Restore profiles from a backup written by the profile regeneration flow, keeping what
+was learned since.
 
 How: Reflexio 0.2.32 has POST /api/add_user_profile, its own import path, which stores a
 profile row as given (INSERT OR REPLACE by profile_id: id, content, source, status and
-timestamps kept; the embedding is recomputed by the server). So every backed-up row,
-CURRENT or ARCHIVED, is re-created exactly as it was, including rows the upgrade deleted.
-With `remove_newer` (default) the CURRENT/ARCHIVED rows that are not in the backup (those an
-upgrade promoted since) are deleted by id, so the server's CURRENT and ARCHIVED sets equal
-the backup again. PENDING rows are never touched. A dry run only reports the differences.
+timestamps kept; the embedding is recomputed by the server). The plan (core/restore_plan.py)
+decides every row's action before anything is written: re-create the backed-up rows the
+server lacks; put the rows the backed-up run changed (its touched-ids file) back as they
+were backed up, deleting the rows it promoted; keep the rows learned since, unless
+`delete_newer`; skip every row of a user clear-user-data erased after the backup. A dry run
+reports the counts and writes nothing. Afterwards the server is planned again and checked id
+by id.
 
-The backup (a v2 manifest or data file, or an old v1 .json) is streamed, never held whole:
-a first pass checks the entire file (checksum, counts) and collects its ids before anything
-is written; a second re-creates the rows a page at a time; a third compares the result. The
-server's rows are held as id -> digest of PROFILE_KEYS, not as rows.
+Bad input (no such file, not a backup, a backup of playbooks or of another server, an
+unreadable touched-ids file or erasure record) ends the run Failed before the server is
+called. The backup is streamed, never held whole: the planning pass checks the entire file
+(checksum, counts) before anything is written; the server's rows are held as id -> digest.
 
 What cannot be re-created: derived state such as agent playbooks aggregated from the newer
 rows, and the profile change log (the server appends a 'create' event for a re-created row).
@@ -19,16 +22,20 @@ User-playbook backups are refused: add_user_playbook assigns new ids and cannot 
 tombstones, so it would duplicate rather than restore; use the playbook flow's way back.
 """
 
-import hashlib
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
-
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
-from core.backup import Backup, open_backup
-from core.identity import server_key
-from core.kinds import PROFILE_KEYS, comparable
+from core.backup import Backup
+from core.restore_inputs import RestoreInputs, load_inputs
+from core.restore_plan import (
+    OnServer,
+    RestorePlan,
+    name_users,
+    on_server,
+    plan_restore,
+    restore_problems,
+)
+from core.state import name_ids
 from deployments import catalogue
 from flows.params import RestoreParams
 from reflexio_api import ReflexioError, ReflexioSettings
@@ -43,115 +50,128 @@ from tasks.server import (
     profile_counts,
 )
 
-RESTORED: tuple[Literal["current", "archived"], ...] = ("current", "archived")
-"""The statuses a restore puts back; a v2 backup also holds PENDING rows, left alone."""
 
-
-def _fingerprint(row: Mapping[str, Any]) -> bytes:
-    """A digest of what a restore compares in a row: PROFILE_KEYS, as `comparable` reads them."""
-    (key,) = comparable([row], PROFILE_KEYS)
-    return hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
-
-
-def _server_rows(settings: ReflexioSettings) -> dict[str, bytes]:
-    """The server's CURRENT and ARCHIVED profiles: id -> fingerprint."""
+def _server_rows(settings: ReflexioSettings) -> dict[str, OnServer]:
+    """Every profile on the server (three statuses): id -> status and digest."""
     return {
-        row["profile_id"]: _fingerprint(row)
-        for status in RESTORED
-        for row in list_profiles(settings, status)
+        pid: held
+        for status in ("current", "pending", "archived")
+        for pid, held in on_server(list_profiles(settings, status)).items()
     }
 
 
-def _restorable(backup: Backup) -> Iterator[dict[str, Any]]:
-    """The backed-up CURRENT and ARCHIVED rows, streamed (CURRENT rows carry status null)."""
-    return (r for r in backup.iter_rows() if (r.get("status") or "current") in RESTORED)
+def _plan(inputs: RestoreInputs, server: dict[str, OnServer]) -> RestorePlan:
+    """A full, checked pass over the backup against the server's rows."""
+    return plan_restore(inputs.backup.iter_rows(), server, inputs.run, inputs.erased)
 
 
-def _plan(backup: Backup, present: Mapping[str, bytes]) -> tuple[set[str], int]:
-    """One checked pass over the backup: its ids, and how many rows the server lacks or
-    holds differently. Nothing is written before this pass has verified the whole file."""
-    wanted: set[str] = set()
-    changed = 0
-    for row in _restorable(backup):
-        wanted.add(row["profile_id"])
-        changed += present.get(row["profile_id"]) != _fingerprint(row)
-    return wanted, changed
+def _write(settings: ReflexioSettings, backup: Backup, ids: set[str]) -> None:
+    """Write the backed-up rows with these ids as they were backed up, a page at a time."""
+    rows = (r for r in backup.iter_rows() if r["profile_id"] in ids)
+    for page in in_batches(rows, RECREATE_BATCH):
+        add_profiles(settings, page)
 
 
-def _recreate(settings: ReflexioSettings, backup: Backup, present: Mapping[str, bytes]) -> int:
-    """Re-create, a page at a time, the backed-up rows the server lacks or holds differently."""
-    added = 0
-    for page in in_batches(_restorable(backup), RECREATE_BATCH):
-        todo = [r for r in page if present.get(r["profile_id"]) != _fingerprint(r)]
-        if todo:
-            added += add_profiles(settings, todo)
-    return added
-
-
-def _equal(backup: Backup, wanted: set[str], after: Mapping[str, bytes]) -> bool:
-    """Whether the server's CURRENT and ARCHIVED profiles are exactly the backed-up rows."""
-    return after.keys() == wanted and all(
-        after[r["profile_id"]] == _fingerprint(r) for r in _restorable(backup)
+def _actions(plan: RestorePlan, delete_newer: bool) -> str:
+    """Rows per action, in words."""
+    newer = "deleted" if delete_newer else "kept (delete_newer=True deletes them)"
+    text = (
+        f"re-create {len(plan.recreate)}, re-status {len(plan.restatus)}, delete "
+        f"{len(plan.undo)} promoted by the backed-up run; {len(plan.newer)} learned since "
+        f"the backup {newer}"
     )
+    if plan.erased_users:
+        text += (
+            f"; {plan.erased_rows} row(s) of {len(plan.erased_users)} user(s) erased since "
+            f"the backup not restored ({name_users(plan.erased_users)})"
+        )
+    return text
+
+
+def _report(summary: RunSummary, inputs: RestoreInputs, plan: RestorePlan) -> None:
+    """The inputs and every action's ids (a few of each) in the summary."""
+    if inputs.run is None:
+        summary.note(
+            "No touched-ids file beside the backup (an old backup, or a run that stopped "
+            "before verifying): the rows that run promoted cannot be told from rows learned "
+            "since, so they count as newer, and every backed-up row the server holds "
+            "differently is put back. delete_newer=True removes the newer rows."
+        )
+    else:
+        summary.extra["touched-ids file"] = f"`{inputs.touched_file}`"
+    summary.extra["erasure records"] = ", ".join(f"`{p}`" for p in inputs.records)
+    summary.extra["rows in backup"] = inputs.backup.total
+    for label, ids in (
+        ("re-create", plan.recreate),
+        ("re-status", plan.restatus),
+        ("delete (promoted by the run)", plan.undo),
+        ("newer (learned since)", plan.newer),
+        ("changed since by others (kept)", plan.kept),
+    ):
+        summary.extra[label] = f"{len(ids)}" + (f": {name_ids(ids)}" if ids else "")
+    if plan.erased_users:
+        summary.extra["erased since the backup (not restored)"] = (
+            f"{plan.erased_rows} row(s) of {name_users(plan.erased_users)}"
+        )
+    if plan.pending_left:
+        summary.note(f"{plan.pending_left} PENDING row(s) in the backup are left alone.")
 
 
 @flow(name="restore-profiles", validate_parameters=True)
 def restore_profiles(params: RestoreParams) -> State:
-    """Make the server's CURRENT and ARCHIVED profiles equal to a backup file again."""
+    """Put a profile backup back on the server, keeping rows learned since by default."""
     settings = params.settings()
     summary = RunSummary(title="Restore profiles", server=settings.url)
     summary.backup_path = str(params.backup_file)
+    written = False
     try:
-        backup = open_backup(params.backup_file)
-        if backup.kind != "profiles":
-            raise ValueError(
-                f"{params.backup_file} holds {backup.kind}, not profiles; only profile "
-                "backups can be restored in place (see docs/pipelines.md)."
-            )
-        if backup.server != server_key(settings.url):
-            summary.note(
-                f"The backup was taken from {backup.server}, restoring into "
-                f"{server_key(settings.url)}."
-            )
-        summary.counts_before = profile_counts(settings).as_dict()
-        present = _server_rows(settings)
-        wanted, changed = _plan(backup, present)
-        newer = [pid for pid in present if pid not in wanted]
-        summary.extra["rows in backup"] = backup.total
-        left_alone = backup.total - sum(backup.counts.get(s, 0) for s in RESTORED)
-        if left_alone:
-            summary.note(f"{left_alone} PENDING row(s) in the backup are left alone.")
-        summary.extra["rows to re-create or fix"] = changed
-        summary.extra["rows not in the backup"] = (
-            f"{len(newer)} ({'deleted' if params.remove_newer else 'kept'})"
+        inputs = load_inputs(
+            params.backup_file, settings.url, params.records_dir, params.allow_other_server
         )
+        summary.counts_before = profile_counts(settings).as_dict()
+        plan = _plan(inputs, _server_rows(settings))
+        _report(summary, inputs, plan)
         if params.dry_run:
             summary.decision = (
-                f"Dry run: would re-create {changed} row(s) and "
-                f"{'delete' if params.remove_newer else 'keep'} {len(newer)} newer row(s)."
+                f"Dry run, nothing written; would {_actions(plan, params.delete_newer)}."
             )
-            return Completed(message=summary.decision)
-        added = _recreate(settings, backup, present)
-        removed = delete_profiles(settings, newer) if params.remove_newer else 0
+            return Completed(message=summary.decision, data=plan.counts())
+        get_run_logger().info("Restoring: will %s.", _actions(plan, params.delete_newer))
+        written = True
+        _write(settings, inputs.backup, plan.write)
+        delete_profiles(settings, sorted(plan.undo))
+        if params.delete_newer:
+            delete_profiles(settings, sorted(plan.newer))
         summary.counts_after = profile_counts(settings).as_dict()
-        equal = _equal(backup, wanted, _server_rows(settings))
+        server_after = _server_rows(settings)
+        problems = restore_problems(
+            plan, _plan(inputs, server_after), server_after.keys(), params.delete_newer
+        )
         events.emit(
-            catalogue.EVENT_RESTORED, settings.url, backup=str(params.backup_file), equal=equal
+            catalogue.EVENT_RESTORED,
+            settings.url,
+            backup=str(params.backup_file),
+            verified=not problems,
+            counts=plan.counts(),
         )
-        if not equal and params.remove_newer:
+        if problems:
             summary.decision = (
-                f"Restore incomplete: re-created {added}, deleted {removed}, but the server's "
-                "CURRENT/ARCHIVED rows still differ from the backup."
+                f"Restore incomplete: the server differs from the plan: {'; '.join(problems)}. "
+                "Run the restore again (it is idempotent)."
             )
-            return Failed(message=summary.decision)
+            return Failed(message=summary.decision, data=plan.counts())
         summary.decision = (
-            f"Restored from {params.backup_file}: re-created {added} row(s), deleted "
-            f"{removed} newer row(s); CURRENT/ARCHIVED "
-            f"{'equal' if equal else 'contain'} the backup."
+            f"Restored from {params.backup_file}, checked by id: "
+            f"{_actions(plan, params.delete_newer)}."
         )
-        return Completed(message=summary.decision)
+        return Completed(message=summary.decision, data=plan.counts())
     except (ValueError, ReflexioError) as exc:
-        summary.decision = f"Restore failed: {exc}"
+        after = (
+            "Rows may have been written: run the restore again (it is idempotent)."
+            if written
+            else "Nothing was written."
+        )
+        summary.decision = f"Restore failed: {exc} {after}"
         return Failed(message=summary.decision)
     finally:
         summary.publish(catalogue.restore_artifact(settings.url))

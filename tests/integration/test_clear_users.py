@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
+from core.erasures import erasure_log, read_erasures
+from core.identity import server_key
 from flows.clear_users import clear_users
 from flows.params import ClearUsersParams
 from local_stack.stack import LocalStack
@@ -27,7 +31,7 @@ def _merge_playbooks(client: ReflexioClient) -> None:
 
 
 def test_clear_removes_everything_and_reports_h9_leftovers(
-    seeded_stack: LocalStack, prefect_api: None
+    seeded_stack: LocalStack, prefect_api: None, tmp_path: Path
 ):
     with _client(seeded_stack) as client:
         _merge_playbooks(client)
@@ -36,7 +40,9 @@ def test_clear_removes_everything_and_reports_h9_leftovers(
         others_before = len(client.list_profiles("current", user_id="bob"))
 
     state = clear_users(
-        params=ClearUsersParams(user_ids=["alice", " carol "], reflexio_url=seeded_stack.url),
+        params=ClearUsersParams(
+            user_ids=["alice", " carol "], reflexio_url=seeded_stack.url, records_dir=tmp_path
+        ),
         return_state=True,
     )
 
@@ -46,6 +52,10 @@ def test_clear_removes_everything_and_reports_h9_leftovers(
     assert rows["alice"]["anonymised_leftovers (H9)"] >= 1
     assert all(r["remaining_after"] == 0 for r in rows.values())
     assert "H9" in state.message
+    server = server_key(seeded_stack.url)
+    erased = read_erasures(erasure_log(tmp_path, server), server)
+    assert set(erased) == {"alice", "carol"}, "each erased user is recorded for restore"
+    assert state.result()["erasures_recorded_in"] == str(erasure_log(tmp_path, server))
     with _client(seeded_stack) as client:
         for user in ("alice", "carol"):
             for status in ("current", "pending", "archived"):
@@ -72,5 +82,27 @@ def test_bad_input_through_the_flow_fails_without_writes(
     )
     assert state.is_failed()
     assert "user_ids" in state.message
+    with _client(seeded_stack) as client:
+        assert client.get_profile_statistics() == before
+
+
+def test_an_erasure_that_cannot_be_recorded_erases_nobody(
+    seeded_stack: LocalStack, prefect_api: None, tmp_path: Path
+):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with _client(seeded_stack) as client:
+        before = client.get_profile_statistics()
+        assert client.list_profiles("current", user_id="alice")
+
+    state = clear_users(
+        params=ClearUsersParams(
+            user_ids=["alice"], reflexio_url=seeded_stack.url, records_dir=blocker
+        ),
+        return_state=True,
+    )
+
+    assert state.is_failed()
+    assert "Cannot record the erasure" in state.message and "nobody was erased" in state.message
     with _client(seeded_stack) as client:
         assert client.get_profile_statistics() == before

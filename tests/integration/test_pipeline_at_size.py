@@ -99,7 +99,7 @@ def test_restore_at_size_brings_every_row_back(large_stack, prefect_api, tmp_pat
     outcome = _nightly_run(url, tmp_path)
 
     restored = restore_profiles(
-        RestoreParams(reflexio_url=url, backup_file=outcome.backup, remove_newer=True),
+        RestoreParams(reflexio_url=url, backup_file=outcome.backup, records_dir=tmp_path),
         return_state=True,
     )
 

@@ -89,8 +89,11 @@ def _crash_at(proxy: FaultProxy, point: str, backup_dir: Path, **extra) -> str:
 
 
 def _restore(proxy: FaultProxy, backup_file: Path):
+    """The documented recovery: a run killed before it verified left no touched-ids file, so
+    its promoted rows count as newer and only delete_newer removes them."""
     return restore_profiles(
-        RestoreParams(backup_file=backup_file, reflexio_url=proxy.url), return_state=True
+        RestoreParams(backup_file=backup_file, reflexio_url=proxy.url, delete_newer=True),
+        return_state=True,
     )
 
 

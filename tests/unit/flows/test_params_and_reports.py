@@ -53,6 +53,13 @@ def test_url_override_keeps_the_key_from_the_environment(monkeypatch):
     assert "sk-secret" not in repr(RestoreParams(backup_file="x.json"))
 
 
+def test_restore_keeps_newer_rows_unless_asked_and_says_what_replaced_remove_newer():
+    params = RestoreParams(backup_file="x.manifest.json")
+    assert not params.delete_newer and not params.dry_run and not params.allow_other_server
+    with pytest.raises(ValueError, match="remove_newer was replaced by delete_newer"):
+        RestoreParams(backup_file="x.manifest.json", remove_newer=True)
+
+
 def test_lock_is_per_server():
     assert lock_name("http://127.0.0.1:8081") == "reflexio-regeneration-127-0-0-1-8081"
     assert lock_name("http://127.0.0.1:8081/") == lock_name("http://127.0.0.1:8081")

@@ -1,0 +1,215 @@
+"""The restore flow's branches against an in-memory server (no network, no Prefect API):
+default, dry run, delete_newer, erased users, and bad input that writes nothing."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flows.restore as restore_module
+from core.backup import BackupWriter
+from core.erasures import erasure_log, record_erasures
+from core.state import Counts, ExpectedState
+from core.touched import touched_path, write_touched_ids
+from flows.params import RestoreParams
+from tests.unit.flows.fake_server import profile
+
+URL = "http://127.0.0.1:8081"
+SERVER = "127.0.0.1:8081"
+USERS = ("ann", "ben", "cat")
+
+
+class MemoryServer:
+    """Profiles by id, listed, re-created and deleted as the real server does it."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = {r["profile_id"]: dict(r) for r in rows}
+        self.writes: list[str] = []
+
+    def list_profiles(self, settings: Any, status: str) -> list[dict[str, Any]]:
+        wanted = None if status == "current" else status
+        return [dict(r) for r in self.rows.values() if r.get("status") == wanted]
+
+    def profile_counts(self, settings: Any) -> Counts:
+        statuses = [r.get("status") for r in self.rows.values()]
+        return Counts(statuses.count(None), statuses.count("pending"), statuses.count("archived"))
+
+    def add_profiles(self, settings: Any, rows: list[dict[str, Any]]) -> int:
+        self.writes.append(f"add {len(rows)}")
+        self.rows.update({r["profile_id"]: dict(r) for r in rows})
+        return len(rows)
+
+    def delete_profiles(self, settings: Any, ids: list[str]) -> int:
+        if ids:
+            self.writes.append(f"delete {len(ids)}")
+        return sum(self.rows.pop(i, None) is not None for i in ids)
+
+    def state(self) -> dict[str, str | None]:
+        return {pid: r.get("status") for pid, r in self.rows.items()}
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The flow's Prefect side switched off: artifacts captured, no events, plain logging."""
+    import logging
+
+    summaries: list[str] = []
+    monkeypatch.setenv("REFLEXIO_API_KEY", "sk-unit")
+    monkeypatch.setattr(
+        restore_module.RunSummary, "publish", lambda s, key: summaries.append(s.to_markdown())
+    )
+    monkeypatch.setattr(restore_module.events, "emit", lambda *a, **k: None)
+    monkeypatch.setattr(restore_module, "get_run_logger", lambda: logging.getLogger("restore"))
+    return summaries
+
+
+def serve(monkeypatch: pytest.MonkeyPatch, server: MemoryServer) -> None:
+    for name in ("list_profiles", "profile_counts", "add_profiles", "delete_profiles"):
+        monkeypatch.setattr(restore_module, name, getattr(server, name))
+
+
+def before_rows() -> list[dict[str, Any]]:
+    rows = []
+    for user in USERS:
+        rows += [profile(f"c-{user}-{n}", user, f"{user} fact {n}") for n in range(2)]
+        rows.append(profile(f"a-{user}", user, f"{user} old fact", "archived"))
+    return rows
+
+
+def regenerate(tmp_path: Path) -> tuple[Path, MemoryServer]:
+    """A backup of before_rows, then the server as the run's upgrade left it, and the
+    touched-ids file beside the backup."""
+    with BackupWriter(tmp_path, "profiles", URL, "run-1234abcd") as writer:
+        writer.write(before_rows())
+    manifest = writer.info.manifest_path
+    after = []
+    for r in before_rows():
+        if r["status"] is None:
+            after.append({**r, "status": "archived"})
+    promoted = [profile(f"p-{u}", u, f"{u} new fact") for u in USERS]
+    write_touched_ids(
+        manifest,
+        ExpectedState(
+            promoted=frozenset(r["profile_id"] for r in promoted),
+            current=frozenset(r["profile_id"] for r in promoted),
+            archived=frozenset(r["profile_id"] for r in after),
+            deleted=frozenset(f"a-{u}" for u in USERS),
+        ),
+    )
+    return manifest, MemoryServer(after + promoted)
+
+
+def run(**params: Any):
+    return restore_module.restore_profiles.fn(RestoreParams(reflexio_url=URL, **params))
+
+
+def test_default_restore_undoes_the_run_keeps_newer_rows_and_erased_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: list[str]
+):
+    manifest, server = regenerate(tmp_path)
+    server.rows["new-ann"] = profile("new-ann", "ann", "ann learned since")
+    for pid in [p for p, r in server.rows.items() if r["user_id"] == "cat"]:
+        del server.rows[pid]
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    record_erasures(erasure_log(tmp_path, SERVER), SERVER, ["cat"], later)
+    serve(monkeypatch, server)
+
+    dry = run(backup_file=manifest, records_dir=tmp_path, dry_run=True)
+    assert dry.is_completed() and server.writes == []
+    assert dry.message == (
+        "Dry run, nothing written; would re-create 2, re-status 4, delete 2 promoted by the "
+        "backed-up run; 1 learned since the backup kept (delete_newer=True deletes them); "
+        "3 row(s) of 1 user(s) erased since the backup not restored (cat)."
+    )
+
+    done = run(backup_file=manifest, records_dir=tmp_path)
+
+    assert done.is_completed(), done.message
+    assert done.message.startswith(f"Restored from {manifest}, checked by id: re-create 2")
+    expected = {r["profile_id"]: r["status"] for r in before_rows() if r["user_id"] != "cat"}
+    assert server.state() == {**expected, "new-ann": None}
+    assert "new-ann" in published[-1] and "cat" in published[-1]
+
+    newer = run(backup_file=manifest, records_dir=tmp_path, delete_newer=True)
+    assert newer.is_completed(), newer.message
+    assert server.state() == expected
+
+
+def test_a_server_that_does_not_take_the_writes_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: list[str]
+):
+    manifest, server = regenerate(tmp_path)
+    server.add_profiles = lambda settings, rows: len(rows)  # type: ignore[method-assign]
+    serve(monkeypatch, server)
+
+    state = run(backup_file=manifest, records_dir=tmp_path)
+
+    assert state.is_failed()
+    assert "Restore incomplete" in state.message and "still missing: a-ann" in state.message
+
+
+def _playbook_backup(tmp_path: Path) -> Path:
+    with BackupWriter(tmp_path / "pb", "user_playbooks", URL, "run-1") as writer:
+        writer.write([{"user_playbook_id": 1, "user_id": "ann"}])
+    return writer.info.manifest_path
+
+
+def _other_server_backup(tmp_path: Path) -> Path:
+    with BackupWriter(tmp_path / "other", "profiles", "http://10.0.0.7:8081", "run-1") as w:
+        w.write(before_rows())
+    return w.info.manifest_path
+
+
+def _bad_touched_file(tmp_path: Path) -> Path:
+    manifest, _ = regenerate(tmp_path)
+    with gzip.open(touched_path(manifest), "wt") as out:
+        out.write("[]")
+    return manifest
+
+
+def _bad_erasure_record(tmp_path: Path) -> Path:
+    manifest, _ = regenerate(tmp_path)
+    erasure_log(tmp_path, SERVER).write_text('{"user_id": "cat", "erased_at": "yesterday"}\n')
+    return manifest
+
+
+def _damaged_data(tmp_path: Path) -> Path:
+    manifest, _ = regenerate(tmp_path)
+    data = manifest.with_name(manifest.name.replace(".manifest.json", ".jsonl.gz"))
+    data.write_bytes(data.read_bytes()[:-8] + b"\0" * 8)
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("make", "wrong", "todo"),
+    [
+        (lambda p: p / "missing.manifest.json", "does not exist", ""),
+        (_playbook_backup, "holds user_playbooks, not profiles", "playbook flow's way back"),
+        (_other_server_backup, "backup of 10.0.0.7:8081, not of 127.0.0.1:8081", "allow_other"),
+        (_bad_touched_file, "is not a touched-ids file", "move it away"),
+        (_bad_erasure_record, "line 1, is not an erasure record", "Fix or remove that line"),
+        (_damaged_data, "", "use another backup"),
+    ],
+    ids=["missing", "playbooks", "other-server", "touched", "erasures", "damaged"],
+)
+def test_bad_input_fails_with_what_to_do_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: list[str], make, wrong, todo
+):
+    backup_file = make(tmp_path)
+    server = MemoryServer(before_rows())
+    serve(monkeypatch, server)
+
+    state = run(backup_file=backup_file, records_dir=tmp_path)
+
+    assert state.is_failed()
+    assert state.message.startswith("Restore failed: ")
+    assert wrong in state.message and todo in state.message
+    assert state.message.endswith("Nothing was written.")
+    assert server.writes == [] and server.state() == {
+        r["profile_id"]: r["status"] for r in before_rows()
+    }
+    assert "Nothing was written." in published[-1]
