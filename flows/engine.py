@@ -373,9 +373,9 @@ class Engine:
         return self.outcome(Decision.DRY_RUN, message, gate=gate)
 
     def upgrade(self, gate: GateOutcome, state: IdSnapshot, live: LiveRows) -> RegenerationOutcome:
-        """Save the live rows, upgrade, verify by ids, then make the live and out-of-scope
-        rows the upgrade archived CURRENT again; roll back on any failure of the upgrade
-        or its verification."""
+        """Save the live rows and the ids the upgrade will touch, upgrade, verify by ids,
+        then make the live and out-of-scope rows it archived CURRENT again; roll back when
+        any of it fails."""
         only_affected = self.only_affected_users
         expected = expected_after_upgrade(self.kind, state, only_affected)
         keep = rows_to_keep(live, expected.archived)
@@ -383,6 +383,7 @@ class Engine:
             return self.not_upgraded(gate, state, too_many=keep)
         self.save_live_rows(live)
         self.announce(keep)
+        touched = self.touched(expected, keep)  # written before the upgrade: for restore
         target = self.rollback_target(state)
         saved = self.before.all_ids() | set(live.rows)
         ours = frozenset(state.pending)
@@ -402,7 +403,12 @@ class Engine:
         except Exception as exc:
             return self.roll_back(self.reason(exc), gate, target, ours)
         assert after.live is not None
-        touched = self.touched(expected, keep)
+        late = [r for r in after.live.rows.values() if row_status(r) == "archived"]
+        try:
+            kept = self.make_current_again(keep, live, late, known | after.snapshot.all_ids())
+        except (ReflexioError, RuntimeError) as exc:
+            reason = f"the rows to keep CURRENT were not all made CURRENT again: {exc}"
+            return self.roll_back(reason, gate, target, ours)
         self.ops.emit(
             catalogue.EVENT_UPGRADED,
             kind=self.kind.name,
@@ -419,16 +425,6 @@ class Engine:
             f"archived, {touched.deleted} old ARCHIVED deleted (all in the backup); verified "
             f"by id. Gate {gate.verdict}. Backup: {self.summary.backup_path}."
         )
-        late = [r for r in after.live.rows.values() if row_status(r) == "archived"]
-        try:
-            kept = self.make_current_again(keep, live, late, known | after.snapshot.all_ids())
-        except (ReflexioError, RuntimeError) as exc:
-            message += (
-                f" But the rows it archived that must stay CURRENT were not all made CURRENT "
-                f"again: {exc}. They are ARCHIVED, saved in {self.live_file or 'the backup'}"
-                f"; run restore-profiles with that backup_file to finish."
-            )
-            return self.outcome(Decision.ERROR, message, gate=gate, touched=touched)
         outcome = self.outcome(Decision.UPGRADED, f"{message}{kept}", gate=gate, touched=touched)
         return self.after_upgrade(outcome)
 
@@ -612,6 +608,15 @@ class Engine:
             f"(the server makes them CURRENT); they stay in the backup: {name_ids(gone)}"
         )
 
+    def what_differs(self, target: dict[str, Status], ours: frozenset[str]) -> str:
+        """What still differs from the state before the upgrade, read now, in words."""
+        try:
+            now = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
+        except (ReflexioError, RuntimeError) as exc:
+            return f"The rows could not be read to say what differs ({exc})."
+        self.summary.counts_after = now.counts().as_dict()
+        return f"Still different: {describe_residue(plan_rollback(target, now, ours))}."
+
     def roll_back(
         self, reason: str, gate: GateOutcome, target: dict[str, Status], ours: frozenset[str]
     ) -> RegenerationOutcome:
@@ -627,7 +632,7 @@ class Engine:
         try:
             residue = self.repair_to_backup(target, ours, steps)
         except (ReflexioError, RuntimeError) as exc:
-            residue = f"the rollback stopped: {exc}"
+            residue = f"the rollback stopped: {exc} {self.what_differs(target, ours)}"
         steps.append(
             f"data DIFFERS from before the upgrade: {residue}"
             if residue

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from flows.params import RegenerationParams
+from flows.params import RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
+from flows.restore import restore_profiles
+from local_stack.bulk_seed import ProfileSeed
 from local_stack.fault_proxy import FaultProxy
 from tests.reliability.helpers import (
     UPGRADE,
@@ -118,3 +120,35 @@ def test_an_upgrade_slower_than_the_read_timeout_is_waited_on_not_sent_again(
     assert proxy.count("POST", UPGRADE) == 1
     assert [r.fault for r in proxy.calls("POST", UPGRADE)] == ["delay"]
     assert assert_consistent(clean_stack.url, before) == "upgraded"
+
+
+def test_a_rollback_whose_recreate_fails_says_what_differs_and_restore_finishes_it(
+    clean_stack, prefect_api, proxy, tmp_path
+):
+    """The verification read answers wrong types (rollback), and the server refuses every
+    re-create: the old ARCHIVED rows the upgrade deleted (H1) cannot come back. The run
+    names them and the command that finishes; that command (restore, defaults) does."""
+    clean_stack.bulk_seed([ProfileSeed("archived", 30, users=3, id_prefix="old")])
+    before = Snapshot.take(clean_stack.url)
+    proxy.add(
+        fault="body",
+        path="get_profile_statistics",
+        nth=5,  # 1-2: the backup read, 3-4: the candidate read, 5: verification
+        transform=lambda body: {**body, "current_count": "many"},
+    )
+    proxy.add(fault="status", path="add_user_profile", status=400, times=1000)
+    state = _run(proxy, tmp_path)
+    assert state.is_failed() and "rolled back" in state.message, state.message
+    assert "data DIFFERS from before the upgrade" in state.message
+    assert "old-archived-0000000" in state.message  # named by id
+    manifest, backup = load_backup(tmp_path)
+    assert f"To finish: run restore-profiles with backup_file={manifest}" in state.message
+
+    proxy.clear()  # the server takes re-creates again
+    restored = restore_profiles(
+        RestoreParams(reflexio_url=proxy.url, backup_file=manifest, records_dir=tmp_path),
+        return_state=True,
+    )
+    assert restored.is_completed(), restored.message
+    assert_equals_backup(clean_stack.url, backup["rows"])
+    assert assert_consistent(clean_stack.url, before) == "unchanged"

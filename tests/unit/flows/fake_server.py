@@ -85,6 +85,8 @@ class FakeOps:
     """Runs once the rerun has written its rows, before it ends (live traffic, H14)."""
     before_upgrade: Callable[[], None] | None = None
     """Runs when the upgrade is called, before it applies (e.g. a user's row lands)."""
+    recreate_failures: int = 0
+    """How many re-create calls fail (the server refuses) before they work again."""
     wait_times_out: bool = False
     """The rerun outlives the engine's wait (it has written its rows by then)."""
     read_raises: Exception | None = None
@@ -211,6 +213,9 @@ class FakeOps:
     def recreate(self, rows: Iterable[dict[str, Any]]) -> int:
         rows = list(rows)
         self.calls.append(f"recreate:{len(rows)}")
+        if self.recreate_failures:
+            self.recreate_failures -= 1
+            raise ServerReportedFailure("add refused", server_message="refused")
         for row in rows:
             if self.kind.recreate_keeps_ids:
                 self.rows[self.kind.row_id(row)] = dict(row)

@@ -281,3 +281,12 @@ def test_playbook_rollback_recreates_tombstoned_rows_with_new_ids(tmp_path):
     assert sorted(r["content"] for r in current) == sorted(fact(u, n) for n, u in enumerate(USERS))
     assert "re-created row(s) have new ids" in outcome.message
     assert "3 ARCHIVED row(s) the upgrade deleted cannot be re-created" in outcome.message
+
+
+def test_a_rollback_that_cannot_recreate_names_what_differs_and_the_command(tmp_path):
+    ops = profiles_ops(upgrade_skips={"p-0-0"}, recreate_failures=99)
+    outcome = engine(ops, tmp_path).run()
+    assert outcome.decision is Decision.ROLLED_BACK
+    assert "the rollback stopped: add refused" in outcome.message
+    assert "5 backed-up row(s) missing or with another status: a-0, a-1, a-2" in outcome.message
+    assert f"To finish: run restore-profiles with backup_file={outcome.backup}" in outcome.message

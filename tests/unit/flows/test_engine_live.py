@@ -142,3 +142,14 @@ def test_live_playbooks_come_back_as_new_current_rows_and_the_run_says_so(tmp_pa
     said = next(n for n in said_before_upgrade if "live row(s)" in n)
     assert "ids change" in said and "900" in said
     assert fact(USERS[0], 0, " a lot") in {r["content"] for r in current}
+
+
+def test_rows_that_cannot_be_kept_current_roll_the_upgrade_back(tmp_path: Path):
+    ops = profiles_ops(rerun=rerun_with_live_traffic, recreate_failures=1)
+    outcome = engine(ops, tmp_path).run()
+    assert outcome.decision is Decision.ROLLED_BACK, outcome.message
+    assert "were not all made CURRENT again" in outcome.message
+    assert "data equals the state before the upgrade" in outcome.message
+    assert {"live-0", "live-new"} <= ops.ids("current")
+    assert {f"c-{u}-{n}" for u in range(len(USERS)) for n in range(2)} <= ops.ids("current")
+    assert ops.ids("pending") == set()
