@@ -8,7 +8,6 @@ import httpx
 import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-from deployments.catalogue import lock_name
 from flows.params import PlaybookRegenerationParams, RegenerationParams, RestoreParams
 from tasks.notify import NotificationFailed, deliver
 from tasks.report import RunSummary
@@ -50,11 +49,6 @@ def test_url_override_keeps_the_key_from_the_environment(monkeypatch):
     assert settings.url == "http://127.0.0.1:9999"
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "sk-secret"
     assert "sk-secret" not in repr(RestoreParams(backup_file="x.json"))
-
-
-def test_lock_is_per_server():
-    assert lock_name("http://127.0.0.1:8081") == "reflexio-regeneration-127-0-0-1-8081"
-    assert lock_name("http://127.0.0.1:8081/") == lock_name("http://127.0.0.1:8081")
 
 
 def test_summary_markdown():
