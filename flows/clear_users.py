@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State
 
+from flows.lock import holds_server_lock
 from flows.params import ClearUsersParams
 from tasks.clear_users import (
     UserReport,
@@ -24,6 +25,7 @@ ARTIFACT_KEY = "clear-users-summary"
 
 
 @flow(name="clear-user-data", validate_parameters=True)
+@holds_server_lock
 def clear_users(params: ClearUsersParams) -> State:
     """Erase the users' rows; Completed when nothing of theirs remains, else Failed."""
     logger = get_run_logger()

@@ -30,6 +30,7 @@ from core.backup import Backup, open_backup
 from core.identity import server_key
 from core.kinds import PROFILE_KEYS, comparable
 from deployments import catalogue
+from flows.lock import holds_server_lock
 from flows.params import RestoreParams
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks import events
@@ -96,6 +97,7 @@ def _equal(backup: Backup, wanted: set[str], after: Mapping[str, bytes]) -> bool
 
 
 @flow(name="restore-profiles", validate_parameters=True)
+@holds_server_lock
 def restore_profiles(params: RestoreParams) -> State:
     """Make the server's CURRENT and ARCHIVED profiles equal to a backup file again."""
     settings = params.settings()

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,8 +22,22 @@ from prefect.states import Completed, State
 
 from deployments.catalogue import lock_name
 from flows import lock
+from flows.clear_users import clear_users
 from flows.lock import ServerBusy, ensure_lock, holds_server_lock, lost_reason, server_lock
-from flows.params import WriterParams
+from flows.params import (
+    ClearUsersParams,
+    PlaybookRegenerationParams,
+    PromptChangeParams,
+    RegenerationParams,
+    RestoreParams,
+    SweepParams,
+    WriterParams,
+)
+from flows.playbook_regeneration import playbook_regeneration
+from flows.profile_regeneration import profile_regeneration
+from flows.prompt_change import PromptCheckResult, Verdict, prompt_change
+from flows.restore import restore_profiles
+from flows.sweep import manual_sweep
 
 _PORTS = itertools.count(901)
 
@@ -207,3 +222,51 @@ def test_ensure_lock_creates_once_and_puts_back_one_active_slot(prefect_api, url
         limit = client.read_global_concurrency_limit_by_name(other)
     assert limit.active and limit.limit == 1
     assert ensure_lock(other) == "exists"
+
+
+def _candidate(tmp_path: Path) -> Path:
+    path = tmp_path / "candidate.yaml"
+    path.write_text("profile_extractor_config:\n  extraction_prompt: be brief\n")
+    return path
+
+
+WRITERS: dict[str, Callable[[str, Path], State]] = {
+    "profile-regeneration": lambda url, tmp: profile_regeneration(
+        RegenerationParams(reflexio_url=url, backup_dir=tmp, lock_timeout_s=0.5),
+        return_state=True,
+    ),
+    "playbook-regeneration": lambda url, tmp: playbook_regeneration(
+        PlaybookRegenerationParams(reflexio_url=url, backup_dir=tmp, lock_timeout_s=0.5),
+        return_state=True,
+    ),
+    "restore-profiles": lambda url, tmp: restore_profiles(
+        RestoreParams(reflexio_url=url, backup_file=tmp / "b.json", lock_timeout_s=0.5),
+        return_state=True,
+    ),
+    "clear-user-data": lambda url, tmp: clear_users(
+        ClearUsersParams(reflexio_url=url, user_ids=["alice"], lock_timeout_s=0.5),
+        return_state=True,
+    ),
+    "manual-generation-sweep": lambda url, tmp: manual_sweep(
+        SweepParams(reflexio_url=url, sources=["chat"], lock_timeout_s=0.5), return_state=True
+    ),
+    "prompt-change": lambda url, tmp: prompt_change(
+        PromptChangeParams(
+            reflexio_url=url, config_file=_candidate(tmp), backup_dir=tmp, lock_timeout_s=0.5
+        ),
+        return_state=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_every_writer_is_refused_while_another_holds_the_lock(prefect_api, url, tmp_path, writer):
+    other_spelling = url.replace("127.0.0.1", "localhost")
+    with held_elsewhere(url):
+        state = WRITERS[writer](other_spelling, tmp_path)
+    assert state.is_failed(), state.message
+    assert f"holds its lock '{lock_name(url)}'" in state.message, state.message
+    assert "Nothing was written" in state.message
+    if writer == "prompt-change":
+        result = state.result(raise_on_failure=False)
+        assert isinstance(result, PromptCheckResult) and result.verdict is Verdict.BUSY
