@@ -200,16 +200,19 @@ class _Renewal:
                     client.renew_concurrency_lease(self._lease_id, LEASE_S)
                 renewed_at = time.monotonic()
             except Exception as exc:
+                if self._stop.is_set():  # the hold ended while this renewal was in flight
+                    return
                 reason = lost_reason(exc, time.monotonic() - renewed_at)
                 if reason is not None:
                     self._held.lost = reason
                     _logger().warning("%s", self._held.lost_message())
                     return
                 _logger().warning(
-                    "Renewing the lock '%s' failed (%s); the lease still holds, trying again "
-                    "in %g s.",
+                    "Renewing the lock '%s' failed (%s); its lease lasts %g s from the last "
+                    "renewal, trying again in %g s.",
                     self._held.name,
                     type(exc).__name__,
+                    LEASE_S,
                     RENEW_EVERY_S,
                 )
 
@@ -261,7 +264,7 @@ def holds_server_lock(body: Callable[[P], State]) -> Callable[[P], State]:
             _logger().error("%s", exc)
             return Failed(message=str(exc))
         if held.lost:
-            state.message = f"{state.message} {held.lost_message()}"
+            state.message = " ".join(filter(None, [state.message, held.lost_message()]))
         return state
 
     return locked
