@@ -23,8 +23,9 @@ CLEAR_USERS_ARTIFACT = "clear-users-summary"
 
 
 def lock_name(url: str) -> str:
-    """Global concurrency limit of one server: one regeneration at a time."""
-    return f"reflexio-regeneration-{server_slug(url)}"
+    """Global concurrency limit of one server (by its identity, however the URL is spelled):
+    one writer at a time, whichever flow writes (flows/lock.py)."""
+    return f"reflexio-lock-{server_slug(url)}"
 
 
 def restore_artifact(url: str) -> str:

@@ -9,8 +9,9 @@
   a Custom Webhook posting {"subject": ..., "body": ..., "text": ...}. When no URL is given
   an existing block is kept.
 - Process work pool `reflexio-pool`.
-- Global concurrency limit `reflexio-regeneration-<host>-<port>` (1 slot) for the server
-  in REFLEXIO_URL: the lock both regeneration flows hold (they create it when missing too).
+- Global concurrency limit `reflexio-lock-<host>-<port>` (1 slot) for the server in
+  REFLEXIO_URL: the lock every flow that writes to it holds (flows/lock.py; the flows create
+  it when missing too).
 - Automation (needs the notification block): notify when a flow run of these deployments
   (tag `reflexio`) fails or crashes. A run stopped by a stall ends "Stalled" (a FAILED
   state of another name), so it does not notify again: the flows notify a stall once
@@ -51,6 +52,7 @@ from deployments.catalogue import (
     WORK_POOL,
     lock_name,
 )
+from flows.lock import ensure_lock
 
 NOTIFICATION_TYPES = ("slack-webhook", "ms-teams-webhook", "custom-webhook")
 
@@ -153,15 +155,9 @@ def ensure_work_pool(report: Report) -> None:
 
 
 def ensure_limits(reflexio_url: str, report: Report) -> None:
-    """The one-slot regeneration lock of this server."""
+    """The one-slot lock of this server that every writing flow holds."""
     name = lock_name(reflexio_url)
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-            report.add(f"global concurrency limit '{name}': exists")
-        except ObjectNotFound:
-            client.upsert_global_concurrency_limit_by_name(name, limit=1)
-            report.add(f"global concurrency limit '{name}' (1 slot): created")
+    report.add(f"global concurrency limit '{name}' (1 slot): {ensure_lock(name)}")
 
 
 # --- automations ---------------------------------------------------------------------------

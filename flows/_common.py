@@ -1,34 +1,24 @@
-"""What every regeneration flow shares: the per-server lock, the run wrapper that turns an
-outcome into the flow's final state, and the run id."""
+"""What every regeneration flow shares: the run wrapper that holds the server's lock and
+turns an outcome into the flow's final state, and the run id."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
 from prefect.context import get_run_context
-from prefect.exceptions import ObjectNotFound
 from prefect.states import Completed, Failed, State
 
 from core.backup import BackupError
 from core.kinds import Kind
 from core.listing import ListingNotProven
 from core.outcome import Decision, RegenerationOutcome
-from deployments import catalogue
 from flows.engine import Engine, Refused
+from flows.lock import Held, ServerBusy, server_lock
 from flows.params import RegenerationParams
-from reflexio_api import IncompleteListing, ReflexioError, ReflexioSettings
+from reflexio_api import IncompleteListing, ReflexioError
 from tasks.ops import PrefectOps
 from tasks.report import RunSummary
 from tasks.server import OperationRunning
 
 STALLED_STATE_NAME = "Stalled"
-
-
-class RegenerationBusy(RuntimeError):
-    """Another regeneration holds this server's lock."""
 
 
 def run_id() -> str:
@@ -65,13 +55,14 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
         PrefectOps(settings, kind, params.notification_block), params, summary, run_id()
     )
     outcome: RegenerationOutcome | None = None
+    held: Held | None = None
     try:
-        with regeneration_lock(settings, params.lock_timeout_s):
+        with server_lock(settings.url, params.lock_timeout_s) as held:
             outcome = engine.run()
     except (
         Refused,
         OperationRunning,
-        RegenerationBusy,
+        ServerBusy,
         ListingNotProven,
         IncompleteListing,
         BackupError,
@@ -80,38 +71,10 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
     except ReflexioError as exc:
         outcome = engine.outcome(Decision.ERROR, f"Stopped on a Reflexio error: {exc}")
     finally:
+        if held is not None and held.lost:
+            summary.note(held.lost_message())
         if outcome is None:
             summary.decision = "Crashed before deciding; see the logs."
         summary.publish(f"{kind.artifact_prefix(settings.url)}-summary")
         print(summary.decision)
     return final_state(outcome)
-
-
-def ensure_limit(name: str) -> None:
-    """Create the limit (1 slot) when missing: a missing limit would only warn (no lock)."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            client.upsert_global_concurrency_limit_by_name(name, limit=1)
-
-
-@contextmanager
-def regeneration_lock(settings: ReflexioSettings, timeout_s: float) -> Iterator[None]:
-    """Hold this server's regeneration slot for the whole run (both flows share it)."""
-    name = catalogue.lock_name(settings.url)
-    ensure_limit(name)
-    try:
-        # The lease is renewed while the run lives; a killed run frees the slot after 60 s
-        # (Prefect's default, 300 s, blocked the next run for five minutes).
-        ctx = concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=60, strict=True)
-        ctx.__enter__()
-    except TimeoutError:
-        raise RegenerationBusy(
-            f"Another regeneration on {settings.url} held the '{name}' slot for more than "
-            f"{timeout_s:g} s; not starting a second one. Try again when it has finished."
-        ) from None
-    try:
-        yield
-    finally:
-        ctx.__exit__(None, None, None)

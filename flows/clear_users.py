@@ -20,6 +20,7 @@ from prefect.states import Completed, Failed, State
 
 from core.erasures import ErasureRecordError, erasure_log, record_erasures
 from core.identity import server_key
+from flows.lock import holds_server_lock
 from flows.params import ClearUsersParams
 from tasks.clear_users import (
     UserReport,
@@ -34,6 +35,7 @@ ARTIFACT_KEY = "clear-users-summary"
 
 
 @flow(name="clear-user-data", validate_parameters=True)
+@holds_server_lock
 def clear_users(params: ClearUsersParams) -> State:
     """Erase the users' rows; Completed when nothing of theirs remains, else Failed."""
     logger = get_run_logger()

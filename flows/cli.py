@@ -1,12 +1,15 @@
 """`reflexio-pipelines`: console entry points. `prompt-check` is what CI runs.
 
     reflexio-pipelines prompt-check --config reflexio-config/candidate.yaml \\
-        [--agent-version v1] [--promote] [--report report.md]
+        [--agent-version v1] [--promote] [--report report.md] [--lock-timeout 600]
 
 Runs the prompt check without a Prefect server (Prefect's ephemeral local API is used when
 PREFECT_API_URL is unset). Exit codes: 0 pass, 1 gate or regeneration failed, 2 learning is
-stalled, 3 bad input, 4 Reflexio error (unreachable, rejected key, ...). The Markdown report
-goes to --report and, when set, to $GITHUB_STEP_SUMMARY.
+stalled, 3 bad input, 4 Reflexio error (unreachable, rejected key, ...), 5 busy: another run
+held the server's lock for --lock-timeout seconds (nothing was applied; run again later).
+The lock lives in the Prefect API: point PREFECT_API_URL at the deployments' Prefect server
+so the check and the scheduled runs share it. The Markdown report goes to --report and,
+when set, to $GITHUB_STEP_SUMMARY.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--reflexio-url", help="server URL (default: REFLEXIO_URL)")
     check.add_argument("--backup-dir", type=Path, default=Path("backups"))
     check.add_argument("--gate-policy", type=Path, help="YAML file of gate policy overrides")
+    check.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=60,
+        help="seconds to wait while another run writes to the server (default 60)",
+    )
     return parser
 
 
@@ -66,6 +75,7 @@ def prompt_check(args: argparse.Namespace) -> int:
             gate_policy=overrides,
             reflexio_url=args.reflexio_url,
             backup_dir=args.backup_dir,
+            lock_timeout_s=args.lock_timeout,
         )
     except (ValidationError, GatePolicyError, ValueError) as exc:
         print(f"error: bad input: {exc}", file=sys.stderr)

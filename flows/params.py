@@ -34,7 +34,19 @@ class ServerParams(BaseModel):
         return reflexio_settings(self.reflexio_url)
 
 
-class RegenerationParams(ServerParams):
+class WriterParams(ServerParams):
+    """A flow that writes to the server: it holds the server's lock while it writes."""
+
+    lock_timeout_s: float = Field(
+        60,
+        gt=0,
+        description="How long to wait while another run writes to this server (a "
+        "regeneration, restore, clear-user-data, sweep or prompt check), then end Failed "
+        "without writing.",
+    )
+
+
+class RegenerationParams(WriterParams):
     """Profile regeneration: rerun -> gate -> backup -> upgrade -> verify (rollback)."""
 
     sources: list[str] = Field(
@@ -87,9 +99,6 @@ class RegenerationParams(ServerParams):
     )
     operation_timeout_s: float = Field(
         1800, gt=0, description="How long to wait for the rerun operation."
-    )
-    lock_timeout_s: float = Field(
-        60, gt=0, description="How long to wait for another regeneration on this server."
     )
 
     @field_validator("gate_policy")
@@ -155,7 +164,7 @@ class PlaybookRegenerationParams(RegenerationParams):
         return value
 
 
-class RestoreParams(ServerParams):
+class RestoreParams(WriterParams):
     """Put a profile backup back, keeping what was learned since (docs/pipelines.md)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -207,7 +216,7 @@ class StallWatchParams(ServerParams):
     )
 
 
-class PromptChangeParams(ServerParams):
+class PromptChangeParams(WriterParams):
     """A candidate config to try; the Prefect UI renders this as the run form."""
 
     config_file: Path = Field(description="Candidate Reflexio config (JSON or YAML).")
@@ -238,7 +247,7 @@ def _clean_names(values: list[str], what: str) -> list[str]:
     return list(dict.fromkeys(cleaned))
 
 
-class SweepParams(ServerParams):
+class SweepParams(WriterParams):
     """Manual generation per interaction source (the Prefect UI renders this as a form)."""
 
     sources: list[str] = Field(
@@ -307,7 +316,7 @@ class SweepParams(ServerParams):
         return SweepPlan(self.sources, self.kinds, self.require_manual_trigger)
 
 
-class ClearUsersParams(ServerParams):
+class ClearUsersParams(WriterParams):
     """Which users to erase, on which server."""
 
     user_ids: list[str] = Field(

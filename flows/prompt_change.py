@@ -1,5 +1,6 @@
 """Prompt change (what CI runs): try a candidate Reflexio config, regenerate, gate, decide.
 
+the server's lock (flows/lock.py, held to the end: the regenerations inside re-enter it) ->
 stall check -> save the current config -> apply the candidate -> profile regeneration (and
 playbook regeneration for an agent_version) -> gate. With ``promote`` and every gate passing,
 the regenerations upgrade and the candidate config stays. Otherwise the regenerations run
@@ -28,6 +29,7 @@ from core.outcome import Decision, RegenerationOutcome
 from core.rollback import playbooks_to_recreate
 from deployments import catalogue
 from flows._common import STALLED_STATE_NAME, run_id
+from flows.lock import ServerBusy, server_lock
 from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
 from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import profile_regeneration
@@ -44,6 +46,7 @@ class Verdict(IntEnum):
     STALL = 2
     BAD_INPUT = 3
     ERROR = 4
+    BUSY = 5
 
 
 class ConfigFileError(ValueError):
@@ -188,7 +191,8 @@ def _report(
 
 def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
     """Run the whole prompt check and return its verdict and report (no exception escapes
-    for expected failures: bad input, stall, gate failure, server errors)."""
+    for expected failures: bad input, another writer busy, stall, gate failure, server
+    errors). The server's lock is held from the stall check to the end."""
     try:
         candidate = load_candidate_config(params.config_file)
     except ConfigFileError as exc:
@@ -198,6 +202,25 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
             report_markdown=f"# Prompt check: BAD_INPUT\n\n{exc}\n",
         )
     settings = params.settings()
+    try:
+        with server_lock(settings.url, params.lock_timeout_s) as held:
+            result = _check_candidate(params, settings, candidate)
+    except ServerBusy as exc:
+        return PromptCheckResult(
+            verdict=Verdict.BUSY,
+            message=str(exc),
+            report_markdown=f"# Prompt check: BUSY\n\n{exc}\n",
+        )
+    if held.lost:
+        result.message = f"{result.message} {held.lost_message()}"
+        result.report_markdown += f"\n**{held.lost_message()}**\n"
+    return result
+
+
+def _check_candidate(
+    params: PromptChangeParams, settings: ReflexioSettings, candidate: dict[str, Any]
+) -> PromptCheckResult:
+    """Stall check, then apply -> regenerate -> restore, under the caller's lock."""
     stall, note = check_stall(settings, params.notification_block)
     if stall is not None:
         message = f"{stall.message} ({note}) The candidate config was not applied."

@@ -37,6 +37,7 @@ from core.restore_plan import (
 )
 from core.state import name_ids
 from deployments import catalogue
+from flows.lock import holds_server_lock
 from flows.params import RestoreParams
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks import events
@@ -118,6 +119,7 @@ def _report(summary: RunSummary, inputs: RestoreInputs, plan: RestorePlan) -> No
 
 
 @flow(name="restore-profiles", validate_parameters=True)
+@holds_server_lock
 def restore_profiles(params: RestoreParams) -> State:
     """Put a profile backup back on the server, keeping rows learned since by default."""
     settings = params.settings()

@@ -1,6 +1,7 @@
 """Manual-generation sweep: for each source, manual profile and playbook generation.
 
-Order: stall check (ends Failed, naming the reason) -> prerequisites (config read, no
+Order: the server's lock (flows/lock.py; another writer busy: ends Failed, nothing written)
+-> stall check (ends Failed, naming the reason) -> prerequisites (config read, no
 writes; ends Failed with how to fix it) -> per source, paced manual_* calls with counts
 measured before and after each step -> a summary table artifact. A failing source does not
 stop the others; the run then ends Failed and names it. See tasks/sweep.py for the server
@@ -14,6 +15,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State
 
 from flows._common import stalled as stalled_state
+from flows.lock import holds_server_lock
 from flows.params import SweepParams
 from tasks.sweep import (
     H3_NOTE,
@@ -47,6 +49,7 @@ def _publish(steps: list[StepResult], notes: list[str], url: str) -> None:
 
 
 @flow(name="manual-generation-sweep", validate_parameters=True)
+@holds_server_lock
 def manual_sweep(params: SweepParams) -> State:
     """Sweep the given sources; Completed with the summary, or Failed naming what failed."""
     logger = get_run_logger()

@@ -184,21 +184,6 @@ def test_failure_after_upgrade_rolls_back_to_the_backup(
     assert _stats(url).pending_count == 0
 
 
-def test_second_regeneration_of_the_same_server_is_refused(prefect_api, tmp_path):
-    from prefect.concurrency.sync import concurrency
-
-    from deployments.catalogue import lock_name
-    from flows._common import ensure_limit
-
-    url = "http://127.0.0.1:9"  # nothing listens: the lock is taken before any server call
-    name = lock_name(url)
-    ensure_limit(name)
-    params = RegenerationParams(reflexio_url=url, backup_dir=tmp_path, lock_timeout_s=1)
-    with concurrency(name, occupy=1, strict=True):
-        state = profile_regeneration(params, return_state=True)
-    assert state.is_failed() and "Another regeneration" in state.message
-
-
 def test_failed_notification_is_surfaced_and_retried_next_run(seeded_stack, prefect_api, tmp_path):
     url = seeded_stack.url
     seeded_stack.set_stall("billing_error")

@@ -8,6 +8,7 @@ counts (H3).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -88,16 +89,17 @@ def load_backup(directory: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def release_lock(url: str) -> None:
-    """Free the regeneration slot a killed run still holds (its lease would free it only
-    after 60 s): what `prefect gcl update <name> --active-slots 0` does."""
+    """Forget every holder of the server's lock: delete the limit (the next writer creates
+    it again). A killed run's lease would free the slot only after 60 s; and zeroing
+    `active_slots` instead would let that lease, when it expires, free a slot a later run
+    holds. Also what a test calls first when its proxy may reuse an earlier proxy's port."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
 
     from deployments.catalogue import lock_name
 
-    name = lock_name(url)
-    with get_client(sync_client=True) as client:
-        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectNotFound):
+        client.delete_global_concurrency_limit_by_name(lock_name(url))
 
 
 def prefect_env() -> dict[str, str]:

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from deployments.catalogue import lock_name
 from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.fault_proxy import FaultProxy
@@ -14,6 +15,11 @@ from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.reliability.helpers import UPGRADE, Snapshot, assert_consistent
 
 pytestmark = pytest.mark.reliability
+
+WINNER_LLM_DELAY_S = 0.5
+"""Each stand-in answer takes this long: the winner's rerun holds the lock for many seconds."""
+LOSER_WAIT_S = 5.0
+"""How long the loser waits for the lock before it is refused."""
 
 
 def _together(*params: RegenerationParams) -> list:
@@ -38,24 +44,38 @@ def _together(*params: RegenerationParams) -> list:
 
 
 def test_two_runs_on_one_server_one_is_refused(clean_stack, prefect_api, proxy, tmp_path):
+    """The first run to take the server's lock regenerates; the other waits LOSER_WAIT_S and
+    is refused. The stand-in answers slowly, so the winner holds the lock for much longer
+    than the loser waits even when the two start seconds apart on a loaded machine (the
+    winner's own slow acquisition no longer counts against any timeout: flows/lock.py). A
+    lock that let both in fails this test: two reruns, and no refusal naming the lock."""
     before = Snapshot.take(clean_stack.url)
-    params = [
-        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / str(i), lock_timeout_s=2)
-        for i in range(2)
-    ]
-    states = _together(*params)
+    clean_stack.llm.configure(delay_s=WINNER_LLM_DELAY_S)
+    try:
+        states = _together(
+            *(
+                RegenerationParams(
+                    reflexio_url=proxy.url,
+                    backup_dir=tmp_path / str(i),
+                    lock_timeout_s=LOSER_WAIT_S,
+                )
+                for i in range(2)
+            )
+        )
+    finally:
+        clean_stack.llm.configure(delay_s=0)
     outcomes = sorted(s.type.value for s in states)
     assert outcomes == ["COMPLETED", "FAILED"], [s.message for s in states]
     (refused,) = [s for s in states if s.is_failed()]
-    assert "Another regeneration" in refused.message
-    assert proxy.count("POST", UPGRADE) == 1
+    assert f"holds its lock '{lock_name(proxy.url)}'" in refused.message, refused.message
     assert proxy.count("POST", "rerun_profile_generation") == 1
+    assert proxy.count("POST", UPGRADE) == 1
     assert assert_consistent(clean_stack.url, before) == "upgraded"
 
 
 def test_two_urls_for_one_server_never_both_upgrade(clean_stack, prefect_api, tmp_path):
-    """Two addresses of one server (two proxies: the lock is per host:port, so both runs get
-    a slot); the server refuses the second rerun while the first runs."""
+    """Two proxies in front of one server (two host:ports, so two locks and both runs get
+    one); the server refuses the second rerun while the first runs."""
     before = Snapshot.take(clean_stack.url)
     clean_stack.llm.configure(delay_s=0.3)
     with FaultProxy(clean_stack.url) as one, FaultProxy(clean_stack.url) as two:

@@ -9,7 +9,6 @@ import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from pydantic import ValidationError
 
-from deployments.catalogue import lock_name
 from flows.params import PlaybookRegenerationParams, RegenerationParams, RestoreParams
 from tasks.notify import NotificationFailed, deliver
 from tasks.report import RunSummary
@@ -58,11 +57,6 @@ def test_restore_keeps_newer_rows_unless_asked_and_says_what_replaced_remove_new
     assert not params.delete_newer and not params.dry_run and not params.allow_other_server
     with pytest.raises(ValueError, match="remove_newer was replaced by delete_newer"):
         RestoreParams(backup_file="x.manifest.json", remove_newer=True)
-
-
-def test_lock_is_per_server():
-    assert lock_name("http://127.0.0.1:8081") == "reflexio-regeneration-127-0-0-1-8081"
-    assert lock_name("http://127.0.0.1:8081/") == lock_name("http://127.0.0.1:8081")
 
 
 def test_summary_markdown():
