@@ -7,6 +7,7 @@ review decides every ``[C#]`` candidate with its ``[C#-E#]`` evidence ids.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,6 +33,18 @@ def answer(schema_name: str | None, schema: dict[str, Any], prompt: str, style: 
     if schema:
         return json.dumps(minimal_instance(schema, schema))
     return "true"
+
+
+def in_error_share(prompt: str, fraction: float) -> bool:
+    """Whether this call is among the ``fraction`` of calls that fail. Chosen by a hash of
+    the prompt's user turns (of the whole prompt when it has none), so every call about the
+    same conversation is chosen alike: a user's extraction fails on every attempt."""
+    if fraction >= 1:
+        return True
+    turns = [text.strip() for _, text in _USER_TURN.findall(prompt)]
+    key = "\n".join(turns) if turns else prompt
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64
 
 
 def _profiles(prompt: str, style: str) -> dict[str, Any]:
