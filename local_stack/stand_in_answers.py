@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,13 +37,20 @@ def answer(schema_name: str | None, schema: dict[str, Any], prompt: str, style: 
 
 
 def in_error_share(prompt: str, fraction: float) -> bool:
-    """Whether this call is among the ``fraction`` of calls that fail. Chosen by a hash of
-    the prompt's user turns (of the whole prompt when it has none), so every call about the
-    same conversation is chosen alike: a user's extraction fails on every attempt."""
+    """Whether this call is among the ``fraction`` of calls that fail: those about a
+    conversation chosen by ``conversation_fails`` (the whole prompt counts as one when it
+    has no user turns)."""
+    turns = [text for _, text in _USER_TURN.findall(prompt)]
+    return conversation_fails(turns or [prompt], fraction)
+
+
+def conversation_fails(user_turns: Iterable[str], fraction: float) -> bool:
+    """Whether calls about a conversation with these user turns fail. Chosen by a hash of
+    the turns in any order, so every call about one user's conversation (however the server
+    orders the turns) is chosen alike, and a larger fraction only adds conversations."""
     if fraction >= 1:
         return True
-    turns = [text.strip() for _, text in _USER_TURN.findall(prompt)]
-    key = "\n".join(turns) if turns else prompt
+    key = "\n".join(sorted(turn.strip() for turn in user_turns))
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") < fraction * 2**64
 

@@ -7,18 +7,19 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from local_stack.stand_in_answers import in_error_share
+from local_stack.stand_in_answers import conversation_fails, in_error_share
 from local_stack.stand_in_llm import StandInLLM
 
 
-def extraction_prompt(user: int) -> str:
-    """A profile-extraction prompt for one user's conversation."""
-    return (
-        "[User Interactions to Analyze]\n"
-        f"user: ```I am customer {user} and I like tea.```\n"
-        "assistant: ```Noted.```\n"
-        f"user: ```My order number is {user * 7}.```\n"
-    )
+def lines(user: int) -> list[str]:
+    """One user's turns."""
+    return [f"I am customer {user} and I like tea.", f"My order number is {user * 7}."]
+
+
+def extraction_prompt(user: int, order: slice = slice(None)) -> str:
+    """A profile-extraction prompt over one user's turns, as the server renders them."""
+    turns = "assistant: ```Noted.```\n".join(f"user: ```{t}```\n" for t in lines(user)[order])
+    return f"[User Interactions to Analyze]\n{turns}"
 
 
 def chat(user: int) -> dict:
@@ -52,12 +53,16 @@ def test_the_share_is_close_to_the_fraction_and_nested():
 
 
 def test_every_call_about_one_conversation_is_chosen_alike():
-    """The key is the user turns: the same conversation in another prompt (a should-run
-    check, stored profiles listed first) fails or succeeds with it."""
+    """The key is the user turns in any order: the same conversation in another prompt (a
+    should-run check, stored profiles listed first, turns reordered) fails or succeeds with
+    it, and a test can tell from a user's lines alone whether their calls fail."""
     for user in range(200):
-        extraction = extraction_prompt(user)
-        other = f"[Existing Profiles]\n[likes coffee]\n{extraction}\nAnswer true or false."
-        assert in_error_share(extraction, 0.3) == in_error_share(other, 0.3)
+        chosen = in_error_share(extraction_prompt(user), 0.3)
+        other = (
+            f"[Existing Profiles]\n[likes coffee]\n{extraction_prompt(user, slice(None, None, -1))}"
+        )
+        assert in_error_share(f"{other}\nAnswer true or false.", 0.3) == chosen
+        assert conversation_fails(lines(user), 0.3) == chosen
 
 
 def test_a_fraction_of_users_gets_the_error_reply_every_time(llm: StandInLLM):
