@@ -47,6 +47,18 @@ CONVERSATIONS: dict[str, list[str]] = {
 }
 
 
+def synthetic_users(n: int) -> dict[str, list[str]]:
+    """N users cycling through the seed conversations, each renamed (id and first line)."""
+    names = list(CONVERSATIONS)
+    users: dict[str, list[str]] = {}
+    for i in range(n):
+        base = names[i % len(names)]
+        lines = list(CONVERSATIONS[base])
+        lines[0] = f"{lines[0]} (customer number {i})"
+        users[f"{base}-{i:03d}"] = lines
+    return users
+
+
 def conversation_turns(lines: list[str]) -> list[dict[str, str]]:
     """User lines interleaved with short assistant replies."""
     turns: list[dict[str, str]] = []
