@@ -3,7 +3,10 @@ users, the profile rerun still reports `completed` (H2), and those users get no 
 regeneration must end GATE_BLOCKED with every CURRENT row untouched.
 
 20 users (the 6 seeded ones and 14 more, seeded once for the module, ~1 min) so that 30 %
-is 6 users; each test restores that snapshot (~5 s) and runs the flow once (~20-40 s).
+is 6 users; each test restores that snapshot (~5 s) and runs the flow once (~30-70 s on a
+busy 2-core machine). The default-parameter case cannot pass before the engine change
+named in ENGINE_GAP, so it runs with the slow cases (`make test-all`), where its strict
+expected failure turns into a failure once the engine is fixed: then drop both marks.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def _assert_partial_loss_not_upgraded(stack: LocalStack, params: RegenerationPar
         assert client.get_profile_statistics().pending_count == 0
 
 
+@pytest.mark.slow  # a flow run (~30-70 s here) that cannot pass before the engine change
 @pytest.mark.xfail(strict=True, reason=ENGINE_GAP)
 def test_default_run_does_not_upgrade_a_silent_partial_loss(
     twenty_users: LocalStack, prefect_api: None, tmp_path: Path
