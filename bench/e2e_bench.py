@@ -42,7 +42,7 @@ from pathlib import Path
 from uuid import UUID
 
 from bench._sdk_venv import SDK_VERSION, ensure_sdk_venv
-from local_stack.seed import CONVERSATIONS, seed
+from local_stack.seed import seed, synthetic_users
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
 
@@ -62,18 +62,6 @@ print(json.dumps({
     "upgrade": upgrade.model_dump(mode="json"),
 }))
 """
-
-
-def synthetic_users(n: int) -> dict[str, list[str]]:
-    """N users cycling through the seed conversations, each renamed (id and first line)."""
-    names = list(CONVERSATIONS)
-    users: dict[str, list[str]] = {}
-    for i in range(n):
-        base = names[i % len(names)]
-        lines = list(CONVERSATIONS[base])
-        lines[0] = f"{lines[0]} (customer number {i})"
-        users[f"{base}-{i:03d}"] = lines
-    return users
 
 
 def load_average() -> str:

@@ -65,8 +65,14 @@ def coverage(users: pd.DataFrame, policy: GatePolicy) -> Check:
         )
     else:
         message = (
-            f"{lost} of {int(had.sum())} users with baseline rows would have none after the "
-            f"upgrade (allowed: {policy.max_lost_users})."
+            f"{lost} of {int(had.sum())} users with baseline rows have no candidate row "
+            f"(allowed: {policy.max_lost_users})"
+            + (
+                ": the rerun produced nothing for them, as when the LLM provider silently "
+                "fails part of the calls (H2)."
+                if lost
+                else "."
+            )
         )
     return Check(
         name="coverage",

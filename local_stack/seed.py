@@ -47,6 +47,18 @@ CONVERSATIONS: dict[str, list[str]] = {
 }
 
 
+def synthetic_users(n: int) -> dict[str, list[str]]:
+    """N users cycling through the seed conversations, each renamed (id and first line)."""
+    names = list(CONVERSATIONS)
+    users: dict[str, list[str]] = {}
+    for i in range(n):
+        base = names[i % len(names)]
+        lines = list(CONVERSATIONS[base])
+        lines[0] = f"{lines[0]} (customer number {i})"
+        users[f"{base}-{i:03d}"] = lines
+    return users
+
+
 def conversation_turns(lines: list[str]) -> list[dict[str, str]]:
     """User lines interleaved with short assistant replies."""
     turns: list[dict[str, str]] = []
@@ -62,9 +74,12 @@ def seed(
     sources: tuple[str, ...] = ("chat",),
     agent_version: str = "v1",
     api_key: str | None = None,
+    learn: bool = True,
 ) -> list[str]:
     """Publish each user's conversation, its lines dealt out over the sources (so a rerun
-    over all interactions sees what each source saw); return the request ids."""
+    over all interactions sees what each source saw); return the request ids. With
+    ``learn`` False the interactions are only stored (no LLM call: the server defers
+    learning until a window fills), for a rerun to learn from later."""
     headers = {"User-Agent": SEED_USER_AGENT}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -75,13 +90,13 @@ def seed(
                 lines = all_lines[index :: len(sources)] or all_lines
                 response = client.post(
                     "/api/publish_interaction",
-                    params={"wait_for_response": "true"},
+                    params={"wait_for_response": "true"} if learn else {},
                     json={
                         "user_id": user_id,
                         "session_id": f"{user_id}-{source}-1",
                         "source": source,
                         "agent_version": agent_version,
-                        "force_extraction": True,
+                        "force_extraction": learn,
                         "interaction_data_list": conversation_turns(lines),
                     },
                 )

@@ -7,9 +7,11 @@ review decides every ``[C#]`` candidate with its ``[C#-E#]`` evidence ids.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +34,25 @@ def answer(schema_name: str | None, schema: dict[str, Any], prompt: str, style: 
     if schema:
         return json.dumps(minimal_instance(schema, schema))
     return "true"
+
+
+def in_error_share(prompt: str, fraction: float) -> bool:
+    """Whether this call is among the ``fraction`` of calls that fail: those about a
+    conversation chosen by ``conversation_fails`` (the whole prompt counts as one when it
+    has no user turns)."""
+    turns = [text for _, text in _USER_TURN.findall(prompt)]
+    return conversation_fails(turns or [prompt], fraction)
+
+
+def conversation_fails(user_turns: Iterable[str], fraction: float) -> bool:
+    """Whether calls about a conversation with these user turns fail. Chosen by a hash of
+    the turns in any order, so every call about one user's conversation (however the server
+    orders the turns) is chosen alike, and a larger fraction only adds conversations."""
+    if fraction >= 1:
+        return True
+    key = "\n".join(sorted(turn.strip() for turn in user_turns))
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64
 
 
 def _profiles(prompt: str, style: str) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 The Reflexio server sends every chat and embedding call here (see reflexio-server.md §3).
 Tests steer it: switch it into provider error modes (401, 402/429 quota, 429 rate limit,
-500), add a delay, or script what extraction returns (normal, nothing, duplicates, junk,
-a changed wording). It answers each structured-output schema the server asks for with
-a valid instance built from the prompt, so the real server's pipeline runs end to end.
+500) for every call or for a stable share of them (``error_fraction``), add a delay, or
+script what extraction returns (normal, nothing, duplicates, junk, a changed wording). It
+answers each structured-output schema the server asks for with a valid instance built from
+the prompt, so the real server's pipeline runs end to end.
 
 It runs in-process (tests) or as its own process (the main-job command); either way it can
 be steered over HTTP at ``/_control``.
@@ -21,14 +22,16 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from local_stack.stand_in_answers import OutputStyle, answer
+from local_stack.stand_in_answers import OutputStyle, answer, in_error_share
 
 EMBEDDING_MODEL = "local/minilm-l6-v2"
 EMBEDDING_DIMENSIONS = 512
 
 Mode = Literal["ok", "auth_error", "billing_error", "rate_limit", "server_error"]
+_CHOICES: dict[str, tuple[str, ...]] = {"mode": get_args(Mode), "style": get_args(OutputStyle)}
+_SETTINGS = ("mode", "error_fraction", "delay_s", "style")
 
 _ERROR_REPLIES: dict[str, tuple[int, dict[str, Any]]] = {
     "auth_error": (
@@ -72,6 +75,8 @@ class StandInState:
     """What the stand-in does next; every field can be changed while it runs."""
 
     mode: Mode = "ok"
+    error_fraction: float = 1.0
+    """Share of chat calls that get ``mode``'s error; the rest are answered normally."""
     delay_s: float = 0.0
     style: OutputStyle = "normal"
     calls: Counter[str] = field(default_factory=Counter)
@@ -115,13 +120,12 @@ class StandInLLM:
         self._server.server_close()
 
     def configure(self, **changes: Any) -> None:
-        """Change mode, delay_s or style; unknown names raise ValueError."""
+        """Change mode, error_fraction, delay_s or style. An unknown name or a bad value
+        raises ValueError and changes nothing."""
+        for name, value in changes.items():
+            _check_setting(name, value)
         with self._lock:
             for name, value in changes.items():
-                if name not in ("mode", "delay_s", "style"):
-                    raise ValueError(
-                        f"unknown stand-in setting {name!r}: use mode, delay_s or style"
-                    )
                 setattr(self.state, name, value)
 
     def reset(self) -> None:
@@ -203,11 +207,11 @@ def _make_handler(llm: StandInLLM) -> type[BaseHTTPRequestHandler]:
                 time.sleep(state.delay_s)
             schema = _schema_name(body)
             llm.count(schema or "text")
-            if state.mode != "ok":
+            prompt = _prompt_text(body)
+            if state.mode != "ok" and in_error_share(prompt, state.error_fraction):
                 status, error = _ERROR_REPLIES[state.mode]
                 self._json(status, {"error": error})
                 return
-            prompt = _prompt_text(body)
             content = answer(schema, _schema(body), prompt, state.style)
             if body.get("stream"):
                 self._stream(body, content)
@@ -245,6 +249,24 @@ def _make_handler(llm: StandInLLM) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(raw)
 
     return Handler
+
+
+def _check_setting(name: str, value: Any) -> None:
+    """Raise ValueError naming the setting when it is unknown or its value is not allowed."""
+    if name not in _SETTINGS:
+        raise ValueError(f"unknown stand-in setting {name!r}: use {', '.join(_SETTINGS)}")
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ValueError(
+            f"stand-in {name} must be one of {', '.join(_CHOICES[name])}: got {value!r}"
+        )
+    if name == "error_fraction" and not _number_within(value, 0.0, 1.0):
+        raise ValueError(f"stand-in error_fraction must be a number from 0 to 1: got {value!r}")
+    if name == "delay_s" and not _number_within(value, 0.0, math.inf):
+        raise ValueError(f"stand-in delay_s must be a number >= 0: got {value!r}")
+
+
+def _number_within(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
 
 
 def embed(text: str) -> list[float]:
