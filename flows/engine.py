@@ -76,6 +76,7 @@ class ServerOps(Protocol):
         policy: GatePolicy,
         artifact_prefix: str,
         dask_address: str | None,
+        users_processed: int | None,
     ) -> GateReport: ...
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]: ...
     def downgrade(self, only_affected_users: bool) -> dict[str, Any]: ...
@@ -118,6 +119,8 @@ class Engine:
     """Every id per status when the run started (what the backup holds)."""
     rerun_started_at: int | None = field(default=None, init=False)
     """The server's epoch second the first rerun started: live rows are newer."""
+    users_processed: int | None = field(default=None, init=False)
+    """The most users one rerun reported processing (the gate's rerun-yield check)."""
     live_file: str | None = field(default=None, init=False)
     """The file saving the rows the backup predates (live rows), when there are any."""
 
@@ -241,6 +244,7 @@ class Engine:
                 return self.rerun_timed_out(operation_id)
             if self.rerun_started_at is None:
                 self.rerun_started_at = status.started_at
+            self.users_processed = max(self.users_processed or 0, status.processed_users)
             self.summary.note(
                 f"rerun{f' of source {source}' if source else ''} ({operation_id}): "
                 f"{status.status}, {status.processed_users}/{status.total_users} users, "
@@ -324,6 +328,7 @@ class Engine:
             self.params.policy(),
             self.prefix,
             self.params.gate_dask_address,
+            self.users_processed,
         )
         verdict = report.verdict
         blocked = verdict is Severity.FAIL or (

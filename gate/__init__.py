@@ -4,7 +4,7 @@ Pure pandas + scikit-learn + pydantic; no Prefect, no HTTP.
 """
 
 from gate.checks import Check, Severity
-from gate.evaluate import evaluate
+from gate.evaluate import evaluate, with_rerun_yield
 from gate.frames import FrameBuilder, frame_from_rows, normalize_frame
 from gate.policy import GatePolicy, GatePolicyError
 from gate.report import Example, GateReport
@@ -20,4 +20,5 @@ __all__ = [
     "evaluate",
     "frame_from_rows",
     "normalize_frame",
+    "with_rerun_yield",
 ]

@@ -111,6 +111,35 @@ def volume(users: pd.DataFrame, policy: GatePolicy) -> Check:
     )
 
 
+def rerun_yield(users_processed: int, users_with_rows: int, policy: GatePolicy) -> Check:
+    """Of the users the rerun reports it processed, the share that got candidate rows.
+
+    A provider failing part of the calls drops those users silently (H2: the rerun still
+    ends `completed`); users without new rows are then spared by only_affected_users, so
+    no per-user check sees them. This compares with the rerun's own user count instead."""
+    if users_processed <= 0:
+        return Check(
+            name="rerun yield",
+            value=0,
+            threshold=None,
+            severity=Severity.PASS,
+            message="The rerun reported no users processed.",
+        )
+    share = min(users_with_rows / users_processed, 1.0)
+    return Check(
+        name="rerun yield",
+        value=round(share, 4),
+        threshold=policy.user_yield_fail_min,
+        severity=_severity(share < policy.user_yield_fail_min, share < policy.user_yield_warn_min),
+        message=(
+            f"{users_with_rows} of the {users_processed} users the rerun processed got "
+            f"candidate rows ({_pct(share)}; passes from {_pct(policy.user_yield_warn_min)}, "
+            f"fails below {_pct(policy.user_yield_fail_min)}); the others were dropped "
+            "without an error, as a provider failing part of the calls does (H2)."
+        ),
+    )
+
+
 def user_volume(users: pd.DataFrame, policy: GatePolicy) -> Check:
     """Share of users (with rows on both sides) whose own ratio is outside the per-user band."""
     both = users[(users["baseline_rows"] > 0) & (users["candidate_rows"] > 0)]

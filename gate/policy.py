@@ -33,6 +33,10 @@ class GatePolicy(BaseModel):
     # A rerun whose provider silently failed part of the calls (H2) loses rows: losing more
     # than 25 % fails; a prompt change's normal variation (within 15 %) passes.
     volume_ratio_fail_min: float = Field(0.75, ge=0.0, le=1.0)
+    # The same failure drops whole users (one extraction call per user): of the users the
+    # rerun processed, fewer than 75 % with candidate rows fails, fewer than 90 % warns.
+    user_yield_fail_min: float = Field(0.75, ge=0.0, le=1.0)
+    user_yield_warn_min: float = Field(0.9, ge=0.0, le=1.0)
     volume_ratio_warn_min: float = Field(0.85, ge=0.0, le=1.0)
     volume_ratio_warn_max: float = Field(1.25, ge=1.0)
     volume_ratio_fail_max: float = Field(2.0, ge=1.0)
@@ -55,6 +59,7 @@ class GatePolicy(BaseModel):
     def _ordered(self) -> Self:
         pairs = [
             ("volume_ratio_fail_min", "volume_ratio_warn_min"),
+            ("user_yield_fail_min", "user_yield_warn_min"),
             ("volume_ratio_warn_max", "volume_ratio_fail_max"),
             ("retention_fail_min", "retention_warn_min"),
             ("novelty_warn_max", "novelty_fail_max"),

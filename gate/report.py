@@ -60,6 +60,11 @@ class GateReport(BaseModel):
     examples: list[Example]
     policy: GatePolicy
 
+    def with_check(self, check: Check) -> GateReport:
+        """This report with one more check (and the verdict it makes)."""
+        found = [*self.checks, check]
+        return self.model_copy(update={"checks": found, "verdict": worst(found)})
+
     def per_user_frame(self) -> pd.DataFrame:
         """The per-user table as a DataFrame (one row per user)."""
         return pd.DataFrame(self.per_user)

@@ -11,7 +11,7 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from gate import GatePolicy, GateReport, evaluate
+from gate import GatePolicy, GateReport, evaluate, with_rerun_yield
 from gate.evaluate import GatePlan, plan
 from gate.idf import IdfPart, combine, fit_part
 from gate.merge import merge
@@ -132,6 +132,7 @@ def run_gate(
     kind: Literal["profiles", "playbooks"],
     artifact_prefix: str,
     dask_address: str | None = None,
+    users_processed: int | None = None,
 ) -> GateReport:
     """Gate PENDING (candidate) against CURRENT (baseline); Markdown + table artifacts.
 
@@ -143,6 +144,7 @@ def run_gate(
         report = evaluate_on_dask(plan(candidate, baseline, DASK_SHARDS), policy, kind, address)
     else:
         report = evaluate(candidate, baseline, policy=policy, kind=kind)
+    report = with_rerun_yield(report, users_processed)
     create_markdown_artifact(
         report.to_markdown(),
         key=f"{artifact_prefix}-gate-report",

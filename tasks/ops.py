@@ -162,9 +162,16 @@ class PrefectOps:
         policy: GatePolicy,
         artifact_prefix: str,
         dask_address: str | None,
+        users_processed: int | None,
     ) -> GateReport:
         return run_gate(
-            candidate, baseline, policy, self.kind.gate_kind, artifact_prefix, dask_address
+            candidate,
+            baseline,
+            policy,
+            self.kind.gate_kind,
+            artifact_prefix,
+            dask_address,
+            users_processed,
         )
 
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from core.kinds import Kind, row_status
 from core.sinks import Reading, ReadRequest, consume
 from core.stall import Stall
 from core.upgrade import UpgradeUndetermined
-from gate import GatePolicy, GateReport, evaluate
+from gate import GatePolicy, GateReport, evaluate, with_rerun_yield
 from reflexio_api import OperationTimeout, ServerReportedFailure
 from reflexio_api.models import OperationStatus
 
@@ -85,6 +85,9 @@ class FakeOps:
     """Runs once the rerun has written its rows, before it ends (live traffic, H14)."""
     before_upgrade: Callable[[], None] | None = None
     """Runs when the upgrade is called, before it applies (e.g. a user's row lands)."""
+    users_processed: int | None = None
+    """The users the rerun reports it processed; default: the users it wrote rows for."""
+    rerun_users: int = 0
     recreate_failures: int = 0
     """How many re-create calls fail (the server refuses) before they work again."""
     wait_times_out: bool = False
@@ -128,7 +131,9 @@ class FakeOps:
         if self.kind.rerun_clears_pending:
             for i in [i for i, r in self.rows.items() if r.get("status") == "pending"]:
                 del self.rows[i]
-        for row in self.rerun_output(self):
+        output = self.rerun_output(self)
+        self.rerun_users = len({row["user_id"] for row in output})
+        for row in output:
             if self.kind.rerun_tombstones_current:
                 for old in self.rows.values():
                     if old["user_id"] == row["user_id"] and old.get("status") is None:
@@ -147,8 +152,8 @@ class FakeOps:
                 "service_name": self.kind.service,
                 "status": self.rerun_status,
                 "started_at": RERUN_STARTED_AT,
-                "total_users": 2,
-                "processed_users": 2,
+                "total_users": self.users_processed or self.rerun_users,
+                "processed_users": self.users_processed or self.rerun_users,
                 "failed_users": 0 if self.rerun_status == "completed" else 2,
                 "stats": {"total_generated": 1},
                 "request_params": {"operation_id": operation_id},
@@ -173,9 +178,11 @@ class FakeOps:
         policy: GatePolicy,
         artifact_prefix: str,
         dask_address: str | None,
+        users_processed: int | None,
     ) -> GateReport:
         self.calls.append("gate")
-        return evaluate(candidate, baseline, policy=policy, kind=self.kind.gate_kind)
+        report = evaluate(candidate, baseline, policy=policy, kind=self.kind.gate_kind)
+        return with_rerun_yield(report, users_processed)
 
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
         self.calls.append("upgrade")

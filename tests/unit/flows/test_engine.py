@@ -290,3 +290,22 @@ def test_a_rollback_that_cannot_recreate_names_what_differs_and_the_command(tmp_
     assert "the rollback stopped: add refused" in outcome.message
     assert "5 backed-up row(s) missing or with another status: a-0, a-1, a-2" in outcome.message
     assert f"To finish: run restore-profiles with backup_file={outcome.backup}" in outcome.message
+
+
+def test_a_rerun_that_silently_drops_users_is_not_upgraded_with_defaults(tmp_path):
+    """H2: the provider failed 3 of 8 users' calls; the rerun says completed. Those users
+    keep their CURRENT rows (only_affected_users), so no per-user check sees them: the
+    rerun's own user count does."""
+
+    def dropping_rerun(ops: FakeOps) -> list[dict]:
+        return [r for r in profile_rerun(ops) if r["user_id"] not in USERS[:3]]
+
+    ops = profiles_ops(rerun=dropping_rerun, users_processed=8)
+    before = {s: ops.ids(s) for s in ("current", "archived")}
+    outcome = engine(ops, tmp_path).run()
+    assert outcome.decision is Decision.GATE_BLOCKED, outcome.message
+    assert "rerun yield: 5 of the 8 users the rerun processed got candidate rows" in (
+        outcome.message
+    )
+    assert {s: ops.ids(s) for s in ("current", "archived")} == before
+    assert "upgrade" not in ops.calls
