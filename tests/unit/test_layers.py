@@ -8,8 +8,8 @@ import pytest
 PACKAGES = {
     "reflexio_api": "reflexio_api, reflexio_api.paging",
     "gate": "gate, gate.evaluate",
-    "core": "core.backup, core.kinds, core.listing, core.rollback, core.sinks, core.state, "
-    "core.stall, core.outcome, core.touched",
+    "core": "core.approval, core.backup, core.kinds, core.listing, core.rollback, core.sinks, "
+    "core.state, core.stall, core.outcome, core.touched",
 }
 
 
