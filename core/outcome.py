@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from core.approval import Approval
+
 
 class Decision(StrEnum):
     """How a regeneration ended."""
@@ -14,6 +16,8 @@ class Decision(StrEnum):
     DRY_RUN = "dry_run"
     NOTHING_TO_DO = "nothing_to_do"
     GATE_BLOCKED = "gate_blocked"
+    NOT_APPROVED = "not_approved"
+    """The gate let it through, but the operator rejected it or did not answer in time."""
     STALLED = "stalled"
     REFUSED = "refused"
     GENERATION_FAILED = "generation_failed"
@@ -52,6 +56,8 @@ class RegenerationOutcome(BaseModel):
     decision: Decision
     message: str
     gate: GateOutcome | None = None
+    approval: Approval | None = None
+    """The operator's answer, when the run asked for one."""
     counts_before: dict[str, int] | None = None
     counts_after: dict[str, int] | None = None
     backup: str | None = None

@@ -15,8 +15,10 @@
 - Automation (needs the notification block): notify when a flow run of these deployments
   (tag `reflexio`) fails or crashes. A run stopped by a stall ends "Stalled" (a FAILED
   state of another name), so it does not notify again: the flows notify a stall once
-  themselves. The events (`reflexio.gate.failed`, `reflexio.stall.detected`, ...) are
-  there for automations of your own.
+  themselves. And notify when such a run pauses for an operator's approval (a gate WARN
+  with on_warn=ask, or require_approval): it waits in the UI, and no answer is a rejection.
+  The events (`reflexio.gate.failed`, `reflexio.approval.decided`, ...) are there for
+  automations of your own.
 
 Idempotent: every object is looked up by name and updated in place, never duplicated.
 Secrets and webhook URLs are never printed: only names and what was done.
@@ -166,6 +168,11 @@ FLOW_RUN_BODY = (
     "Flow run {{ flow_run.name }} of {{ flow.name }} ended {{ flow_run.state.name }}: "
     "{{ flow_run.state.message }}"
 )
+APPROVAL_BODY = (
+    "Flow run {{ flow_run.name }} of {{ flow.name }} waits for an operator's approval: open "
+    "{{ flow_run|ui_url }}, click Resume, approve or reject with your name and a reason. "
+    "No answer in time counts as a rejection."
+)
 
 
 def automation_specs(block_id: object) -> list[Automation]:
@@ -186,6 +193,17 @@ def automation_specs(block_id: object) -> list[Automation]:
                 threshold=1,
             ),
             actions=[notify("Reflexio pipeline run {{ flow_run.state.name }}", FLOW_RUN_BODY)],
+        ),
+        Automation(
+            name="reflexio: run awaits approval",
+            description="A Reflexio regeneration paused for an operator's approval.",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Paused"},
+                match_related={"prefect.resource.id": f"prefect.tag.{FLOW_TAG}"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[notify("Reflexio run awaits approval", APPROVAL_BODY)],
         ),
     ]
 

@@ -1,10 +1,12 @@
 """`reflexio-pipelines`: console entry points. `prompt-check` is what CI runs.
 
     reflexio-pipelines prompt-check --config reflexio-config/candidate.yaml \\
-        [--agent-version v1] [--promote] [--report report.md] [--lock-timeout 600]
+        [--agent-version v1] [--promote] [--allow-warn] [--report report.md]
+        [--lock-timeout 600]
 
 Runs the prompt check without a Prefect server (Prefect's ephemeral local API is used when
-PREFECT_API_URL is unset). Exit codes: 0 pass, 1 gate or regeneration failed, 2 learning is
+PREFECT_API_URL is unset). It never waits for a person: a 'warn' gate verdict fails the check
+unless --allow-warn. Exit codes: 0 pass, 1 gate or regeneration failed, 2 learning is
 stalled, 3 bad input, 4 Reflexio error (unreachable, rejected key, ...), 5 busy: another run
 held the server's lock for --lock-timeout seconds (nothing was applied; run again later).
 The lock lives in the Prefect API: point PREFECT_API_URL at the deployments' Prefect server
@@ -42,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--agent-version", help="also regenerate this agent_version's playbooks")
     check.add_argument("--no-profiles", action="store_true", help="skip profile regeneration")
     check.add_argument("--promote", action="store_true", help="upgrade when every gate passes")
+    check.add_argument(
+        "--allow-warn",
+        action="store_true",
+        help="let a 'warn' gate verdict pass (default: exit 1; the check never waits for a person)",
+    )
     check.add_argument("--report", type=Path, help="write the Markdown report here")
     check.add_argument("--reflexio-url", help="server URL (default: REFLEXIO_URL)")
     check.add_argument("--backup-dir", type=Path, default=Path("backups"))
@@ -72,6 +79,7 @@ def prompt_check(args: argparse.Namespace) -> int:
             agent_version=args.agent_version,
             regenerate_profiles=not args.no_profiles,
             promote=args.promote,
+            allow_warn=args.allow_warn,
             gate_policy=overrides,
             reflexio_url=args.reflexio_url,
             backup_dir=args.backup_dir,

@@ -2,8 +2,9 @@
 
 stall check -> guard -> read every row once (complete, proven listings) into the backup
 file (fsynced before the first write) and the gate's baseline -> stale-PENDING guard ->
-rerun (wait on the operation by id) -> read the candidate -> gate -> upgrade -> verify by
-ids, with a rollback to the backup when anything from the upgrade on fails.
+rerun (wait on the operation by id) -> read the candidate -> gate -> (an operator's approval,
+when the gate warned and the run asks, or always with require_approval) -> upgrade -> verify
+by ids, with a rollback to the backup when anything from the upgrade on fails.
 
 The engine decides; every server call, artifact and event goes through a `ServerOps`
 (tasks/ops.py runs them as Prefect tasks; unit tests pass an in-memory server), and the
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from core.approval import Approval, approval_request
 from core.backup import BackupInfo, BackupWriter, open_backup
 from core.kinds import STATUSES, Kind, Status, row_status
 from core.live import KeepPlan, LiveRows, LiveRule, Scope, kept_problems, rows_to_keep
@@ -83,6 +85,7 @@ class ServerOps(Protocol):
     def recreate(self, rows: Iterable[dict[str, Any]]) -> int: ...
     def aggregate(self) -> str: ...
     def notify(self, subject: str, body: str) -> None: ...
+    def ask_approval(self, request_markdown: str, timeout_s: int) -> Approval: ...
     def emit(self, event: str, **payload: Any) -> None: ...
 
 
@@ -123,6 +126,8 @@ class Engine:
     """The most users one rerun reported processing (the gate's rerun-yield check)."""
     live_file: str | None = field(default=None, init=False)
     """The file saving the rows the backup predates (live rows), when there are any."""
+    approval: Approval | None = field(default=None, init=False)
+    """The operator's answer, when the run asked for one."""
 
     @property
     def kind(self) -> Kind:
@@ -144,6 +149,7 @@ class Engine:
             counts_before=self.summary.counts_before,
             counts_after=self.summary.counts_after,
             backup=self.summary.backup_path,
+            approval=self.approval,
             **fields,
         )
 
@@ -163,13 +169,7 @@ class Engine:
             return failed
         self.ops.clear_inferred_stall()
 
-        after_rerun = self.ops.read(
-            ReadRequest(
-                statuses=STATUSES,
-                candidate=True,
-                live=LiveRule(before.snapshot.all_ids(), self.rerun_started_at, self.scope),
-            )
-        )
+        after_rerun = self.read_after_rerun(candidate=True)
         assert after_rerun.candidate is not None and before.baseline is not None
         assert after_rerun.live is not None
         state = after_rerun.snapshot
@@ -181,7 +181,25 @@ class Engine:
         gate = self.gate(after_rerun.candidate, self.baseline_at_stake(before.baseline, state))
         if gate.blocked or self.params.dry_run:
             return self.not_upgraded(gate, state)
+        why = self.approval_reason(gate)
+        if why is not None:
+            if not self.ask_approval(gate, why).approved:
+                return self.not_upgraded(gate, state)
+            # The answer may have taken hours: what users wrote meanwhile is live too.
+            after_rerun = self.read_after_rerun(candidate=False)
+            assert after_rerun.live is not None
+            state = after_rerun.snapshot
         return self.upgrade(gate, state, after_rerun.live)
+
+    def read_after_rerun(self, candidate: bool) -> Reading:
+        """Every status again, picking out the live rows (and the candidate's frame)."""
+        return self.ops.read(
+            ReadRequest(
+                statuses=STATUSES,
+                candidate=candidate,
+                live=LiveRule(self.before.all_ids(), self.rerun_started_at, self.scope),
+            )
+        )
 
     @property
     def scope(self) -> Scope:
@@ -332,7 +350,7 @@ class Engine:
         )
         verdict = report.verdict
         blocked = verdict is Severity.FAIL or (
-            verdict is Severity.WARN and not self.params.allow_warn
+            verdict is Severity.WARN and self.params.on_warn == "refuse"
         )
         self.summary.gate = report.summary_sentence()
         self.ops.emit(
@@ -350,10 +368,37 @@ class Engine:
             blocked=blocked,
         )
 
+    def approval_reason(self, gate: GateOutcome) -> str | None:
+        """Why this run must ask an operator before upgrading; None: it need not."""
+        if gate.verdict == Severity.WARN.value and self.params.on_warn == "ask":
+            return "the evaluation gate said WARN and this run has on_warn=ask."
+        if self.params.require_approval:
+            return f"this run has require_approval on (gate verdict {gate.verdict.upper()})."
+        return None
+
+    def ask_approval(self, gate: GateOutcome, why: str) -> Approval:
+        """Wait for an operator's answer; the summary and an event record it."""
+        timeout_s = self.params.approval_timeout_s
+        request = approval_request(self.kind, self.ops.url, why, gate.markdown, timeout_s)
+        self.summary.note(f"Asked an operator to approve the upgrade: {why}")
+        self.approval = self.ops.ask_approval(request, timeout_s)
+        self.summary.approval = self.approval.sentence()
+        self.ops.emit(
+            catalogue.EVENT_APPROVAL_DECIDED,
+            kind=self.kind.name,
+            agent_version=self.kind.agent_version,
+            verdict=gate.verdict,
+            decision=self.approval.decision.value,
+            by=self.approval.by,
+            reason=self.approval.reason[:300],
+        )
+        return self.approval
+
     def not_upgraded(
         self, gate: GateOutcome, state: IdSnapshot, too_many: KeepPlan | None = None
     ) -> RegenerationOutcome:
-        """Gate blocked, dry run, or too many rows to keep CURRENT: CURRENT untouched."""
+        """Gate blocked, dry run, not approved, or too many rows to keep CURRENT: CURRENT
+        untouched."""
         if self.kind.candidate_deleted_when_not_upgraded:
             deleted = self.ops.delete(state.pending)
             leftover = f"The candidate's {deleted} PENDING row(s) were deleted."
@@ -368,6 +413,12 @@ class Engine:
                 f"without a scope, or raise max_rows_to_keep. Gate {gate.verdict}. {leftover}"
             )
             return self.outcome(Decision.REFUSED, message, gate=gate)
+        if self.approval is not None and not self.approval.approved:
+            message = (
+                f"Not upgraded: {self.approval.sentence()} Gate verdict "
+                f"{gate.verdict.upper()}; CURRENT untouched. {gate.sentence} {leftover}"
+            )
+            return self.outcome(Decision.NOT_APPROVED, message, gate=gate)
         if gate.blocked:
             message = (
                 f"Gate verdict {gate.verdict.upper()}: not upgraded; CURRENT untouched. "

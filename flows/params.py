@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -15,6 +15,8 @@ from gate import GatePolicy, GatePolicyError
 from reflexio_api import ReflexioSettings
 from tasks.settings import reflexio_settings
 from tasks.sweep import PACING_MARGIN_S, SERVER_MANUAL_LIMIT_PER_MIN, SweepKind, SweepPlan
+
+OnWarn = Literal["upgrade", "ask", "refuse"]
 
 
 class ServerParams(BaseModel):
@@ -74,7 +76,23 @@ class RegenerationParams(WriterParams):
         description="Upgrade only users with new PENDING rows (others keep their CURRENT "
         "rows). Old ARCHIVED rows are deleted organisation-wide either way (H1).",
     )
-    allow_warn: bool = Field(True, description="Upgrade when the gate verdict is 'warn'.")
+    on_warn: OnWarn = Field(
+        "upgrade",
+        description="What a 'warn' gate verdict does: upgrade; ask (the run pauses until an "
+        "operator approves or rejects it in the UI, see approval_timeout_s); refuse (not "
+        "upgraded).",
+    )
+    require_approval: bool = Field(
+        False,
+        description="Ask an operator before every upgrade, even when the gate passed (never "
+        "on a dry run or a failed gate).",
+    )
+    approval_timeout_s: int = Field(
+        3600,
+        ge=1,
+        description="How long a run waits for the operator's answer; no answer counts as a "
+        "rejection. The run holds this server's regeneration lock while it waits.",
+    )
     max_rows_to_keep: int = Field(
         50_000,
         ge=0,
@@ -100,6 +118,16 @@ class RegenerationParams(WriterParams):
     operation_timeout_s: float = Field(
         1800, gt=0, description="How long to wait for the rerun operation."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _allow_warn_replaced(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "allow_warn" in data:
+            raise ValueError(
+                "allow_warn was replaced by on_warn: 'upgrade' (was allow_warn=true), "
+                "'refuse' (was allow_warn=false) or 'ask' (pause for an operator's approval)"
+            )
+        return data
 
     @field_validator("gate_policy")
     @classmethod
@@ -228,6 +256,11 @@ class PromptChangeParams(WriterParams):
         False, description="Upgrade when every gate passes; else dry run and restore the config."
     )
     gate_policy: dict[str, Any] = Field(default_factory=dict, description="Gate overrides.")
+    allow_warn: bool = Field(
+        False,
+        description="Pass on a 'warn' gate verdict (with promote: upgrade). The check never "
+        "waits for a person: without this a warn fails it.",
+    )
     notification_block: str = Field(NOTIFICATION_BLOCK, description="Notification block.")
     backup_dir: Path = Field(Path("backups"), description="Backups and the saved config.")
     operation_timeout_s: float = Field(1800, gt=0, description="Wait for each rerun.")

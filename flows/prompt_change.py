@@ -151,7 +151,8 @@ def _run_regenerations(
         "reflexio_url": settings.url,
         "dry_run": not params.promote,
         "gate_policy": params.gate_policy,
-        "allow_warn": False,
+        # CI never waits for a person: a warn passes only when the caller allows it.
+        "on_warn": "upgrade" if params.allow_warn else "refuse",
         "notification_block": params.notification_block,
         "backup_dir": params.backup_dir,
         "operation_timeout_s": params.operation_timeout_s,

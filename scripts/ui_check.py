@@ -1,4 +1,5 @@
-"""Real-browser check of the local Prefect UI: custom run from the form -> gate report artifact.
+"""Real-browser check of the local Prefect UI: custom run from the form -> gate report
+artifact; a run paused for approval on a gate WARN, rejected and approved from its Resume form.
 
 Starts, each on a free loopback port and torn down at the end:
 
@@ -10,8 +11,12 @@ then drives headless Debian Chromium through Selenium (never downloads a browser
 /deployments -> the deployment -> Run -> Custom run -> fill ``reflexio_url`` and switch on
 ``dry_run`` in the parameters form -> Submit; waits (bounded) for the flow run to finish,
 then opens the flow run's Artifacts tab and the artifact page and checks the gate report
-text is shown. Screenshots of every step go to --shots (default: a temp dir) and their paths
-are printed. Exit 0 on success; otherwise exit 1 with "FAILED at step '<step>': ...".
+text is shown. Then two runs with a gate policy that warns and on_warn=ask: each pauses, the
+browser opens it, clicks Resume, sees the gate report in the form and answers: reject (first
+without a reason, which Prefect refuses, then with one: nothing is upgraded) and approve (the
+run upgrades; the summary artifact names who and why). Screenshots of every step go to
+--shots (default: a temp dir) and their paths are printed. Exit 0 on success; otherwise
+exit 1 with "FAILED at step '<step>': ...".
 
     python scripts/ui_check.py [--shots DIR] [--timeout 120] [--hold]
 """
@@ -288,6 +293,7 @@ def main() -> int:
         step = "serve the deployment"
         env = prefect_env(home, api)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"  # pick up each run in 2 s, not 10
         serve = procs.start("serve", [sys.executable, "-c", SERVE_CODE], env)
 
         def deployment_id() -> str | None:
@@ -352,12 +358,7 @@ def main() -> int:
             raise StepFailed(step, f"run parameters are {run['parameters']!r}")
 
         step = "wait for the flow run to finish"
-
-        def final_state() -> dict | None:
-            r = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()
-            return r["state"] if r["state"]["type"] in FINAL else None
-
-        state = wait_until(step, final_state, max(args.timeout, 240), interval=2)
+        state = wait_until(step, lambda: ended(api, run_id), max(args.timeout, 240), interval=2)
         print(f"flow run state: {state['type']} {state.get('message') or ''}", flush=True)
         driver.get(f"{ui}/runs/flow-run/{run_id}")
         b.wait_text(step, state["name"])
@@ -383,6 +384,18 @@ def main() -> int:
         b.wait_text(step, "Gate", "retention")
         b.shot("gate-report-artifact")
         print(f"OK: custom run from the form -> {state['type']}, artifact {key} shown")
+
+        step = "reject a run paused for approval"
+        backups = work / "backups"
+        answer_approval(b, api, ui, dep_id, stack.url, backups, approve=False)
+        step = "approve a run paused for approval"
+        answer_approval(b, api, ui, dep_id, stack.url, backups, approve=True)
+        step = "see who approved in the run summary"
+        driver.get(f"{ui}/artifacts/key/{summary_key(stack.url)}")
+        b.click(step, "//a[contains(@href, '/artifacts/artifact/')]")
+        b.wait_text(step, "approval: Approved by alice")
+        b.shot("approved-summary")
+        print("OK: paused on WARN; rejected -> not upgraded, approved -> upgraded")
         print(f"wall time: {time.monotonic() - started:.0f} s")
         return 0
     except StepFailed as exc:
@@ -412,6 +425,12 @@ def gate_report_key(url: str) -> str:
     from core.identity import server_slug
 
     return f"profile-regen-{server_slug(url)}-gate-report"
+
+
+def summary_key(url: str) -> str:
+    from core.identity import server_slug
+
+    return f"profile-regen-{server_slug(url)}-summary"
 
 
 def flow_run_ids(api: str, dep_id: str) -> list[str]:
@@ -450,6 +469,109 @@ def fill_form(b: Browser, step: str, url: str) -> None:
         b.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", switch)
         switch.click()
     wait_until(step, lambda: switch.get_attribute("aria-checked") == "true", 10)
+
+
+WARN_POLICY = {"min_chars": 2000, "hygiene_fail_share": 1.0}
+"""Every candidate row is 'too short': the gate warns, and no share of such rows fails."""
+
+
+def flow_run_state(api: str, run_id: str) -> dict:
+    return httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()["state"]
+
+
+def ended(api: str, run_id: str, also: str = "") -> dict | None:
+    """The run's state once it is final (or of type ``also``); None before."""
+    state = flow_run_state(api, run_id)
+    return state if state["type"] in FINAL or state["type"] == also else None
+
+
+def row_ids(url: str) -> dict[str, set[str]]:
+    """Profile ids per status on the Reflexio server."""
+    from reflexio_api import ReflexioClient, ReflexioSettings
+
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        return {
+            status: {p.profile_id for p in client.list_profiles(status)}
+            for status in ("current", "pending")
+        }
+
+
+def answer_approval(
+    b: Browser,
+    api: str,
+    ui: str,
+    dep_id: str,
+    url: str,
+    backup_dir: Path,
+    approve: bool,
+    timeout: float = 240,
+) -> None:
+    """Start a run that pauses on WARN, answer its Resume form, check what it did."""
+    what = "approve" if approve else "reject"
+    before = row_ids(url)
+    params = {
+        "reflexio_url": url,
+        "backup_dir": str(backup_dir),
+        "gate_policy": WARN_POLICY,
+        "on_warn": "ask",
+        "approval_timeout_s": 900,
+    }
+    r = httpx.post(
+        f"{api}/deployments/{dep_id}/create_flow_run",
+        json={"parameters": {"params": params}},
+        timeout=10,
+    )
+    r.raise_for_status()
+    run_id = r.json()["id"]
+
+    step = f"{what}: wait for the pause"
+    state = wait_until(step, lambda: ended(api, run_id, also="PAUSED"), timeout, interval=1)
+    if state["type"] != "PAUSED":
+        raise StepFailed(step, f"the run ended {state['type']} without pausing: {state['message']}")
+    step = f"{what}: open the Resume form"
+    b.driver.get(f"{ui}/runs/flow-run/{run_id}")
+    b.wait_text(step, "Paused")
+    b.click(step, "//button[normalize-space(.)='Resume']")
+    b.wait_text(step, "Resume Flow Run", "Upgrade profiles on", "Evaluation gate (profiles): WARN")
+    b.shot(f"{what}-resume-form")
+
+    step = f"{what}: fill and submit the form"
+    b.find(step, f"{form_property('Decided By')}//textarea").send_keys(
+        "alice" if approve else "bob"
+    )
+    submit = "//div[contains(@class, 'p-modal__footer')]//button[normalize-space(.)='Submit']"
+    if approve:
+        switch = b.find(step, f"{form_property('Approve (Optional)')}//*[@role='switch']")
+        switch.click()
+        wait_until(step, lambda: switch.get_attribute("aria-checked") == "true", 10)
+    else:  # a rejection without a reason is refused, and the run stays paused
+        b.click(step, submit)
+        b.wait_text(step, "Validation failed for field 'reason'")
+        b.shot("reject-needs-a-reason")
+        if flow_run_state(api, run_id)["type"] != "PAUSED":
+            raise StepFailed(step, "a rejection without a reason resumed the run")
+    reason = "warnings expected" if approve else "rows got too short"
+    b.find(step, f"{form_property('Reason (Optional)')}//textarea").send_keys(reason)
+    b.shot(f"{what}-filled")
+    b.click(step, submit)
+
+    step = f"{what}: wait for the run to finish"
+    state = wait_until(step, lambda: ended(api, run_id), timeout, interval=1)
+    b.driver.get(f"{ui}/runs/flow-run/{run_id}")
+    b.wait_text(step, state["name"])
+    b.shot(f"{what}-done")
+    print(f"{what}: {state['type']} {state['message']}", flush=True)
+    after = row_ids(url)
+    if approve:
+        upgraded = after["current"].isdisjoint(before["current"]) and not after["pending"]
+        if state["type"] != "COMPLETED" or not upgraded:
+            raise StepFailed(step, f"approved run not upgraded: {state['message']}")
+    elif (
+        state["type"] != "FAILED"
+        or not state["message"].startswith("Not upgraded: Rejected by bob: rows got too short.")
+        or after != {"current": before["current"], "pending": set()}
+    ):
+        raise StepFailed(step, f"rejected run changed CURRENT or said {state['message']!r}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 `PrefectOps` is the `flows.engine.ServerOps` the flows use: every method is one task (or
 a few batched ones) from tasks/, so each step shows in the run's task list with its
-retries. Listings go through `read_rows`, which streams the complete, proven listing of
-each status into the backup, the gate's frames and the id snapshot.
+retries; the approval is not a task (a flow run pauses itself, tasks/approval.py).
+Listings go through `read_rows`, which streams the complete, proven listing of each
+status into the backup, the gate's frames and the id snapshot.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from core.approval import Approval
 from core.kinds import Kind
 from core.listing import check_against_statistics
 from core.sinks import Page, Reading, ReadRequest, consume
@@ -28,6 +30,7 @@ from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.models import OperationStatus, row_dict
 from reflexio_api.paging import PAGE_SIZE
 from tasks import events
+from tasks.approval import ask_operator
 from tasks.gate import run_gate
 from tasks.notify import send_notification
 from tasks.retry import honour_retry_after, retry_options
@@ -194,6 +197,9 @@ class PrefectOps:
 
     def notify(self, subject: str, body: str) -> None:
         send_notification(self.notification_block, subject, body)
+
+    def ask_approval(self, request_markdown: str, timeout_s: int) -> Approval:
+        return ask_operator(request_markdown, timeout_s)
 
     def emit(self, event: str, **payload: Any) -> None:
         events.emit(event, self.url, **payload)

@@ -19,6 +19,8 @@ class RunSummary:
     counts_after: dict[str, int] | None = None
     backup_path: str | None = None
     gate: str | None = None
+    approval: str | None = None
+    """The operator's decision, who and why, when the run asked for approval."""
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -30,6 +32,8 @@ class RunSummary:
         lines.append(f"- server: `{self.server}`")
         if self.gate:
             lines.append(f"- gate: {self.gate}")
+        if self.approval:
+            lines.append(f"- approval: {self.approval}")
         lines.append(f"- backup: `{self.backup_path}`" if self.backup_path else "- backup: none")
         for key, value in self.extra.items():
             lines.append(f"- {key}: {value}")

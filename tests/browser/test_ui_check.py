@@ -1,7 +1,8 @@
 """Real-browser check of the Prefect UI (scripts/ui_check.py); opt-in: RUN_BROWSER_TESTS=1.
 
 Needs Debian's chromium + chromium-driver and `pip install -e '.[browser]'` (selenium).
-Takes ~100 s (Prefect server, seeded Reflexio stack, served deployment, browser).
+Takes ~3 min (Prefect server, seeded Reflexio stack, served deployment, browser; a custom
+run from the form, then a run paused for approval rejected and one approved in the UI).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         os.environ.get("RUN_BROWSER_TESTS") != "1",
-        reason="browser check is opt-in: set RUN_BROWSER_TESTS=1 (needs chromium, ~100 s)",
+        reason="browser check is opt-in: set RUN_BROWSER_TESTS=1 (needs chromium, ~3 min)",
     ),
     pytest.mark.skipif(
         not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()),
@@ -35,7 +36,7 @@ pytestmark = [
 
 
 @pytest.mark.timeout(900)
-def test_custom_run_from_the_form_shows_the_gate_report(tmp_path: Path) -> None:
+def test_custom_run_from_the_form_and_approval_in_the_resume_form(tmp_path: Path) -> None:
     shots = tmp_path / "screenshots"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "ui_check.py"), "--shots", str(shots)],
@@ -47,3 +48,7 @@ def test_custom_run_from_the_form_shows_the_gate_report(tmp_path: Path) -> None:
     output = f"{proc.stdout}\n{proc.stderr}"
     assert proc.returncode == 0, output
     assert list(shots.glob("*-gate-report-artifact.png")), output
+    assert "reject: FAILED Not upgraded: Rejected by bob" in output
+    assert "approve: COMPLETED Upgraded:" in output
+    assert list(shots.glob("*-reject-needs-a-reason.png")), output
+    assert list(shots.glob("*-approved-summary.png")), output

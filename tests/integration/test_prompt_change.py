@@ -157,3 +157,22 @@ def test_a_dry_check_with_playbooks_puts_tombstoned_playbooks_back(
     assert code in (0, 1), report
     assert "re-created" in report
     assert _playbooks(seeded_stack.url) == (current_before, 0)
+
+
+@pytest.mark.parametrize(("extra", "expected"), [((), 1), (("--allow-warn",), 0)])
+def test_a_warning_gate_fails_the_check_unless_allowed_and_never_waits(
+    seeded_stack: LocalStack,
+    prefect_api: None,
+    tmp_path: Path,
+    extra: tuple[str, ...],
+    expected: int,
+) -> None:
+    policy = tmp_path / "warn-policy.yaml"
+    policy.write_text("min_chars: 2000\nhygiene_fail_share: 1.0\n")  # warns, never fails
+    config_before, counts_before = _config_and_counts(seeded_stack.url)
+
+    code, report = _run(seeded_stack, tmp_path, "--gate-policy", str(policy), *extra)
+
+    assert code == expected, report
+    assert "Evaluation gate (profiles): WARN" in report
+    assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)

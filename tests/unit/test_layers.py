@@ -8,9 +8,9 @@ import pytest
 PACKAGES = {
     "reflexio_api": "reflexio_api, reflexio_api.paging",
     "gate": "gate, gate.evaluate",
-    "core": "core.backup, core.kinds, core.listing, core.rollback, core.sinks, core.state, "
-    "core.stall, core.outcome, core.touched, core.erasures, core.restore_plan, "
-    "core.restore_inputs",
+    "core": "core.approval, core.backup, core.kinds, core.listing, core.live, core.rollback, "
+    "core.sinks, core.state, core.stall, core.outcome, core.touched, core.erasures, "
+    "core.restore_plan, core.restore_inputs",
 }
 
 

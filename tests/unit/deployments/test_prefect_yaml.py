@@ -140,3 +140,22 @@ def test_shared_names_come_from_the_catalogue():
         assert catalogue.FLOW_TAG in deployment.get("tags", []), deployment["name"]
         blocks += [v for key, v in _flat_items(deployment) if key == "notification_block"]
     assert blocks and set(blocks) == {catalogue.NOTIFICATION_BLOCK}
+
+
+def test_nightly_regenerations_ask_on_warn_and_playbooks_wait_for_the_answer():
+    """A nightly WARN pauses for an operator; the playbook nightly waits for the lock that a
+    profile run waiting for its answer holds, instead of failing behind it."""
+    from flows.params import PlaybookRegenerationParams, RegenerationParams
+
+    found = {d["entrypoint"]: d for d in DEPLOYMENTS if d["entrypoint"] in REGENERATION}
+    profiles = found["flows/profile_regeneration.py:profile_regeneration"]
+    profile_params = [
+        RegenerationParams(**values["params"]) for _, values in _parameter_sets(profiles)
+    ]
+    playbooks = found["flows/playbook_regeneration.py:playbook_regeneration"]
+    playbook_params = [
+        PlaybookRegenerationParams(**values["params"]) for _, values in _parameter_sets(playbooks)
+    ]
+    assert {p.on_warn for p in profile_params + playbook_params} == {"ask"}
+    longest_wait = max(p.approval_timeout_s for p in profile_params)
+    assert all(p.lock_timeout_s > longest_wait for p in playbook_params)

@@ -44,7 +44,10 @@ def test_setup_twice_creates_each_object_once(
         ("secret", setup.SECRET_BLOCK),
     ]
     assert first["pools"] == [setup.WORK_POOL]
-    assert [name for name, _ in first["automations"]] == ["reflexio: flow run failed"]
+    assert [name for name, _ in first["automations"]] == [
+        "reflexio: flow run failed",
+        "reflexio: run awaits approval",
+    ]
     assert Secret.load(setup.SECRET_BLOCK).get() == SECRET
     out = capsys.readouterr()
     assert SECRET not in out.out + out.err

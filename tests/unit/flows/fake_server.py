@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.approval import Approval
 from core.kinds import Kind, row_status
 from core.sinks import Reading, ReadRequest, consume
 from core.stall import Stall
@@ -93,6 +94,12 @@ class FakeOps:
     wait_times_out: bool = False
     """The rerun outlives the engine's wait (it has written its rows by then)."""
     read_raises: Exception | None = None
+    answer: Approval | None = None
+    """The operator's scripted answer; None: asking is a test failure."""
+    during_approval: Callable[[], None] | None = None
+    """Runs while the run waits for the answer (users keep talking)."""
+    asked: list[tuple[str, int]] = field(default_factory=list)
+    """Every approval request: its Markdown and timeout."""
     calls: list[str] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -242,6 +249,14 @@ class FakeOps:
     def notify(self, subject: str, body: str) -> None:
         self.calls.append("notify")
         self.notes.append(subject)
+
+    def ask_approval(self, request_markdown: str, timeout_s: int) -> Approval:
+        self.calls.append("ask_approval")
+        self.asked.append((request_markdown, timeout_s))
+        assert self.answer is not None, "the engine asked for approval; no answer scripted"
+        if self.during_approval is not None:
+            self.during_approval()
+        return self.answer
 
     def emit(self, event: str, **payload: Any) -> None:
         self.events.append((event, payload))
