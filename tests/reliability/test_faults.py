@@ -22,6 +22,7 @@ from tests.reliability.helpers import (
     assert_consistent,
     assert_equals_backup,
     load_backup,
+    rows,
 )
 
 pytestmark = pytest.mark.reliability
@@ -130,6 +131,7 @@ def test_a_rollback_whose_recreate_fails_says_what_differs_and_restore_finishes_
     names them and the command that finishes; that command (restore, defaults) does."""
     clean_stack.bulk_seed([ProfileSeed("archived", 30, users=3, id_prefix="old")])
     before = Snapshot.take(clean_stack.url)
+    archived = len(rows(clean_stack.url, "archived"))  # what the upgrade deletes (H1)
     proxy.add(
         fault="body",
         path="get_profile_statistics",
@@ -140,7 +142,8 @@ def test_a_rollback_whose_recreate_fails_says_what_differs_and_restore_finishes_
     state = _run(proxy, tmp_path)
     assert state.is_failed() and "rolled back" in state.message, state.message
     assert "data DIFFERS from before the upgrade" in state.message
-    assert "old-archived-0000000" in state.message  # named by id
+    differs = f"Still different: {archived} backed-up row(s) missing or with another status: "
+    assert differs in state.message  # every row the upgrade deleted, named by id
     manifest, backup = load_backup(tmp_path)
     assert f"To finish: run restore-profiles with backup_file={manifest}" in state.message
 
