@@ -106,6 +106,12 @@ class RegenerationParams(WriterParams):
         "environment) or block:<name> (a RemoteFileSystem block). Empty: "
         "REFLEXIO_BACKUP_DIR, else ./backups.",
     )
+    backup_retention_days: int = Field(
+        30,
+        ge=0,
+        description="After a successful run, delete this server's backups in backup_dir "
+        "older than this many days, never the newest of each kind; 0 keeps every backup.",
+    )
     gate_dask_address: str | None = Field(
         default_factory=lambda: os.environ.get("REFLEXIO_GATE_DASK_ADDRESS") or None,
         description="Dask scheduler address (tcp://host:8786) to run the gate's per-user "

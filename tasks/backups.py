@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fsspec
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
 from core.backup import BackupError
@@ -27,6 +30,8 @@ from core.backup_store import (
     open_store,
     split_location,
 )
+from core.identity import server_key
+from core.retention import prune
 
 BLOCK_PREFIX = "block:"
 BACKUP_DIR_ENV = "REFLEXIO_BACKUP_DIR"
@@ -127,3 +132,18 @@ def locate_file(location: str | Path) -> tuple[BackupStore, str]:
             raise BackupLocationError(str(exc)) from None
     name, _, file = text.removeprefix(BLOCK_PREFIX).partition("/")
     return _block_store(name), file
+
+
+@task(name="prune-backups", cache_policy=NO_CACHE)
+def prune_backups(location: str, server_url: str, days: int, run_id: str) -> str:
+    """Delete the server's backups older than `days` days in `location`, never the newest
+    of each kind nor this run's; returns what was done, in words."""
+    store = open_location(location)
+    pruned = prune(store, server_url, days, datetime.now(UTC), run_id)
+    files = sum(len(b.files) for b in pruned)
+    return (
+        f"Retention ({days} days): deleted {len(pruned)} backup(s) of {server_key(server_url)} "
+        f"({files} file(s)) from {store.location('').rstrip('/')}, keeping the newest of each kind."
+        if pruned
+        else f"Retention ({days} days): no backup of {server_key(server_url)} to delete."
+    )

@@ -11,8 +11,12 @@ from pydantic import ValidationError
 
 from core.backup import BackupError, BackupWriter, open_backup
 from core.backup_store import FsspecStore, LocalStore
+from flows._common import apply_retention
 from flows.params import RegenerationParams, RestoreParams
 from tasks.backups import BackupLocationError, locate_file, open_location
+from tasks.report import RunSummary
+
+URL = "http://127.0.0.1:8081"
 
 
 def test_a_path_a_url_or_a_block_is_a_backup_dir(monkeypatch: pytest.MonkeyPatch):
@@ -23,6 +27,7 @@ def test_a_path_a_url_or_a_block_is_a_backup_dir(monkeypatch: pytest.MonkeyPatch
     assert RegenerationParams(backup_dir="block:reflexio-backups").backup_dir == (
         "block:reflexio-backups"
     )
+    assert RegenerationParams().backup_retention_days == 30
 
     monkeypatch.setenv("REFLEXIO_BACKUP_DIR", "s3://bucket/nightly")
     assert RegenerationParams().backup_dir == "s3://bucket/nightly"
@@ -40,6 +45,11 @@ def test_a_path_a_url_or_a_block_is_a_backup_dir(monkeypatch: pytest.MonkeyPatch
 def test_a_bad_backup_dir_is_refused_before_the_run(value: str, message: str):
     with pytest.raises(ValidationError, match=message):
         RegenerationParams(backup_dir=value)
+
+
+def test_negative_retention_is_refused():
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        RegenerationParams(backup_retention_days=-1)
 
 
 def test_a_backup_file_in_a_block_names_the_file():
@@ -77,3 +87,36 @@ def test_blocks_resolve_to_their_stores(prefect_api, tmp_path: Path):
     with pytest.raises(BackupLocationError, match="No RemoteFileSystem or LocalFileSystem block"):
         open_location("block:no-such-block")
     assert issubclass(BackupLocationError, BackupError), "a refusal, not a crash"
+
+
+def test_retention_after_a_run_deletes_old_backups_and_a_failure_is_only_noted(
+    prefect_api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    stems = [
+        f"profiles-127-0-0-1-8081-{day}T010000Z-{run}"
+        for day, run in (("20200101", "aaaaaaaa"), ("20200102", "bbbbbbbb"))
+    ]
+    for stem in stems:
+        for suffix in (".jsonl.gz", ".manifest.json", ".touched.json.gz"):
+            (tmp_path / f"{stem}{suffix}").write_text("x")
+    params = RegenerationParams(backup_dir=tmp_path)
+    summary = RunSummary(title="t", server=URL)
+
+    apply_retention(params, URL, "run-1", summary)
+
+    assert summary.notes == [
+        "Retention (30 days): deleted 1 backup(s) of 127.0.0.1:8081 (3 file(s)) from "
+        f"{tmp_path}, keeping the newest of each kind."
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir())[0].startswith(stems[1])
+    assert len(list(tmp_path.iterdir())) == 3
+
+    def broken(*args: object) -> None:
+        raise OSError("Listing s3://b/p failed: EndpointConnectionError")
+
+    monkeypatch.setattr("tasks.backups.prune", broken)
+    apply_retention(params, URL, "run-1", summary)
+    assert "old backups were not pruned (Listing s3://b/p failed" in summary.notes[-1]
+
+    apply_retention(params.model_copy(update={"backup_retention_days": 0}), URL, "r", summary)
+    assert len(summary.notes) == 2, "0 keeps every backup: nothing is listed"
