@@ -171,9 +171,9 @@ class BackupWriter:
 
     def _cannot_write(self, exc: OSError) -> BackupError:
         return BackupError(
-            f"Cannot write the backup {self.manifest_path}: {exc}. Nothing was written to "
-            "the server. Check that backup_dir is writable from this worker (and its "
-            "credentials), then run again."
+            f"Cannot write the backup {self.manifest_path}: {exc}. The run stopped before "
+            "its next write to the server. Check that backup_dir is writable from this "
+            "worker (and its credentials), then run again."
         )
 
     def _open(self) -> None:

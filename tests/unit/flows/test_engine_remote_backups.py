@@ -88,7 +88,7 @@ def test_a_failed_upload_stops_the_run_before_any_write_and_looks_unfinished(
 
     monkeypatch.setattr(FsspecStore, "move_in", cut_off)
     ops = profiles_ops()
-    with pytest.raises(BackupError, match=r"Cannot write the backup .*reset.*Nothing was written"):
+    with pytest.raises(BackupError, match=r"Cannot write .*reset.*stopped before its next write"):
         run(ops, remote)
 
     assert ops.writes() == []
