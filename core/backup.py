@@ -13,6 +13,11 @@ The manifest does not list the row ids: at 1M rows that is tens of MB of JSON to
 memory and a second copy of what the data file holds. The checksum and the counts bind the
 manifest to its data, and `Backup.ids()` streams the ids from the data when they are needed.
 
+Both live in a `BackupStore` (core/backup_store.py): a local directory, where the data is
+written in place, or a remote folder (`s3://...`), where it is written to a local staging
+file first, then uploaded and its size checked, and the manifest uploaded last. A backup is
+finished, locally or remotely, only once its manifest is there.
+
 A v1 backup (`reflexio-pipelines-backup/1`) is one JSON document holding its rows; it is
 still read (whole: that is how it was written).
 """
@@ -27,12 +32,13 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, NoReturn, cast
+from typing import IO, Any, BinaryIO, Literal, NoReturn, cast
 
+from core.backup_store import TMP_SUFFIX, BackupStore, as_store, split_location
 from core.identity import server_key, server_slug
 
 FORMAT = "reflexio-pipelines-backup/2"
@@ -40,6 +46,8 @@ V1_FORMAT = "reflexio-pipelines-backup/1"
 DATA_SUFFIX = ".jsonl.gz"
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
+LIVE_PART = "live"
+"""The `part` of a run's second backup: the live rows saved right before its upgrade."""
 COMPRESS_LEVEL = 6
 """zlib's default: about 3x faster than level 9 for a file a few percent larger."""
 
@@ -69,41 +77,30 @@ def _id_field_of(kind: str) -> str:
         ) from None
 
 
-def _sibling(path: Path, suffix: str) -> Path:
-    return path.with_name(path.name + suffix)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Temp file, fsync, rename, fsync the directory: the file is whole or absent."""
-    tmp = _sibling(path, ".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 # --- writing ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class BackupInfo:
-    """A finished backup: its two files, the rows per status, and the data file's sha256."""
+    """A finished backup: its store and two files, the rows per status, and the data
+    file's sha256."""
 
-    data_path: Path
-    manifest_path: Path
+    store: BackupStore = field(compare=False)
+    data_name: str
+    manifest_name: str
     counts: dict[str, int]
     total: int
     sha256: str
+
+    @property
+    def data_path(self) -> str:
+        """Where the data file is (a path or a URL)."""
+        return self.store.location(self.data_name)
+
+    @property
+    def manifest_path(self) -> str:
+        """Where the manifest is (a path or a URL): what a restore is given."""
+        return self.store.location(self.manifest_name)
 
 
 class _HashingWriter:
@@ -124,13 +121,14 @@ class _HashingWriter:
 class BackupWriter:
     """Streams pages of rows into a v2 backup. Use it as a context manager.
 
-    On a clean exit the data is fsynced and the manifest written; `info` then describes the
-    backup. On an exception nothing is left behind: no manifest, no data file.
+    On a clean exit the data is fsynced (and uploaded to a remote store) and the manifest
+    written; `info` then describes the backup. On an exception nothing is left behind: no
+    manifest, no data file. Storage errors become BackupErrors naming the location.
     """
 
     def __init__(
         self,
-        backup_dir: Path,
+        store: BackupStore | Path | str,
         kind: BackupKind,
         server_url: str,
         run_id: str,
@@ -151,20 +149,40 @@ class BackupWriter:
         stem = f"{kind}-{server_slug(server_url)}-{created:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
         if part:  # a second file of the same run, e.g. its live rows
             stem += f"-{part}"
-        self.data_path = Path(backup_dir) / (stem + DATA_SUFFIX)
-        self.manifest_path = Path(backup_dir) / (stem + MANIFEST_SUFFIX)
-        self._partial = _sibling(self.data_path, PARTIAL_SUFFIX)
+        self.store = as_store(store)
+        self.data_name = stem + DATA_SUFFIX
+        self.manifest_name = stem + MANIFEST_SUFFIX
         self._counts: Counter[str] = Counter()
         self._info: BackupInfo | None = None
-        self._open()
+        try:
+            self._open()
+        except OSError as exc:
+            raise self._cannot_write(exc) from None
+
+    @property
+    def data_path(self) -> str:
+        """Where the data file goes (a path or a URL)."""
+        return self.store.location(self.data_name)
+
+    @property
+    def manifest_path(self) -> str:
+        """Where the manifest goes (a path or a URL)."""
+        return self.store.location(self.manifest_name)
+
+    def _cannot_write(self, exc: OSError) -> BackupError:
+        return BackupError(
+            f"Cannot write the backup {self.manifest_path}: {exc}. The run stopped before "
+            "its next write to the server. Check that backup_dir is writable from this "
+            "worker (and its credentials), then run again."
+        )
 
     def _open(self) -> None:
-        self.data_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.data_path.exists() or self.manifest_path.exists():
+        if self.store.exists(self.data_name) or self.store.exists(self.manifest_name):
             raise BackupError(
                 f"{self.data_path} already exists (a backup of the same kind, server and "
                 "run in the same second); it is not overwritten. Run again."
             )
+        self._partial = self.store.staging_dir() / (self.data_name + PARTIAL_SUFFIX)
         self._raw = self._partial.open("xb")
         self._hashing = _HashingWriter(self._raw)
         self._gzip = gzip.GzipFile(
@@ -206,33 +224,41 @@ class BackupWriter:
             return
         try:
             self._finish()
+        except OSError as exc:
+            self._discard()
+            raise self._cannot_write(exc) from None
         except BaseException:
             self._discard()
             raise
 
     def _finish(self) -> None:
+        """Close and fsync the data, move it into the store (a rename, or an upload whose
+        size is checked), then write the manifest: last, whole or absent."""
         self._gzip.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self._raw.close()
-        os.replace(self._partial, self.data_path)
-        _fsync_dir(self.data_path.parent)
+        self.store.move_in(self._partial, self.data_name)
         counts = dict(sorted(self._counts.items()))
         total = sum(counts.values())
         sha256 = self._hashing.digest.hexdigest()
         manifest = {**self._header, "counts": counts, "total": total, "sha256": sha256}
-        _write_atomically(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
-        self._info = BackupInfo(self.data_path, self.manifest_path, counts, total, sha256)
+        text = json.dumps(manifest, indent=2, sort_keys=True)
+        self.store.write_bytes(self.manifest_name, text.encode("utf-8"))
+        self._info = BackupInfo(
+            self.store, self.data_name, self.manifest_name, counts, total, sha256
+        )
 
     def _discard(self) -> None:
-        """Close and remove every file of this backup, the manifest first."""
+        """Close and remove every file of this backup, the manifest first (best effort:
+        without its manifest, what is left is never read as a finished backup)."""
         with contextlib.suppress(OSError):
             self._gzip.close()
         self._raw.close()
-        for path in (self.manifest_path, _sibling(self.manifest_path, ".tmp")):
-            path.unlink(missing_ok=True)
-        self.data_path.unlink(missing_ok=True)
         self._partial.unlink(missing_ok=True)
+        for name in (self.manifest_name, self.manifest_name + TMP_SUFFIX, self.data_name):
+            with contextlib.suppress(OSError):
+                self.store.delete(name)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -240,14 +266,15 @@ class BackupWriter:
 
 @dataclass(frozen=True)
 class Backup:
-    """A backup on disk: its manifest's fields and a streaming reader of its rows.
+    """A backup in a store: its manifest's fields and a streaming reader of its rows.
 
-    `path` is the file holding the rows (the v2 data file, or the v1 document);
-    `manifest_path` and `sha256` are None for v1.
+    `name` is the file holding the rows (the v2 data file, or the v1 document);
+    `manifest_name` and `sha256` are None for v1.
     """
 
-    path: Path
-    manifest_path: Path | None
+    store: BackupStore = field(compare=False, repr=False)
+    name: str
+    manifest_name: str | None
     format: str
     kind: BackupKind
     server: str
@@ -259,11 +286,25 @@ class Backup:
     id_field: str
     sha256: str | None
 
+    @property
+    def path(self) -> str:
+        """Where the rows are (a path or a URL)."""
+        return self.store.location(self.name)
+
+    @property
+    def manifest_path(self) -> str | None:
+        """Where the manifest is (None for v1)."""
+        return None if self.manifest_name is None else self.store.location(self.manifest_name)
+
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Stream the rows. At the end of the stream, BackupError if the data's checksum,
         row count or counts per status differ from the manifest: consume the whole stream
         before acting on what it yielded."""
-        rows = _v1_rows(self.path) if self.sha256 is None else _v2_rows(self.path, self.sha256)
+        rows = (
+            _v1_rows(self.store, self.name)
+            if self.sha256 is None
+            else _v2_rows(self.store, self.name, self.sha256)
+        )
         counted: Counter[str] = Counter()
         for number, row in enumerate(rows, start=1):
             if not isinstance(row, dict) or self.id_field not in row:
@@ -288,7 +329,7 @@ class Backup:
 class _HashingReader:
     """The gzip layer's source: reads a file and hashes what it reads."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: IO[bytes]) -> None:
         self.raw = raw
         self.digest = hashlib.sha256()
 
@@ -304,150 +345,173 @@ class _HashingReader:
         return self.digest.hexdigest()
 
 
-def _v2_rows(path: Path, sha256: str) -> Iterator[Any]:
-    with path.open("rb") as raw:
+def _v2_rows(store: BackupStore, name: str, sha256: str) -> Iterator[Any]:
+    where = store.location(name)
+    try:
+        raw = store.open_read(name)
+    except OSError as exc:
+        raise BackupError(f"Cannot read {where}: {exc}.") from None
+    with raw:
         source = _HashingReader(raw)
         try:
             with gzip.GzipFile(filename="", mode="rb", fileobj=source) as data:
-                yield from _json_lines(path, data)
+                yield from _json_lines(where, data)
+            actual = source.drain()
         except EOFError:
-            raise BackupError(_truncated(path)) from None
+            raise BackupError(_truncated(where)) from None
         except (gzip.BadGzipFile, zlib.error) as exc:
-            raise BackupError(f"{path} is damaged ({exc}). {_USE_ANOTHER}") from None
+            raise BackupError(f"{where} is damaged ({exc}). {_USE_ANOTHER}") from None
         except OSError as exc:
-            raise BackupError(f"Cannot read {path}: {exc}.") from None
-        actual = source.drain()
+            raise BackupError(f"Cannot read {where}: {exc}.") from None
     if actual != sha256:
         raise BackupError(
-            f"Checksum mismatch: {path} has sha256 {actual}, its manifest says {sha256}; the "
+            f"Checksum mismatch: {where} has sha256 {actual}, its manifest says {sha256}; the "
             f"file was changed after the backup was written. {_USE_ANOTHER}"
         )
 
 
-def _json_lines(path: Path, lines: Iterable[bytes]) -> Iterator[Any]:
+def _json_lines(where: str, lines: Iterable[bytes]) -> Iterator[Any]:
     for number, line in enumerate(lines, start=1):
         try:
             yield json.loads(line)
         except ValueError as exc:
             raise BackupError(
-                f"{path}: line {number} is not JSON ({exc}). {_USE_ANOTHER}"
+                f"{where}: line {number} is not JSON ({exc}). {_USE_ANOTHER}"
             ) from None
 
 
-def _truncated(path: Path) -> str:
+def _truncated(where: str) -> str:
     return (
-        f"{path} is truncated: its data ends before the end of the backup (cut off while "
+        f"{where} is truncated: its data ends before the end of the backup (cut off while "
         f"being written or copied). {_USE_ANOTHER}"
     )
 
 
-def _v1_rows(path: Path) -> Iterator[Any]:
-    yield from _v1_checked(path, _load_json(path))["rows"]
+def _v1_rows(store: BackupStore, name: str) -> Iterator[Any]:
+    yield from _v1_checked(store.location(name), _load_json(store, name))["rows"]
 
 
-def _v1_checked(path: Path, document: dict[str, Any]) -> dict[str, Any]:
+def _v1_checked(where: str, document: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(document.get("rows"), list):
-        raise BackupError(f"{path} is a {V1_FORMAT} backup without its 'rows' list. {_USE_ANOTHER}")
+        raise BackupError(
+            f"{where} is a {V1_FORMAT} backup without its 'rows' list. {_USE_ANOTHER}"
+        )
     return document
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def _load_json(store: BackupStore, name: str) -> dict[str, Any]:
+    where = store.location(name)
     try:
-        document = json.loads(path.read_bytes())
+        document = json.loads(store.read_bytes(name))
     except OSError as exc:
-        raise BackupError(f"Cannot read {path}: {exc}.") from None
+        raise BackupError(f"Cannot read {where}: {exc}.") from None
     except ValueError:
-        raise BackupError(_not_a_backup(path, "it is not JSON")) from None
+        raise BackupError(_not_a_backup(where, "it is not JSON")) from None
     if not isinstance(document, dict):
-        raise BackupError(_not_a_backup(path, "it is not a JSON object"))
+        raise BackupError(_not_a_backup(where, "it is not a JSON object"))
     return document
 
 
-def _not_a_backup(path: Path, why: str) -> str:
+def _not_a_backup(where: str, why: str) -> str:
     return (
-        f"{path} is not a backup ({why}). Give the backup's {MANIFEST_SUFFIX} or "
+        f"{where} is not a backup ({why}). Give the backup's {MANIFEST_SUFFIX} or "
         f"{DATA_SUFFIX} file, or an old {V1_FORMAT} .json file."
     )
 
 
-def open_backup(path: Path) -> Backup:
-    """Open a backup from its manifest, its data file, or an old v1 .json document.
+def _exists(store: BackupStore, name: str) -> bool:
+    try:
+        return store.exists(name)
+    except OSError as exc:
+        raise BackupError(f"Cannot read {store.location(name)}: {exc}.") from None
+
+
+def open_backup(path: str | Path, store: BackupStore | None = None) -> Backup:
+    """Open a backup from its manifest, its data file, or an old v1 .json document: a
+    file name in `store`, or without a store a local path or fsspec URL.
 
     Reads the manifest (for v1 the whole document) and checks that the data file exists;
     the rows are checked as `Backup.iter_rows()` streams them. Raises BackupError.
     """
-    path = Path(path)
-    if path.name.endswith(DATA_SUFFIX + PARTIAL_SUFFIX):
+    if store is None:
+        store, name = split_location(path)
+    else:
+        name = str(path)
+    where = store.location(name)
+    if name.endswith(DATA_SUFFIX + PARTIAL_SUFFIX):
         raise BackupError(
-            f"{path} is an unfinished backup: the run writing it stopped before the end. "
+            f"{where} is an unfinished backup: the run writing it stopped before the end. "
             "It holds only part of the rows; use another backup."
         )
-    if not path.is_file():
-        raise BackupError(f"Backup file {path} does not exist.")
-    if path.name.endswith(DATA_SUFFIX):
-        return _open_v2(_manifest_of(path))
-    if path.suffix != ".json":
-        raise BackupError(_not_a_backup(path, "unexpected file name"))
-    document = _load_json(path)
+    if not _exists(store, name):
+        raise BackupError(f"Backup file {where} does not exist.")
+    if name.endswith(DATA_SUFFIX):
+        return _open_v2(store, _manifest_of(store, name))
+    if not name.endswith(".json"):
+        raise BackupError(_not_a_backup(where, "unexpected file name"))
+    document = _load_json(store, name)
     found = document.get("format")
     if found == FORMAT:
-        return _open_v2(path, document)
+        return _open_v2(store, name, document)
     if found == V1_FORMAT:
-        return _open_v1(path, _v1_checked(path, document))
+        return _open_v1(store, name, _v1_checked(where, document))
     if isinstance(found, str) and found.startswith("reflexio-pipelines-backup/"):
         raise BackupError(
-            f"{path} is a {found} backup; this version reads {FORMAT} and {V1_FORMAT}. "
+            f"{where} is a {found} backup; this version reads {FORMAT} and {V1_FORMAT}. "
             "Restore it with the version of the pipelines that wrote it."
         )
-    raise BackupError(_not_a_backup(path, f"format {found!r}"))
+    raise BackupError(_not_a_backup(where, f"format {found!r}"))
 
 
-def _manifest_of(data_path: Path) -> Path:
-    manifest = data_path.with_name(data_path.name[: -len(DATA_SUFFIX)] + MANIFEST_SUFFIX)
-    if not manifest.is_file():
+def _manifest_of(store: BackupStore, data_name: str) -> str:
+    manifest = data_name[: -len(DATA_SUFFIX)] + MANIFEST_SUFFIX
+    if not _exists(store, manifest):
         raise BackupError(
-            f"Missing manifest: {manifest} does not exist, so {data_path} cannot be checked. "
-            "Either the run that wrote it stopped before finishing (the backup is incomplete) "
-            "or the manifest was not copied with it: copy it next to the data file."
+            f"Missing manifest: {store.location(manifest)} does not exist, so "
+            f"{store.location(data_name)} cannot be checked. Either the run that wrote it "
+            "stopped before finishing (the backup is incomplete) or the manifest was not "
+            "copied with it: copy it next to the data file."
         )
     return manifest
 
 
-def _open_v2(manifest: Path, document: dict[str, Any] | None = None) -> Backup:
-    document = _load_json(manifest) if document is None else document
-    if not manifest.name.endswith(MANIFEST_SUFFIX):
+def _open_v2(store: BackupStore, manifest: str, document: dict[str, Any] | None = None) -> Backup:
+    document = _load_json(store, manifest) if document is None else document
+    where = store.location(manifest)
+    if not manifest.endswith(MANIFEST_SUFFIX):
         raise BackupError(
-            f"{manifest} is a backup manifest but is not named <stem>{MANIFEST_SUFFIX}, so its "
+            f"{where} is a backup manifest but is not named <stem>{MANIFEST_SUFFIX}, so its "
             f"data file <stem>{DATA_SUFFIX} cannot be found: rename it back."
         )
-    data = manifest.with_name(manifest.name[: -len(MANIFEST_SUFFIX)] + DATA_SUFFIX)
-    if not data.is_file():
+    data = manifest[: -len(MANIFEST_SUFFIX)] + DATA_SUFFIX
+    if not _exists(store, data):
         raise BackupError(
-            f"Missing data file: {data}, which holds the rows of {manifest}, does not exist. "
-            "Copy it next to the manifest."
+            f"Missing data file: {store.location(data)}, which holds the rows of {where}, "
+            "does not exist. Copy it next to the manifest."
         )
-    sha256 = _field(manifest, document, "sha256", str)
-    total = _field(manifest, document, "total", int)
-    backup = _backup(data, manifest, document, total, sha256)
+    sha256 = _field(where, document, "sha256", str)
+    total = _field(where, document, "total", int)
+    backup = _backup(store, data, manifest, document, total, sha256)
     if document.get("id_field") != backup.id_field:
-        _malformed(manifest, "id_field", f"{backup.kind} rows are keyed by {backup.id_field!r}")
+        _malformed(where, "id_field", f"{backup.kind} rows are keyed by {backup.id_field!r}")
     if total != sum(backup.counts.values()):
-        _malformed(manifest, "total", f"{total} is not the sum of counts {backup.counts}")
+        _malformed(where, "total", f"{total} is not the sum of counts {backup.counts}")
     return backup
 
 
-def _open_v1(path: Path, document: dict[str, Any]) -> Backup:
-    return _backup(path, None, document, len(document["rows"]), None)
+def _open_v1(store: BackupStore, name: str, document: dict[str, Any]) -> Backup:
+    return _backup(store, name, None, document, len(document["rows"]), None)
 
 
 def _backup(
-    path: Path,
-    manifest: Path | None,
+    store: BackupStore,
+    name: str,
+    manifest: str | None,
     document: dict[str, Any],
     total: int,
     sha256: str | None,
 ) -> Backup:
-    source = manifest or path
+    source = store.location(manifest or name)
     kind = _field(source, document, "kind", str)
     if kind not in ID_FIELDS:
         raise BackupError(
@@ -462,8 +526,9 @@ def _backup(
     except ValueError:
         _malformed(source, "created_at", "expected an ISO 8601 time")
     return Backup(
-        path=path,
-        manifest_path=manifest,
+        store=store,
+        name=name,
+        manifest_name=manifest,
         format=document["format"],
         kind=cast(BackupKind, kind),
         server=_field(source, document, "server", str),
@@ -477,13 +542,13 @@ def _backup(
     )
 
 
-def _field(path: Path, document: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
+def _field(where: str, document: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
     if not isinstance(document.get(name), types):
-        _malformed(path, name, f"missing or of the wrong type ({document.get(name)!r})")
+        _malformed(where, name, f"missing or of the wrong type ({document.get(name)!r})")
     return document.get(name)
 
 
-def _malformed(path: Path, name: str, why: str) -> NoReturn:
+def _malformed(where: str, name: str, why: str) -> NoReturn:
     raise BackupError(
-        f"{path} has a bad {name!r} field: {why}. The file was edited or damaged. {_USE_ANOTHER}"
+        f"{where} has a bad {name!r} field: {why}. The file was edited or damaged. {_USE_ANOTHER}"
     )

@@ -1,6 +1,7 @@
 """Who clear-user-data erased, and when: one append-only JSON Lines file per server.
 
-`<records_dir>/erasures-<server slug>.jsonl` holds one line per erased user:
+`erasures-<server slug>.jsonl` in the records store (`records_dir`: a local directory or a
+remote folder, core/backup_store.py) holds one line per erased user:
 `{"format": "reflexio-pipelines-erasure/1", "server": "host:port", "user_id": ...,
 "erased_at": "<ISO time, UTC>"}`. The clear-user-data flow appends its lines (fsynced)
 before it asks the server to erase anyone: a crash between erasing and recording must never
@@ -11,11 +12,11 @@ read stops it before any write, since guessing could bring an erased user back.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.backup_store import BackupStore, as_store
 from core.identity import key_slug
 
 FORMAT = "reflexio-pipelines-erasure/1"
@@ -25,13 +26,16 @@ class ErasureRecordError(ValueError):
     """The erasure records cannot be read or written; the message says what to do."""
 
 
-def erasure_log(records_dir: Path, server: str) -> Path:
-    """The records file of a server (its `host:port` key): `<records_dir>/erasures-<slug>.jsonl`."""
-    return Path(records_dir) / f"erasures-{key_slug(server)}.jsonl"
+def erasure_name(server: str) -> str:
+    """The records file of a server (its `host:port` key): `erasures-<slug>.jsonl`."""
+    return f"erasures-{key_slug(server)}.jsonl"
 
 
-def record_erasures(path: Path, server: str, user_ids: Iterable[str], erased_at: datetime) -> None:
-    """Append one line per user, fsynced (the directory too when the file is new)."""
+def record_erasures(
+    records: BackupStore | Path | str, server: str, user_ids: Iterable[str], erased_at: datetime
+) -> str:
+    """Append one line per user to the server's records file, durably (locally: fsynced,
+    the directory too when the file is new); returns the file's location."""
     if erased_at.tzinfo is None:
         raise ValueError("erased_at must carry a time zone")
     text = "".join(
@@ -47,43 +51,31 @@ def record_erasures(path: Path, server: str, user_ids: Iterable[str], erased_at:
         + "\n"
         for user in user_ids
     )
-    path = Path(path)
+    store, name = as_store(records), erasure_name(server)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            data = text.encode("utf-8")
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+        store.append_bytes(name, text.encode("utf-8"))
     except OSError as exc:
         raise ErasureRecordError(
-            f"Cannot record the erasure in {path} ({exc.strerror or exc}); nobody was erased. "
-            "Make the records directory writable (records_dir), then run again."
+            f"Cannot record the erasure in {store.location(name)} ({exc.strerror or exc}); "
+            "nobody was erased. Make the records location writable (records_dir), then run "
+            "again."
         ) from None
+    return store.location(name)
 
 
-def read_erasures(path: Path, server: str) -> dict[str, datetime]:
+def read_erasures(records: BackupStore | Path | str, server: str) -> dict[str, datetime]:
     """The latest erase time of every user recorded for a server (its key); empty when
     the file does not exist (nobody was erased there). ErasureRecordError on a bad line."""
-    path = Path(path)
+    store, name = as_store(records), erasure_name(server)
+    path = store.location(name)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = store.read_bytes(name).decode("utf-8")
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ErasureRecordError(
             f"Cannot read the erasure records {path} ({exc}). Make the "
-            "file readable (or point records_dir at the right directory), then run again."
+            "file readable (or point records_dir at the right location), then run again."
         ) from None
     latest: dict[str, datetime] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -95,7 +87,7 @@ def read_erasures(path: Path, server: str) -> dict[str, datetime]:
     return latest
 
 
-def _parse(path: Path, number: int, line: str, server: str) -> tuple[str, datetime]:
+def _parse(path: str, number: int, line: str, server: str) -> tuple[str, datetime]:
     try:
         record = json.loads(line)
     except ValueError:
@@ -123,7 +115,7 @@ def _aware_time(value: object) -> datetime | None:
     return when if when.tzinfo is not None else None
 
 
-def _unreadable(path: Path, number: int, line: str) -> ErasureRecordError:
+def _unreadable(path: str, number: int, line: str) -> ErasureRecordError:
     return ErasureRecordError(
         f"{path}, line {number}, is not an erasure record ({line[:80]!r}); a restore "
         "that cannot read whom clear-user-data erased could bring them back. Fix or remove "

@@ -6,18 +6,17 @@ Every error is a ValueError whose message says what was wrong and what to do.
 
 from __future__ import annotations
 
-import gzip
-import json
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from core.backup import Backup, open_backup
-from core.erasures import erased_since, erasure_log, read_erasures
+from core.backup_store import BackupStore, as_store
+from core.erasures import erased_since, erasure_name, read_erasures
 from core.identity import server_key
 from core.restore_plan import RestoreInputError, RunChanges
-from core.touched import touched_path
+from core.touched import read_touched_ids, touched_name
 
 
 @dataclass(frozen=True)
@@ -26,60 +25,65 @@ class RestoreInputs:
 
     backup: Backup
     run: RunChanges | None
-    touched_file: Path | None
+    touched_file: str | None
     erased: frozenset[str]
-    records: tuple[Path, ...]
+    records: tuple[str, ...]
 
 
 def load_inputs(
-    backup_file: Path, target_url: str, records_dir: Path, allow_other_server: bool
+    backup_file: str | Path,
+    target_url: str,
+    records_dir: BackupStore | Path | str,
+    allow_other_server: bool,
+    store: BackupStore | None = None,
 ) -> RestoreInputs:
-    """Open the backup and read the touched-ids file and the erasure records.
+    """Open the backup (a name in `store`, or a path or URL) and read the touched-ids file
+    beside it and the erasure records in `records_dir`.
 
     Raises BackupError, ErasureRecordError or RestoreInputError (all ValueErrors).
     """
-    backup = open_backup(backup_file)
+    backup = open_backup(backup_file, store)
+    where = backup.manifest_path or backup.path
     if backup.kind != "profiles":
         raise RestoreInputError(
-            f"{backup_file} holds {backup.kind}, not profiles; only profile backups can be "
+            f"{where} holds {backup.kind}, not profiles; only profile backups can be "
             "restored in place (docs/pipelines.md gives the playbook flow's way back)."
         )
     target = server_key(target_url)
     if backup.server != target and not allow_other_server:
         raise RestoreInputError(
-            f"{backup_file} is a backup of {backup.server}, not of {target}. "
+            f"{where} is a backup of {backup.server}, not of {target}. "
             f"Give a backup of {target} (backup names start with "
             "profiles-<host-port>-), or set allow_other_server=true if you mean to restore "
             "it into this server (e.g. after the server moved)."
         )
-    touched = _touched_file(backup)
-    run = _read_run(touched) if touched is not None else None
+    run, touched = _read_run(backup)
     servers = sorted({target, backup.server})
-    records = tuple(erasure_log(records_dir, server) for server in servers)
+    records = as_store(records_dir)
     erasures: dict[str, datetime] = {}
-    for path, server in zip(records, servers, strict=True):
-        for user, when in read_erasures(path, server).items():
+    for server in servers:
+        for user, when in read_erasures(records, server).items():
             erasures[user] = max(when, erasures.get(user, when))
     erased = erased_since(erasures, backup.created_at)
-    return RestoreInputs(backup, run, touched, erased, records)
+    names = tuple(records.location(erasure_name(server)) for server in servers)
+    return RestoreInputs(backup, run, touched, erased, names)
 
 
-def _touched_file(backup: Backup) -> Path | None:
-    """The touched-ids file written beside a v2 backup by its run, when there is one."""
-    if backup.manifest_path is None:
-        return None
-    path = touched_path(backup.manifest_path)
-    return path if path.exists() else None
-
-
-def _read_run(path: Path) -> RunChanges:
+def _read_run(backup: Backup) -> tuple[RunChanges | None, str | None]:
+    """What the backed-up run changed, from the touched-ids file its run wrote beside a v2
+    backup, and that file's location; (None, None) when there is none."""
+    if backup.manifest_name is None:
+        return None, None
+    name = touched_name(backup.manifest_name)
+    where = backup.store.location(name)
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            document = json.load(handle)
+        document = read_touched_ids(name, backup.store)
+    except FileNotFoundError:
+        return None, None
     except (OSError, EOFError, zlib.error, ValueError) as exc:
         raise RestoreInputError(
-            f"Cannot read {path}, the ids the backed-up run changed ({exc}). Put back the "
+            f"Cannot read {where}, the ids the backed-up run changed ({exc}). Put back the "
             "file the run wrote, or move it away to restore without it (rows not in the "
             "backup then count as newer)."
         ) from None
-    return RunChanges.parse(document, str(path))
+    return RunChanges.parse(document, where), where

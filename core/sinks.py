@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from core.backup import BackupInfo, BackupWriter
+from core.backup_store import BackupStore
 from core.kinds import Kind, Status, row_status
 from core.listing import CountedRows
 from core.live import LiveRows, LiveRule, Scope
@@ -66,9 +67,9 @@ class PageSink:
 
 @dataclass(frozen=True)
 class BackupTarget:
-    """Where a reading writes its backup."""
+    """Where a reading writes its backup: a store, or a local directory or URL."""
 
-    backup_dir: Path
+    store: BackupStore | Path | str
     server_url: str
     run_id: str
 
@@ -143,14 +144,15 @@ def read_ahead(pages: Iterable[Page]) -> Iterator[Page]:
 
 def consume(kind: Kind, pages: Iterable[Page], request: ReadRequest) -> Reading:
     """Feed every page to the backup, the frames and the snapshot; the backup is finished
-    (fsynced, with its manifest) only when every page went through."""
+    (fsynced, uploaded to a remote store, with its manifest) only when every page went
+    through."""
     with ExitStack() as stack:
         writer = None
         if request.backup is not None:
             target = request.backup
             writer = stack.enter_context(
                 BackupWriter(
-                    target.backup_dir,
+                    target.store,
                     kind.name,
                     target.server_url,
                     target.run_id,

@@ -14,6 +14,7 @@ from flows.engine import Engine, Refused
 from flows.lock import Held, ServerBusy, server_lock
 from flows.params import RegenerationParams
 from reflexio_api import IncompleteListing, ReflexioError
+from tasks.backups import prune_backups
 from tasks.ops import PrefectOps
 from tasks.report import RunSummary
 from tasks.server import OperationRunning
@@ -46,6 +47,17 @@ def final_state(outcome: RegenerationOutcome) -> State:
     return Failed(message=outcome.message, data=outcome)
 
 
+def apply_retention(params: RegenerationParams, url: str, run_id: str, summary: RunSummary) -> None:
+    """Delete the server's backups past backup_retention_days (under its lock, so that no
+    restore of this server reads them meanwhile); a failure is noted, never fatal."""
+    if not params.backup_retention_days:
+        return
+    try:
+        summary.note(prune_backups(params.backup_dir, url, params.backup_retention_days, run_id))
+    except Exception as exc:
+        summary.note(f"Retention: old backups were not pruned ({exc}); the next run tries again.")
+
+
 def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> State:
     """Hold the server's lock around the engine; refusals and Reflexio errors become an
     outcome that says why; the run summary is always published."""
@@ -59,6 +71,8 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
     try:
         with server_lock(settings.url, params.lock_timeout_s) as held:
             outcome = engine.run()
+            if outcome.succeeded:
+                apply_retention(params, settings.url, engine.run_id, summary)
     except (
         Refused,
         OperationRunning,

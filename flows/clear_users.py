@@ -18,10 +18,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State
 
-from core.erasures import ErasureRecordError, erasure_log, record_erasures
+from core.erasures import ErasureRecordError, record_erasures
 from core.identity import server_key
 from flows.lock import holds_server_lock
 from flows.params import ClearUsersParams
+from tasks.backups import BackupLocationError, open_location
 from tasks.clear_users import (
     UserReport,
     clear_user,
@@ -51,10 +52,10 @@ def clear_users(params: ClearUsersParams) -> State:
         for u in params.user_ids
     ]
     server = server_key(settings.url)
-    records = erasure_log(params.records_dir, server)
     try:
-        record_erasures(records, server, params.user_ids, datetime.now(UTC))
-    except ErasureRecordError as exc:
+        store = open_location(params.records_dir)
+        records = record_erasures(store, server, params.user_ids, datetime.now(UTC))
+    except (ErasureRecordError, BackupLocationError) as exc:
         logger.error("%s", exc)
         return Failed(message=str(exc))
     for report in reports:

@@ -19,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from functools import cached_property
 from typing import Any, Protocol
 
 import pandas as pd
 
 from core.approval import Approval, approval_request
-from core.backup import BackupInfo, BackupWriter, open_backup
+from core.backup import LIVE_PART, BackupInfo, BackupWriter, open_backup
+from core.backup_store import BackupStore
 from core.kinds import STATUSES, Kind, Status, row_status
 from core.live import KeepPlan, LiveRows, LiveRule, Scope, kept_problems, rows_to_keep
 from core.outcome import Decision, GateOutcome, RegenerationOutcome, TouchedIds
@@ -47,6 +48,7 @@ from flows.params import PlaybookRegenerationParams, RegenerationParams
 from gate import GatePolicy, GateReport, Severity
 from reflexio_api import OperationTimeout, ReflexioError
 from reflexio_api.models import OperationStatus
+from tasks.backups import open_location
 from tasks.report import RunSummary
 
 
@@ -99,9 +101,12 @@ def stale_pending_message(count: int, what: str) -> str:
     )
 
 
-def rows_from_backup(path: str, ids: Collection[str], kind: Kind) -> Iterator[dict[str, Any]]:
-    """The backed-up rows with these ids, streamed out of the backup file."""
-    return (row for row in open_backup(Path(path)).iter_rows() if kind.row_id(row) in ids)
+def rows_from_backup(
+    backup: BackupInfo, ids: Collection[str], kind: Kind
+) -> Iterator[dict[str, Any]]:
+    """The backed-up rows with these ids, streamed out of the backup's store."""
+    rows = open_backup(backup.manifest_name, backup.store).iter_rows()
+    return (row for row in rows if kind.row_id(row) in ids)
 
 
 def as_current(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -124,14 +129,19 @@ class Engine:
     """The server's epoch second the first rerun started: live rows are newer."""
     users_processed: int | None = field(default=None, init=False)
     """The most users one rerun reported processing (the gate's rerun-yield check)."""
-    live_file: str | None = field(default=None, init=False)
-    """The file saving the rows the backup predates (live rows), when there are any."""
+    live_backup: BackupInfo | None = field(default=None, init=False)
+    """The backup of the rows the first one predates (live rows), when there are any."""
     approval: Approval | None = field(default=None, init=False)
     """The operator's answer, when the run asked for one."""
 
     @property
     def kind(self) -> Kind:
         return self.ops.kind
+
+    @cached_property
+    def store(self) -> BackupStore:
+        """Where this run's backups go (backup_dir: a directory, URL or block)."""
+        return open_location(self.params.backup_dir)
 
     @property
     def prefix(self) -> str:
@@ -217,7 +227,7 @@ class Engine:
         reading = self.ops.read(
             ReadRequest(
                 statuses=STATUSES,
-                backup=BackupTarget(self.params.backup_dir, self.ops.url, self.run_id),
+                backup=BackupTarget(self.store, self.ops.url, self.run_id),
                 baseline=self.scope,
             )
         )
@@ -311,8 +321,10 @@ class Engine:
         tombstoned = frozenset(self.before.current) - now.all_ids()
         if not (self.kind.rerun_tombstones_current and tombstoned):
             return f"{kept} The rerun tombstoned no CURRENT row."
-        path = self.summary.backup_path or ""
-        put_back = self.ops.recreate(as_current(rows_from_backup(path, tombstoned, self.kind)))
+        assert self.backup is not None
+        put_back = self.ops.recreate(
+            as_current(rows_from_backup(self.backup, tombstoned, self.kind))
+        )
         users = sorted({self.before.current[i] for i in tombstoned})
         self.summary.extra["CURRENT rows put back (H6)"] = (
             f"{put_back} for {len(users)} user(s): {', '.join(users[:10])}"
@@ -505,16 +517,16 @@ class Engine:
         if not live.rows:
             return
         with BackupWriter(
-            self.params.backup_dir,
+            self.store,
             self.kind.name,
             self.ops.url,
             self.run_id,
             agent_version=self.kind.agent_version,
-            part="live",
+            part=LIVE_PART,
         ) as writer:
             writer.write(list(live.rows.values()))
-        self.live_file = str(writer.manifest_path)
-        self.summary.extra["live rows file"] = self.live_file
+        self.live_backup = writer.info
+        self.summary.extra["live rows file"] = writer.info.manifest_path
 
     def announce(self, keep: KeepPlan) -> None:
         """Say, before upgrading, which rows the run will make CURRENT again, and how."""
@@ -545,8 +557,8 @@ class Engine:
         sentence for the run's message."""
         rows = [live.rows[i] for i in keep.live] + late
         if keep.out_of_scope:
-            path = self.summary.backup_path or ""
-            rows += rows_from_backup(path, keep.out_of_scope, self.kind)
+            assert self.backup is not None
+            rows += rows_from_backup(self.backup, keep.out_of_scope, self.kind)
         if not rows:
             return ""
         self.ops.recreate(as_current(rows))
@@ -574,14 +586,14 @@ class Engine:
     def touched(self, expected: ExpectedState, keep: KeepPlan) -> TouchedIds:
         """Counts of the ids the upgrade touched, and the file naming each one."""
         assert self.backup is not None
-        path = write_touched_ids(self.backup.manifest_path, expected, keep.ids)
+        path = write_touched_ids(self.backup.manifest_name, expected, keep.ids, self.backup.store)
         return TouchedIds(
             promoted=len(expected.promoted),
             archived=len(expected.archived - keep.ids),
             deleted=len(expected.deleted),
             kept_current=len(keep.ids),
-            ids_file=str(path),
-            live_file=self.live_file,
+            ids_file=path,
+            live_file=self.live_backup.manifest_path if self.live_backup else None,
         )
 
     def after_upgrade(self, outcome: RegenerationOutcome) -> RegenerationOutcome:
@@ -615,11 +627,12 @@ class Engine:
         """The saved rows with these ids: from the live-rows file first (newer), then the
         backup."""
         wanted = set(ids)
-        if self.live_file is not None:
-            for row in rows_from_backup(self.live_file, wanted, self.kind):
+        if self.live_backup is not None:
+            for row in rows_from_backup(self.live_backup, wanted, self.kind):
                 wanted.discard(self.kind.row_id(row))
                 yield row
-        yield from rows_from_backup(self.summary.backup_path or "", wanted, self.kind)
+        assert self.backup is not None
+        yield from rows_from_backup(self.backup, wanted, self.kind)
 
     def repair_to_backup(
         self, target: dict[str, Status], ours: frozenset[str], steps: list[str]

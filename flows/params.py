@@ -5,18 +5,31 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from deployments.catalogue import NOTIFICATION_BLOCK
 from gate import GatePolicy, GatePolicyError
 from reflexio_api import ReflexioSettings
+from tasks.backups import check_file_location, check_location, default_backup_location
 from tasks.settings import reflexio_settings
 from tasks.sweep import PACING_MARGIN_S, SERVER_MANUAL_LIMIT_PER_MIN, SweepKind, SweepPlan
 
 OnWarn = Literal["upgrade", "ask", "refuse"]
+
+BackupLocation = Annotated[str, BeforeValidator(check_location)]
+"""A local directory, an fsspec URL (s3://bucket/prefix) or block:<name> (tasks/backups.py)."""
+BackupFile = Annotated[str, BeforeValidator(check_file_location)]
+"""A file in a backup location: a path, a URL or block:<name>/<file>."""
 
 
 class ServerParams(BaseModel):
@@ -104,10 +117,18 @@ class RegenerationParams(WriterParams):
     notification_block: str = Field(
         NOTIFICATION_BLOCK, description="Name of the Prefect notification block for alerts."
     )
-    backup_dir: Path = Field(
-        Path("backups"),
-        description="Where backup files are written (one compressed JSON Lines file and its "
-        "manifest per run, fsynced before the first write to the server).",
+    backup_dir: BackupLocation = Field(
+        default_factory=default_backup_location,
+        description="Where backups are written, before the first write to the server: a "
+        "directory, an fsspec URL (s3://bucket/prefix; credentials from the worker's "
+        "environment) or block:<name> (a RemoteFileSystem block). Empty: "
+        "REFLEXIO_BACKUP_DIR, else ./backups.",
+    )
+    backup_retention_days: int = Field(
+        30,
+        ge=0,
+        description="After a successful run, delete this server's backups in backup_dir "
+        "older than this many days, never the newest of each kind; 0 keeps every backup.",
     )
     gate_dask_address: str | None = Field(
         default_factory=lambda: os.environ.get("REFLEXIO_GATE_DASK_ADDRESS") or None,
@@ -197,9 +218,10 @@ class RestoreParams(WriterParams):
 
     model_config = ConfigDict(extra="forbid")
 
-    backup_file: Path = Field(
+    backup_file: BackupFile = Field(
         description="The backup's .manifest.json (or its .jsonl.gz data file, or an old v1 "
-        ".json); its path is in the regeneration run's summary artifact."
+        ".json) as the regeneration run's summary artifact names it: a path, a URL "
+        "(s3://bucket/prefix/<file>) or block:<name>/<file>."
     )
     delete_newer: bool = Field(
         False,
@@ -212,10 +234,11 @@ class RestoreParams(WriterParams):
         description="Only report how many rows each action would re-create, re-status or "
         "delete; write nothing.",
     )
-    records_dir: Path = Field(
-        Path("backups"),
-        description="Where clear-user-data records whom it erased (erasures-<server>.jsonl); "
-        "users erased after the backup are not restored.",
+    records_dir: BackupLocation = Field(
+        default_factory=default_backup_location,
+        description="Where clear-user-data records whom it erased (erasures-<server>.jsonl): "
+        "a directory, URL or block:<name>; empty: REFLEXIO_BACKUP_DIR, else ./backups. "
+        "Users erased after the backup are not restored.",
     )
     allow_other_server: bool = Field(
         False,
@@ -355,10 +378,11 @@ class ClearUsersParams(WriterParams):
     user_ids: list[str] = Field(
         min_length=1, description="User ids whose data is erased (exact ids, no blanks)."
     )
-    records_dir: Path = Field(
-        Path("backups"),
+    records_dir: BackupLocation = Field(
+        default_factory=default_backup_location,
         description="Where each erasure is recorded (erasures-<server>.jsonl, appended before "
-        "erasing), so that a restore on this server does not bring the users back.",
+        "erasing), so that a restore on this server does not bring the users back: a "
+        "directory, URL or block:<name>; empty: REFLEXIO_BACKUP_DIR, else ./backups.",
     )
 
     @field_validator("user_ids")

@@ -41,6 +41,7 @@ from flows.lock import holds_server_lock
 from flows.params import RestoreParams
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks import events
+from tasks.backups import locate_file, open_location
 from tasks.report import RunSummary
 from tasks.server import (
     RECREATE_BATCH,
@@ -127,9 +128,9 @@ def restore_profiles(params: RestoreParams) -> State:
     summary.backup_path = str(params.backup_file)
     written = False
     try:
-        inputs = load_inputs(
-            params.backup_file, settings.url, params.records_dir, params.allow_other_server
-        )
+        store, name = locate_file(params.backup_file)
+        records = open_location(params.records_dir)
+        inputs = load_inputs(name, settings.url, records, params.allow_other_server, store)
         summary.counts_before = profile_counts(settings).as_dict()
         plan = _plan(inputs, _server_rows(settings))
         _report(summary, inputs, plan)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.erasures import erasure_log, read_erasures
+from core.erasures import erasure_name, read_erasures
 from core.identity import server_key
 from flows.clear_users import clear_users
 from flows.params import ClearUsersParams
@@ -53,9 +53,9 @@ def test_clear_removes_everything_and_reports_h9_leftovers(
     assert all(r["remaining_after"] == 0 for r in rows.values())
     assert "H9" in state.message
     server = server_key(seeded_stack.url)
-    erased = read_erasures(erasure_log(tmp_path, server), server)
+    erased = read_erasures(tmp_path, server)
     assert set(erased) == {"alice", "carol"}, "each erased user is recorded for restore"
-    assert state.result()["erasures_recorded_in"] == str(erasure_log(tmp_path, server))
+    assert state.result()["erasures_recorded_in"] == str(tmp_path / erasure_name(server))
     with _client(seeded_stack) as client:
         for user in ("alice", "carol"):
             for status in ("current", "pending", "archived"):

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from core.backup import V1_FORMAT, BackupWriter, open_backup
-from core.erasures import erasure_log, record_erasures
+from core.erasures import record_erasures
 from core.identity import server_key
 from core.kinds import PROFILE_KEYS, comparable
-from core.touched import read_touched_ids, touched_path
+from core.touched import read_touched_ids
 from flows.clear_users import clear_users
 from flows.params import ClearUsersParams, RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 RUN_ID = "00000000-test-restore"
 
 
-def _v2_backup(directory: Path, url: str, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+def _v2_backup(directory: Path, url: str, rows: list[dict[str, Any]]) -> tuple[str, str]:
     """A v2 backup written in pages of 7 rows; returns (manifest, data file)."""
     with BackupWriter(directory, "profiles", url, RUN_ID) as writer:
         for start in range(0, len(rows), 7):
@@ -151,9 +151,7 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
     assert NEWER_BULK > PAGE_SIZE
     old = seeded_stack.bulk_seed([ProfileSeed("archived", 60, users=6, id_prefix="old")])
     # bob was erased long before the backup and learned again since: restored normally.
-    record_erasures(
-        erasure_log(tmp_path, server), server, ["bob"], datetime.now(UTC) - timedelta(days=1)
-    )
+    record_erasures(tmp_path, server, ["bob"], datetime.now(UTC) - timedelta(days=1))
     before = _rows_by_id(url)
 
     regen = profile_regeneration(
@@ -161,7 +159,7 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
     )
     assert regen.is_completed(), regen.message
     manifest = Path(regen.result().backup)
-    touched = {k: set(v) for k, v in read_touched_ids(touched_path(manifest)).items()}
+    touched = {k: set(v) for k, v in read_touched_ids(regen.result().touched.ids_file).items()}
     assert touched["deleted"] >= old.profile_ids("archived")
     assert touched["promoted"] and touched["archived"]
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from core.backup import FORMAT, V1_FORMAT, Backup, BackupError, BackupWriter, open_backup
+from core.backup_store import LocalStore
 
 URL = "http://127.0.0.1:8081"
 RUN_ID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -57,16 +58,17 @@ def test_round_trip_of_50000_rows_in_pages(tmp_path: Path) -> None:
     info = write(tmp_path, 50_000, agent_version="v7").info
 
     stem = r"profiles-127-0-0-1-8081-\d{8}T\d{6}Z-0f1e2d3c"
-    assert re.fullmatch(stem + r"\.jsonl\.gz", info.data_path.name)
-    assert info.manifest_path.name == info.data_path.name.replace(".jsonl.gz", ".manifest.json")
+    assert re.fullmatch(stem + r"\.jsonl\.gz", info.data_name)
+    assert info.manifest_name == info.data_name.replace(".jsonl.gz", ".manifest.json")
+    assert info.data_path == str(tmp_path / info.data_name)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [info.data_path.name, info.manifest_path.name]
+        [info.data_name, info.manifest_name]
     )
     assert info.counts == {"archived": 16_667, "current": 16_667, "pending": 16_666}
     assert info.total == 50_000
-    assert info.sha256 == hashlib.sha256(info.data_path.read_bytes()).hexdigest()
+    assert info.sha256 == hashlib.sha256(Path(info.data_path).read_bytes()).hexdigest()
 
-    manifest = json.loads(info.manifest_path.read_text())
+    manifest = json.loads(Path(info.manifest_path).read_text())
     assert manifest == {
         "format": FORMAT,
         "kind": "profiles",
@@ -95,7 +97,7 @@ def test_round_trip_of_50000_rows_in_pages(tmp_path: Path) -> None:
 
 
 def test_rows_are_lines_of_json_in_gzip(small: BackupWriter) -> None:
-    with gzip.open(small.info.data_path, "rt", encoding="utf-8") as data:
+    with gzip.open(Path(small.info.data_path), "rt", encoding="utf-8") as data:
         lines = data.read().splitlines()
     assert [json.loads(line) for line in lines] == [profile(i) for i in range(3000)]
 
@@ -135,12 +137,12 @@ def test_an_exception_inside_the_writer_leaves_nothing(tmp_path: Path) -> None:
 def test_a_failure_to_write_the_manifest_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(path: Path, text: str) -> None:
-        path.with_name(path.name + ".tmp").write_text(text[:10])
+    def disk_full(store: LocalStore, name: str, data: bytes) -> None:
+        (store.directory / f"{name}.tmp").write_bytes(data[:10])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("core.backup._write_atomically", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(LocalStore, "write_bytes", disk_full)
+    with pytest.raises(BackupError, match=r"No space left.*stopped before its next write"):
         write(tmp_path, 10)
     assert list(tmp_path.iterdir()) == []
 
@@ -149,7 +151,7 @@ def test_the_data_file_is_marked_partial_until_finished(tmp_path: Path) -> None:
     with BackupWriter(tmp_path, "profiles", URL, RUN_ID) as writer:
         writer.write(next(pages(10)))
         (partial,) = tmp_path.iterdir()
-        assert partial.name == writer.data_path.name + ".partial"
+        assert partial.name == writer.data_name + ".partial"
         with pytest.raises(BackupError, match="unfinished backup"):
             open_backup(partial)
     assert not partial.exists()
@@ -186,27 +188,27 @@ def test_a_second_backup_with_the_same_name_does_not_overwrite(
 
 
 def test_a_truncated_data_file(small: BackupWriter) -> None:
-    data = small.info.data_path
+    data = Path(small.info.data_path)
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    backup = open_backup(small.info.manifest_path)
+    backup = open_backup(Path(small.info.manifest_path))
     with pytest.raises(BackupError, match="is truncated"):
         list(backup.iter_rows())
 
 
 def test_one_flipped_byte_in_the_compressed_rows(small: BackupWriter) -> None:
-    _flip(small.info.data_path, small.info.data_path.stat().st_size // 2)
+    _flip(Path(small.info.data_path), Path(small.info.data_path).stat().st_size // 2)
     with pytest.raises(BackupError, match="Do not restore from it"):
-        read_all(small.info.manifest_path)
+        read_all(Path(small.info.manifest_path))
 
 
 def test_one_flipped_byte_that_gzip_cannot_see(small: BackupWriter) -> None:
-    _flip(small.info.data_path, 5)  # in the gzip header's mtime: the rows still decompress
+    _flip(Path(small.info.data_path), 5)  # in the gzip header's mtime: the rows still decompress
     with pytest.raises(BackupError, match="Checksum mismatch"):
-        read_all(small.info.manifest_path)
+        read_all(Path(small.info.manifest_path))
 
 
 def test_counts_in_the_manifest_that_the_data_does_not_have(small: BackupWriter) -> None:
-    manifest = small.info.manifest_path
+    manifest = Path(small.info.manifest_path)
     document = json.loads(manifest.read_text())
     document["counts"]["archived"] += 1
     document["total"] += 1
@@ -220,7 +222,7 @@ def test_counts_in_the_manifest_that_the_data_does_not_have(small: BackupWriter)
 def test_a_manifest_whose_total_is_not_its_counts(small: BackupWriter) -> None:
     _edit_manifest(small, total=2999)
     with pytest.raises(BackupError, match="bad 'total' field"):
-        open_backup(small.info.manifest_path)
+        open_backup(Path(small.info.manifest_path))
 
 
 @pytest.mark.parametrize(
@@ -238,19 +240,19 @@ def test_a_manifest_whose_total_is_not_its_counts(small: BackupWriter) -> None:
 def test_a_bad_manifest_field(small: BackupWriter, field: str, value: Any, message: str) -> None:
     _edit_manifest(small, **{field: value})
     with pytest.raises(BackupError, match=message):
-        open_backup(small.info.manifest_path)
+        open_backup(Path(small.info.manifest_path))
 
 
 def test_a_missing_data_file(small: BackupWriter) -> None:
-    small.info.data_path.unlink()
+    Path(small.info.data_path).unlink()
     with pytest.raises(BackupError, match="Missing data file"):
-        open_backup(small.info.manifest_path)
+        open_backup(Path(small.info.manifest_path))
 
 
 def test_a_data_file_without_its_manifest(small: BackupWriter) -> None:
-    small.info.manifest_path.unlink()
+    Path(small.info.manifest_path).unlink()
     with pytest.raises(BackupError, match="Missing manifest"):
-        open_backup(small.info.data_path)
+        open_backup(Path(small.info.data_path))
 
 
 def test_a_file_that_does_not_exist(tmp_path: Path) -> None:
@@ -274,9 +276,9 @@ def test_a_file_that_is_not_a_backup(tmp_path: Path, name: str, content: bytes, 
 
 
 def test_a_data_file_that_is_not_gzip(small: BackupWriter) -> None:
-    small.info.data_path.write_bytes(b'{"profile_id": "p"}\n')
+    Path(small.info.data_path).write_bytes(b'{"profile_id": "p"}\n')
     with pytest.raises(BackupError, match="is damaged"):
-        read_all(small.info.manifest_path)
+        read_all(Path(small.info.manifest_path))
 
 
 def _flip(path: Path, offset: int) -> None:
@@ -286,7 +288,7 @@ def _flip(path: Path, offset: int) -> None:
 
 
 def _edit_manifest(writer: BackupWriter, **changes: Any) -> None:
-    path = writer.info.manifest_path
+    path = Path(writer.info.manifest_path)
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
@@ -317,9 +319,11 @@ def test_a_v1_file_still_reads(tmp_path: Path, v1_rows: list[dict[str, Any]]) ->
     path = tmp_path / "profiles-127-0-0-1-8081-20250102T030405Z-0f1e2d3c.json"
     path.write_text(json.dumps(v1_document(v1_rows), indent=2))
     backup = open_backup(path)
+    assert backup.path == str(path) and backup.manifest_path is None
     assert backup == Backup(
-        path=path,
-        manifest_path=None,
+        store=LocalStore(tmp_path),
+        name=path.name,
+        manifest_name=None,
         format=V1_FORMAT,
         kind="profiles",
         server="127.0.0.1:8081",

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from core.backup import BackupError, BackupWriter
-from core.erasures import ErasureRecordError, erasure_log, record_erasures
+from core.backup_store import FsspecStore
+from core.erasures import ErasureRecordError, erasure_name, record_erasures
 from core.restore_inputs import load_inputs
 from core.restore_plan import RestoreInputError
 from core.state import ExpectedState
-from core.touched import touched_path, write_touched_ids
+from core.touched import touched_name, write_touched_ids
 
 URL = "http://127.0.0.1:8081"
 SERVER = "127.0.0.1:8081"
@@ -24,14 +25,18 @@ ROWS = [
 ]
 
 
-def backup(directory: Path, kind: str = "profiles", url: str = URL) -> Path:
+def backup(directory: Path | str, kind: str = "profiles", url: str = URL) -> str:
     rows = ROWS if kind == "profiles" else [{"user_playbook_id": 1, "user_id": "ann"}]
     with BackupWriter(directory, kind, url, "run-1234abcd") as writer:  # type: ignore[arg-type]
         writer.write(rows)
     return writer.info.manifest_path
 
 
-def touched(manifest: Path) -> Path:
+def touched_path(manifest: str) -> Path:
+    return Path(manifest).with_name(touched_name(Path(manifest).name))
+
+
+def touched(manifest: str) -> str:
     state = ExpectedState(
         promoted=frozenset({"p-1"}),
         current=frozenset({"p-1"}),
@@ -45,16 +50,32 @@ def test_the_touched_ids_beside_the_backup_and_the_users_erased_since(tmp_path: 
     manifest = backup(tmp_path)
     touched(manifest)
     created = load_inputs(manifest, URL, tmp_path, False).backup.created_at
-    log = erasure_log(tmp_path, SERVER)
-    record_erasures(log, SERVER, ["ann"], created - timedelta(days=1))
-    record_erasures(log, SERVER, ["ben"], created + timedelta(seconds=1))
+    log = record_erasures(tmp_path, SERVER, ["ann"], created - timedelta(days=1))
+    record_erasures(tmp_path, SERVER, ["ben"], created + timedelta(seconds=1))
 
     inputs = load_inputs(manifest, URL, tmp_path, allow_other_server=False)
 
     assert inputs.run is not None and inputs.run.promoted == {"p-1"}
-    assert inputs.touched_file == touched_path(manifest)
+    assert inputs.touched_file == str(touched_path(manifest))
     assert inputs.erased == {"ben"}, "ann was erased before the backup: restored normally"
     assert inputs.records == (log,)
+
+
+def test_every_input_from_a_remote_store(tmp_path: Path):
+    store = FsspecStore(f"memory://restore-inputs-{tmp_path.name}")
+    manifest = backup(store)
+    touched(manifest)
+    created = load_inputs(manifest, URL, store, False).backup.created_at
+    record_erasures(store, SERVER, ["ben"], created + timedelta(seconds=1))
+
+    name = manifest.rsplit("/", 1)[1]
+    inputs = load_inputs(name, URL, store, allow_other_server=False, store=store)
+
+    assert inputs.backup.path == manifest.replace(".manifest.json", ".jsonl.gz")
+    assert inputs.run is not None and inputs.run.deleted == {"a-1"}
+    assert inputs.touched_file == manifest.replace(".manifest.json", ".touched.json.gz")
+    assert inputs.erased == {"ben"}
+    assert inputs.records == (f"{store.label}/{erasure_name(SERVER)}",)
 
 
 def test_no_touched_file_and_no_records(tmp_path: Path):
@@ -81,8 +102,8 @@ def test_a_backup_of_another_server_needs_allow_other_server(tmp_path: Path):
 
     created = load_inputs(manifest, URL, tmp_path, True).backup.created_at
     later = created + timedelta(hours=1)
-    record_erasures(erasure_log(tmp_path, "10.0.0.7:8081"), "10.0.0.7:8081", ["ann"], later)
-    record_erasures(erasure_log(tmp_path, SERVER), SERVER, ["ben"], later)
+    record_erasures(tmp_path, "10.0.0.7:8081", ["ann"], later)
+    record_erasures(tmp_path, SERVER, ["ben"], later)
     inputs = load_inputs(manifest, URL, tmp_path, allow_other_server=True)
     assert inputs.erased == {"ann", "ben"}
     assert len(inputs.records) == 2, "the erasures of both addresses are read"
@@ -101,6 +122,6 @@ def test_an_unreadable_touched_file(tmp_path: Path):
 
 def test_an_unreadable_erasure_record(tmp_path: Path):
     manifest = backup(tmp_path)
-    erasure_log(tmp_path, SERVER).write_text('{"user_id": "ann"}\n')
+    (tmp_path / erasure_name(SERVER)).write_text('{"user_id": "ann"}\n')
     with pytest.raises(ErasureRecordError, match="line 1, is not an erasure record"):
         load_inputs(manifest, URL, tmp_path, False)

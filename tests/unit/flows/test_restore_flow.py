@@ -12,9 +12,9 @@ import pytest
 
 import flows.restore as restore_module
 from core.backup import BackupWriter
-from core.erasures import erasure_log, record_erasures
+from core.erasures import erasure_name, record_erasures
 from core.state import Counts, ExpectedState
-from core.touched import touched_path, write_touched_ids
+from core.touched import touched_name, write_touched_ids
 from flows.params import RestoreParams
 from tests.unit.flows.fake_server import profile
 
@@ -80,10 +80,10 @@ def before_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def regenerate(tmp_path: Path) -> tuple[Path, MemoryServer]:
-    """A backup of before_rows, then the server as the run's upgrade left it, and the
-    touched-ids file beside the backup."""
-    with BackupWriter(tmp_path, "profiles", URL, "run-1234abcd") as writer:
+def regenerate(where: Path | str) -> tuple[str, MemoryServer]:
+    """A backup of before_rows in `where` (a directory or URL), then the server as the
+    run's upgrade left it, and the touched-ids file beside the backup."""
+    with BackupWriter(where, "profiles", URL, "run-1234abcd") as writer:
         writer.write(before_rows())
     manifest = writer.info.manifest_path
     after = []
@@ -107,18 +107,21 @@ def run(**params: Any):
     return restore_module.restore_profiles.fn(RestoreParams(reflexio_url=URL, **params))
 
 
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "memory-url"])
 def test_default_restore_undoes_the_run_keeps_newer_rows_and_erased_users(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: list[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: list[str], remote: bool
 ):
-    manifest, server = regenerate(tmp_path)
+    where = f"memory://restore-flow-{tmp_path.name}" if remote else str(tmp_path)
+    manifest, server = regenerate(where)
+    assert manifest.startswith(where)
     server.rows["new-ann"] = profile("new-ann", "ann", "ann learned since")
     for pid in [p for p, r in server.rows.items() if r["user_id"] == "cat"]:
         del server.rows[pid]
     later = datetime.now(UTC) + timedelta(seconds=1)
-    record_erasures(erasure_log(tmp_path, SERVER), SERVER, ["cat"], later)
+    record_erasures(where, SERVER, ["cat"], later)
     serve(monkeypatch, server)
 
-    dry = run(backup_file=manifest, records_dir=tmp_path, dry_run=True)
+    dry = run(backup_file=manifest, records_dir=where, dry_run=True)
     assert dry.is_completed() and server.writes == []
     assert dry.message == (
         "Dry run, nothing written; would re-create 2, re-status 4, delete 2 promoted by the "
@@ -126,7 +129,7 @@ def test_default_restore_undoes_the_run_keeps_newer_rows_and_erased_users(
         "3 row(s) of 1 user(s) erased since the backup not restored (cat)."
     )
 
-    done = run(backup_file=manifest, records_dir=tmp_path)
+    done = run(backup_file=manifest, records_dir=where)
 
     assert done.is_completed(), done.message
     assert done.message.startswith(f"Restored from {manifest}, checked by id: re-create 2")
@@ -134,7 +137,7 @@ def test_default_restore_undoes_the_run_keeps_newer_rows_and_erased_users(
     assert server.state() == {**expected, "new-ann": None}
     assert "new-ann" in published[-1] and "cat" in published[-1]
 
-    newer = run(backup_file=manifest, records_dir=tmp_path, delete_newer=True)
+    newer = run(backup_file=manifest, records_dir=where, delete_newer=True)
     assert newer.is_completed(), newer.message
     assert server.state() == expected
 
@@ -152,34 +155,35 @@ def test_a_server_that_does_not_take_the_writes_fails_the_run(
     assert "Restore incomplete" in state.message and "still missing: a-ann" in state.message
 
 
-def _playbook_backup(tmp_path: Path) -> Path:
+def _playbook_backup(tmp_path: Path) -> str:
     with BackupWriter(tmp_path / "pb", "user_playbooks", URL, "run-1") as writer:
         writer.write([{"user_playbook_id": 1, "user_id": "ann"}])
     return writer.info.manifest_path
 
 
-def _other_server_backup(tmp_path: Path) -> Path:
+def _other_server_backup(tmp_path: Path) -> str:
     with BackupWriter(tmp_path / "other", "profiles", "http://10.0.0.7:8081", "run-1") as w:
         w.write(before_rows())
     return w.info.manifest_path
 
 
-def _bad_touched_file(tmp_path: Path) -> Path:
+def _bad_touched_file(tmp_path: Path) -> str:
     manifest, _ = regenerate(tmp_path)
-    with gzip.open(touched_path(manifest), "wt") as out:
+    path = Path(manifest)
+    with gzip.open(path.with_name(touched_name(path.name)), "wt") as out:
         out.write("[]")
     return manifest
 
 
-def _bad_erasure_record(tmp_path: Path) -> Path:
+def _bad_erasure_record(tmp_path: Path) -> str:
     manifest, _ = regenerate(tmp_path)
-    erasure_log(tmp_path, SERVER).write_text('{"user_id": "cat", "erased_at": "yesterday"}\n')
+    (tmp_path / erasure_name(SERVER)).write_text('{"user_id": "cat", "erased_at": "yesterday"}\n')
     return manifest
 
 
-def _damaged_data(tmp_path: Path) -> Path:
+def _damaged_data(tmp_path: Path) -> str:
     manifest, _ = regenerate(tmp_path)
-    data = manifest.with_name(manifest.name.replace(".manifest.json", ".jsonl.gz"))
+    data = Path(manifest.replace(".manifest.json", ".jsonl.gz"))
     data.write_bytes(data.read_bytes()[:-8] + b"\0" * 8)
     return manifest
 
