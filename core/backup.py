@@ -80,17 +80,12 @@ def _id_field_of(kind: str) -> str:
 # --- writing ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BackupInfo:
-    """A finished backup: its store and two files, the rows per status, and the data
-    file's sha256."""
+class _Located:
+    """A backup's two files in its store, as paths or URLs."""
 
-    store: BackupStore = field(compare=False)
+    store: BackupStore
     data_name: str
     manifest_name: str
-    counts: dict[str, int]
-    total: int
-    sha256: str
 
     @property
     def data_path(self) -> str:
@@ -101,6 +96,19 @@ class BackupInfo:
     def manifest_path(self) -> str:
         """Where the manifest is (a path or a URL): what a restore is given."""
         return self.store.location(self.manifest_name)
+
+
+@dataclass(frozen=True)
+class BackupInfo(_Located):
+    """A finished backup: its store and two files, the rows per status, and the data
+    file's sha256."""
+
+    store: BackupStore = field(compare=False)
+    data_name: str
+    manifest_name: str
+    counts: dict[str, int]
+    total: int
+    sha256: str
 
 
 class _HashingWriter:
@@ -118,7 +126,7 @@ class _HashingWriter:
         self.raw.flush()
 
 
-class BackupWriter:
+class BackupWriter(_Located):
     """Streams pages of rows into a v2 backup. Use it as a context manager.
 
     On a clean exit the data is fsynced (and uploaded to a remote store) and the manifest
@@ -158,16 +166,6 @@ class BackupWriter:
             self._open()
         except OSError as exc:
             raise self._cannot_write(exc) from None
-
-    @property
-    def data_path(self) -> str:
-        """Where the data file goes (a path or a URL)."""
-        return self.store.location(self.data_name)
-
-    @property
-    def manifest_path(self) -> str:
-        """Where the manifest goes (a path or a URL)."""
-        return self.store.location(self.manifest_name)
 
     def _cannot_write(self, exc: OSError) -> BackupError:
         return BackupError(

@@ -32,6 +32,13 @@ BackupFile = Annotated[str, BeforeValidator(check_file_location)]
 """A file in a backup location: a path, a URL or block:<name>/<file>."""
 
 
+def refuse_renamed(data: Any, old: str, replacement: str) -> Any:
+    """Refuse a parameter that was renamed, naming what replaced it."""
+    if isinstance(data, dict) and old in data:
+        raise ValueError(f"{old} was replaced by {replacement}")
+    return data
+
+
 class ServerParams(BaseModel):
     """Which Reflexio server a flow works on; every flow's parameters start here."""
 
@@ -143,12 +150,12 @@ class RegenerationParams(WriterParams):
     @model_validator(mode="before")
     @classmethod
     def _allow_warn_replaced(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "allow_warn" in data:
-            raise ValueError(
-                "allow_warn was replaced by on_warn: 'upgrade' (was allow_warn=true), "
-                "'refuse' (was allow_warn=false) or 'ask' (pause for an operator's approval)"
-            )
-        return data
+        return refuse_renamed(
+            data,
+            "allow_warn",
+            "on_warn: 'upgrade' (was allow_warn=true), 'refuse' (was allow_warn=false) or "
+            "'ask' (pause for an operator's approval)",
+        )
 
     @field_validator("gate_policy")
     @classmethod
@@ -249,13 +256,12 @@ class RestoreParams(WriterParams):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, values: Any) -> Any:
-        if isinstance(values, dict) and "remove_newer" in values:
-            raise ValueError(
-                "remove_newer was replaced by delete_newer (default false: rows learned "
-                "since the backup are kept; the rows the backed-up run promoted are undone "
-                "either way)"
-            )
-        return values
+        return refuse_renamed(
+            values,
+            "remove_newer",
+            "delete_newer (default false: rows learned since the backup are kept; the rows "
+            "the backed-up run promoted are undone either way)",
+        )
 
 
 class StallWatchParams(ServerParams):

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prefect.states import State
 
 from core.backup import open_backup
 from core.outcome import Decision
@@ -62,6 +64,19 @@ def _during_rerun(url: str, service: str) -> threading.Event:
     return published
 
 
+def _run_while_users_talk(stack: LocalStack, service: str, run: Callable[[], State]):
+    """Run a regeneration (slowed so users can talk during its rerun) while an existing
+    and a new user talk to the agent; its outcome, which must be an upgrade."""
+    stack.llm.configure(delay_s=0.4)  # a rerun long enough to talk during it
+    published = _during_rerun(stack.url, service)
+    state = run()
+    stack.llm.configure(delay_s=0)
+    assert published.wait(60)
+    outcome = state.result(raise_on_failure=False)
+    assert outcome.decision is Decision.UPGRADED, outcome.message
+    return outcome
+
+
 def _current(url: str) -> dict[str, dict]:
     return {r["profile_id"]: r for r in profile_rows(url, "current")}
 
@@ -71,16 +86,12 @@ def test_profiles_users_teach_during_the_rerun_stay_current(
 ):
     url = seeded_stack.url
     before = _current(url)
-    seeded_stack.llm.configure(delay_s=0.4)  # a rerun long enough to talk during it
-    published = _during_rerun(url, "profile_generation")
-    state = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=tmp_path, only_affected_users=False),
-        return_state=True,
+    params = RegenerationParams(reflexio_url=url, backup_dir=tmp_path, only_affected_users=False)
+    outcome = _run_while_users_talk(
+        seeded_stack,
+        "profile_generation",
+        lambda: profile_regeneration(params, return_state=True),
     )
-    seeded_stack.llm.configure(delay_s=0)
-    assert published.wait(60)
-    outcome = state.result(raise_on_failure=False)
-    assert outcome.decision is Decision.UPGRADED, outcome.message
 
     after = _current(url)
     promoted = set(read_touched_ids(Path(outcome.touched.ids_file or ""))["promoted"])
@@ -146,16 +157,12 @@ def test_playbooks_users_teach_during_the_rerun_stay_current(
     seeded_stack: LocalStack, prefect_api, tmp_path: Path
 ):
     url = seeded_stack.url
-    seeded_stack.llm.configure(delay_s=0.4)
-    published = _during_rerun(url, "playbook_generation")
-    state = playbook_regeneration(
-        PlaybookRegenerationParams(reflexio_url=url, backup_dir=tmp_path, aggregate=False),
-        return_state=True,
+    params = PlaybookRegenerationParams(reflexio_url=url, backup_dir=tmp_path, aggregate=False)
+    outcome = _run_while_users_talk(
+        seeded_stack,
+        "playbook_generation",
+        lambda: playbook_regeneration(params, return_state=True),
     )
-    seeded_stack.llm.configure(delay_s=0)
-    assert published.wait(60)
-    outcome = state.result(raise_on_failure=False)
-    assert outcome.decision is Decision.UPGRADED, outcome.message
     saved = open_backup(Path(outcome.touched.live_file or "")).iter_rows()
     live = {(r["user_id"], r["content"]) for r in saved if r["status"] is None}
     assert {user for user, _ in live} & set(LIVE_LINES)  # learned during the rerun
