@@ -10,7 +10,7 @@ PACKAGES = {
     "gate": "gate, gate.evaluate",
     "core": "core.backup, core.kinds, core.listing, core.rollback, core.sinks, core.state, "
     "core.stall, core.outcome, core.touched, core.erasures, core.restore_plan, "
-    "core.restore_inputs",
+    "core.restore_inputs, core.check_record, core.check_undo",
 }
 
 
