@@ -10,6 +10,7 @@ from core.backup import BackupError
 from core.kinds import Kind
 from core.listing import ListingNotProven
 from core.outcome import Decision, RegenerationOutcome
+from flows.check_repair import CheckNotRepaired
 from flows.engine import Engine, Refused
 from flows.lock import Held, ServerBusy, server_lock
 from flows.params import RegenerationParams
@@ -59,10 +60,14 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
     try:
         with server_lock(settings.url, params.lock_timeout_s) as held:
             outcome = engine.run()
+            if held.repaired:  # an unfinished prompt check was undone first: say so
+                summary.note(held.repaired)
+                outcome.message = f"{held.repaired} {outcome.message}"
     except (
         Refused,
         OperationRunning,
         ServerBusy,
+        CheckNotRepaired,
         ListingNotProven,
         IncompleteListing,
         BackupError,
