@@ -190,3 +190,19 @@ def test_promote_with_a_failing_playbook_gate_upgrades_neither_kind(
     assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)
     assert _playbooks(seeded_stack.url) == playbooks_before
     assert load_record(seeded_stack.url) is None
+
+
+def test_a_check_that_regenerates_nothing_is_bad_input_and_writes_nothing(
+    stack: LocalStack, prefect_api: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_before, counts_before = _config_and_counts(stack.url)
+
+    code, report = _run(stack, tmp_path, "--no-profiles", "--promote")
+
+    assert code == 3
+    output = capsys.readouterr().err
+    assert "nothing to regenerate" in output and "--agent-version" in output
+    assert "Traceback" not in output and "input_value" not in output
+    assert report.startswith("# Prompt check: BAD_INPUT")
+    assert _config_and_counts(stack.url) == (config_before, counts_before)
+    assert load_record(stack.url) is None
