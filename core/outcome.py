@@ -14,6 +14,9 @@ class Decision(StrEnum):
 
     UPGRADED = "upgraded"
     DRY_RUN = "dry_run"
+    CANDIDATE_KEPT = "candidate_kept"
+    """The gate let it through; the candidate stays PENDING for a later upgrade (the prompt
+    check gates every kind before it upgrades any)."""
     NOTHING_TO_DO = "nothing_to_do"
     GATE_BLOCKED = "gate_blocked"
     NOT_APPROVED = "not_approved"
@@ -65,5 +68,10 @@ class RegenerationOutcome(BaseModel):
 
     @property
     def succeeded(self) -> bool:
-        """Upgraded, dry run, or nothing to do: the run did what was asked."""
-        return self.decision in (Decision.UPGRADED, Decision.DRY_RUN, Decision.NOTHING_TO_DO)
+        """Upgraded, dry run, candidate kept or nothing to do: the run did what was asked."""
+        return self.decision in (
+            Decision.UPGRADED,
+            Decision.DRY_RUN,
+            Decision.CANDIDATE_KEPT,
+            Decision.NOTHING_TO_DO,
+        )

@@ -18,6 +18,7 @@ EVENT_APPROVAL_DECIDED = "reflexio.approval.decided"
 EVENT_UPGRADED = "reflexio.upgraded"
 EVENT_ROLLED_BACK = "reflexio.rolled-back"
 EVENT_RESTORED = "reflexio.restored"
+EVENT_CHECK_UNDONE = "reflexio.prompt-check.undone"
 
 SWEEP_ARTIFACT = "manual-sweep-summary"
 CLEAR_USERS_ARTIFACT = "clear-users-summary"
@@ -37,3 +38,9 @@ def restore_artifact(url: str) -> str:
 def prompt_check_artifact(url: str) -> str:
     """Report artifact key of the prompt check on one server."""
     return f"prompt-check-{server_slug(url)}"
+
+
+def check_record_block(url: str) -> str:
+    """Secret block holding the record of an unfinished prompt check on one server (its
+    original config and what to clean up: flows/check_repair.py)."""
+    return f"reflexio-prompt-check-{server_slug(url)}"

@@ -3,6 +3,8 @@ turns an outcome into the flow's final state, and the run id."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 
@@ -10,6 +12,7 @@ from core.backup import BackupError
 from core.kinds import Kind
 from core.listing import ListingNotProven
 from core.outcome import Decision, RegenerationOutcome
+from flows.check_repair import CheckNotRepaired
 from flows.engine import Engine, Refused
 from flows.lock import Held, ServerBusy, server_lock
 from flows.params import RegenerationParams
@@ -58,37 +61,54 @@ def apply_retention(params: RegenerationParams, url: str, run_id: str, summary: 
         summary.note(f"Retention: old backups were not pruned ({exc}); the next run tries again.")
 
 
+REFUSALS = (Refused, OperationRunning, ListingNotProven, IncompleteListing, BackupError)
+"""What makes an engine step stop before writing: the run ends REFUSED, saying why."""
+
+
+def make_engine(kind: Kind, params: RegenerationParams, title: str) -> Engine:
+    """An engine for one kind on the params' server, its effects as Prefect tasks."""
+    settings = params.settings()
+    summary = RunSummary(title=title, server=settings.url)
+    return Engine(PrefectOps(settings, kind, params.notification_block), params, summary, run_id())
+
+
+def run_step(engine: Engine, step: Callable[[], RegenerationOutcome]) -> RegenerationOutcome:
+    """One engine step; refusals and Reflexio errors become an outcome that says why."""
+    try:
+        return step()
+    except REFUSALS as exc:
+        return engine.outcome(Decision.REFUSED, str(exc))
+    except ReflexioError as exc:
+        return engine.outcome(Decision.ERROR, f"Stopped on a Reflexio error: {exc}")
+
+
+def publish_summary(engine: Engine) -> None:
+    """The run summary artifact of the engine's kind on its server."""
+    engine.summary.publish(f"{engine.kind.artifact_prefix(engine.ops.url)}-summary")
+    print(engine.summary.decision)
+
+
 def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> State:
     """Hold the server's lock around the engine; refusals and Reflexio errors become an
     outcome that says why; the run summary is always published."""
-    settings = params.settings()
-    summary = RunSummary(title=title, server=settings.url)
-    engine = Engine(
-        PrefectOps(settings, kind, params.notification_block), params, summary, run_id()
-    )
+    engine = make_engine(kind, params, title)
+    summary = engine.summary
     outcome: RegenerationOutcome | None = None
     held: Held | None = None
     try:
-        with server_lock(settings.url, params.lock_timeout_s) as held:
-            outcome = engine.run()
+        with server_lock(engine.ops.url, params.lock_timeout_s) as held:
+            outcome = run_step(engine, engine.run)
+            if held.repaired:  # an unfinished prompt check was undone first: say so
+                summary.note(held.repaired)
+                outcome.message = f"{held.repaired} {outcome.message}"
             if outcome.succeeded:
-                apply_retention(params, settings.url, engine.run_id, summary)
-    except (
-        Refused,
-        OperationRunning,
-        ServerBusy,
-        ListingNotProven,
-        IncompleteListing,
-        BackupError,
-    ) as exc:
+                apply_retention(params, engine.ops.url, engine.run_id, summary)
+    except (ServerBusy, CheckNotRepaired) as exc:
         outcome = engine.outcome(Decision.REFUSED, str(exc))
-    except ReflexioError as exc:
-        outcome = engine.outcome(Decision.ERROR, f"Stopped on a Reflexio error: {exc}")
     finally:
         if held is not None and held.lost:
             summary.note(held.lost_message())
         if outcome is None:
             summary.decision = "Crashed before deciding; see the logs."
-        summary.publish(f"{kind.artifact_prefix(settings.url)}-summary")
-        print(summary.decision)
+        publish_summary(engine)
     return final_state(outcome)

@@ -7,8 +7,11 @@
 Runs the prompt check without a Prefect server (Prefect's ephemeral local API is used when
 PREFECT_API_URL is unset). It never waits for a person: a 'warn' gate verdict fails the check
 unless --allow-warn. Exit codes: 0 pass, 1 gate or regeneration failed, 2 learning is
-stalled, 3 bad input, 4 Reflexio error (unreachable, rejected key, ...), 5 busy: another run
-held the server's lock for --lock-timeout seconds (nothing was applied; run again later).
+stalled, 3 bad input (a config file, arguments, or nothing to regenerate: --no-profiles
+without --agent-version), 4 Reflexio error (unreachable, rejected key, ...) or an earlier
+check on the server that could not be undone, 5 busy: another run held the server's lock
+for --lock-timeout seconds (nothing was applied; run again later). A check that dies is
+undone by the next run on the server (flows/check_repair.py).
 The lock lives in the Prefect API: point PREFECT_API_URL at the deployments' Prefect server
 so the check and the scheduled runs share it. The Markdown report goes to --report and,
 when set, to $GITHUB_STEP_SUMMARY.
@@ -62,6 +65,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reason(exc: Exception) -> str:
+    """A parameter error, one clause per problem, without pydantic's echo of the input."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(map(str, error["loc"]))
+        what = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {what}" if where else what)
+    return "; ".join(problems)
+
+
 def prompt_check(args: argparse.Namespace) -> int:
     """Run the prompt check; print the verdict; write the report; return the exit code."""
     from pydantic import ValidationError
@@ -86,19 +103,25 @@ def prompt_check(args: argparse.Namespace) -> int:
             lock_timeout_s=args.lock_timeout,
         )
     except (ValidationError, GatePolicyError, ValueError) as exc:
-        print(f"error: bad input: {exc}", file=sys.stderr)
+        message = f"bad input: {_reason(exc)}. Nothing was written."
+        print(f"error: {message}", file=sys.stderr)
+        _write_report(args, f"# Prompt check: BAD_INPUT\n\n{message}\n")
         return int(Verdict.BAD_INPUT)
     state = prompt_change(params, return_state=True)
     result = state.result(raise_on_failure=False)
     if not isinstance(result, PromptCheckResult):
         print(f"error: the prompt check crashed: {state.message}", file=sys.stderr)
         return int(Verdict.ERROR)
+    _write_report(args, result.report_markdown)
+    print(f"prompt-check: {result.verdict.name}: {result.message}")
+    return int(result.verdict)
+
+
+def _write_report(args: argparse.Namespace, markdown: str) -> None:
     for target in (args.report, os.environ.get("GITHUB_STEP_SUMMARY")):
         if target:
             with Path(target).open("a") as handle:
-                handle.write(result.report_markdown)
-    print(f"prompt-check: {result.verdict.name}: {result.message}")
-    return int(result.verdict)
+                handle.write(markdown)
 
 
 def main(argv: list[str] | None = None) -> int:

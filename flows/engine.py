@@ -17,7 +17,7 @@ result (what it did, what still differs) decides the message the run ends with.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 from typing import Any, Protocol
@@ -114,6 +114,15 @@ def as_current(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, "status": None} for row in rows]
 
 
+@dataclass(frozen=True)
+class KeptCandidate:
+    """A candidate the gate let through, kept PENDING; the state it was (last) read in."""
+
+    gate: GateOutcome
+    state: IdSnapshot
+    live: LiveRows
+
+
 @dataclass
 class Engine:
     """One run of one kind on one server."""
@@ -122,6 +131,10 @@ class Engine:
     params: RegenerationParams
     summary: RunSummary
     run_id: str
+    keep_candidate: bool = False
+    """Gate only: a candidate the gate lets through stays PENDING (`kept`) for
+    `upgrade_kept`, so a caller can gate several kinds before upgrading any."""
+    kept: KeptCandidate | None = field(default=None, init=False)
     backup: BackupInfo | None = field(default=None, init=False)
     before: IdSnapshot = field(default_factory=IdSnapshot, init=False)
     """Every id per status when the run started (what the backup holds)."""
@@ -444,6 +457,8 @@ class Engine:
         """Save the live rows and the ids the upgrade will touch, upgrade, verify by ids,
         then make the live and out-of-scope rows it archived CURRENT again; roll back when
         any of it fails."""
+        if self.keep_candidate:
+            return self.keep_for_later(gate, state, live)
         only_affected = self.only_affected_users
         expected = expected_after_upgrade(self.kind, state, only_affected)
         keep = rows_to_keep(live, expected.archived)
@@ -495,6 +510,40 @@ class Engine:
         )
         outcome = self.outcome(Decision.UPGRADED, f"{message}{kept}", gate=gate, touched=touched)
         return self.after_upgrade(outcome)
+
+    def keep_for_later(
+        self, gate: GateOutcome, state: IdSnapshot, live: LiveRows
+    ) -> RegenerationOutcome:
+        """Gate only: leave the candidate PENDING, untouched, for `upgrade_kept`."""
+        self.kept = KeptCandidate(gate, state, live)
+        message = (
+            f"Gate verdict {gate.verdict}: the candidate's {len(state.pending)} PENDING "
+            f"{self.kind.label} are kept for an upgrade decided later; nothing was upgraded."
+        )
+        return self.outcome(Decision.CANDIDATE_KEPT, message, gate=gate)
+
+    def upgrade_kept(self) -> RegenerationOutcome:
+        """Upgrade the candidate `keep_for_later` kept: every status is read again (rows users wrote
+        since the gate are live rows), then the upgrade, verification and rollback."""
+        assert self.kept is not None
+        reading = self.ops.read(
+            ReadRequest(
+                statuses=STATUSES,
+                live=LiveRule(self.before.all_ids(), self.rerun_started_at, self.scope),
+            )
+        )
+        assert reading.live is not None
+        self.kept = replace(self.kept, state=reading.snapshot, live=reading.live)
+        self.keep_candidate = False
+        return self.upgrade(self.kept.gate, reading.snapshot, reading.live)
+
+    def undo_upgrade(self, reason: str) -> RegenerationOutcome:
+        """Roll back what `upgrade_kept` upgraded and verified (another kind could not be
+        upgraded): the rollback a failed verification gets."""
+        assert self.kept is not None
+        state = self.kept.state
+        target = self.rollback_target(state)
+        return self.roll_back(reason, self.kept.gate, target, frozenset(state.pending))
 
     def rollback_target(self, state: IdSnapshot) -> dict[str, Status]:
         """Id -> status a rollback must restore: the rows as the upgrade found them, and

@@ -6,8 +6,14 @@ Prefect global concurrency limit (1 slot), named from the server's identity
 they write. A second writer waits up to its `lock_timeout_s`, then ends Failed with
 `ServerBusy`'s message, having written nothing.
 
+An unfinished prompt check is undone first: right after the lock is taken,
+`flows.check_repair.repair_unfinished_check` looks for the record a prompt check keeps while
+it works on the server; a record that outlived its check's hold (the check died) is undone
+before the run does anything else, and the run says so (`Held.repaired`). When it cannot be
+undone, the lock is released and `CheckNotRepaired` says why; nothing else was written.
+
 Re-entrant for its holder: a run that holds the lock can call flows that take it again (the
-prompt check runs both regenerations inside its apply -> regenerate -> restore window);
+undo of an unfinished prompt check runs restore-profiles inside the hold);
 what is held travels in a context variable, so the inner runs see the outer hold instead of
 waiting on themselves, while any other run, thread or process is still refused.
 
@@ -46,6 +52,7 @@ from prefect.exceptions import MissingContextError, ObjectAlreadyExists, ObjectN
 from prefect.states import Failed, State
 
 from deployments.catalogue import lock_name
+from flows.check_repair import CheckNotRepaired, repair_unfinished_check
 from flows.params import WriterParams
 
 LEASE_S = 60.0
@@ -67,11 +74,13 @@ class ServerBusy(RuntimeError):
 
 @dataclass
 class Held:
-    """A lock this run holds; `lost` says why it stopped holding it (None while it holds)."""
+    """A lock this run holds; `lost` says why it stopped holding it (None while it holds);
+    `repaired` what was undone of an unfinished prompt check when it was taken."""
 
     name: str
     url: str
     lost: str | None = None
+    repaired: str | None = None
 
     def lost_message(self) -> str:
         """What a run whose lock was lost says in its summary and final message."""
@@ -233,7 +242,8 @@ def _release(lease_id: UUID, held: Held) -> None:
 
 @contextmanager
 def server_lock(url: str, timeout_s: float) -> Iterator[Held]:
-    """Hold the lock of the server at `url` (ServerBusy after `timeout_s`); re-entrant."""
+    """Hold the lock of the server at `url` (ServerBusy after `timeout_s`); re-entrant. An
+    unfinished prompt check is undone first (CheckNotRepaired when it cannot be)."""
     name = lock_name(url)
     for held in _HELD.get():
         if held.name == name:  # this run already holds it: the outer hold covers us
@@ -245,6 +255,7 @@ def server_lock(url: str, timeout_s: float) -> Iterator[Held]:
     token = _HELD.set((*_HELD.get(), held))
     try:
         with _Renewal(lease_id, held):
+            held.repaired = repair_unfinished_check(url)
             yield held
     finally:
         _HELD.reset(token)
@@ -253,18 +264,20 @@ def server_lock(url: str, timeout_s: float) -> Iterator[Held]:
 
 def holds_server_lock(body: Callable[[P], State]) -> Callable[[P], State]:
     """Run a writer flow's body under its server's lock: Failed with the busy message when
-    another writer holds it; a lock lost during the run is added to the final message."""
+    another writer holds it or an unfinished prompt check could not be undone; what was
+    undone of one, and a lock lost during the run, are added to the final message."""
 
     @functools.wraps(body)
     def locked(params: P) -> State:
         try:
             with server_lock(params.settings().url, params.lock_timeout_s) as held:
                 state = body(params)
-        except ServerBusy as exc:
+        except (ServerBusy, CheckNotRepaired) as exc:
             _logger().error("%s", exc)
             return Failed(message=str(exc))
-        if held.lost:
-            state.message = " ".join(filter(None, [state.message, held.lost_message()]))
+        if held.repaired or held.lost:
+            lost = held.lost_message() if held.lost else None
+            state.message = " ".join(filter(None, [held.repaired, state.message, lost]))
         return state
 
     return locked

@@ -301,6 +301,16 @@ class PromptChangeParams(WriterParams):
             raise ValueError("agent_version must be non-empty and contain no whitespace")
         return value
 
+    @model_validator(mode="after")
+    def _regenerates_something(self) -> PromptChangeParams:
+        if not self.regenerate_profiles and not self.agent_version:
+            raise ValueError(
+                "nothing to regenerate: without profiles (--no-profiles, "
+                "regenerate_profiles=false) give an agent_version whose playbooks to "
+                "regenerate (--agent-version); a check that regenerates nothing proves nothing"
+            )
+        return self
+
 
 def _clean_names(values: list[str], what: str) -> list[str]:
     cleaned = [v.strip() for v in values]

@@ -1,40 +1,54 @@
 """Prompt change (what CI runs): try a candidate Reflexio config, regenerate, gate, decide.
 
-the server's lock (flows/lock.py, held to the end: the regenerations inside re-enter it) ->
-stall check -> save the current config -> apply the candidate -> profile regeneration (and
-playbook regeneration for an agent_version) -> gate. With ``promote`` and every gate passing,
-the regenerations upgrade and the candidate config stays. Otherwise the regenerations run
-dry, the saved config is put back and the candidate's PENDING rows are deleted; CURRENT
-playbooks the playbook rerun tombstoned (H6) are re-created from the list taken before it
-(same content, new ids), so the server is left as it was.
+the server's lock (flows/lock.py, held to the end; taking it first undoes an earlier check
+that died) -> stall check -> the check's record on the Prefect API: the original config, the
+PENDING ids already there, the CURRENT playbooks (tasks/check_record.py) -> apply the
+candidate -> every gate: profiles, then the playbooks of an agent_version -> decide.
+
+With ``promote`` every gate runs first, each candidate kept PENDING; only when all of them
+pass are profiles upgraded, then playbooks, each verified by id; when one upgrade fails, the
+kinds already upgraded are rolled back too: both kinds are promoted, or neither. Aggregation
+follows a promotion. Without ``promote`` each regeneration runs dry.
+
+When the candidate is not promoted the check undoes itself exactly as the next run on the
+server would undo a check that died (core/check_undo.py): original config back, the check's
+PENDING rows deleted, CURRENT playbooks the rerun tombstoned (H6) re-created from the record
+(same content, new ids). The record is removed once the config is back, or once the
+candidate is promoted; a check killed on the way leaves it for the next run
+(flows/check_repair.py).
 
 The verdict is the flow's final state and, through ``flows.cli``, the process exit code.
 """
 
 import json
-import os
+import socket
+import time
 from enum import IntEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
 
-from core.identity import server_slug
+from core.check_record import CheckKind, CheckRecord, UpgradeStarted
+from core.check_undo import Undo
+from core.identity import server_key
+from core.kinds import PROFILES, user_playbooks
 from core.outcome import Decision, RegenerationOutcome
-from core.rollback import playbooks_to_recreate
 from deployments import catalogue
-from flows._common import STALLED_STATE_NAME, run_id
+from flows._common import STALLED_STATE_NAME, make_engine, publish_summary, run_id, run_step
+from flows.check_repair import CheckNotRepaired, undo_and_forget
+from flows.engine import Engine
 from flows.lock import ServerBusy, server_lock
 from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
-from flows.playbook_regeneration import playbook_regeneration
-from flows.profile_regeneration import profile_regeneration
-from reflexio_api import ReflexioClient, ReflexioError, ReflexioSettings
-from tasks.server import add_user_playbooks, delete_user_playbooks, list_user_playbooks
+from reflexio_api import ReflexioError, ReflexioSettings
+from tasks.check_record import delete_record, save_record
+from tasks.config import apply_config, read_config
+from tasks.server import list_profiles, list_user_playbooks, run_playbook_aggregation
 from tasks.stall import check_stall
 
 
@@ -83,50 +97,6 @@ class PromptCheckResult(BaseModel):
     report_markdown: str
 
 
-@task(name="save-config", cache_policy=NO_CACHE)
-def save_config(settings: ReflexioSettings, backup_dir: Path, run_id: str) -> Path:
-    """Write the server's current config to a private file (it may hold credentials)."""
-    with ReflexioClient(settings) as client:
-        config = client.get_config()
-    backup_dir.mkdir(parents=True, exist_ok=True)
-    path = backup_dir / f"config-{server_slug(settings.url)}-{run_id}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(config, handle, indent=2)
-    return path.resolve()
-
-
-@task(name="apply-config", cache_policy=NO_CACHE)
-def apply_config(settings: ReflexioSettings, candidate: dict[str, Any]) -> None:
-    """Merge the candidate's top-level fields into the server config."""
-    with ReflexioClient(settings) as client:
-        client.update_config(candidate)
-
-
-@task(name="restore-config", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def restore_config(settings: ReflexioSettings, saved_path: Path) -> None:
-    """Put the saved config back whole."""
-    with ReflexioClient(settings) as client:
-        client.set_config(json.loads(saved_path.read_text()))
-
-
-@task(name="put-back-playbooks", cache_policy=NO_CACHE)
-def put_back_playbooks(
-    settings: ReflexioSettings, agent_version: str, before: list[dict[str, Any]]
-) -> str:
-    """Undo a playbook rerun that is not promoted: delete its PENDING rows and re-create the
-    CURRENT rows it tombstoned (H6; same content, new ids). Returns what was done."""
-    live = list_user_playbooks.fn(settings, agent_version)
-    pending = [r["user_playbook_id"] for r in live if r["status"] == "pending"]
-    deleted = delete_user_playbooks.fn(settings, pending)
-    missing = playbooks_to_recreate(before, list_user_playbooks.fn(settings, agent_version))
-    recreated = add_user_playbooks.fn(settings, [dict(r) for r in missing])
-    return (
-        f"Playbooks {agent_version}: deleted {deleted} PENDING row(s), re-created {recreated} "
-        "CURRENT row(s) the rerun had tombstoned (H6; same content, new ids)."
-    )
-
-
 def classify(outcomes: list[RegenerationOutcome]) -> Verdict:
     """The worst outcome among the regenerations (none: PASS)."""
     if any(o.decision is Decision.STALLED for o in outcomes):
@@ -134,20 +104,14 @@ def classify(outcomes: list[RegenerationOutcome]) -> Verdict:
     return Verdict.PASS if all(o.succeeded for o in outcomes) else Verdict.FAIL
 
 
-def _outcome(state: State) -> RegenerationOutcome:
-    """The regeneration's typed outcome, carried as its final state's data."""
-    result = state.result(raise_on_failure=False)
-    if not isinstance(result, RegenerationOutcome):
-        raise RuntimeError(
-            f"The regeneration ended {state.type.value} without an outcome: {result!r}"
-        )
-    return result
+Runs = list[tuple[str, RegenerationOutcome]]
+"""Each regeneration's name and latest outcome, in the order they ran."""
 
 
-def _run_regenerations(
-    params: PromptChangeParams, settings: ReflexioSettings
-) -> list[tuple[str, RegenerationOutcome]]:
-    common = {
+def _engines(params: PromptChangeParams, settings: ReflexioSettings) -> list[tuple[str, Engine]]:
+    """One engine per kind the check regenerates: dry runs, or (promote) gate-only runs
+    that keep their candidate PENDING."""
+    common: dict[str, Any] = {
         "reflexio_url": settings.url,
         "dry_run": not params.promote,
         "gate_policy": params.gate_policy,
@@ -156,26 +120,113 @@ def _run_regenerations(
         "notification_block": params.notification_block,
         "backup_dir": params.backup_dir,
         "operation_timeout_s": params.operation_timeout_s,
+        "lock_timeout_s": params.lock_timeout_s,
     }
-    runs: list[tuple[str, RegenerationOutcome]] = []
+    engines: list[tuple[str, Engine]] = []
     if params.regenerate_profiles:
-        state = profile_regeneration(RegenerationParams(**common), return_state=True)
-        runs.append(("profiles", _outcome(state)))
+        engine = make_engine(PROFILES, RegenerationParams(**common), "Profile regeneration")
+        engines.append(("profiles", engine))
     if params.agent_version:
+        version = params.agent_version
         playbook_params = PlaybookRegenerationParams(
-            **common, agent_version=params.agent_version, aggregate=params.promote
+            **common, agent_version=version, aggregate=False
         )
-        state = playbook_regeneration(playbook_params, return_state=True)
-        runs.append((f"playbooks {params.agent_version}", _outcome(state)))
-    return runs
+        title = f"Playbook regeneration ({version})"
+        engines.append(
+            (f"playbooks {version}", make_engine(user_playbooks(version), playbook_params, title))
+        )
+    for _, engine in engines:
+        engine.keep_candidate = params.promote
+    return engines
 
 
-def _report(
-    params: PromptChangeParams,
-    verdict: Verdict,
-    message: str,
-    runs: list[tuple[str, RegenerationOutcome]],
-) -> str:
+def _start_record(settings: ReflexioSettings, params: PromptChangeParams) -> CheckRecord:
+    """Store what the next run needs to undo this check, before anything is applied."""
+    version = params.agent_version
+    profiles_pending = (
+        {r["profile_id"] for r in list_profiles(settings, "pending")}
+        if params.regenerate_profiles
+        else set()
+    )
+    playbooks = list_user_playbooks(settings, version) if version else []
+    record = CheckRecord(
+        server=server_key(settings.url),
+        flow_run_id=run_id(),
+        started_at=int(time.time()),
+        promote=params.promote,
+        profiles=params.regenerate_profiles,
+        agent_version=version,
+        profiles_pending_before=frozenset(profiles_pending),
+        playbooks_pending_before=frozenset(
+            str(r["user_playbook_id"]) for r in playbooks if r.get("status") == "pending"
+        ),
+        config=read_config(settings),
+        playbooks_before=tuple(r for r in playbooks if r.get("status") in (None, "current")),
+    )
+    save_record(settings.url, record)
+    return record
+
+
+def _check_kind(engine: Engine) -> CheckKind:
+    return "profiles" if engine.kind.agent_version is None else "playbooks"
+
+
+def _upgrade_started(engine: Engine) -> UpgradeStarted:
+    """What the record says before this engine's candidate is upgraded."""
+    assert engine.kept is not None
+    pending = engine.kept.state.pending
+    if _check_kind(engine) == "playbooks":
+        return UpgradeStarted("playbooks", len(pending), candidate_ids=frozenset(pending))
+    backup = engine.summary.backup_path
+    return UpgradeStarted(
+        "profiles",
+        len(pending),
+        backup=str(Path(backup).resolve()) if backup else None,
+        host=socket.gethostname(),
+    )
+
+
+def _promote(
+    url: str, engines: list[tuple[str, Engine]], record: CheckRecord, runs: Runs
+) -> tuple[bool, CheckRecord, Runs]:
+    """Upgrade every kept candidate, profiles first; when one fails, roll back those
+    upgraded before it. Returns whether all were promoted, the record (without the kinds
+    whose rows are back) and the latest outcomes."""
+    latest = dict(runs)
+    upgraded: list[tuple[str, Engine]] = []
+    for name, engine in engines:
+        if engine.kept is None:  # nothing to upgrade for this kind
+            continue
+        record = record.with_upgrade(_upgrade_started(engine))
+        save_record(url, record)
+        outcome = run_step(engine, engine.upgrade_kept)
+        latest[name] = outcome
+        if outcome.decision is Decision.UPGRADED:
+            upgraded.append((name, engine))
+            continue
+        if outcome.decision is not Decision.ERROR:  # the engine put its rows back
+            record = record.without_upgrade(_check_kind(engine))
+        reason = (
+            f"{name} could not be upgraded ({outcome.decision.value}), and the prompt check "
+            "promotes every kind or none"
+        )
+        for done_name, done in reversed(upgraded):
+            undone = run_step(done, partial(done.undo_upgrade, reason))
+            latest[done_name] = undone
+            if undone.decision is Decision.ROLLED_BACK:
+                record = record.without_upgrade(_check_kind(done))
+        return False, record, list(latest.items())
+    return True, record, list(latest.items())
+
+
+def _aggregate(settings: ReflexioSettings, params: PromptChangeParams) -> str:
+    """Aggregation after a promotion; '' without playbooks."""
+    if not params.agent_version:
+        return ""
+    return run_playbook_aggregation(settings, params.agent_version)
+
+
+def _report(params: PromptChangeParams, verdict: Verdict, message: str, runs: Runs) -> str:
     lines = [
         f"# Prompt check: {verdict.name}",
         "",
@@ -190,28 +241,32 @@ def _report(
     return "\n".join(lines) + "\n"
 
 
+def _result(
+    params: PromptChangeParams, verdict: Verdict, message: str, runs: Runs | None = None
+) -> PromptCheckResult:
+    report = _report(params, verdict, message, runs or [])
+    return PromptCheckResult(verdict=verdict, message=message, report_markdown=report)
+
+
 def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
     """Run the whole prompt check and return its verdict and report (no exception escapes
-    for expected failures: bad input, another writer busy, stall, gate failure, server
-    errors). The server's lock is held from the stall check to the end."""
+    for expected failures: bad input, another writer busy, an earlier check that could not
+    be undone, stall, gate failure, server errors). The server's lock is held throughout."""
     try:
         candidate = load_candidate_config(params.config_file)
     except ConfigFileError as exc:
-        return PromptCheckResult(
-            verdict=Verdict.BAD_INPUT,
-            message=str(exc),
-            report_markdown=f"# Prompt check: BAD_INPUT\n\n{exc}\n",
-        )
+        return _result(params, Verdict.BAD_INPUT, str(exc))
     settings = params.settings()
     try:
         with server_lock(settings.url, params.lock_timeout_s) as held:
             result = _check_candidate(params, settings, candidate)
     except ServerBusy as exc:
-        return PromptCheckResult(
-            verdict=Verdict.BUSY,
-            message=str(exc),
-            report_markdown=f"# Prompt check: BUSY\n\n{exc}\n",
-        )
+        return _result(params, Verdict.BUSY, str(exc))
+    except CheckNotRepaired as exc:
+        return _result(params, Verdict.ERROR, str(exc))
+    if held.repaired:
+        result.message = f"{held.repaired} {result.message}"
+        result.report_markdown += f"\n**Before this check:** {held.repaired}\n"
     if held.lost:
         result.message = f"{result.message} {held.lost_message()}"
         result.report_markdown += f"\n**{held.lost_message()}**\n"
@@ -221,50 +276,68 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
 def _check_candidate(
     params: PromptChangeParams, settings: ReflexioSettings, candidate: dict[str, Any]
 ) -> PromptCheckResult:
-    """Stall check, then apply -> regenerate -> restore, under the caller's lock."""
+    """Stall check, then record -> apply -> gates -> promote or undo, under the lock."""
     stall, note = check_stall(settings, params.notification_block)
     if stall is not None:
         message = f"{stall.message} ({note}) The candidate config was not applied."
-        return PromptCheckResult(
-            verdict=Verdict.STALL,
-            message=message,
-            report_markdown=_report(params, Verdict.STALL, message, []),
-        )
-    saved = save_config(settings, params.backup_dir, run_id())
-    playbooks_before = (
-        list_user_playbooks(settings, params.agent_version, "current")
-        if params.agent_version
-        else []
-    )
-    runs: list[tuple[str, RegenerationOutcome]] = []
-    put_back = ""
+        return _result(params, Verdict.STALL, message)
+    engines = _engines(params, settings)
+    record = _start_record(settings, params)
+    runs: Runs = []
     promoted = False
+    undo: Undo | None = None
     try:
         apply_config(settings, candidate)
-        runs = _run_regenerations(params, settings)
-        promoted = params.promote and all(o.succeeded for _, o in runs)
+        runs = [(name, run_step(engine, engine.run)) for name, engine in engines]
+        if params.promote and all(o.succeeded for _, o in runs):
+            promoted, record, runs = _promote(settings.url, engines, record, runs)
     finally:
         if not promoted:
-            restore_config(settings, saved)
-            if params.agent_version:
-                put_back = put_back_playbooks(settings, params.agent_version, playbooks_before)
-    outcomes = [o for _, o in runs]
-    failures = [o.message for o in outcomes if not o.succeeded]
-    verdict = classify(outcomes)
-    if verdict is Verdict.PASS:
+            undo = undo_and_forget(settings.url, record)
+        for _, engine in engines:
+            publish_summary(engine)
+    if promoted:
+        delete_record(settings.url)
+        return _promoted(params, settings, runs)
+    assert undo is not None
+    return _not_promoted(params, settings.url, runs, undo)
+
+
+def _promoted(
+    params: PromptChangeParams, settings: ReflexioSettings, runs: Runs
+) -> PromptCheckResult:
+    message = "Every gate passed; every kind was promoted and the candidate config kept."
+    try:
+        aggregated = _aggregate(settings, params)
+    except ReflexioError as exc:
         message = (
-            "Every gate passed; the candidate was promoted and its config kept."
-            if promoted
-            else "Every gate passed (dry run); the saved config was restored and the candidate's "
-            "PENDING rows deleted. Run with promote=true to apply it."
+            f"{message} Aggregation failed: {exc}. The candidate stays promoted; run "
+            "aggregation again."
         )
+        return _result(params, Verdict.ERROR, message, runs)
+    if aggregated:
+        message = f"{message} Aggregation: {aggregated}"
+    return _result(params, Verdict.PASS, message, runs)
+
+
+def _not_promoted(
+    params: PromptChangeParams, url: str, runs: Runs, undo: Undo
+) -> PromptCheckResult:
+    outcomes = [o for _, o in runs]
+    verdict = classify(outcomes)
+    failures = [o.message for o in outcomes if not o.succeeded]
+    if verdict is Verdict.PASS:
+        message = "Every gate passed (dry run). Run with promote=true to apply it."
     else:
-        message = f"{failures[0]} The saved config was restored from {saved}."
-    if put_back:
-        message = f"{message} {put_back}"
-    return PromptCheckResult(
-        verdict=verdict, message=message, report_markdown=_report(params, verdict, message, runs)
-    )
+        message = failures[0]
+    if not undo.complete:
+        message = (
+            f"{message} The check could not undo itself: {undo.sentence()} Its record "
+            f"(Secret block '{catalogue.check_record_block(url)}') is "
+            "kept: the next run on this server finishes the undo before anything else."
+        )
+        return _result(params, Verdict.ERROR, message, runs)
+    return _result(params, verdict, f"{message} The check undid itself: {undo.sentence()}", runs)
 
 
 @flow(name="prompt-change", validate_parameters=True)

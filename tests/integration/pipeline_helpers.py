@@ -8,9 +8,11 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
 from reflexio_api import ReflexioClient, ReflexioSettings
+from reflexio_api.settings import USER_AGENT
 
 
 class WebhookReceiver:
@@ -74,3 +76,10 @@ def profile_rows(url: str, *statuses: str, api_key: str | None = None) -> list[d
                 for p in client.list_profiles(status)  # type: ignore[arg-type]
             ]
         return out
+
+
+def config_bytes(url: str) -> bytes:
+    """The server's config exactly as GET /api/get_config sends it."""
+    response = httpx.get(f"{url}/api/get_config", headers={"User-Agent": USER_AGENT}, timeout=30)
+    response.raise_for_status()
+    return response.content

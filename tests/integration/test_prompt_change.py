@@ -1,7 +1,8 @@
 """The prompt check CI runs: `reflexio-pipelines prompt-check`, against the real server.
 
 Each case checks the exit code, the report, and that the server was left as the verdict
-says: config restored and no PENDING rows unless promoted."""
+says: config restored (byte for byte) and no PENDING rows unless promoted, and no record of
+the check left on the Prefect API."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from flows.cli import main
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
+from tasks.check_record import load_record
+from tests.integration.pipeline_helpers import config_bytes, profile_rows
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +25,10 @@ profile_extractor_config:
 """
 
 
-def _config_and_counts(url: str) -> tuple[dict, tuple[int, int]]:
+def _config_and_counts(url: str) -> tuple[bytes, tuple[int, int]]:
     with ReflexioClient(ReflexioSettings(url=url)) as client:
         stats = client.get_profile_statistics()
-        return client.get_config(), (stats.current_count, stats.pending_count)
+    return config_bytes(url), (stats.current_count, stats.pending_count)
 
 
 def _run(
@@ -67,6 +70,7 @@ def test_a_passing_dry_check_exits_0_and_leaves_the_server_as_it_was(
     assert "Gate" in report and "retention" in report
     assert summary.read_text() == report
     assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)
+    assert load_record(seeded_stack.url) is None
 
 
 def test_a_failing_gate_exits_1_restores_the_config_and_discards_the_candidate(
@@ -79,8 +83,9 @@ def test_a_failing_gate_exits_1_restores_the_config_and_discards_the_candidate(
 
     assert code == 1
     assert report.startswith("# Prompt check: FAIL")
-    assert "saved config was restored" in report
+    assert "The check undid itself: put the original config back" in report
     assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)
+    assert load_record(seeded_stack.url) is None
 
 
 def test_a_stall_exits_2_before_the_config_is_touched(
@@ -129,13 +134,16 @@ def test_promote_with_a_pass_upgrades_and_keeps_the_candidate_config(
     code, report = _run(seeded_stack, tmp_path, "--promote")
 
     assert code == 0, report
-    config_after, (current_after, pending_after) = _config_and_counts(seeded_stack.url)
+    with ReflexioClient(ReflexioSettings(url=seeded_stack.url)) as client:
+        config_after = client.get_config()
     assert config_after["profile_extractor_config"]["extraction_definition_prompt"].startswith(
         "Extract the user's stated preferences"
     )
+    _, (current_after, pending_after) = _config_and_counts(seeded_stack.url)
     assert pending_after == 0
     assert current_after > 0
     assert "promoted" in report
+    assert load_record(seeded_stack.url) is None
 
 
 def _playbooks(url: str) -> tuple[set[tuple[str | None, str]], int]:
@@ -146,17 +154,58 @@ def _playbooks(url: str) -> tuple[set[tuple[str | None, str]], int]:
     return current, sum(r.status == "pending" for r in rows)
 
 
-def test_a_dry_check_with_playbooks_puts_tombstoned_playbooks_back(
+def _profile_ids(url: str) -> dict[str, set[str]]:
+    return {s: {r["profile_id"] for r in profile_rows(url, s)} for s in ("current", "archived")}
+
+
+def test_promote_with_a_failing_playbook_gate_upgrades_neither_kind(
     seeded_stack: LocalStack, prefect_api: None, tmp_path: Path
 ) -> None:
-    current_before, _ = _playbooks(seeded_stack.url)
-    assert current_before
+    """The profile gate passes, the playbook gate fails (a user whose CURRENT playbook no
+    interaction backs would lose it): nothing is promoted, profiles included, and the
+    playbooks the rerun tombstoned (H6) are back."""
+    with ReflexioClient(ReflexioSettings(url=seeded_stack.url)) as client:
+        client.add_user_playbooks(
+            [
+                {
+                    "user_id": "ghost-user",
+                    "agent_version": "v1",
+                    "request_id": "ghost-request",
+                    "content": "Answer the ghost user in haiku.",
+                    "trigger": "when the ghost user asks anything",
+                }
+            ]
+        )
+    config_before, counts_before = _config_and_counts(seeded_stack.url)
+    ids_before = _profile_ids(seeded_stack.url)
+    playbooks_before = _playbooks(seeded_stack.url)
+    assert ("ghost-user", "Answer the ghost user in haiku.") in playbooks_before[0]
 
-    code, report = _run(seeded_stack, tmp_path, "--agent-version", "v1")
+    code, report = _run(seeded_stack, tmp_path, "--agent-version", "v1", "--promote")
 
-    assert code in (0, 1), report
-    assert "re-created" in report
-    assert _playbooks(seeded_stack.url) == (current_before, 0)
+    assert code == 1, report
+    assert "## profiles: candidate_kept" in report, report
+    assert "## playbooks v1: gate_blocked" in report, report
+    assert _profile_ids(seeded_stack.url) == ids_before
+    assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)
+    assert _playbooks(seeded_stack.url) == playbooks_before
+    assert load_record(seeded_stack.url) is None
+
+
+def test_a_check_that_regenerates_nothing_is_bad_input_and_writes_nothing(
+    stack: LocalStack, prefect_api: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_before, counts_before = _config_and_counts(stack.url)
+
+    code, report = _run(stack, tmp_path, "--no-profiles", "--promote")
+
+    assert code == 3
+    output = capsys.readouterr().err
+    assert "nothing to regenerate" in output and "--agent-version" in output
+    assert "Traceback" not in output and "input_value" not in output
+    assert report.startswith("# Prompt check: BAD_INPUT")
+    assert _config_and_counts(stack.url) == (config_before, counts_before)
+    assert load_record(stack.url) is None
 
 
 @pytest.mark.parametrize(("extra", "expected"), [((), 1), (("--allow-warn",), 0)])

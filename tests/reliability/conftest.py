@@ -9,6 +9,7 @@ import pytest
 from local_stack.fault_proxy import FaultProxy
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
+from tasks.check_record import delete_record
 from tests.conftest import SEEDED
 from tests.reliability.helpers import operation_running, release_lock
 
@@ -29,8 +30,10 @@ def clean_stack(stack: LocalStack) -> LocalStack:
 
 @pytest.fixture
 def proxy(stack: LocalStack, prefect_api: None) -> Iterator[FaultProxy]:
-    """A fault proxy in front of the session's server (no rules yet), its lock free: the
-    lock is named by the proxy's port, which an earlier test's proxy may have had."""
+    """A fault proxy in front of the session's server (no rules yet), its lock free and no
+    prompt-check record under its name: both are named by the proxy's port, which an
+    earlier test's proxy may have had."""
     with FaultProxy(stack.url, max_lifetime_s=900) as running:
         release_lock(running.url)
+        delete_record(running.url)
         yield running

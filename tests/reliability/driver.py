@@ -1,8 +1,10 @@
-"""Run one profile regeneration in this process (the crash tests SIGKILL it).
+"""Run one profile regeneration, or one prompt check, in this process (the crash tests
+SIGKILL it).
 
     python -m tests.reliability.driver '{"reflexio_url": ..., "backup_dir": ...}'
+    python -m tests.reliability.driver prompt-check --config ... --reflexio-url ...
 
-Prints "READY" once imported, then "FINAL <state type> <message>" at the end.
+Prints "READY" once imported, then "FINAL <state type or exit code> <message>" at the end.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ import sys
 
 
 def main() -> None:
+    if sys.argv[1] == "prompt-check":
+        from flows.cli import main as cli
+
+        print("READY", flush=True)
+        print(f"FINAL {cli(sys.argv[1:])}", flush=True)
+        return
+
     from flows.params import RegenerationParams
     from flows.profile_regeneration import profile_regeneration
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +13,15 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from core.backup import open_backup
+from core.check_record import CheckRecord
+from core.identity import server_key
 from flows.cli import main as cli_main
 from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.seed import CONVERSATIONS, seed
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
+from tasks.check_record import save_record
 from tests.integration.pipeline_helpers import WebhookReceiver, save_webhook_block
 
 pytestmark = pytest.mark.reliability
@@ -25,6 +29,8 @@ pytestmark = pytest.mark.reliability
 API_KEY = "rk-live-SECRETKEY-4f9d2c1b"
 WRONG_KEY = "rk-live-WRONGKEY-77aa"
 TOKEN = "hooktoken-SECRET-91c3e7"
+CONFIG_SECRET = "cfg-SECRET-e5b07a"
+"""In the server's config, which the prompt check keeps in its record and puts back."""
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +64,21 @@ def _all_prefect_text() -> str:
                 break
             offset += 200
     return "\n".join(parts)
+
+
+def _dead_check(url: str, config: dict) -> CheckRecord:
+    """The record a prompt check killed right after applying its candidate leaves."""
+    return CheckRecord(
+        server=server_key(url),
+        flow_run_id="dead-check",
+        started_at=int(time.time()),
+        promote=False,
+        profiles=True,
+        agent_version=None,
+        profiles_pending_before=frozenset(),
+        playbooks_pending_before=frozenset(),
+        config=config,
+    )
 
 
 def test_no_secret_anywhere(keyed_stack, prefect_api, tmp_path, monkeypatch, caplog, capsys):
@@ -96,21 +117,26 @@ def test_no_secret_anywhere(keyed_stack, prefect_api, tmp_path, monkeypatch, cap
     assert state.is_failed() and "401" in state.message, state.message
     texts.append(state.message)
     monkeypatch.setenv("REFLEXIO_API_KEY", API_KEY)
-    # 5. the prompt check (a dry run of the regeneration), with its Markdown report.
+    # 5. the prompt check (a dry run of the regeneration), with its Markdown report, on a
+    # server whose config holds a secret; it first undoes a dead check's record holding it.
     with ReflexioClient(ReflexioSettings(url=url, api_key=API_KEY)) as client:
-        window = client.get_config().get("window_size") or 10
+        client.update_config({"agent_context_prompt": CONFIG_SECRET})
+        original = client.get_config()
+    window = original.get("window_size") or 10
+    save_record(url, _dead_check(url, original))
     config = tmp_path / "candidate.yaml"
     config.write_text(f"window_size: {window}\n")
     report = tmp_path / "report.md"
     args = ["--config", str(config), "--reflexio-url", url, "--report", str(report)]
     code = cli_main(["prompt-check", *args, "--backup-dir", str(tmp_path / "pc")])
     assert code == 0, capsys.readouterr()
+    assert "Undid an unfinished prompt check" in report.read_text()
     texts.append(report.read_text())
     captured = capsys.readouterr()
     texts += [captured.out, captured.err, caplog.text, _all_prefect_text()]
     for manifest in Path(tmp_path).rglob("*.manifest.json"):
         texts += [manifest.read_text(), json.dumps(list(open_backup(manifest).iter_rows()))]
     everything = "\n".join(texts)
-    for secret in (API_KEY, WRONG_KEY, TOKEN, hook_url):
+    for secret in (API_KEY, WRONG_KEY, TOKEN, hook_url, CONFIG_SECRET):
         assert secret not in everything, secret
     assert "Bearer" not in everything

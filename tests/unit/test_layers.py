@@ -10,7 +10,8 @@ PACKAGES = {
     "gate": "gate, gate.evaluate",
     "core": "core.approval, core.backup, core.kinds, core.listing, core.live, core.rollback, "
     "core.sinks, core.state, core.stall, core.outcome, core.touched, core.erasures, "
-    "core.restore_plan, core.restore_inputs, core.backup_store, core.retention",
+    "core.restore_plan, core.restore_inputs, core.backup_store, core.retention, "
+    "core.check_record, core.check_undo",
 }
 
 

@@ -9,7 +9,12 @@ import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from pydantic import ValidationError
 
-from flows.params import PlaybookRegenerationParams, RegenerationParams, RestoreParams
+from flows.params import (
+    PlaybookRegenerationParams,
+    PromptChangeParams,
+    RegenerationParams,
+    RestoreParams,
+)
 from tasks.notify import NotificationFailed, deliver
 from tasks.report import RunSummary
 
@@ -119,3 +124,9 @@ def test_playbook_form_refuses_only_affected_users_and_says_why():
     with pytest.raises(ValidationError, match="archives every CURRENT row of the agent_version"):
         PlaybookRegenerationParams(only_affected_users=True)
     assert "only_affected_users" not in PlaybookRegenerationParams.model_json_schema()["properties"]
+
+
+def test_a_prompt_check_that_regenerates_nothing_is_refused() -> None:
+    with pytest.raises(ValidationError, match="nothing to regenerate"):
+        PromptChangeParams(config_file="c.yaml", regenerate_profiles=False)
+    assert PromptChangeParams(config_file="c.yaml", regenerate_profiles=False, agent_version="v1")

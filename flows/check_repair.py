@@ -1,0 +1,166 @@
+"""An unfinished prompt check is undone before any other work on its server.
+
+A prompt check stores a record on the Prefect API before it applies its candidate config
+(tasks/check_record.py) and removes it when it finishes. A record found by a run that has
+just taken the server's lock (flows/lock.py calls `repair_unfinished_check` there, so every
+writer does this first) belongs to a check that died: a check holds that lock for as long
+as its record exists. The run then undoes the check (core/check_undo.py: original config
+back, the check's reruns stopped, its PENDING rows gone, tombstoned playbooks put back, an
+upgrade it may have made restored from its backup), says so in its log, its final message
+or summary and a `reflexio.prompt-check.undone` event, and removes the record. When the undo
+cannot be finished the record stays and the run ends without writing (CheckNotRepaired).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
+
+from core.check_record import CheckRecord, RecordError
+from core.check_undo import RunningRerun, Undo, undo_check
+from deployments import catalogue
+from flows.params import RestoreParams
+from reflexio_api import ReflexioSettings
+from reflexio_api.models import ServiceName
+from tasks import events
+from tasks.check_record import delete_record, load_record
+from tasks.config import put_config_back, read_config
+from tasks.ops import BATCH
+from tasks.server import (
+    RECREATE_BATCH,
+    add_user_playbooks,
+    cancel_rerun,
+    delete_profiles,
+    delete_user_playbooks,
+    in_batches,
+    list_profiles,
+    list_user_playbooks,
+    read_operation_status,
+)
+from tasks.settings import reflexio_settings
+
+
+class CheckNotRepaired(RuntimeError):
+    """An unfinished prompt check on this server could not be undone; nothing else ran."""
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+@dataclass
+class PrefectCheckOps:
+    """core.check_undo.CheckOps as Prefect tasks on one server."""
+
+    settings: ReflexioSettings
+
+    def set_config(self, config: Mapping[str, Any]) -> None:
+        put_config_back(self.settings, config)
+
+    def get_config(self) -> Mapping[str, Any]:
+        return read_config(self.settings)
+
+    def running_rerun(self, service: str) -> RunningRerun | None:
+        status = read_operation_status(self.settings, _service(service))
+        if status is None or status.status != "in_progress":
+            return None
+        return RunningRerun(status.operation_id or "", status.started_at)
+
+    def cancel_rerun(self, service: str, operation_id: str) -> bool:
+        cancel_rerun(self.settings, _service(service), operation_id)
+        return self.running_rerun(service) is None
+
+    def pending_profiles(self) -> set[str]:
+        return {r["profile_id"] for r in list_profiles(self.settings, "pending")}
+
+    def delete_profiles(self, ids: Collection[str]) -> int:
+        return sum(delete_profiles(self.settings, b) for b in in_batches(sorted(ids), BATCH))
+
+    def restore_profiles(self, backup: str) -> str:
+        # flows.restore imports flows.lock, which imports this module: import it here.
+        from flows.restore import restore_profiles
+
+        # Erasure records: none can be newer than the check (clear-user-data undoes a dead
+        # check before it erases), so the backup's own folder serves.
+        params = RestoreParams(
+            backup_file=Path(backup),
+            reflexio_url=self.settings.url,
+            records_dir=Path(backup).parent,
+        )
+        state = restore_profiles(params, return_state=True)
+        if not state.is_completed():
+            raise RuntimeError(f"the restore from {backup} did not finish: {state.message}")
+        return str(state.message)
+
+    def playbooks(self, agent_version: str) -> list[dict[str, Any]]:
+        return list_user_playbooks(self.settings, agent_version)
+
+    def delete_playbooks(self, ids: Collection[str]) -> int:
+        server_ids = sorted(int(i) for i in ids)
+        return sum(delete_user_playbooks(self.settings, b) for b in in_batches(server_ids, BATCH))
+
+    def recreate_playbooks(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        batches = in_batches((dict(r) for r in rows), RECREATE_BATCH)
+        return sum(add_user_playbooks(self.settings, b) for b in batches)
+
+
+def _service(name: str) -> ServiceName:
+    if name not in ("profile_generation", "playbook_generation"):
+        raise ValueError(f"not a generation service: {name}")
+    return name  # type: ignore[return-value]
+
+
+def undo_and_forget(url: str, record: CheckRecord) -> Undo:
+    """Undo the check and, when that is complete, remove its record."""
+    undo = undo_check(PrefectCheckOps(reflexio_settings(url)), record)
+    if undo.complete:
+        delete_record(url)
+    return undo
+
+
+def repair_unfinished_check(url: str) -> str | None:
+    """Undo the unfinished prompt check on this server, if there is one (the caller holds the
+    server's lock). Returns what was done (None: there was none); CheckNotRepaired when the
+    check could not be undone."""
+    block = catalogue.check_record_block(url)
+    try:
+        record = load_record(url)
+    except RecordError as exc:
+        raise CheckNotRepaired(f"{exc} Nothing else was done.") from None
+    if record is None:
+        return None
+    _logger().warning(
+        "Found the record of an unfinished %s (Secret block '%s'); undoing it before "
+        "anything else.",
+        record.describe(),
+        block,
+    )
+    undo = undo_and_forget(url, record)
+    events.emit(
+        catalogue.EVENT_CHECK_UNDONE,
+        url,
+        check_flow_run_id=record.flow_run_id,
+        complete=undo.complete,
+        done=undo.done,
+        left=undo.left,
+    )
+    if not undo.complete:
+        message = (
+            f"An unfinished {record.describe()} was found and could not be undone: "
+            f"{undo.sentence()} Its record (Secret block '{block}') is kept, so the next run "
+            "tries again. Nothing else was done."
+        )
+        _logger().error("%s", message)
+        raise CheckNotRepaired(message)
+    message = f"Undid an unfinished {record.describe()}: {undo.sentence()}"
+    _logger().warning("%s", message)
+    return message
