@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from core.check_record import CheckRecord, UpgradeStarted
@@ -51,6 +50,7 @@ class CheckOps(Protocol):
     def cancel_rerun(self, service: str, operation_id: str) -> bool: ...
     def pending_profiles(self) -> set[str]: ...
     def delete_profiles(self, ids: Collection[str]) -> int: ...
+    def backup_readable(self, backup: str) -> bool: ...
     def restore_profiles(self, backup: str) -> str: ...
     def playbooks(self, agent_version: str) -> list[dict[str, Any]]: ...
     def delete_playbooks(self, ids: Collection[str]) -> int: ...
@@ -142,7 +142,7 @@ def _undo_profile_upgrade(
     """Restore the profiles from the backup the upgrade was made after (idempotent, and a
     no-op when the upgrade never applied); without the backup, go on only when the
     candidate is still PENDING (the upgrade promotes every PENDING row at once)."""
-    if started.backup and Path(started.backup).is_file():
+    if started.backup and ops.backup_readable(started.backup):
         restored = ops.restore_profiles(started.backup)
         undo.done.append(f"restored the profiles it had set out to upgrade: {restored}")
         return True

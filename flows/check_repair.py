@@ -85,6 +85,9 @@ class PrefectCheckOps:
     def delete_profiles(self, ids: Collection[str]) -> int:
         return sum(delete_profiles(self.settings, b) for b in in_batches(sorted(ids), BATCH))
 
+    def backup_readable(self, backup: str) -> bool:
+        return Path(backup).is_file()
+
     def restore_profiles(self, backup: str) -> str:
         # flows.restore imports flows.lock, which imports this module: import it here.
         from flows.restore import restore_profiles

@@ -8,10 +8,11 @@ Runs the prompt check without a Prefect server (Prefect's ephemeral local API is
 PREFECT_API_URL is unset). It never waits for a person: a 'warn' gate verdict fails the check
 unless --allow-warn. Exit codes: 0 pass, 1 gate or regeneration failed, 2 learning is
 stalled, 3 bad input (a config file, arguments, or nothing to regenerate: --no-profiles
-without --agent-version), 4 Reflexio error (unreachable, rejected key, ...) or an earlier
-check on the server that could not be undone, 5 busy: another run held the server's lock
-for --lock-timeout seconds (nothing was applied; run again later). A check that dies is
-undone by the next run on the server (flows/check_repair.py).
+without --agent-version), 4 Reflexio error (unreachable, rejected key, ...), a check that
+could not be undone (this one, or an earlier one that died), or aggregation failed after a
+promotion, 5 busy: another run held the server's lock for --lock-timeout seconds (nothing
+was applied; run again later). A check that dies is undone by the next run on the server
+(flows/check_repair.py).
 The lock lives in the Prefect API: point PREFECT_API_URL at the deployments' Prefect server
 so the check and the scheduled runs share it. The Markdown report goes to --report and,
 when set, to $GITHUB_STEP_SUMMARY.
@@ -118,6 +119,7 @@ def prompt_check(args: argparse.Namespace) -> int:
 
 
 def _write_report(args: argparse.Namespace, markdown: str) -> None:
+    """Append the report to --report and to $GITHUB_STEP_SUMMARY, when given."""
     for target in (args.report, os.environ.get("GITHUB_STEP_SUMMARY")):
         if target:
             with Path(target).open("a") as handle:

@@ -168,6 +168,7 @@ def _start_record(settings: ReflexioSettings, params: PromptChangeParams) -> Che
 
 
 def _check_kind(engine: Engine) -> CheckKind:
+    """The record's name for the engine's kind."""
     return "profiles" if engine.kind.agent_version is None else "playbooks"
 
 

@@ -63,6 +63,9 @@ class Server:
             del self.profiles[i]
         return len(gone)
 
+    def backup_readable(self, backup: str) -> bool:
+        return Path(backup).is_file()
+
     def restore_profiles(self, backup: str) -> str:
         self.restored.append(backup)
         self.profiles = {i: s for i, s in self.profiles.items() if not i.startswith("new")}
