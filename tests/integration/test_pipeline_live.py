@@ -67,7 +67,10 @@ def _during_rerun(url: str, service: str) -> threading.Event:
 def _run_while_users_talk(stack: LocalStack, service: str, run: Callable[[], State]):
     """Run a regeneration (slowed so users can talk during its rerun) while an existing
     and a new user talk to the agent; its outcome, which must be an upgrade."""
-    stack.llm.configure(delay_s=0.4)  # a rerun long enough to talk during it
+    # Every LLM call is slowed: the rerun makes about 3 calls for each of 6 users, the two
+    # users' conversations 2 each, so they are learned well before the rerun ends (at 0.4 s
+    # a call, on a loaded machine, the talk once ended after the run's last read).
+    stack.llm.configure(delay_s=1.0)
     published = _during_rerun(stack.url, service)
     state = run()
     stack.llm.configure(delay_s=0)
