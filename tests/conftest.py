@@ -18,8 +18,22 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from local_stack.seed import seed
 from local_stack.stack import LocalStack
+from reflexio_api import ReflexioClient, ReflexioSettings
 
 SEEDED = "seeded"
+SEEDED_COUNTS: dict[str, int] = {}
+"""Profiles per status right after seeding (tests that need the seeded state compare)."""
+
+
+def profile_counts(url: str) -> dict[str, int]:
+    """Profiles per status on the server, from its statistics."""
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        stats = client.get_profile_statistics()
+    return {
+        "current": stats.current_count,
+        "pending": stats.pending_count,
+        "archived": stats.archived_count,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(state_dir=tmp_path_factory.mktemp("reflexio")) as running:
         seed(running.url, sources=("chat", "email"))
         running.snapshot(SEEDED)
+        SEEDED_COUNTS.update(profile_counts(running.url))
         yield running
 
 
