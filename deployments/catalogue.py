@@ -30,6 +30,12 @@ def lock_name(url: str) -> str:
     return f"reflexio-lock-{server_slug(url)}"
 
 
+def rate_limit_name(url: str, route: str) -> str:
+    """Global concurrency limit pacing one rate-limited route of one server (1 slot that
+    decays in the route's spacing: tasks/pacing.py), shared by every process."""
+    return f"reflexio-rate-{server_slug(url)}-{route.replace('_', '-')}"
+
+
 def restore_artifact(url: str) -> str:
     """Summary artifact key of the restore flow on one server."""
     return f"restore-{server_slug(url)}-summary"

@@ -21,8 +21,9 @@ from deployments.catalogue import NOTIFICATION_BLOCK
 from gate import GatePolicy, GatePolicyError
 from reflexio_api import ReflexioSettings
 from tasks.backups import check_file_location, check_location, default_backup_location
+from tasks.pacing import spacing_for
 from tasks.settings import reflexio_settings
-from tasks.sweep import PACING_MARGIN_S, SERVER_MANUAL_LIMIT_PER_MIN, SweepKind, SweepPlan
+from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN, SweepKind, SweepPlan
 
 OnWarn = Literal["upgrade", "ask", "refuse"]
 
@@ -381,7 +382,7 @@ class SweepParams(WriterParams):
     @property
     def spacing_s(self) -> float:
         """Minimum gap between two calls to the same manual_* route (with a safety margin)."""
-        return 60.0 / self.manual_calls_per_minute + PACING_MARGIN_S
+        return spacing_for(self.manual_calls_per_minute)
 
     def plan(self) -> SweepPlan:
         """What the prerequisites check needs to know."""

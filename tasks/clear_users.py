@@ -8,7 +8,7 @@ exists afterwards is a leftover; leftovers are reported and deleted by id.
 
 Listings are organisation-wide (one complete, paged listing per status, not one per user)
 to stay far below get_all_profiles' 30/min limit; clear_user_data calls (10/min, H11) are
-paced.
+paced through a Prefect rate limit shared by every process (tasks/pacing.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from reflexio_api import ReflexioClient, ReflexioSettings
+from tasks.pacing import paced_call, pacer_for, spacing_for
 from tasks.retry import retry_options
-from tasks.sweep import PACING_MARGIN_S, paced_call, pacer_for
 
 PROFILE_STATUSES = ("current", "pending", "archived")
 CLEAR_CALLS_PER_MINUTE = 10
@@ -57,8 +57,7 @@ def inventory(settings: ReflexioSettings) -> Inventory:
 @task(name="clear-user-data", cache_policy=NO_CACHE, **retry_options())
 def clear_user(settings: ReflexioSettings, user_id: str) -> dict[str, int]:
     """POST /api/clear_user_data (idempotent: a second clear deletes nothing), paced."""
-    spacing = 60.0 / CLEAR_CALLS_PER_MINUTE + PACING_MARGIN_S
-    pacer = pacer_for(settings.url, "clear_user_data", spacing)
+    pacer = pacer_for(settings.url, "clear_user_data", spacing_for(CLEAR_CALLS_PER_MINUTE))
     with ReflexioClient(settings) as client:
         done = paced_call(pacer, lambda: client.clear_user_data(user_id))
     return dict(done.result.deleted_counts)

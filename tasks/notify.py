@@ -2,12 +2,17 @@
 
 The block is found by its name (any notification block type: Slack, Teams, Custom
 Webhook, ...). Delivery runs under `block.raise_on_failure()`, so a failed send is an
-error, not a log line. Errors never carry the block's URL, headers or secrets: only the
-block's name, its type and the exception type / HTTP status.
+error, not a log line. Only a transient failure (connection error, timeout, HTTP 408/429/5xx)
+is retried; a missing block or a webhook that refuses (401, 403, 404) fails at once.
+Errors never carry the block's URL, headers or secrets: only the block's name, its type and
+the exception type / HTTP status.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 from prefect import get_run_logger, task
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
@@ -17,6 +22,32 @@ from prefect.client.orchestration import get_client
 
 class NotificationFailed(RuntimeError):
     """The notification could not be delivered (message free of URLs and secrets)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+TRANSIENT_HTTP = frozenset({408, 425, 429})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A send failure that a retry may cure: no answer, a timeout, 408/425/429 or 5xx."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None:
+        return status in TRANSIENT_HTTP or status >= 500
+    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError))
+
+
+def retry_transient_send(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry_condition_fn of send_notification: transient failures only."""
+    try:
+        state.result(raise_on_failure=True)
+    except NotificationFailed as exc:
+        return exc.transient
+    except BaseException:
+        return False
+    return False
 
 
 def _block_slug(name: str) -> str:
@@ -70,13 +101,20 @@ def deliver(block: NotificationBlock, name: str, subject: str, body: str) -> Non
     except Exception as exc:
         raise NotificationFailed(
             f"Notification through block '{name}' ({type(block).__name__}) failed: "
-            f"{_safe_reason(exc)}. Check the block's target and credentials."
+            f"{_safe_reason(exc)}. Check the block's target and credentials.",
+            transient=is_transient(exc),
         ) from None
 
 
-@task(name="send-notification", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="send-notification",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_transient_send,
+)
 def send_notification(block_name: str, subject: str, body: str) -> None:
-    """Load the block and deliver; retried twice (a webhook blip), then the run fails."""
+    """Load the block and deliver; a transient failure is retried twice, then the run fails."""
     block = load_notification_block(block_name)
     deliver(block, block_name, subject, body)
     get_run_logger().info("Notification sent through block '%s': %s", block_name, subject)

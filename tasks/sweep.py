@@ -10,39 +10,29 @@ What the real server (reflexio-ai 0.2.32) does, and why the code looks like this
   every source's interactions. Counts are measured from listings before and after each step
   (H3: `profiles_generated` / `playbooks_generated` count existing rows).
 - Rate limits (H11) are per client IP and per route: 5/min on each manual_* route, no
-  Retry-After header. Pacing is a pure-code spacer per (server, route): it works with no
-  Prefect object created beforehand (Prefect's `rate_limit` needs a global concurrency limit
-  with slot decay, and a missing one only warns, i.e. no pacing at all). It is per process,
-  which is enough because the sweep deployment runs one sweep at a time (its deployment
-  concurrency limit). A 429 that still happens (another client on the same IP) is waited out
-  (Retry-After, else the reflexio_api estimate, else a full minute) and the call repeated.
+  Retry-After header. Calls are paced through Prefect's `rate_limit` on one limit per route
+  of the server, shared by every process on the same Prefect API (tasks/pacing.py): two
+  sweeps one after the other, or from two deployments, keep the server's pace together.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from reflexio_api import ReflexioClient, ReflexioSettings, TransientError
+from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.errors import ReflexioError
-
-T = TypeVar("T")
+from tasks.pacing import paced_call, pacer_for
+from tasks.retry import retry_options
 
 SweepKind = Literal["profiles", "playbooks"]
 MANUAL_PROFILES_ROUTE = "manual_profile_generation"
 MANUAL_PLAYBOOKS_ROUTE = "manual_playbook_generation"
 SERVER_MANUAL_LIMIT_PER_MIN = 5
-PACING_MARGIN_S = 1.0
-"""Added to every gap: calls spaced exactly 60/limit apart on our clock can still reach the
-server inside its window (the first request's connection setup delays its timestamp);
-measured: 6 calls 12.0 s apart met one 429 on the rate-limited local server."""
 H8_NOTE = (
     "H8: the server's `source` does not filter interactions. A source's profile step reads "
     "the recent interactions of EVERY source and stamps the given source on what it makes, "
@@ -180,7 +170,7 @@ def evaluate_prerequisites(
     return found
 
 
-@task(name="check-sweep-prerequisites", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="check-sweep-prerequisites", cache_policy=NO_CACHE, **retry_options())
 def check_prerequisites(settings: ReflexioSettings, params: SweepPlan) -> Prerequisites:
     """Read config and operation slots; no writes."""
     with ReflexioClient(settings) as client:
@@ -191,91 +181,6 @@ def check_prerequisites(settings: ReflexioSettings, params: SweepPlan) -> Prereq
             if status is not None and not status.is_terminal:
                 running.append(service)
     return evaluate_prerequisites(config, params, settings.url, running)
-
-
-# --- pacing --------------------------------------------------------------------------------
-
-
-class Pacer:
-    """Spaces calls at least `interval_s` apart (start to start); thread-safe."""
-
-    def __init__(
-        self,
-        interval_s: float,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.interval_s = interval_s
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._next_at: float | None = None
-
-    def acquire(self) -> float:
-        """Wait for this call's turn; return the seconds waited."""
-        with self._lock:
-            now = self._clock()
-            start = now if self._next_at is None else max(now, self._next_at)
-            self._next_at = start + self.interval_s
-        waited = start - now
-        if waited > 0:
-            self._sleep(waited)
-        return waited
-
-    def push_back(self, seconds: float) -> None:
-        """After a 429: no call before `seconds` from now."""
-        with self._lock:
-            self._next_at = max(self._next_at or 0.0, self._clock() + seconds)
-
-
-_PACERS: dict[tuple[str, str], Pacer] = {}
-_PACERS_LOCK = threading.Lock()
-
-
-def pacer_for(url: str, route: str, interval_s: float) -> Pacer:
-    """The process-wide pacer of one route of one server (interval updated if it changed)."""
-    with _PACERS_LOCK:
-        pacer = _PACERS.get((url, route))
-        if pacer is None:
-            pacer = _PACERS[(url, route)] = Pacer(interval_s)
-        pacer.interval_s = interval_s
-        return pacer
-
-
-@dataclass
-class PacedCall:
-    """What a paced call returned and what it cost."""
-
-    result: Any
-    started_at: float
-    waited_s: float
-    rate_limited: int
-
-
-def paced_call(
-    pacer: Pacer,
-    call: Callable[[], T],
-    *,
-    max_rate_limited: int = 3,
-    default_wait_s: float = 60.0,
-    max_wait_s: float = 120.0,
-    clock: Callable[[], float] = time.monotonic,
-) -> PacedCall:
-    """Run `call` when the pacer allows; on HTTP 429 wait it out and try again (a 429 is
-    refused before any work, so repeating is safe). Other errors propagate."""
-    rate_limited = 0
-    waited = 0.0
-    while True:
-        waited += pacer.acquire()
-        started = clock()
-        try:
-            return PacedCall(call(), started, waited, rate_limited)
-        except TransientError as exc:
-            if exc.status_code != 429 or rate_limited >= max_rate_limited:
-                raise
-            rate_limited += 1
-            wait = min(exc.retry_after or default_wait_s, max_wait_s)
-            pacer.push_back(wait)  # the next acquire() does the waiting
 
 
 # --- snapshots and steps -------------------------------------------------------------------
@@ -289,9 +194,7 @@ class Snapshot:
     playbooks: dict[int, tuple[str, str | None]]
 
 
-@task(
-    name="snapshot-current-rows", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 20, 60]
-)
+@task(name="snapshot-current-rows", cache_policy=NO_CACHE, **retry_options())
 def snapshot(settings: ReflexioSettings, kinds: list[str], agent_versions: list[str]) -> Snapshot:
     """List every CURRENT row of the kinds swept (complete listings; get_all_profiles is
     limited to 30/min, the client waits out a 429)."""

@@ -41,3 +41,49 @@ def test_six_manual_calls_stay_under_the_limit(tmp_path, prefect_api: None):
     assert all(gap >= 60 / SERVER_MANUAL_LIMIT_PER_MIN for gap in gaps), gaps
     assert starts[5] - starts[0] >= 60.0, "six calls on one route span more than a minute"
     assert all(r["paced_wait_s"] > 0 for r in rows[1:]), "calls 2-6 waited for their turn"
+
+
+TURNS_SCRIPT = """
+import sys, time
+from tasks.pacing import pacer_for
+pacer = pacer_for(sys.argv[1], "manual_profile_generation", float(sys.argv[2]))
+for _ in range(3):
+    pacer.acquire()
+    print(time.time(), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_processes_on_one_prefect_api_share_one_pace(prefect_api: None):
+    """Two processes pace the same route of the same server through one Prefect limit:
+    their six turns, merged, are at least the interval apart (and the limit is set up once,
+    then found as it is)."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.catalogue import rate_limit_name
+    from tasks.pacing import ensure_rate_limit
+
+    url, interval = "http://127.0.0.1:1", 2.0
+    name = rate_limit_name(url, "manual_profile_generation")
+    assert ensure_rate_limit(name, interval) == "created"
+    assert ensure_rate_limit(name, interval) == "exists"
+    assert ensure_rate_limit(name, 3.0) == "updated"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TURNS_SCRIPT, url, str(interval)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    turns = sorted(float(line) for p in procs for line in p.communicate(timeout=100)[0].split())
+    assert all(p.returncode == 0 for p in procs)
+    assert len(turns) == 6
+    gaps = [b - a for a, b in itertools.pairwise(turns)]
+    assert all(gap >= interval - 0.05 for gap in gaps), gaps
