@@ -20,6 +20,23 @@ EVENT_ROLLED_BACK = "reflexio.rolled-back"
 EVENT_RESTORED = "reflexio.restored"
 EVENT_CHECK_UNDONE = "reflexio.prompt-check.undone"
 
+HOUR_S = 3600
+FLOW_TIMEOUT_S = {
+    "profile-regeneration": 23 * HOUR_S,
+    "playbook-regeneration": 23 * HOUR_S,
+    "prompt-change": 6 * HOUR_S,
+    "restore-profiles": 6 * HOUR_S,
+    "clear-user-data": 2 * HOUR_S,
+    "manual-generation-sweep": 2 * HOUR_S,
+    "stall-watch": 4 * 60,
+}
+"""Each flow's timeout (a run past it ends TimedOut, which the failed-run automation
+reports). A regeneration's waits (lock, rerun, approval) must fit in its timeout with
+WORK_MARGIN_S to spare: its parameters are refused otherwise (flows/params.py). The stall
+watch must end before its next 5-minute run."""
+WORK_MARGIN_S = 2 * HOUR_S
+"""What a regeneration keeps of its timeout for listing, backup, gate, upgrade and checks."""
+
 SWEEP_ARTIFACT = "manual-sweep-summary"
 CLEAR_USERS_ARTIFACT = "clear-users-summary"
 

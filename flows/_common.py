@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from prefect import get_run_logger
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 
@@ -85,7 +86,7 @@ def run_step(engine: Engine, step: Callable[[], RegenerationOutcome]) -> Regener
 def publish_summary(engine: Engine) -> None:
     """The run summary artifact of the engine's kind on its server."""
     engine.summary.publish(f"{engine.kind.artifact_prefix(engine.ops.url)}-summary")
-    print(engine.summary.decision)
+    get_run_logger().info("Decision: %s", engine.summary.decision)
 
 
 def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> State:

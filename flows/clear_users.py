@@ -20,6 +20,8 @@ from prefect.states import Completed, Failed, State
 
 from core.erasures import ErasureRecordError, record_erasures
 from core.identity import server_key
+from deployments.catalogue import FLOW_TIMEOUT_S
+from flows import run_names
 from flows.lock import holds_server_lock
 from flows.params import ClearUsersParams
 from tasks.backups import BackupLocationError, open_location
@@ -35,7 +37,12 @@ from tasks.clear_users import (
 ARTIFACT_KEY = "clear-users-summary"
 
 
-@flow(name="clear-user-data", validate_parameters=True)
+@flow(
+    name="clear-user-data",
+    flow_run_name=run_names.clear_users,
+    timeout_seconds=FLOW_TIMEOUT_S["clear-user-data"],
+    validate_parameters=True,
+)
 @holds_server_lock
 def clear_users(params: ClearUsersParams) -> State:
     """Erase the users' rows; Completed when nothing of theirs remains, else Failed."""
@@ -106,10 +113,8 @@ def clear_users(params: ClearUsersParams) -> State:
         logger.error("%s", message)
         return Failed(message=message, data=summary)
     anonymised = sum(r.anonymised for r in reports)
-    return Completed(
-        message=(
-            f"Cleared {len(reports)} user(s); nothing of theirs remains"
-            + (f" ({anonymised} anonymised leftover(s) deleted by id, H9)" if anonymised else "")
-        ),
-        data=summary,
+    message = f"Cleared {len(reports)} user(s); nothing of theirs remains" + (
+        f" ({anonymised} anonymised leftover(s) deleted by id, H9)" if anonymised else ""
     )
+    logger.info("Decision: %s", message)
+    return Completed(message=message, data=summary)

@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from deployments.catalogue import NOTIFICATION_BLOCK
+from deployments.catalogue import FLOW_TIMEOUT_S, NOTIFICATION_BLOCK, WORK_MARGIN_S
 from gate import GatePolicy, GatePolicyError
 from reflexio_api import ReflexioSettings
 from tasks.backups import check_file_location, check_location, default_backup_location
@@ -184,6 +184,19 @@ class RegenerationParams(WriterParams):
     def _window(self) -> RegenerationParams:
         if self.start_time and self.end_time and self.start_time >= self.end_time:
             raise ValueError("start_time must be before end_time")
+        return self
+
+    @model_validator(mode="after")
+    def _waits_fit_the_timeout(self) -> RegenerationParams:
+        waits = self.lock_timeout_s + self.operation_timeout_s + self.approval_timeout_s
+        budget = FLOW_TIMEOUT_S["profile-regeneration"] - WORK_MARGIN_S
+        if waits > budget:
+            raise ValueError(
+                f"lock_timeout_s + operation_timeout_s + approval_timeout_s = {waits:g} s is "
+                f"more than the {budget} s a regeneration may spend waiting (its timeout, "
+                f"{FLOW_TIMEOUT_S['profile-regeneration']} s, less {WORK_MARGIN_S} s for the "
+                "work itself): shorten one of them"
+            )
         return self
 
     def policy(self) -> GatePolicy:

@@ -17,6 +17,8 @@ from prefect import flow
 from prefect.states import State
 
 from core.kinds import user_playbooks
+from deployments.catalogue import FLOW_TIMEOUT_S
+from flows import run_names
 from flows._common import run_regeneration
 from flows.params import PlaybookRegenerationParams
 
@@ -24,7 +26,12 @@ DEFAULT_PARAMS = PlaybookRegenerationParams()
 """The form's defaults (safe: only_affected_users, no discard, no dry run)."""
 
 
-@flow(name="playbook-regeneration", validate_parameters=True)
+@flow(
+    name="playbook-regeneration",
+    flow_run_name=run_names.playbooks,
+    timeout_seconds=FLOW_TIMEOUT_S["playbook-regeneration"],
+    validate_parameters=True,
+)
 def playbook_regeneration(params: PlaybookRegenerationParams = DEFAULT_PARAMS) -> State:
     """Regenerate one agent_version's user playbooks safely, then aggregate.
 

@@ -18,6 +18,8 @@ from prefect import flow
 from prefect.states import State
 
 from core.kinds import PROFILES
+from deployments.catalogue import FLOW_TIMEOUT_S
+from flows import run_names
 from flows._common import run_regeneration
 from flows.params import RegenerationParams
 
@@ -25,7 +27,12 @@ DEFAULT_PARAMS = RegenerationParams()
 """The form's defaults (safe: only_affected_users, no discard, no dry run)."""
 
 
-@flow(name="profile-regeneration", validate_parameters=True)
+@flow(
+    name="profile-regeneration",
+    flow_run_name=run_names.profiles,
+    timeout_seconds=FLOW_TIMEOUT_S["profile-regeneration"],
+    validate_parameters=True,
+)
 def profile_regeneration(params: RegenerationParams = DEFAULT_PARAMS) -> State:
     """Regenerate profiles safely (see the module docstring for every end state).
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
@@ -40,6 +40,8 @@ from core.identity import server_key
 from core.kinds import PROFILES, user_playbooks
 from core.outcome import Decision, RegenerationOutcome
 from deployments import catalogue
+from deployments.catalogue import FLOW_TIMEOUT_S
+from flows import run_names
 from flows._common import STALLED_STATE_NAME, make_engine, publish_summary, run_id, run_step
 from flows.check_repair import CheckNotRepaired, undo_and_forget
 from flows.engine import Engine
@@ -341,7 +343,12 @@ def _not_promoted(
     return _result(params, verdict, f"{message} The check undid itself: {undo.sentence()}", runs)
 
 
-@flow(name="prompt-change", validate_parameters=True)
+@flow(
+    name="prompt-change",
+    flow_run_name=run_names.prompt_check,
+    timeout_seconds=FLOW_TIMEOUT_S["prompt-change"],
+    validate_parameters=True,
+)
 def prompt_change(params: PromptChangeParams) -> State:
     """Try a candidate config: regenerate, gate, promote only when allowed (module docstring).
 
@@ -362,6 +369,7 @@ def prompt_change(params: PromptChangeParams) -> State:
         key=catalogue.prompt_check_artifact(params.settings().url),
         description=result.message[:200],
     )
+    get_run_logger().info("Decision: %s: %s", result.verdict.name, result.message)
     if result.verdict is Verdict.PASS:
         return Completed(message=result.message, data=result)
     name = STALLED_STATE_NAME if result.verdict is Verdict.STALL else "Failed"

@@ -37,6 +37,8 @@ from core.restore_plan import (
 )
 from core.state import name_ids
 from deployments import catalogue
+from deployments.catalogue import FLOW_TIMEOUT_S
+from flows import run_names
 from flows.lock import holds_server_lock
 from flows.params import RestoreParams
 from reflexio_api import ReflexioError, ReflexioSettings
@@ -119,7 +121,12 @@ def _report(summary: RunSummary, inputs: RestoreInputs, plan: RestorePlan) -> No
         summary.note(f"{plan.pending_left} PENDING row(s) in the backup are left alone.")
 
 
-@flow(name="restore-profiles", validate_parameters=True)
+@flow(
+    name="restore-profiles",
+    flow_run_name=run_names.restore,
+    timeout_seconds=FLOW_TIMEOUT_S["restore-profiles"],
+    validate_parameters=True,
+)
 @holds_server_lock
 def restore_profiles(params: RestoreParams) -> State:
     """Put a profile backup back on the server, keeping rows learned since by default."""
@@ -178,4 +185,4 @@ def restore_profiles(params: RestoreParams) -> State:
         return Failed(message=summary.decision)
     finally:
         summary.publish(catalogue.restore_artifact(settings.url))
-        print(summary.decision)
+        get_run_logger().info("Decision: %s", summary.decision)

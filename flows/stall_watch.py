@@ -22,6 +22,8 @@ from prefect.states import Completed, State
 from prefect.variables import Variable
 
 from core.identity import server_slug
+from deployments.catalogue import FLOW_TIMEOUT_S
+from flows import run_names
 from flows.params import StallWatchParams
 from reflexio_api.models import StallState
 from tasks import events
@@ -70,7 +72,12 @@ def recovery_text(url: str, last: dict[str, Any]) -> tuple[str, str]:
     )
 
 
-@flow(name="stall-watch", validate_parameters=True)
+@flow(
+    name="stall-watch",
+    flow_run_name=run_names.stall_watch,
+    timeout_seconds=FLOW_TIMEOUT_S["stall-watch"],
+    validate_parameters=True,
+)
 def stall_watch(params: StallWatchParams | None = None) -> State:
     """One look at the stall flag; notify a new stall once, a recovery once."""
     params = params or StallWatchParams()

@@ -14,6 +14,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed, State
 
+from deployments.catalogue import FLOW_TIMEOUT_S
+from flows import run_names
 from flows._common import stalled as stalled_state
 from flows.lock import holds_server_lock
 from flows.params import SweepParams
@@ -48,7 +50,12 @@ def _publish(steps: list[StepResult], notes: list[str], url: str) -> None:
     create_table_artifact(key=ARTIFACT_KEY, table=[s.row() for s in steps], description=description)
 
 
-@flow(name="manual-generation-sweep", validate_parameters=True)
+@flow(
+    name="manual-generation-sweep",
+    flow_run_name=run_names.sweep,
+    timeout_seconds=FLOW_TIMEOUT_S["manual-generation-sweep"],
+    validate_parameters=True,
+)
 @holds_server_lock
 def manual_sweep(params: SweepParams) -> State:
     """Sweep the given sources; Completed with the summary, or Failed naming what failed."""
@@ -112,6 +119,6 @@ def manual_sweep(params: SweepParams) -> State:
         )
         logger.error("%s", message)
         return Failed(message=message, data=summary)
-    return Completed(
-        message=f"Swept {len(params.sources)} source(s), {len(steps)} step(s).", data=summary
-    )
+    message = f"Swept {len(params.sources)} source(s), {len(steps)} step(s)."
+    logger.info("%s", message)
+    return Completed(message=message, data=summary)

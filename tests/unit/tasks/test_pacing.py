@@ -62,10 +62,8 @@ def test_a_lost_race_goes_back_to_reading():
 
 def test_a_turn_that_never_comes_says_which_limit_and_what_to_do():
     t = FakeTime()
-    p = SharedPacer(
-        "reflexio-rate-x", lambda: False, lambda: True, t.clock, t.sleep, max_wait_s=5
-    )
-    with pytest.raises(RuntimeError, match="reflexio-rate-x.*deployments.setup"):
+    p = SharedPacer("reflexio-rate-x", lambda: False, lambda: True, t.clock, t.sleep, max_wait_s=5)
+    with pytest.raises(RuntimeError, match=r"reflexio-rate-x.*deployments\.setup"):
         p.acquire()
 
 
