@@ -28,7 +28,7 @@ FLOW_TIMEOUT_S = {
     "restore-profiles": 6 * HOUR_S,
     "clear-user-data": 2 * HOUR_S,
     "manual-generation-sweep": 2 * HOUR_S,
-    "stall-watch": 4 * 60,
+    "stall-watch": 270,
 }
 """Each flow's timeout (a run past it ends TimedOut, which the failed-run automation
 reports). A regeneration's waits (lock, rerun, approval) must fit in its timeout with

@@ -10,21 +10,29 @@ recovers.
   notifies the recovery; the Variable is only updated after every notification went out.
 - Notifications go through the Prefect notification block named by `notification_block`
   (tasks/notify.py: `raise_on_failure`, so a failed send fails the run).
-- Events: `reflexio.stall.notified` and `reflexio.stall.recovered` (resource: the server).
+- Once per outage: a server that does not answer (connection refused, timeouts, 5xx after the
+  task's retries) is notified once, when the outage is first seen, and once when it answers
+  again; the runs in between end in a FAILED state named `Unreachable`, which the failed-run
+  automation does not match (it would notify every 5 minutes) and which the "stall watch is
+  silent" automation counts as the watch working (deployments/setup.py).
+- Events: `reflexio.stall.notified`, `reflexio.stall.recovered`,
+  `reflexio.server.unreachable` and `reflexio.server.reachable` (resource: the server).
   It does not emit `reflexio.stall.detected` every 5 minutes: that event is what the other
   flows emit when a stall stops them.
 """
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed, State
+from prefect.states import Completed, Failed, State
 from prefect.variables import Variable
 
 from core.identity import server_slug
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows.params import StallWatchParams
+from reflexio_api import TransientError
 from reflexio_api.models import StallState
 from tasks import events
 from tasks.notify import send_notification
@@ -32,6 +40,9 @@ from tasks.server import mark_stall_notified, read_stall_state
 
 STALL_NOTIFIED = "reflexio.stall.notified"
 STALL_RECOVERED = "reflexio.stall.recovered"
+SERVER_UNREACHABLE = "reflexio.server.unreachable"
+SERVER_REACHABLE = "reflexio.server.reachable"
+UNREACHABLE_STATE_NAME = "Unreachable"
 
 
 def variable_name(url: str) -> str:
@@ -72,6 +83,57 @@ def recovery_text(url: str, last: dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def unreachable_text(url: str, error: str) -> tuple[str, str]:
+    """Subject and body of the notification that the server stopped answering."""
+    return (
+        f"Reflexio server unreachable: {url}",
+        f"The stall watch cannot reach {url}: {error} Nothing on that server is watched or "
+        "regenerated until it answers again; this is notified once per outage, and again "
+        "when it answers.",
+    )
+
+
+def reachable_text(url: str, since: str) -> tuple[str, str]:
+    """Subject and body of the notification that the server answers again."""
+    return (
+        f"Reflexio server reachable again: {url}",
+        f"{url} answers again (unreachable since {since}); the stall watch is back to work.",
+    )
+
+
+def _remember(name: str, state: StallState | None, last: dict[str, Any], since: str | None) -> None:
+    """Keep what this run saw (after every notification of it went out)."""
+    seen = (
+        {
+            "stalled": state.stalled,
+            "reason": state.reason,
+            "stalled_at": state.stalled_at.isoformat() if state.stalled_at else None,
+        }
+        if state is not None
+        else {k: last.get(k) for k in ("stalled", "reason", "stalled_at")}
+    )
+    Variable.set(name, {**seen, "unreachable_since": since}, overwrite=True)
+
+
+def _unreachable(
+    params: StallWatchParams, name: str, last: dict[str, Any], exc: Exception
+) -> State:
+    """The server did not answer: notify the first time in this outage, then stay quiet."""
+    url = params.settings().url
+    since = last.get("unreachable_since")
+    if since is None:
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        subject, body = unreachable_text(url, str(exc))
+        send_notification(params.notification_block, subject, body)
+        events.emit(SERVER_UNREACHABLE, url, error=type(exc).__name__)
+        outcome = f"unreachable ({exc}); notified through '{params.notification_block}'"
+    else:
+        outcome = f"unreachable since {since}, already notified ({exc})"
+    _remember(name, None, last, since)
+    get_run_logger().warning("Stall watch on %s: %s", url, outcome)
+    return Failed(name=UNREACHABLE_STATE_NAME, message=outcome)
+
+
 @flow(
     name="stall-watch",
     flow_run_name=run_names.stall_watch,
@@ -84,10 +146,19 @@ def stall_watch(params: StallWatchParams | None = None) -> State:
     logger = get_run_logger()
     settings = params.settings()
     name = variable_name(settings.url)
-    last = Variable.get(name, default=None)
-    was_stalled = isinstance(last, dict) and bool(last.get("stalled"))
+    found = Variable.get(name, default=None)
+    last: dict[str, Any] = found if isinstance(found, dict) else {}
+    was_stalled = bool(last.get("stalled"))
 
-    state = read_stall_state(settings)
+    try:
+        state = read_stall_state(settings)
+    except TransientError as exc:
+        return _unreachable(params, name, last, exc)
+    if last.get("unreachable_since"):
+        subject, body = reachable_text(settings.url, last["unreachable_since"])
+        send_notification(params.notification_block, subject, body)
+        events.emit(SERVER_REACHABLE, settings.url)
+        _remember(name, None, last, None)  # the outage is over, whatever comes next
     if state.stalled and not state.notified_in_cc:
         subject, body = stall_text(settings.url, state)
         send_notification(params.notification_block, subject, body)
@@ -97,21 +168,13 @@ def stall_watch(params: StallWatchParams | None = None) -> State:
     elif state.stalled:
         outcome = f"stalled ({state.reason}), already notified"
     elif was_stalled:
-        subject, body = recovery_text(settings.url, last)  # type: ignore[arg-type]
+        subject, body = recovery_text(settings.url, last)
         send_notification(params.notification_block, subject, body)
         events.emit(STALL_RECOVERED, settings.url)
         outcome = f"recovered, notified through '{params.notification_block}'"
     else:
         outcome = "not stalled"
 
-    Variable.set(
-        name,
-        {
-            "stalled": state.stalled,
-            "reason": state.reason,
-            "stalled_at": state.stalled_at.isoformat() if state.stalled_at else None,
-        },
-        overwrite=True,
-    )
+    _remember(name, state, last, None)
     logger.info("Stall watch on %s: %s", settings.url, outcome)
     return Completed(message=outcome, data=outcome)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,10 +12,12 @@ import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.variables import Variable
 
+import flows.stall_watch as watch_module
 from flows.params import StallWatchParams
-from flows.stall_watch import stall_watch, variable_name
+from flows.stall_watch import UNREACHABLE_STATE_NAME, stall_watch, variable_name
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
+from tasks.server import read_stall_state
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +116,34 @@ def test_failed_delivery_fails_the_run_and_is_tried_again(
     receiver.bodies.clear()
     assert _watch(clean_stack).is_completed()
     assert len(receiver.bodies) == 1 and "billing_error" in receiver.bodies[0]["subject"]
+
+
+def test_an_unreachable_server_is_notified_once_per_outage_and_once_when_back(
+    receiver: Receiver, tmp_path, monkeypatch
+):
+    """Nothing listens on the port: the first run notifies, the next stays quiet (and neither
+    ends in the plain Failed state the failed-run automation matches); then the real server
+    starts on that port and the next run says it is back, once."""
+    quick = read_stall_state.with_options(retries=1, retry_delay_seconds=0)
+    monkeypatch.setattr(watch_module, "read_stall_state", quick)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    Variable.unset(variable_name(url))
+    params = StallWatchParams(reflexio_url=url, notification_block="stall-watch-test")
+    try:
+        down = [stall_watch(params=params, return_state=True) for _ in range(2)]
+        assert [s.name for s in down] == [UNREACHABLE_STATE_NAME] * 2
+        assert all(s.is_failed() for s in down)
+        assert len(receiver.bodies) == 1, receiver.bodies
+        assert receiver.bodies[0]["subject"] == f"Reflexio server unreachable: {url}"
+
+        with LocalStack(port=port, state_dir=tmp_path):
+            back = [stall_watch(params=params, return_state=True) for _ in range(2)]
+        assert all(s.is_completed() for s in back), [s.message for s in back]
+        assert [b["subject"] for b in receiver.bodies[1:]] == [
+            f"Reflexio server reachable again: {url}"
+        ]
+    finally:
+        Variable.unset(variable_name(url))
