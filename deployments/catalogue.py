@@ -11,6 +11,16 @@ SECRET_BLOCK = "reflexio-api-key"
 NOTIFICATION_BLOCK = "reflexio-alerts"
 FLOW_TAG = "reflexio"
 
+NIGHTLY_DEPLOYMENTS = ("nightly", "nightly-per-agent-version")
+"""The scheduled regenerations (prefect.yaml) watched for silence: no completed run in 26 h."""
+PACED_ROUTES = {
+    "manual_profile_generation": 5,
+    "manual_playbook_generation": 5,
+    "clear_user_data": 10,
+}
+"""Server routes paced through a shared Prefect rate limit, with the server's limit per minute
+(H11)."""
+
 EVENT_STALL_DETECTED = "reflexio.stall.detected"
 EVENT_GATE_PASSED = "reflexio.gate.passed"
 EVENT_GATE_FAILED = "reflexio.gate.failed"

@@ -12,11 +12,18 @@
 - Global concurrency limit `reflexio-lock-<host>-<port>` (1 slot) for the server in
   REFLEXIO_URL: the lock every flow that writes to it holds (flows/lock.py; the flows create
   it when missing too).
-- Automation (needs the notification block): notify when a flow run of these deployments
-  (tag `reflexio`) fails or crashes. A run stopped by a stall ends "Stalled" (a FAILED
-  state of another name), so it does not notify again: the flows notify a stall once
-  themselves. And notify when such a run pauses for an operator's approval (a gate WARN
-  with on_warn=ask, or require_approval): it waits in the UI, and no answer is a rejection.
+- Global concurrency limits `reflexio-rate-<host>-<port>-<route>` pacing the server's
+  rate-limited routes for every process (tasks/pacing.py; created when missing too).
+- Automations (need the notification block):
+  - a flow run of these deployments (tag `reflexio`) failed, crashed or timed out. A run
+    stopped by a stall ends "Stalled", and a stall watch that cannot reach the server ends
+    "Unreachable" (FAILED states of other names), so they do not notify again: the flows
+    notify those once themselves;
+  - such a run paused for an operator's approval (a gate WARN with on_warn=ask, or
+    require_approval): it waits in the UI, and no answer is a rejection;
+  - silence: stall-watch has not completed (or reported the server unreachable) for 15
+    minutes, or a nightly deployment has not completed a run for 26 hours: the worker, the
+    schedule or the runs themselves stopped, and nothing else would say so.
   The events (`reflexio.gate.failed`, `reflexio.approval.decided`, ...) are there for
   automations of your own.
 
@@ -31,6 +38,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from prefect.automations import Automation
@@ -49,12 +57,17 @@ from prefect.exceptions import ObjectNotFound
 
 from deployments.catalogue import (
     FLOW_TAG,
+    NIGHTLY_DEPLOYMENTS,
     NOTIFICATION_BLOCK,
+    PACED_ROUTES,
     SECRET_BLOCK,
     WORK_POOL,
     lock_name,
+    rate_limit_name,
 )
 from flows.lock import ensure_lock
+from flows.stall_watch import UNREACHABLE_STATE_NAME
+from tasks.pacing import ensure_rate_limit, spacing_for
 
 NOTIFICATION_TYPES = ("slack-webhook", "ms-teams-webhook", "custom-webhook")
 
@@ -157,9 +170,14 @@ def ensure_work_pool(report: Report) -> None:
 
 
 def ensure_limits(reflexio_url: str, report: Report) -> None:
-    """The one-slot lock of this server that every writing flow holds."""
+    """The one-slot lock of this server that every writing flow holds, and the rate limits
+    of its paced routes."""
     name = lock_name(reflexio_url)
     report.add(f"global concurrency limit '{name}' (1 slot): {ensure_lock(name)}")
+    for route, per_minute in PACED_ROUTES.items():
+        name = rate_limit_name(reflexio_url, route)
+        done = ensure_rate_limit(name, spacing_for(per_minute))
+        report.add(f"rate limit '{name}' ({per_minute}/min on the server): {done}")
 
 
 # --- automations ---------------------------------------------------------------------------
@@ -168,6 +186,18 @@ FLOW_RUN_BODY = (
     "Flow run {{ flow_run.name }} of {{ flow.name }} ended {{ flow_run.state.name }}: "
     "{{ flow_run.state.message }}"
 )
+STALL_WATCH_SILENCE = timedelta(minutes=15)
+NIGHTLY_SILENCE = timedelta(hours=26)
+STALL_WATCH_SILENT_BODY = (
+    "No run of stall-watch has completed in the last {minutes} minutes: nobody is watching "
+    "for stalls. Check that a worker runs (prefect worker start --pool " + WORK_POOL + ") and "
+    "that the schedule of deployment 'stall-watch/every-5-minutes' is active."
+)
+NIGHTLY_SILENT_BODY = (
+    "No run of deployment '{deployment}' has completed in the last {hours} hours: the nightly "
+    "regeneration did not run, or did not succeed. Look at its last runs in the Prefect UI; "
+    "check the worker (pool " + WORK_POOL + ") and that the schedule is active."
+)
 APPROVAL_BODY = (
     "Flow run {{ flow_run.name }} of {{ flow.name }} waits for an operator's approval: open "
     "{{ flow_run|ui_url }}, click Resume, approve or reject with your name and a reason. "
@@ -175,19 +205,27 @@ APPROVAL_BODY = (
 )
 
 
-def automation_specs(block_id: object) -> list[Automation]:
-    """The automations, by name."""
+def automation_specs(
+    block_id: object,
+    stall_watch_silence: timedelta = STALL_WATCH_SILENCE,
+    nightly_silence: timedelta = NIGHTLY_SILENCE,
+) -> list[Automation]:
+    """The automations, by name (the silences are parameters so tests can shorten them)."""
     notify: Callable[[str, str], SendNotification] = lambda subject, body: SendNotification(  # noqa: E731
         block_document_id=block_id, subject=subject, body=body
     )
     return [
         Automation(
             name="reflexio: flow run failed",
-            description="A Reflexio pipeline run (tag 'reflexio') failed or crashed.",
+            description="A Reflexio pipeline run (tag 'reflexio') failed, crashed or timed out.",
             trigger=EventTrigger(
                 # Runs stopped by a stall end in a FAILED state named "Stalled"
                 # (prefect.flow-run.Stalled): the stall is notified once by the flow itself.
-                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+                expect={
+                    "prefect.flow-run.Failed",
+                    "prefect.flow-run.Crashed",
+                    "prefect.flow-run.TimedOut",
+                },
                 match_related={"prefect.resource.id": f"prefect.tag.{FLOW_TAG}"},
                 posture=Posture.Reactive,
                 threshold=1,
@@ -204,6 +242,54 @@ def automation_specs(block_id: object) -> list[Automation]:
                 threshold=1,
             ),
             actions=[notify("Reflexio run awaits approval", APPROVAL_BODY)],
+        ),
+        Automation(
+            name="reflexio: stall watch silent",
+            description="No stall-watch run completed within the window.",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Completed", f"prefect.flow-run.{UNREACHABLE_STATE_NAME}"},
+                match_related={
+                    "prefect.resource.role": "flow",
+                    "prefect.resource.name": "stall-watch",
+                },
+                posture=Posture.Proactive,
+                threshold=1,
+                within=stall_watch_silence,
+            ),
+            actions=[
+                notify(
+                    "Reflexio stall watch is silent",
+                    STALL_WATCH_SILENT_BODY.format(
+                        minutes=int(stall_watch_silence.total_seconds() // 60)
+                    ),
+                )
+            ],
+        ),
+        *(
+            Automation(
+                name=f"reflexio: {deployment} silent",
+                description=f"No run of deployment '{deployment}' completed within the window.",
+                trigger=EventTrigger(
+                    expect={"prefect.flow-run.Completed"},
+                    match_related={
+                        "prefect.resource.role": "deployment",
+                        "prefect.resource.name": deployment,
+                    },
+                    posture=Posture.Proactive,
+                    threshold=1,
+                    within=nightly_silence,
+                ),
+                actions=[
+                    notify(
+                        f"Reflexio '{deployment}' has not completed",
+                        NIGHTLY_SILENT_BODY.format(
+                            deployment=deployment,
+                            hours=int(nightly_silence.total_seconds() // 3600),
+                        ),
+                    )
+                ],
+            )
+            for deployment in NIGHTLY_DEPLOYMENTS
         ),
     ]
 

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,12 +59,6 @@ class StepFailed(RuntimeError):
     def __init__(self, step: str, message: str) -> None:
         super().__init__(f"FAILED at step '{step}': {message}")
         self.step = step
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
@@ -117,22 +110,6 @@ class Processes:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
-
-
-def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        PREFECT_LOGGING_LEVEL="INFO",
-    )
-    env.pop("PREFECT_API_KEY", None)
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    else:
-        env.pop("PREFECT_API_URL", None)
-    return env
 
 
 # --------------------------------------------------------------------------- browser
@@ -234,6 +211,9 @@ def main() -> int:
     logs = work / "logs"
     logs.mkdir()
     procs = Processes(logs)
+    from local_stack.prefect_server import PrefectServer, prefect_env
+
+    prefect_server: PrefectServer | None = None
     stack = None
     driver = None
     step = "setup"
@@ -242,42 +222,8 @@ def main() -> int:
     try:
         # 1. Prefect server (API + UI).
         step = "start prefect server"
-        port = free_port()
-        ui = f"http://127.0.0.1:{port}"
-        api = f"{ui}/api"
-        home = work / "prefect-home"
-        home.mkdir()
-        server_env = prefect_env(home)
-        # The UI asks its API URL from these (not from the CLI flags).
-        server_env.update(
-            PREFECT_UI_API_URL=api,
-            PREFECT_SERVER_API_HOST="127.0.0.1",
-            PREFECT_SERVER_API_PORT=str(port),
-        )
-        server = procs.start(
-            "prefect-server",
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            server_env,
-        )
-
-        def healthy() -> bool:
-            if server.poll() is not None:
-                raise StepFailed(
-                    step, f"exited {server.returncode}:\n{procs.tail('prefect-server')}"
-                )
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-
-        wait_until(step, healthy, args.timeout)
+        prefect_server = PrefectServer(work, startup_timeout_s=args.timeout).start()
+        ui, api, home = prefect_server.ui_url, prefect_server.api_url, prefect_server.home
         print(f"prefect server: {ui}", flush=True)
 
         # 2. Local stack, seeded.
@@ -409,12 +355,18 @@ def main() -> int:
             with contextlib.suppress(Exception):
                 driver.quit()
         procs.stop_all()
+        if prefect_server is not None:
+            prefect_server.stop()
         if stack is not None:
             with contextlib.suppress(Exception):
                 stack.stop()
         print(f"elapsed: {time.monotonic() - started:.0f} s", flush=True)
-    for name in ("prefect-server", "serve"):
-        print(f"--- last lines of {name}.log ---\n{procs.tail(name)}", file=sys.stderr)
+    if prefect_server is not None:
+        print(
+            f"--- last lines of the prefect server's log ---\n{prefect_server.tail()}",
+            file=sys.stderr,
+        )
+    print(f"--- last lines of serve.log ---\n{procs.tail('serve')}", file=sys.stderr)
     return 1
 
 

@@ -19,12 +19,13 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from deployments.catalogue import PACED_ROUTES
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.pacing import paced_call, pacer_for, spacing_for
 from tasks.retry import retry_options
 
 PROFILE_STATUSES = ("current", "pending", "archived")
-CLEAR_CALLS_PER_MINUTE = 10
+CLEAR_CALLS_PER_MINUTE = PACED_ROUTES["clear_user_data"]
 
 
 @dataclass

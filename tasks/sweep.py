@@ -24,6 +24,7 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deployments.catalogue import PACED_ROUTES
 from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.errors import ReflexioError
 from tasks.pacing import paced_call, pacer_for
@@ -32,7 +33,7 @@ from tasks.retry import retry_options
 SweepKind = Literal["profiles", "playbooks"]
 MANUAL_PROFILES_ROUTE = "manual_profile_generation"
 MANUAL_PLAYBOOKS_ROUTE = "manual_playbook_generation"
-SERVER_MANUAL_LIMIT_PER_MIN = 5
+SERVER_MANUAL_LIMIT_PER_MIN = PACED_ROUTES[MANUAL_PROFILES_ROUTE]
 H8_NOTE = (
     "H8: the server's `source` does not filter interactions. A source's profile step reads "
     "the recent interactions of EVERY source and stamps the given source on what it makes, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -52,6 +53,17 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def wait_for(self, subject_part: str, timeout_s: float) -> dict[str, Any]:
+        """The first post whose subject contains `subject_part`; AssertionError after
+        `timeout_s`, naming what did arrive."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for post in list(self.posts):
+                if subject_part in str(post.get("subject")):
+                    return post
+            time.sleep(0.5)
+        raise AssertionError(f"no {subject_part!r} notification in {timeout_s:g} s: {self.posts}")
 
 
 def save_webhook_block(url: str) -> str:

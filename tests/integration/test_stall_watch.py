@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
@@ -18,52 +15,20 @@ from flows.stall_watch import UNREACHABLE_STATE_NAME, stall_watch, variable_name
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.server import read_stall_state
+from tests.integration.pipeline_helpers import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
 
-class Receiver:
-    """A tiny webhook on 127.0.0.1 that records JSON bodies (and can answer 500)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        self.status = 200
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                outer.bodies.append(json.loads(self.rfile.read(length) or b"{}"))
-                self.send_response(outer.status)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver(prefect_api: None) -> Iterator[Receiver]:
-    hook = Receiver()
-    CustomWebhookNotificationBlock(
-        name="stall-test-hook",
-        url=hook.url,
-        json_data={"subject": "{{subject}}", "body": "{{body}}"},
-    ).save("stall-watch-test", overwrite=True)
-    try:
+def receiver(prefect_api: None) -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as hook:
+        CustomWebhookNotificationBlock(
+            name="stall-test-hook",
+            url=hook.url,
+            json_data={"subject": "{{subject}}", "body": "{{body}}"},
+        ).save("stall-watch-test", overwrite=True)
         yield hook
-    finally:
-        hook.close()
 
 
 @pytest.fixture
@@ -81,15 +46,17 @@ def _watch(stack: LocalStack):
     return stall_watch(params=params, return_state=True)
 
 
-def test_notifies_once_per_stall_and_once_on_recovery(clean_stack: LocalStack, receiver: Receiver):
+def test_notifies_once_per_stall_and_once_on_recovery(
+    clean_stack: LocalStack, receiver: WebhookReceiver
+):
     assert _watch(clean_stack).is_completed()
-    assert receiver.bodies == []
+    assert receiver.posts == []
 
     clean_stack.set_stall("auth_error", "invalid api key")
     first, second = _watch(clean_stack), _watch(clean_stack)
     assert first.is_completed() and second.is_completed()
-    assert len(receiver.bodies) == 1
-    assert "stalled (auth_error)" in receiver.bodies[0]["subject"]
+    assert len(receiver.posts) == 1
+    assert "stalled (auth_error)" in receiver.posts[0]["subject"]
     assert "already notified" in second.message
     with ReflexioClient(ReflexioSettings(url=clean_stack.url)) as client:
         assert client.get_stall_state().notified_in_cc is True
@@ -97,13 +64,13 @@ def test_notifies_once_per_stall_and_once_on_recovery(clean_stack: LocalStack, r
     clean_stack.clear_stall()
     third, fourth = _watch(clean_stack), _watch(clean_stack)
     assert third.is_completed() and fourth.is_completed()
-    assert len(receiver.bodies) == 2
-    assert "recovered" in receiver.bodies[1]["subject"]
+    assert len(receiver.posts) == 2
+    assert "recovered" in receiver.posts[1]["subject"]
     assert fourth.message == "not stalled"
 
 
 def test_failed_delivery_fails_the_run_and_is_tried_again(
-    clean_stack: LocalStack, receiver: Receiver
+    clean_stack: LocalStack, receiver: WebhookReceiver
 ):
     clean_stack.set_stall("billing_error")
     receiver.status = 500
@@ -113,13 +80,13 @@ def test_failed_delivery_fails_the_run_and_is_tried_again(
         assert client.get_stall_state().notified_in_cc is False, "not marked when not sent"
 
     receiver.status = 200
-    receiver.bodies.clear()
+    receiver.posts.clear()
     assert _watch(clean_stack).is_completed()
-    assert len(receiver.bodies) == 1 and "billing_error" in receiver.bodies[0]["subject"]
+    assert len(receiver.posts) == 1 and "billing_error" in receiver.posts[0]["subject"]
 
 
 def test_an_unreachable_server_is_notified_once_per_outage_and_once_when_back(
-    receiver: Receiver, tmp_path, monkeypatch
+    receiver: WebhookReceiver, tmp_path, monkeypatch
 ):
     """Nothing listens on the port: the first run notifies, the next stays quiet (and neither
     ends in the plain Failed state the failed-run automation matches); then the real server
@@ -136,13 +103,13 @@ def test_an_unreachable_server_is_notified_once_per_outage_and_once_when_back(
         down = [stall_watch(params=params, return_state=True) for _ in range(2)]
         assert [s.name for s in down] == [UNREACHABLE_STATE_NAME] * 2
         assert all(s.is_failed() for s in down)
-        assert len(receiver.bodies) == 1, receiver.bodies
-        assert receiver.bodies[0]["subject"] == f"Reflexio server unreachable: {url}"
+        assert len(receiver.posts) == 1, receiver.posts
+        assert receiver.posts[0]["subject"] == f"Reflexio server unreachable: {url}"
 
         with LocalStack(port=port, state_dir=tmp_path):
             back = [stall_watch(params=params, return_state=True) for _ in range(2)]
         assert all(s.is_completed() for s in back), [s.message for s in back]
-        assert [b["subject"] for b in receiver.bodies[1:]] == [
+        assert [b["subject"] for b in receiver.posts[1:]] == [
             f"Reflexio server reachable again: {url}"
         ]
     finally:

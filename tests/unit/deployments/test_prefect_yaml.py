@@ -159,3 +159,16 @@ def test_nightly_regenerations_ask_on_warn_and_playbooks_wait_for_the_answer():
     assert {p.on_warn for p in profile_params + playbook_params} == {"ask"}
     longest_wait = max(p.approval_timeout_s for p in profile_params)
     assert all(p.lock_timeout_s > longest_wait for p in playbook_params)
+
+
+def test_the_silence_automations_watch_the_scheduled_regenerations_and_the_stall_watch():
+    scheduled = {
+        d["name"]
+        for d in DEPLOYMENTS
+        if d["entrypoint"] in REGENERATION and any(s["active"] for s in d["schedules"])
+    }
+    from deployments.catalogue import NIGHTLY_DEPLOYMENTS
+
+    assert scheduled == set(NIGHTLY_DEPLOYMENTS)
+    watch = [d for d in DEPLOYMENTS if d["entrypoint"].endswith(":stall_watch")]
+    assert [s["interval"] for d in watch for s in d["schedules"]] == [300]

@@ -7,10 +7,11 @@ from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 
 from deployments import setup
-from deployments.catalogue import lock_name
+from deployments.catalogue import PACED_ROUTES, lock_name, rate_limit_name
 
 SECRET = "sk-test-do-not-print-1234"
 HOOK = "http://127.0.0.1:9/hook-with-token-abcdef"
+URL = "http://127.0.0.1:8081"
 
 
 def _state() -> dict:
@@ -24,8 +25,16 @@ def _state() -> dict:
         automations = sorted(
             (a.name, a.id) for a in client.read_automations() if a.name.startswith("reflexio: ")
         )
-        limit = client.read_global_concurrency_limit_by_name(lock_name("http://127.0.0.1:8081"))
-    return {"blocks": sorted(blocks), "pools": pools, "automations": automations, "limit": limit.id}
+        limits = {
+            name: client.read_global_concurrency_limit_by_name(name)
+            for name in [lock_name(URL)] + [rate_limit_name(URL, r) for r in PACED_ROUTES]
+        }
+    return {
+        "blocks": sorted(blocks),
+        "pools": pools,
+        "automations": automations,
+        "limits": {n: (x.id, x.limit, x.slot_decay_per_second) for n, x in limits.items()},
+    }
 
 
 def test_setup_twice_creates_each_object_once(
@@ -46,8 +55,16 @@ def test_setup_twice_creates_each_object_once(
     assert first["pools"] == [setup.WORK_POOL]
     assert [name for name, _ in first["automations"]] == [
         "reflexio: flow run failed",
+        "reflexio: nightly silent",
+        "reflexio: nightly-per-agent-version silent",
         "reflexio: run awaits approval",
+        "reflexio: stall watch silent",
     ]
+    assert first["limits"][lock_name(URL)][1:] == (1, 0.0)
+    manual = rate_limit_name(URL, "manual_profile_generation")
+    assert first["limits"][manual][1:] == (1, pytest.approx(1 / 13))
+    clear = rate_limit_name(URL, "clear_user_data")
+    assert first["limits"][clear][1:] == (1, pytest.approx(1 / 7))
     assert Secret.load(setup.SECRET_BLOCK).get() == SECRET
     out = capsys.readouterr()
     assert SECRET not in out.out + out.err
@@ -60,8 +77,35 @@ def test_without_webhook_keeps_the_block_and_skips_nothing_else(
     monkeypatch.delenv("REFLEXIO_API_KEY", raising=False)
     monkeypatch.delenv("REFLEXIO_ALERT_WEBHOOK_URL", raising=False)
     assert setup.main([]) == 0
-    out = capsys.readouterr().out
-    assert "skipped (REFLEXIO_API_KEY is not set)" in out
+    out = capsys.readouterr().out.splitlines()
+    assert f"secret block '{setup.SECRET_BLOCK}': skipped (REFLEXIO_API_KEY is not set)" in out
+    assert f"work pool '{setup.WORK_POOL}' (process): exists" in out
+    assert any(line.startswith(f"global concurrency limit '{lock_name(URL)}'") for line in out)
+    for route in PACED_ROUTES:
+        assert any(line.startswith(f"rate limit '{rate_limit_name(URL, route)}'") for line in out)
+
+
+def test_automations_watch_failures_timeouts_and_silence():
+    specs = {
+        a.name: a.trigger
+        for a in setup.automation_specs(block_id="00000000-0000-0000-0000-000000000000")
+    }
+    failed = specs["reflexio: flow run failed"]
+    assert failed.expect == {
+        "prefect.flow-run.Failed",
+        "prefect.flow-run.Crashed",
+        "prefect.flow-run.TimedOut",
+    }, "Stalled and Unreachable are notified once by the flows themselves"
+    watch = specs["reflexio: stall watch silent"]
+    assert (watch.posture.value, watch.within.total_seconds()) == ("Proactive", 900)
+    assert watch.expect == {"prefect.flow-run.Completed", "prefect.flow-run.Unreachable"}
+    for deployment in ("nightly", "nightly-per-agent-version"):
+        nightly = specs[f"reflexio: {deployment} silent"]
+        assert (nightly.posture.value, nightly.within.total_seconds()) == ("Proactive", 26 * 3600)
+        assert nightly.match_related.model_dump() == {
+            "prefect.resource.role": "deployment",
+            "prefect.resource.name": deployment,
+        }
 
 
 @pytest.mark.parametrize(
