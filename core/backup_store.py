@@ -90,7 +90,7 @@ class LocalStore(BackupStore):
         return self.directory / name
 
     def location(self, name: str) -> str:
-        return str(self._path(name))
+        return str(self._path(name).absolute())  # found again from any working directory
 
     def staging_dir(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
@@ -29,6 +28,7 @@ from flows.params import RestoreParams
 from reflexio_api import ReflexioSettings
 from reflexio_api.models import ServiceName
 from tasks import events
+from tasks.backups import file_exists, folder_of
 from tasks.check_record import delete_record, load_record
 from tasks.config import put_config_back, read_config
 from tasks.ops import BATCH
@@ -86,18 +86,16 @@ class PrefectCheckOps:
         return sum(delete_profiles(self.settings, b) for b in in_batches(sorted(ids), BATCH))
 
     def backup_readable(self, backup: str) -> bool:
-        return Path(backup).is_file()
+        return file_exists(backup)
 
     def restore_profiles(self, backup: str) -> str:
         # flows.restore imports flows.lock, which imports this module: import it here.
         from flows.restore import restore_profiles
 
         # Erasure records: none can be newer than the check (clear-user-data undoes a dead
-        # check before it erases), so the backup's own folder serves.
+        # check before it erases), so the backup's own location serves.
         params = RestoreParams(
-            backup_file=Path(backup),
-            reflexio_url=self.settings.url,
-            records_dir=Path(backup).parent,
+            backup_file=backup, reflexio_url=self.settings.url, records_dir=folder_of(backup)
         )
         state = restore_profiles(params, return_state=True)
         if not state.is_completed():

@@ -55,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--report", type=Path, help="write the Markdown report here")
     check.add_argument("--reflexio-url", help="server URL (default: REFLEXIO_URL)")
-    check.add_argument("--backup-dir", type=Path, default=Path("backups"))
+    check.add_argument(
+        "--backup-dir",
+        default=None,
+        help="where backups go: a directory, s3://bucket/prefix or block:<name> "
+        "(default: $REFLEXIO_BACKUP_DIR, else ./backups)",
+    )
     check.add_argument("--gate-policy", type=Path, help="YAML file of gate policy overrides")
     check.add_argument(
         "--lock-timeout",
@@ -100,8 +105,8 @@ def prompt_check(args: argparse.Namespace) -> int:
             allow_warn=args.allow_warn,
             gate_policy=overrides,
             reflexio_url=args.reflexio_url,
-            backup_dir=args.backup_dir,
             lock_timeout_s=args.lock_timeout,
+            **({"backup_dir": args.backup_dir} if args.backup_dir else {}),
         )
     except (ValidationError, GatePolicyError, ValueError) as exc:
         message = f"bad input: {_reason(exc)}. Nothing was written."

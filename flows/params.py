@@ -305,7 +305,12 @@ class PromptChangeParams(WriterParams):
         "waits for a person: without this a warn fails it.",
     )
     notification_block: str = Field(NOTIFICATION_BLOCK, description="Notification block.")
-    backup_dir: Path = Field(Path("backups"), description="Backups and the saved config.")
+    backup_dir: BackupLocation = Field(
+        default_factory=default_backup_location,
+        description="Where the regenerations' backups go: a directory, an fsspec URL "
+        "(s3://bucket/prefix) or block:<name>; empty: REFLEXIO_BACKUP_DIR, else ./backups. "
+        "The next run on the server restores from there if this check dies mid-promotion.",
+    )
     operation_timeout_s: float = Field(1800, gt=0, description="Wait for each rerun.")
 
     @field_validator("agent_version")

@@ -184,7 +184,7 @@ def _upgrade_started(engine: Engine) -> UpgradeStarted:
     return UpgradeStarted(
         "profiles",
         len(pending),
-        backup=str(Path(backup).resolve()) if backup else None,
+        backup=backup,
         host=socket.gethostname(),
     )
 

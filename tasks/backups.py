@@ -134,6 +134,22 @@ def locate_file(location: str | Path) -> tuple[BackupStore, str]:
     return _block_store(name), file
 
 
+def file_exists(location: str) -> bool:
+    """True when the backup file at `location` (a path, URL or block:<name>/<file>) exists."""
+    store, name = locate_file(location)
+    return store.exists(name)
+
+
+def folder_of(location: str) -> str:
+    """The location holding the backup file `location`: its directory, its URL's folder, or
+    its block (backups are written at a location's top level)."""
+    if location.startswith(BLOCK_PREFIX):
+        return location.partition("/")[0]
+    if is_url(location):
+        return location.rstrip("/").rpartition("/")[0]
+    return str(Path(location).parent)
+
+
 @task(name="prune-backups", cache_policy=NO_CACHE)
 def prune_backups(location: str, server_url: str, days: int, run_id: str) -> str:
     """Delete the server's backups older than `days` days in `location`, never the newest

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fsspec
 import pytest
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from pydantic import ValidationError
@@ -13,7 +14,7 @@ from core.backup import BackupError, BackupWriter, open_backup
 from core.backup_store import FsspecStore, LocalStore
 from flows._common import apply_retention
 from flows.params import RegenerationParams, RestoreParams
-from tasks.backups import BackupLocationError, locate_file, open_location
+from tasks.backups import BackupLocationError, file_exists, folder_of, locate_file, open_location
 from tasks.report import RunSummary
 
 URL = "http://127.0.0.1:8081"
@@ -120,3 +121,18 @@ def test_retention_after_a_run_deletes_old_backups_and_a_failure_is_only_noted(
 
     apply_retention(params.model_copy(update={"backup_retention_days": 0}), URL, "r", summary)
     assert len(summary.notes) == 2, "0 keeps every backup: nothing is listed"
+
+
+def test_a_backup_file_is_found_where_it_was_written_local_or_remote(tmp_path):
+    local = tmp_path / "profiles-x.manifest.json"
+    assert not file_exists(str(local))
+    local.write_text("{}")
+    assert file_exists(str(local))
+    assert folder_of(str(local)) == str(tmp_path)
+
+    remote = "memory://reflexio-test-backups/prefix/profiles-x.manifest.json"
+    assert not file_exists(remote)
+    fsspec.filesystem("memory").pipe(remote, b"{}")
+    assert file_exists(remote)
+    assert folder_of(remote) == "memory://reflexio-test-backups/prefix"
+    assert folder_of("block:team-backups/profiles-x.manifest.json") == "block:team-backups"
