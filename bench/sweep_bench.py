@@ -18,6 +18,7 @@ to give the calls per minute on each route against the limit.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -149,6 +150,11 @@ def main() -> None:
         },
         "achieved_calls_per_min_all_routes": round(per_minute(starts) or 0, 2),
         "most_calls_in_any_minute": {kind: most_in_a_minute(s) for kind, s in by_kind.items()},
+        "shortest_gap_s": {
+            kind: round(min(b - a for a, b in itertools.pairwise(s)), 1)
+            for kind, s in by_kind.items()
+            if len(s) > 1
+        },
         "http_429_flow": sum(r["http_429"] for r in steps),
         "http_429_server_log": len(log_429),
         "manual_requests_in_log": len(manual_lines),
