@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,7 @@ from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.check_record import delete_record
 from tests.conftest import SEEDED, SEEDED_COUNTS, profile_counts
-from tests.reliability.helpers import operation_running, release_lock
+from tests.reliability.helpers import CATEGORIES, MEASURED, operation_running, release_lock
 
 
 @pytest.fixture
@@ -41,3 +42,18 @@ def proxy(stack: LocalStack, prefect_api: None) -> Iterator[FaultProxy]:
         release_lock(running.url)
         delete_record(running.url)
         yield running
+
+
+@pytest.fixture
+def measured() -> Counter[str]:
+    """The suite's tally (see MEASURED)."""
+    return MEASURED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the tally at the end of a run that included reliability tests."""
+    if not MEASURED:
+        return
+    terminalreporter.section("reliability: measured by this run")
+    for category in CATEGORIES:
+        terminalreporter.write_line(f"{category:40} {MEASURED.get(category, 0)}")

@@ -1,7 +1,8 @@
-"""Run one profile regeneration, or one prompt check, in this process (the crash tests
-SIGKILL it).
+"""Run one profile regeneration, one restore, or one prompt check, in this process (the
+crash tests SIGKILL it).
 
     python -m tests.reliability.driver '{"reflexio_url": ..., "backup_dir": ...}'
+    python -m tests.reliability.driver restore '{"reflexio_url": ..., "backup_file": ...}'
     python -m tests.reliability.driver prompt-check --config ... --reflexio-url ...
 
 Prints "READY" once imported, then "FINAL <state type or exit code> <message>" at the end.
@@ -19,6 +20,15 @@ def main() -> None:
 
         print("READY", flush=True)
         print(f"FINAL {cli(sys.argv[1:])}", flush=True)
+        return
+
+    if sys.argv[1] == "restore":
+        from flows.params import RestoreParams
+        from flows.restore import restore_profiles
+
+        print("READY", flush=True)
+        state = restore_profiles(RestoreParams(**json.loads(sys.argv[2])), return_state=True)
+        print(f"FINAL {state.type.value} {state.message}", flush=True)
         return
 
     from flows.params import RegenerationParams

@@ -12,7 +12,14 @@ import pytest
 from pydantic import ValidationError
 
 from flows.cli import main as cli_main
-from flows.params import PlaybookRegenerationParams, RegenerationParams
+from flows.params import (
+    ClearUsersParams,
+    PlaybookRegenerationParams,
+    PromptChangeParams,
+    RegenerationParams,
+    RestoreParams,
+    SweepParams,
+)
 from flows.profile_regeneration import profile_regeneration
 from tests.reliability.helpers import UPGRADE, Snapshot, assert_consistent
 
@@ -49,18 +56,51 @@ BAD_PARAMS = {
         "operation_timeout_s",
     ),
     "unknown parameter": (RegenerationParams, {"dryrun": True}, "dryrun"),
+    "unknown on_warn": (RegenerationParams, {"on_warn": "maybe"}, "on_warn"),
+    "renamed allow_warn": (RegenerationParams, {"allow_warn": True}, "on_warn"),
+    "waits beyond the timeout": (
+        RegenerationParams,
+        {"approval_timeout_s": 80_000},
+        "shorten one of them",
+    ),
+    "backup location of a bad block": (
+        RegenerationParams,
+        {"backup_dir": "block:Not A Name"},
+        "does not name a Prefect block",
+    ),
+    "empty backup file": (RestoreParams, {"backup_file": " "}, "must not be empty"),
+    "block backup without its file": (
+        RestoreParams,
+        {"backup_file": "block:team-backups"},
+        "give the file in the block",
+    ),
+    "sweep of no source": (SweepParams, {"sources": []}, "sources"),
+    "sweep of an unknown kind": (SweepParams, {"sources": ["chat"], "kinds": ["notes"]}, "kinds"),
+    "playbook sweep without agent_version": (
+        SweepParams,
+        {"sources": ["chat"], "kinds": ["playbooks"], "agent_versions": []},
+        "give at least one agent_version",
+    ),
+    "clear of no user": (ClearUsersParams, {"user_ids": []}, "user_ids"),
+    "clear of a blank user id": (ClearUsersParams, {"user_ids": ["ann", " "]}, "blank"),
+    "prompt check that regenerates nothing": (
+        PromptChangeParams,
+        {"config_file": "candidate.yaml", "regenerate_profiles": False},
+        "regenerate",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_PARAMS))
-def test_bad_parameters_are_refused_naming_the_field(case):
+def test_bad_parameters_are_refused_naming_the_field(case, measured):
     model, values, field = BAD_PARAMS[case]
     with pytest.raises(ValidationError) as info:
         model(**values)
     assert field in str(info.value)
+    measured["bad inputs refused, nothing written"] += 1
 
 
-def test_bad_parameters_through_the_flow_send_nothing(stack, prefect_api, proxy):
+def test_bad_parameters_through_the_flow_send_nothing(stack, prefect_api, proxy, measured):
     """The flow validates its form before the run starts: not one request is sent."""
     for values in (
         {"gate_policy": {"similarity_threshold": 1.5}},
@@ -70,9 +110,12 @@ def test_bad_parameters_through_the_flow_send_nothing(stack, prefect_api, proxy)
             profile_regeneration(params={"reflexio_url": proxy.url, **values})
         assert "similarity_threshold" in str(info.value) or "start_time" in str(info.value)
     assert proxy.records == []
+    measured["bad inputs refused, nothing written"] += 2
 
 
-def test_unknown_source_fails_cleanly_without_upgrading(clean_stack, prefect_api, proxy, tmp_path):
+def test_unknown_source_fails_cleanly_without_upgrading(
+    clean_stack, prefect_api, proxy, tmp_path, measured
+):
     """Sources cannot be validated offline; the server's rerun finds nothing and fails."""
     before = Snapshot.take(clean_stack.url)
     params = RegenerationParams(
@@ -83,6 +126,7 @@ def test_unknown_source_fails_cleanly_without_upgrading(clean_stack, prefect_api
     assert "No interactions found" in state.message and "Nothing was upgraded" in state.message
     assert proxy.count("POST", UPGRADE) == 0
     assert assert_consistent(clean_stack.url, before) == "unchanged"
+    measured["bad inputs refused, nothing written"] += 1
 
 
 # --- CLI -----------------------------------------------------------------------------------
@@ -94,7 +138,9 @@ def _cli(capsys, *args: str) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
-def test_cli_bad_inputs_exit_3_with_distinct_messages(stack, prefect_api, proxy, tmp_path, capsys):
+def test_cli_bad_inputs_exit_3_with_distinct_messages(
+    stack, prefect_api, proxy, tmp_path, capsys, measured
+):
     url = ["--reflexio-url", proxy.url, "--backup-dir", str(tmp_path)]
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("profile_extractor_config: [unclosed\n")
@@ -123,18 +169,22 @@ def test_cli_bad_inputs_exit_3_with_distinct_messages(stack, prefect_api, proxy,
         messages[name] = output
     assert len(set(messages.values())) == len(cases)
     assert proxy.calls(method="POST") == []
+    measured["bad inputs refused, nothing written"] += len(cases)
 
 
-def test_cli_usage_error_is_not_confused_with_a_stall(capsys):
+def test_cli_usage_error_is_not_confused_with_a_stall(capsys, measured):
     with pytest.raises(SystemExit) as info:
         cli_main(["prompt-check"])
     assert info.value.code == 3
+    measured["bad inputs refused, nothing written"] += 1
 
 
 # --- malformed server answers ------------------------------------------------------------
 
 
-def test_malformed_answers_before_any_write_fail_cleanly(stack, prefect_api, proxy, tmp_path):
+def test_malformed_answers_before_any_write_fail_cleanly(
+    stack, prefect_api, proxy, tmp_path, measured
+):
     """An HTML page, wrong types and a missing field: UnexpectedPayload naming what was
     wrong, the run Failed, and not one POST reached the server."""
     cases = [
@@ -166,10 +216,11 @@ def test_malformed_answers_before_any_write_fail_cleanly(stack, prefect_api, pro
         assert expected in state.message and "Traceback" not in state.message
         assert len(proxy.faults()) == 1
         assert proxy.calls(method="POST") == []
+        measured["bad inputs refused, nothing written"] += 1
 
 
 def test_unreadable_upgrade_answer_is_verified_or_rolled_back(
-    clean_stack, prefect_api, proxy, tmp_path
+    clean_stack, prefect_api, proxy, tmp_path, measured
 ):
     before = Snapshot.take(clean_stack.url)
     proxy.add(fault="html", path=UPGRADE, forward=True)
@@ -180,3 +231,5 @@ def test_unreadable_upgrade_answer_is_verified_or_rolled_back(
     outcome = assert_consistent(clean_stack.url, before)  # the data itself is whole
     assert state.is_completed() or "rolled back" in state.message, state.message
     assert outcome == ("upgraded" if state.is_completed() else "unchanged")
+    measured["bad inputs refused, nothing written"] += 1
+    measured["fault x call point cases"] += 1

@@ -8,10 +8,14 @@ kills the process group. Crash points, in the order of the flow:
    written before the rerun;
 2. after the gate (the upgrade request is held before the server sees it);
 3. during the upgrade (the server applied it; its answer is held);
-4. after the upgrade, before verification (the verification read is held).
+4. after the upgrade, before verification (the verification read is held);
+5. mid-rollback: the verification read answers nonsense, the rollback downgrades, and its
+   delete of the run's rows is held;
+6. mid-restore: the restore that recovers from 5 has re-created and re-statused the
+   backed-up rows, and its delete of the run's rows is held.
 
-The points run as one chain (each recovery leaves the consistent state the next crash
-starts from), to keep the suite short.
+Points 1-4 run as one chain (each recovery leaves the consistent state the next crash
+starts from), to keep the suite short; 5 and 6 are a second chain.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pytest
 from flows.params import RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
 from flows.restore import restore_profiles
+from local_stack.bulk_seed import ProfileSeed
 from local_stack.fault_proxy import FaultProxy
 from tests.reliability.helpers import (
     UPGRADE,
@@ -55,10 +60,22 @@ CRASH_POINTS = {
 }
 
 
-def _start(proxy: FaultProxy, backup_dir: Path, **extra) -> subprocess.Popen:
+ROLLBACK_DELETE = {"path": "delete_profiles_by_ids", "method": "DELETE"}
+"""The rollback's (and the restore's) delete of the rows the run promoted."""
+VERIFICATION_NONSENSE = {
+    "fault": "body",
+    "path": "get_profile_statistics",
+    "nth": 5,  # 1-2: the backup read, 3-4: the candidate read, 5: verification
+    "transform": lambda body: {**body, "current_count": "many"},
+}
+
+
+def _start(proxy: FaultProxy, backup_dir: Path, *driver: str, **extra) -> subprocess.Popen:
     params = {"reflexio_url": proxy.url, "backup_dir": str(backup_dir), **extra}
+    if driver:  # e.g. ("restore",): its params are given whole in `extra`
+        params = {"reflexio_url": proxy.url, **extra}
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.reliability.driver", json.dumps(params)],
+        [sys.executable, "-m", "tests.reliability.driver", *driver, json.dumps(params)],
         cwd=ROOT,
         env=prefect_env(),
         stdout=subprocess.PIPE,
@@ -68,11 +85,22 @@ def _start(proxy: FaultProxy, backup_dir: Path, **extra) -> subprocess.Popen:
     )
 
 
-def _crash_at(proxy: FaultProxy, point: str, backup_dir: Path, **extra) -> str:
-    """Run the flow in a subprocess and SIGKILL it at `point`; return its output."""
+def _crash_at(
+    proxy: FaultProxy,
+    point: str | dict,
+    backup_dir: Path,
+    *driver: str,
+    before: tuple[dict, ...] = (),
+    **extra,
+) -> str:
+    """Run the flow in a subprocess and SIGKILL it at `point` (a name in CRASH_POINTS, or
+    the proxy rule itself), after the proxy rules `before`; return its output."""
     proxy.clear()
-    rule = proxy.add(fault="delay", delay_s=HOLD_S, **CRASH_POINTS[point])
-    process = _start(proxy, backup_dir, **extra)
+    for other in before:
+        proxy.add(**other)
+    where = CRASH_POINTS[point] if isinstance(point, str) else point
+    rule = proxy.add(fault="delay", delay_s=HOLD_S, **where)
+    process = _start(proxy, backup_dir, *driver, **extra)
     try:
         proxy.wait_for(
             lambda r: r.fault == "delay" and (r.forwarded or not rule.after) and not r.done,
@@ -97,7 +125,9 @@ def _restore(proxy: FaultProxy, backup_file: Path):
     )
 
 
-def test_sigkill_at_each_step_boundary_then_recover(clean_stack, prefect_api, proxy, tmp_path):
+def test_sigkill_at_each_step_boundary_then_recover(
+    clean_stack, prefect_api, proxy, tmp_path, measured
+):
     url = clean_stack.url
     lock_busy_s = 2
 
@@ -156,3 +186,42 @@ def test_sigkill_at_each_step_boundary_then_recover(clean_stack, prefect_api, pr
     assert restored.is_completed(), restored.message
     assert_equals_backup(url, backup["rows"])
     assert assert_consistent(url, before) == "unchanged"
+    measured["crash points recovered"] += 4
+
+
+def test_sigkill_mid_rollback_then_mid_restore_then_recover(
+    clean_stack, prefect_api, proxy, tmp_path, measured
+):
+    url = clean_stack.url
+    # Old ARCHIVED rows, which the upgrade deletes (H1): the restore must re-create them.
+    clean_stack.bulk_seed([ProfileSeed("archived", 30, users=3, id_prefix="crash-old")])
+    before = Snapshot.take(url)
+
+    # 5. mid-rollback: the verification read fails, the rollback starts and is killed.
+    _crash_at(proxy, ROLLBACK_DELETE, tmp_path, before=(VERIFICATION_NONSENSE,))
+    # The rollback had downgraded (the server swaps: the pre-run CURRENT rows are CURRENT
+    # again, the promoted ones ARCHIVED) but not yet deleted the run's rows nor re-created
+    # the old ARCHIVED rows the upgrade deleted (H1).
+    old_archived = {r["profile_id"] for r in before.archived}
+    assert {r["profile_id"] for r in rows(url, "current")} == before.ids
+    promoted = {r["profile_id"] for r in rows(url, "archived")}
+    assert promoted and not promoted & (before.ids | old_archived)
+    backup_file, backup = load_backup(tmp_path)
+    release_lock(proxy.url)
+
+    # 6. mid-restore: the documented recovery (restore-profiles from the run's backup) is
+    # itself killed after its re-creates, before it deletes the run's rows.
+    _crash_at(
+        proxy, ROLLBACK_DELETE, tmp_path, "restore", backup_file=str(backup_file), delete_newer=True
+    )
+    # It had re-created the old ARCHIVED rows, and not yet deleted the run's rows.
+    archived = {r["profile_id"] for r in rows(url, "archived")}
+    assert old_archived <= archived and promoted <= archived
+    release_lock(proxy.url)
+
+    # Recovery of both: the same restore again (it is idempotent).
+    restored = _restore(proxy, backup_file)
+    assert restored.is_completed(), restored.message
+    assert_equals_backup(url, backup["rows"])
+    assert assert_consistent(url, before) == "unchanged"
+    measured["crash points recovered"] += 2

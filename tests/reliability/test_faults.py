@@ -22,6 +22,7 @@ from tests.reliability.helpers import (
     assert_consistent,
     assert_equals_backup,
     load_backup,
+    record_faults,
     rows,
 )
 
@@ -70,6 +71,7 @@ def test_faults_on_every_read_before_the_upgrade_are_retried(
     assert assert_consistent(clean_stack.url, before) == "upgraded"
     _, backup = load_backup(tmp_path)
     assert len(backup["rows"]) == len(before.current) + len(before.archived)
+    record_faults(proxy)
 
 
 def test_faults_on_the_upgrade_itself_never_upgrade_twice(
@@ -86,6 +88,7 @@ def test_faults_on_the_upgrade_itself_never_upgrade_twice(
     assert [r.fault for r in proxy.calls("POST", UPGRADE)] == ["reset", "status", "timeout"]
     assert proxy.count("POST", UPGRADE) == 1
     assert assert_consistent(clean_stack.url, before) == "upgraded"
+    record_faults(proxy)
 
 
 def test_malformed_answer_after_the_upgrade_rolls_back(clean_stack, prefect_api, proxy, tmp_path):
@@ -106,6 +109,7 @@ def test_malformed_answer_after_the_upgrade_rolls_back(clean_stack, prefect_api,
     assert assert_consistent(clean_stack.url, before) == "unchanged"
     _, backup = load_backup(tmp_path)
     assert_equals_backup(clean_stack.url, backup["rows"])
+    record_faults(proxy)
 
 
 def test_an_upgrade_slower_than_the_read_timeout_is_waited_on_not_sent_again(
@@ -121,6 +125,7 @@ def test_an_upgrade_slower_than_the_read_timeout_is_waited_on_not_sent_again(
     assert proxy.count("POST", UPGRADE) == 1
     assert [r.fault for r in proxy.calls("POST", UPGRADE)] == ["delay"]
     assert assert_consistent(clean_stack.url, before) == "upgraded"
+    record_faults(proxy)
 
 
 def test_a_rollback_whose_recreate_fails_says_what_differs_and_restore_finishes_it(
@@ -147,6 +152,7 @@ def test_a_rollback_whose_recreate_fails_says_what_differs_and_restore_finishes_
     manifest, backup = load_backup(tmp_path)
     assert f"To finish: run restore-profiles with backup_file={manifest}" in state.message
 
+    record_faults(proxy)
     proxy.clear()  # the server takes re-creates again
     restored = restore_profiles(
         RestoreParams(reflexio_url=proxy.url, backup_file=manifest, records_dir=tmp_path),
