@@ -23,6 +23,9 @@ from reflexio_api import ReflexioClient, ReflexioSettings
 SEEDED = "seeded"
 SEEDED_COUNTS: dict[str, int] = {}
 """Profiles per status right after seeding (tests that need the seeded state compare)."""
+SEEDED_CONFIG: dict[str, object] = {}
+"""The server's config right after seeding (a test that changed it and did not put it back
+would change what every later rerun produces)."""
 
 
 def profile_counts(url: str) -> dict[str, int]:
@@ -43,6 +46,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         seed(running.url, sources=("chat", "email"))
         running.snapshot(SEEDED)
         SEEDED_COUNTS.update(profile_counts(running.url))
+        with ReflexioClient(ReflexioSettings(url=running.url)) as client:
+            SEEDED_CONFIG.update(client.get_config())
         yield running
 
 

@@ -152,15 +152,18 @@ def test_unknown_source_in_enabled_list_fails_only_that_source(
         client.update_config(
             {"profile_extractor_config": {**pec, "request_sources_enabled": ["chat"]}}
         )
-    state = manual_sweep(
-        params=SweepParams(
-            sources=["chat", "fax"],
-            kinds=["profiles"],
-            reflexio_url=seeded_stack.url,
-            manual_calls_per_minute=120,
-        ),
-        return_state=True,
-    )
+        try:
+            state = manual_sweep(
+                params=SweepParams(
+                    sources=["chat", "fax"],
+                    kinds=["profiles"],
+                    reflexio_url=seeded_stack.url,
+                    manual_calls_per_minute=120,
+                ),
+                return_state=True,
+            )
+        finally:  # a chat-only server would halve every later rerun of the seed
+            client.update_config({"profile_extractor_config": pec})
     assert state.is_failed()
     assert "fax" in state.message and "request_sources_enabled" in state.message
     rows = {r["source"]: r for r in _summary(state)["steps"]}

@@ -11,20 +11,22 @@ from local_stack.fault_proxy import FaultProxy
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.check_record import delete_record
-from tests.conftest import SEEDED, SEEDED_COUNTS, profile_counts
+from tests.conftest import SEEDED, SEEDED_CONFIG, SEEDED_COUNTS, profile_counts
 from tests.reliability.helpers import CATEGORIES, MEASURED, operation_running, release_lock
 
 
 @pytest.fixture
 def clean_stack(stack: LocalStack) -> LocalStack:
     """The session stack in a consistent state: nothing PENDING, no operation running, no
-    stall, the stand-in answering normally. Restores the seeded snapshot (~5-10 s) only
-    when an earlier test left it otherwise: tests compare against their own snapshot."""
+    stall, the seeded config, the stand-in answering normally. Restores the seeded snapshot
+    (~5-10 s) only when an earlier test left it otherwise: tests compare against their own
+    snapshot."""
     stack.llm.reset()
     with ReflexioClient(ReflexioSettings(url=stack.url)) as client:
         stalled = client.get_stall_state().stalled
+        config = client.get_config()
     counts = profile_counts(stack.url)
-    if counts["pending"] or stalled or operation_running(stack.url):
+    if counts["pending"] or stalled or operation_running(stack.url) or config != SEEDED_CONFIG:
         stack.restore(SEEDED)
     elif counts["current"] != SEEDED_COUNTS["current"]:
         # Another test left more (or fewer) CURRENT rows than the seed: a rerun of the seed's
