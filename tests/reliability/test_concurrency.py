@@ -43,7 +43,7 @@ def _together(*params: RegenerationParams) -> list:
     return states
 
 
-def test_two_runs_on_one_server_one_is_refused(clean_stack, prefect_api, proxy, tmp_path):
+def test_two_runs_on_one_server_one_is_refused(clean_stack, prefect_api, proxy, tmp_path, measured):
     """The first run to take the server's lock regenerates; the other waits LOSER_WAIT_S and
     is refused. The stand-in answers slowly, so the winner holds the lock for much longer
     than the loser waits even when the two start seconds apart on a loaded machine (the
@@ -71,6 +71,7 @@ def test_two_runs_on_one_server_one_is_refused(clean_stack, prefect_api, proxy, 
     assert proxy.count("POST", "rerun_profile_generation") == 1
     assert proxy.count("POST", UPGRADE) == 1
     assert assert_consistent(clean_stack.url, before) == "upgraded"
+    measured["pairs of writers started at once"] += 1
 
 
 def test_two_urls_for_one_server_never_both_upgrade(clean_stack, prefect_api, tmp_path):

@@ -123,7 +123,9 @@ def _assert_undone(url: str, before: Snapshot, config: bytes, proxy_url: str) ->
     assert load_record(proxy_url) is None
 
 
-def test_a_killed_prompt_check_is_undone_by_the_next_run(clean_stack, prefect_api, proxy, tmp_path):
+def test_a_killed_prompt_check_is_undone_by_the_next_run(
+    clean_stack, prefect_api, proxy, tmp_path, measured
+):
     url = clean_stack.url
     before, config = Snapshot.take(url), config_bytes(url)
 
@@ -171,3 +173,4 @@ def test_a_killed_prompt_check_is_undone_by_the_next_run(clean_stack, prefect_ap
     assert state.is_completed() and state.message.startswith(UNDID), state.message
     assert "restored the profiles it had set out to upgrade" in state.message
     _assert_undone(url, before, config, proxy.url)
+    measured["crash points recovered"] += 4

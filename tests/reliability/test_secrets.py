@@ -81,7 +81,9 @@ def _dead_check(url: str, config: dict) -> CheckRecord:
     )
 
 
-def test_no_secret_anywhere(keyed_stack, prefect_api, tmp_path, monkeypatch, caplog, capsys):
+def test_no_secret_anywhere(
+    keyed_stack, prefect_api, tmp_path, monkeypatch, caplog, capsys, measured
+):
     caplog.set_level(logging.INFO, logger="prefect")
     caplog.set_level(logging.DEBUG, logger="reflexio_api")
     monkeypatch.setenv("REFLEXIO_API_KEY", API_KEY)
@@ -140,3 +142,4 @@ def test_no_secret_anywhere(keyed_stack, prefect_api, tmp_path, monkeypatch, cap
     for secret in (API_KEY, WRONG_KEY, TOKEN, hook_url, CONFIG_SECRET):
         assert secret not in everything, secret
     assert "Bearer" not in everything
+    measured["runs scanned for secrets"] += 5
