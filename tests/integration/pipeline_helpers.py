@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,6 +65,19 @@ class WebhookReceiver:
                     return post
             time.sleep(0.5)
         raise AssertionError(f"no {subject_part!r} notification in {timeout_s:g} s: {self.posts}")
+
+
+def run_backup(directory: Path, kind: str = "profiles") -> Path:
+    """The one backup manifest a run wrote in `directory`: its own, not the `-live` part
+    that holds the rows it kept CURRENT (rows touched in the second its rerun started count
+    as live, so whether that part exists depends on timing)."""
+    manifests = [
+        m
+        for m in directory.glob(f"{kind}-*.manifest.json")
+        if not m.name.endswith("-live.manifest.json")
+    ]
+    assert len(manifests) == 1, manifests
+    return manifests[0]
 
 
 def save_webhook_block(url: str) -> str:

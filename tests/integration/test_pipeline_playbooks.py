@@ -14,7 +14,7 @@ from core.outcome import Decision
 from flows.params import PlaybookRegenerationParams
 from flows.playbook_regeneration import playbook_regeneration
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tests.integration.pipeline_helpers import WebhookReceiver, save_webhook_block
+from tests.integration.pipeline_helpers import WebhookReceiver, run_backup, save_webhook_block
 
 pytestmark = pytest.mark.integration
 
@@ -25,9 +25,7 @@ def _rows(url: str) -> list[dict]:
 
 
 def _backup_rows(directory: Path) -> list[dict]:
-    manifests = list(directory.glob("user_playbooks-*.manifest.json"))
-    assert len(manifests) == 1, manifests
-    return list(open_backup(manifests[0]).iter_rows())
+    return list(open_backup(run_backup(directory, "user_playbooks")).iter_rows())
 
 
 @pytest.fixture

@@ -13,15 +13,18 @@ from core.outcome import Decision
 from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tests.integration.pipeline_helpers import WebhookReceiver, profile_rows, save_webhook_block
+from tests.integration.pipeline_helpers import (
+    WebhookReceiver,
+    profile_rows,
+    run_backup,
+    save_webhook_block,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def _backup_rows(directory: Path) -> list[dict]:
-    manifests = list(directory.glob("profiles-*.manifest.json"))
-    assert len(manifests) == 1, manifests
-    return list(open_backup(manifests[0]).iter_rows())
+    return list(open_backup(run_backup(directory, "profiles")).iter_rows())
 
 
 def _stats(url: str):

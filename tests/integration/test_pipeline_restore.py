@@ -30,7 +30,7 @@ from flows.restore import restore_profiles
 from local_stack.bulk_seed import ProfileSeed
 from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.paging import PAGE_SIZE
-from tests.integration.pipeline_helpers import profile_rows
+from tests.integration.pipeline_helpers import profile_rows, run_backup
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
         RegenerationParams(reflexio_url=url, backup_dir=tmp_path / "regen"), return_state=True
     )
     assert state.is_completed(), state.message
-    regen_backup = next((tmp_path / "regen").glob("profiles-*.json"))
+    regen_backup = run_backup(tmp_path / "regen")
     backed_up = list(open_backup(regen_backup).iter_rows())
     assert comparable(backed_up, PROFILE_KEYS) == comparable(before, PROFILE_KEYS)
     upgraded = profile_rows(url, "current", "archived")

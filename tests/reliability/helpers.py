@@ -18,7 +18,7 @@ from typing import Any
 from core.backup import open_backup
 from core.kinds import PROFILE_KEYS, comparable
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tests.integration.pipeline_helpers import profile_rows
+from tests.integration.pipeline_helpers import profile_rows, run_backup
 
 MEASURED: Counter[str] = Counter()
 """What this run of the suite proved, by category (printed at the end by conftest.py); a
@@ -104,11 +104,10 @@ def record_faults(proxy: Any) -> None:
 def load_backup(directory: Path) -> tuple[Path, dict[str, Any]]:
     """The single finished backup a run wrote in `directory` (its manifest) and the CURRENT
     and ARCHIVED rows in it (what a restore puts back), read and checked to the end."""
-    manifests = sorted(directory.glob("profiles-*.manifest.json"))
-    assert len(manifests) == 1, manifests
+    manifest = run_backup(directory)
     assert not list(directory.glob("*.partial")), "an unfinished backup was left behind"
-    backed = [r for r in open_backup(manifests[0]).iter_rows() if r.get("status") != "pending"]
-    return manifests[0], {"rows": backed}
+    backed = [r for r in open_backup(manifest).iter_rows() if r.get("status") != "pending"]
+    return manifest, {"rows": backed}
 
 
 def release_lock(url: str) -> None:
