@@ -2,9 +2,10 @@
 refused by the server's lock having written nothing, and both say so.
 
 The six writers (both regenerations, restore, clear-user-data, the sweep, the prompt check)
-run against the real server through the fault proxy. The proxy holds the first stall-state
-read for a few seconds: every writer reads it right after taking the lock, so whichever
-wins holds the lock longer than the other waits. The refused run must name the lock and
+run against the real server through the fault proxy. Once both are ready, the proxy holds
+the first request that comes after the start for a few seconds: the winner's, sent under
+the lock (the other is still waiting for it), so the winner holds the lock longer than the
+other waits. The refused run must name the lock and
 say nothing was written, and the proxy must have seen none of the routes only the refused
 writer uses. 15 pairs; CI runs 5 of them (IN_CI), `make test-all` every pair.
 """
@@ -44,7 +45,7 @@ from tests.integration.pipeline_helpers import profile_rows
 pytestmark = pytest.mark.reliability
 
 HOLD_S = 6.0
-"""How long the winner's first stall-state read is held (it holds the lock meanwhile)."""
+"""How long the winner's first request is held (it holds the lock meanwhile)."""
 LOSER_WAIT_S = 2.0
 """How long each writer waits for the lock."""
 
@@ -141,9 +142,12 @@ PAIRS = [
 ]
 
 
-def _together(url: str, tmp_path: Path, names: tuple[str, str]) -> dict[str, Any]:
-    """Both writers in threads released by one barrier, each in a copy of this context."""
-    barrier = threading.Barrier(len(names))
+def _together(proxy: FaultProxy, tmp_path: Path, names: tuple[str, str]) -> dict[str, Any]:
+    """Both writers prepared, then the hold set, then both released by one barrier, each in
+    a thread running a copy of this context."""
+    url = proxy.url
+    ready = threading.Barrier(len(names) + 1)
+    barrier = threading.Barrier(len(names) + 1)
     states: dict[str, Any] = {}
 
     def run(name: str) -> None:
@@ -151,6 +155,7 @@ def _together(url: str, tmp_path: Path, names: tuple[str, str]) -> dict[str, Any
         work.mkdir()
         prepare, _ = WRITERS[name]
         start = prepare(url, work)
+        ready.wait()
         barrier.wait()
         states[name] = start()
 
@@ -159,6 +164,10 @@ def _together(url: str, tmp_path: Path, names: tuple[str, str]) -> dict[str, Any
     ]
     for thread in threads:
         thread.start()
+    ready.wait(300)
+    proxy.clear()
+    proxy.add(fault="delay", path="/", nth=1, delay_s=HOLD_S)
+    barrier.wait(30)
     for thread in threads:
         thread.join(600)
     return states
@@ -168,8 +177,7 @@ def _together(url: str, tmp_path: Path, names: tuple[str, str]) -> dict[str, Any
 def test_two_writers_at_once_one_writes_the_other_is_refused(
     clean_stack, prefect_api, proxy: FaultProxy, tmp_path, measured, first: str, second: str
 ):
-    proxy.add(fault="delay", path="/stall_state", nth=1, delay_s=HOLD_S)
-    states = _together(proxy.url, tmp_path, (first, second))
+    states = _together(proxy, tmp_path, (first, second))
 
     refused = {n: s for n, s in states.items() if s.message and "holds its lock" in s.message}
     assert len(refused) == 1, {n: s.message for n, s in states.items()}
