@@ -85,6 +85,21 @@ def _reason(exc: Exception) -> str:
     return "; ".join(problems)
 
 
+UNSHARED = (
+    "note: PREFECT_API_URL is not set: this check runs on an ephemeral Prefect API on this "
+    "machine, so its server lock is not shared with the deployments' runs and its record (how "
+    "to undo it if it dies) stays on this machine. Set PREFECT_API_URL (and PREFECT_API_KEY "
+    "for Prefect Cloud) to the deployments' Prefect API to share both."
+)
+
+
+def unshared_note() -> str | None:
+    """What to say when the check cannot share its lock and record (no PREFECT_API_URL)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return None if PREFECT_API_URL.value() else UNSHARED
+
+
 def prompt_check(args: argparse.Namespace) -> int:
     """Run the prompt check; print the verdict; write the report; return the exit code."""
     from pydantic import ValidationError
@@ -113,12 +128,15 @@ def prompt_check(args: argparse.Namespace) -> int:
         print(f"error: {message}", file=sys.stderr)
         _write_report(args, f"# Prompt check: BAD_INPUT\n\n{message}\n")
         return int(Verdict.BAD_INPUT)
+    note = unshared_note()
+    if note:
+        print(note, file=sys.stderr)
     state = prompt_change(params, return_state=True)
     result = state.result(raise_on_failure=False)
     if not isinstance(result, PromptCheckResult):
         print(f"error: the prompt check crashed: {state.message}", file=sys.stderr)
         return int(Verdict.ERROR)
-    _write_report(args, result.report_markdown)
+    _write_report(args, result.report_markdown + (f"\n> {note}\n" if note else ""))
     print(f"prompt-check: {result.verdict.name}: {result.message}")
     return int(result.verdict)
 
