@@ -16,6 +16,8 @@ from datetime import timedelta
 import pytest
 from prefect import flow, tags
 from prefect.automations import Automation
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import setup
@@ -32,7 +34,13 @@ SILENCE = timedelta(seconds=12)
 def real_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     server = PrefectServer(tmp_path_factory.mktemp("prefect-server"))
     with server, temporary_settings({PREFECT_API_URL: server.api_url}):
-        yield server
+        try:
+            yield server
+        finally:
+            # Flush the process-wide event and log workers while this server still runs:
+            # left bound to it, they retry it after it stops and pytest never exits.
+            EventsWorker.drain_all(timeout=60, at_exit=False)
+            APILogWorker.drain_all(timeout=60, at_exit=False)
 
 
 @pytest.fixture(scope="module")
