@@ -27,7 +27,7 @@ from tests.integration.pipeline_helpers import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
-SILENCE = timedelta(seconds=12)
+SILENCE = timedelta(seconds=10)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_the_stall_watch_silence_is_notified_when_its_runs_stop(hook: WebhookRec
     short.create()
 
     subject = "Reflexio stall watch is silent"
-    busy_until = time.monotonic() + 3 * SILENCE.total_seconds()
+    busy_until = time.monotonic() + 2.5 * SILENCE.total_seconds()
     while time.monotonic() < busy_until:
         assert watch_run(return_state=True).is_completed()
         assert not [p for p in hook.posts if p.get("subject") == subject], hook.posts

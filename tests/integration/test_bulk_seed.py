@@ -23,7 +23,9 @@ from reflexio_api.models import Profile, ProfileStatistics
 from tests.conftest import SEEDED
 from tests.integration.conftest import client_for
 
-pytestmark = pytest.mark.integration
+# ~75 s: the server's own listing and upgrade at 25,000 rows; CI runs the pipeline at that
+# size in test_pipeline_at_size.py, `make test-all` these too.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SAME_SECOND = 12_000
 SPECS = (

@@ -14,6 +14,7 @@ from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow  # ~70 s; CI checks the shared pace below, bench/sweep_bench.py the 429s
 @pytest.mark.timeout(240)
 def test_six_manual_calls_stay_under_the_limit(tmp_path, prefect_api: None):
     """Six profile calls on one route: unpaced, the 6th would get 429 within the minute.

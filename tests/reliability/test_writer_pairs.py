@@ -7,7 +7,7 @@ the first request that comes after the start for a few seconds: the winner's, se
 the lock (the other is still waiting for it), so the winner holds the lock longer than the
 other waits. The refused run must name the lock and
 say nothing was written, and the proxy must have seen none of the routes only the refused
-writer uses. 15 pairs; CI runs 5 of them (IN_CI), `make test-all` every pair.
+writer uses. 15 pairs; CI runs 3 of them (IN_CI), `make test-all` every pair.
 """
 
 from __future__ import annotations
@@ -129,12 +129,10 @@ WRITERS: dict[str, tuple[Callable[[str, Path], Run], frozenset[str]]] = {
 """Each writer, and the routes only it writes to (what the refused one must not have sent)."""
 IN_CI = {
     frozenset({"restore-profiles", "clear-user-data"}),
-    frozenset({"restore-profiles", "manual-generation-sweep"}),
-    frozenset({"clear-user-data", "manual-generation-sweep"}),
     frozenset({"profile-regeneration", "clear-user-data"}),
     frozenset({"prompt-change", "manual-generation-sweep"}),
 }
-"""The pairs `make test` runs (the cheap writers, and each slow kind once); the other 10
+"""The pairs `make test` runs (a cheap pair, a regeneration, a prompt check); the other 12
 are marked slow."""
 PAIRS = [
     pytest.param(a, b, marks=() if {a, b} in IN_CI else pytest.mark.slow, id=f"{a}+{b}")
