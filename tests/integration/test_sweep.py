@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -19,16 +20,24 @@ def _client(stack: LocalStack) -> ReflexioClient:
     return ReflexioClient(ReflexioSettings(url=stack.url))
 
 
+@contextmanager
+def extractor_config(stack: LocalStack, **changes: Any) -> Iterator[None]:
+    """profile_extractor_config with `changes` inside the block, the old object put back
+    after it (a config left changed would change every later test's reruns)."""
+    with _client(stack) as client:
+        pec = client.get_config()["profile_extractor_config"]
+        client.update_config({"profile_extractor_config": {**pec, **changes}})
+        try:
+            yield
+        finally:
+            client.update_config({"profile_extractor_config": pec})
+
+
 @pytest.fixture
 def manual_trigger_on(seeded_stack: LocalStack) -> Iterator[LocalStack]:
     """profile_extractor_config.manual_trigger true for the test, the old object put back."""
-    with _client(seeded_stack) as client:
-        pec = client.get_config()["profile_extractor_config"]
-        client.update_config({"profile_extractor_config": {**pec, "manual_trigger": True}})
-        try:
-            yield seeded_stack
-        finally:
-            client.update_config({"profile_extractor_config": pec})
+    with extractor_config(seeded_stack, manual_trigger=True):
+        yield seeded_stack
 
 
 def _summary(state: Any) -> dict[str, Any]:
@@ -147,23 +156,16 @@ def test_one_failing_source_does_not_stop_the_others(
 def test_unknown_source_in_enabled_list_fails_only_that_source(
     seeded_stack: LocalStack, prefect_api: None
 ):
-    with _client(seeded_stack) as client:
-        pec = client.get_config()["profile_extractor_config"]
-        client.update_config(
-            {"profile_extractor_config": {**pec, "request_sources_enabled": ["chat"]}}
+    with extractor_config(seeded_stack, request_sources_enabled=["chat"]):
+        state = manual_sweep(
+            params=SweepParams(
+                sources=["chat", "fax"],
+                kinds=["profiles"],
+                reflexio_url=seeded_stack.url,
+                manual_calls_per_minute=120,
+            ),
+            return_state=True,
         )
-        try:
-            state = manual_sweep(
-                params=SweepParams(
-                    sources=["chat", "fax"],
-                    kinds=["profiles"],
-                    reflexio_url=seeded_stack.url,
-                    manual_calls_per_minute=120,
-                ),
-                return_state=True,
-            )
-        finally:  # a chat-only server would halve every later rerun of the seed
-            client.update_config({"profile_extractor_config": pec})
     assert state.is_failed()
     assert "fax" in state.message and "request_sources_enabled" in state.message
     rows = {r["source"]: r for r in _summary(state)["steps"]}
