@@ -45,6 +45,8 @@ class TouchedIds(BaseModel):
     deleted: int = 0
     kept_current: int = 0
     """Live and out-of-scope rows the upgrade archived and the run made CURRENT again."""
+    discarded_stale: int = 0
+    """Stale PENDING rows an earlier rerun left, deleted before the rerun (in the backup)."""
     ids_file: str | None = None
     live_file: str | None = None
     """The backup of the rows users created or changed during the run, when any."""

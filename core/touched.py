@@ -23,11 +23,12 @@ def write_touched_ids(
     expected: ExpectedState,
     kept: frozenset[str] = frozenset(),
     store: BackupStore | None = None,
+    discarded: frozenset[str] = frozenset(),
 ) -> str:
-    """Write which ids were promoted, archived, deleted and kept CURRENT (archived by the
-    upgrade, then made CURRENT again), sorted, whole and durably, beside the manifest (a
-    name in `store`, or a path or URL); returns its location. BackupError when it cannot
-    be written."""
+    """Write which ids were promoted, archived, deleted, kept CURRENT (archived by the
+    upgrade, then made CURRENT again) and discarded (stale PENDING rows deleted before the
+    rerun), sorted, whole and durably, beside the manifest (a name in `store`, or a path or
+    URL); returns its location. BackupError when it cannot be written."""
     if store is None:
         store, manifest = split_location(manifest)
     name = touched_name(str(manifest))
@@ -36,6 +37,7 @@ def write_touched_ids(
         "archived": sorted(expected.archived - kept),
         "deleted": sorted(expected.deleted),
         "kept_current": sorted(kept),
+        "discarded_stale_pending": sorted(discarded),
     }
     try:
         store.write_bytes(name, gzip.compress(json.dumps(document).encode()))

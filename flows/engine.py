@@ -146,6 +146,8 @@ class Engine:
     """The backup of the rows the first one predates (live rows), when there are any."""
     approval: Approval | None = field(default=None, init=False)
     """The operator's answer, when the run asked for one."""
+    discarded: frozenset[str] = field(default=frozenset(), init=False)
+    """Stale PENDING ids the run deleted before its rerun (discard_stale_pending)."""
 
     @property
     def kind(self) -> Kind:
@@ -269,6 +271,7 @@ class Engine:
             raise Refused(stale_pending_message(len(before.pending), self.kind.label))
         deleted = self.ops.delete(before.pending)
         self.summary.note(f"Deleted {deleted} stale PENDING {self.kind.label} (in the backup).")
+        self.discarded = frozenset(before.pending)
         before.pending.clear()
 
     def rerun(self) -> RegenerationOutcome | None:
@@ -635,12 +638,15 @@ class Engine:
     def touched(self, expected: ExpectedState, keep: KeepPlan) -> TouchedIds:
         """Counts of the ids the upgrade touched, and the file naming each one."""
         assert self.backup is not None
-        path = write_touched_ids(self.backup.manifest_name, expected, keep.ids, self.backup.store)
+        path = write_touched_ids(
+            self.backup.manifest_name, expected, keep.ids, self.backup.store, self.discarded
+        )
         return TouchedIds(
             promoted=len(expected.promoted),
             archived=len(expected.archived - keep.ids),
             deleted=len(expected.deleted),
             kept_current=len(keep.ids),
+            discarded_stale=len(self.discarded),
             ids_file=path,
             live_file=self.live_backup.manifest_path if self.live_backup else None,
         )

@@ -1,4 +1,5 @@
-"""Helpers shared by the pipeline integration tests: a webhook receiver and a block."""
+"""Helpers shared by the pipeline integration tests: a webhook receiver and a block, row
+listings, and users talking to the agent during a rerun."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 import httpx
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-from reflexio_api import ReflexioClient, ReflexioSettings
+from local_stack.seed import conversation_turns
+from reflexio_api import ReflexioClient, ReflexioError, ReflexioSettings
 from reflexio_api.settings import USER_AGENT
 
 
@@ -109,3 +111,49 @@ def config_bytes(url: str) -> bytes:
     response = httpx.get(f"{url}/api/get_config", headers={"User-Agent": USER_AGENT}, timeout=30)
     response.raise_for_status()
     return response.content
+
+
+LIVE_LINES = {
+    "alice": ["I moved to Lisbon last month and now work for a fintech."],
+    "newcomer": ["Hello, I'm Nadia, a pharmacist in Porto; I like crosswords."],
+}
+
+
+def _publish_live(
+    url: str, service: str, users: tuple[str, ...], published: threading.Event
+) -> None:
+    """Wait until the rerun runs, then have an existing and a new user talk to the agent,
+    with learning awaited (what the server learns lands in CURRENT, H14)."""
+    with ReflexioClient(ReflexioSettings(url=url, read_timeout_s=300)) as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                status = client.get_operation_status(service)
+            except ReflexioError:  # the slot can be half-written while the rerun starts
+                status = None
+            if status is not None and status.status == "in_progress":
+                break
+            time.sleep(0.05)
+        for user in users:
+            client.publish_interaction(
+                user,
+                f"{user}-live",
+                "chat",
+                "v1",
+                conversation_turns(LIVE_LINES[user]),
+                wait_for_response=True,
+                force_extraction=True,
+            )
+    published.set()
+
+
+def users_talk_during_rerun(
+    url: str, service: str, users: tuple[str, ...] = tuple(LIVE_LINES)
+) -> threading.Event:
+    """Start `users` talking to the agent once `service`'s rerun runs (in a thread); the
+    event is set when every conversation was learned."""
+    published = threading.Event()
+    threading.Thread(
+        target=_publish_live, args=(url, service, users, published), daemon=True
+    ).start()
+    return published

@@ -5,8 +5,6 @@ out is cancelled and every tombstoned CURRENT playbook is put back (H6)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,53 +17,11 @@ from core.touched import read_touched_ids
 from flows.params import PlaybookRegenerationParams, RegenerationParams
 from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import profile_regeneration
-from local_stack.seed import conversation_turns
 from local_stack.stack import LocalStack
-from reflexio_api import ReflexioClient, ReflexioError, ReflexioSettings
-from tests.integration.pipeline_helpers import profile_rows
+from reflexio_api import ReflexioClient, ReflexioSettings
+from tests.integration.pipeline_helpers import LIVE_LINES, profile_rows, users_talk_during_rerun
 
 pytestmark = pytest.mark.integration
-
-LIVE_LINES = {
-    "alice": ["I moved to Lisbon last month and now work for a fintech."],
-    "newcomer": ["Hello, I'm Nadia, a pharmacist in Porto; I like crosswords."],
-}
-
-
-def _publish_live(
-    url: str, service: str, users: tuple[str, ...], published: threading.Event
-) -> None:
-    """Wait until the rerun runs, then have an existing and a new user talk to the agent,
-    with learning awaited (what the server learns lands in CURRENT, H14)."""
-    with ReflexioClient(ReflexioSettings(url=url, read_timeout_s=300)) as client:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                status = client.get_operation_status(service)
-            except ReflexioError:  # the slot can be half-written while the rerun starts
-                status = None
-            if status is not None and status.status == "in_progress":
-                break
-            time.sleep(0.05)
-        for user in users:
-            client.publish_interaction(
-                user,
-                f"{user}-live",
-                "chat",
-                "v1",
-                conversation_turns(LIVE_LINES[user]),
-                wait_for_response=True,
-                force_extraction=True,
-            )
-    published.set()
-
-
-def _during_rerun(url: str, service: str, users: tuple[str, ...]) -> threading.Event:
-    published = threading.Event()
-    threading.Thread(
-        target=_publish_live, args=(url, service, users, published), daemon=True
-    ).start()
-    return published
 
 
 def _run_while_users_talk(
@@ -81,7 +37,7 @@ def _run_while_users_talk(
     # users' conversations 2 each, so they are learned well before the rerun ends (at 0.4 s
     # a call, on a loaded machine, the talk once ended after the run's last read).
     stack.llm.configure(delay_s=delay_s)
-    published = _during_rerun(stack.url, service, users)
+    published = users_talk_during_rerun(stack.url, service, users)
     state = run()
     stack.llm.configure(delay_s=0)
     assert published.wait(60)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from local_stack.bulk_seed import ProfileSeed, SeedResult, UserPlaybookSeed
 from local_stack.fault_proxy import FaultProxy
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
@@ -33,6 +34,58 @@ def clean_stack(stack: LocalStack) -> LocalStack:
         # conversations would then look like a loss to the gate's volume check.
         stack.restore(SEEDED)
     return stack
+
+
+PRODUCTION = "production"
+"""The snapshot of a production-shaped server (see `production`)."""
+PRODUCTION_STALE = "production-stale"
+"""PRODUCTION plus 25,000 PENDING profiles a killed rerun left (H5)."""
+ROWS_PER_STATUS = 25_000
+BULK_USERS = 2_500
+
+
+@pytest.fixture(scope="session")
+def production(stack: LocalStack) -> SeedResult:
+    """Seed (once per session, ~1 min) and snapshot a production-shaped server: the seeded
+    users (conversations over chat and email, CURRENT profiles and v1 playbooks) plus
+    25,000 rows per status of 2,500 more users: CURRENT profiles over three sources,
+    ARCHIVED profiles (12,000 in one second, as after a large upgrade), v1 ARCHIVED
+    playbooks, v2 CURRENT and ARCHIVED playbooks; PRODUCTION_STALE adds 25,000 PENDING
+    profiles. The stack is left seeded: tests ask for `production_stack`."""
+    stack.restore(SEEDED)
+    users = BULK_USERS
+    result = stack.bulk_seed(
+        [
+            ProfileSeed("current", ROWS_PER_STATUS, users, sources=("chat", "email", "voice")),
+            ProfileSeed("archived", ROWS_PER_STATUS, users, same_second=12_000),
+            UserPlaybookSeed("v1", "archived", ROWS_PER_STATUS, users),
+            UserPlaybookSeed("v2", "current", ROWS_PER_STATUS, users),
+            UserPlaybookSeed("v2", "archived", ROWS_PER_STATUS, users),
+        ]
+    )
+    stack.snapshot(PRODUCTION)
+    stale = stack.bulk_seed([ProfileSeed("pending", ROWS_PER_STATUS, users)])
+    stack.snapshot(PRODUCTION_STALE)
+    stack.restore(SEEDED)
+    return SeedResult(
+        result.profiles + stale.profiles, result.user_playbooks, result.seconds + stale.seconds
+    )
+
+
+@pytest.fixture
+def production_stack(stack: LocalStack, production: SeedResult) -> Iterator[LocalStack]:
+    """The stack in the PRODUCTION snapshot; seeded again afterwards."""
+    stack.restore(PRODUCTION)
+    yield stack
+    stack.restore(SEEDED)
+
+
+@pytest.fixture
+def stale_production_stack(stack: LocalStack, production: SeedResult) -> Iterator[LocalStack]:
+    """The stack in the PRODUCTION_STALE snapshot; seeded again afterwards."""
+    stack.restore(PRODUCTION_STALE)
+    yield stack
+    stack.restore(SEEDED)
 
 
 @pytest.fixture

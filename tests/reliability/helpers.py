@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from core.backup import open_backup
-from core.kinds import PROFILE_KEYS, comparable
+from core.kinds import PLAYBOOK_KEYS, PROFILE_KEYS, STATUSES, Kind, comparable, row_status
+from core.outcome import Decision, RegenerationOutcome
+from core.touched import read_touched_ids
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.integration.pipeline_helpers import profile_rows, run_backup
 
@@ -86,6 +88,74 @@ def assert_consistent(url: str, before: Snapshot, api_key: str | None = None) ->
     assert set(by_user(current)) >= set(by_user(before.current)), "a user lost every profile"
     MEASURED["runs checked by id, nothing lost"] += 1
     return "upgraded"
+
+
+KindRows = dict[str, list[dict[str, Any]]]
+"""One kind's rows by status ('current', 'pending', 'archived')."""
+
+
+def kind_rows(url: str, kind: Kind) -> KindRows:
+    """Every row of `kind` (profiles, or one agent_version's user playbooks) by status;
+    rows the server tombstoned (H6) are in none."""
+    with ReflexioClient(ReflexioSettings(url=url, read_timeout_s=120)) as client:
+        out: KindRows = {}
+        for status in STATUSES:
+            if kind.agent_version is None:
+                listed = client.list_profiles(status)
+            else:
+                listed = client.list_user_playbooks(status, agent_version=kind.agent_version)
+            dumped = (row.model_dump() for row in listed)
+            out[status] = [{**r, "status": status} for r in dumped if row_status(r) == status]
+        return out
+
+
+def assert_rows_as_the_run_says(url: str, kind: Kind, before: KindRows, state: Any) -> Decision:
+    """Raise AssertionError unless the server's rows of `kind` are what the regeneration
+    run that ended in `state` says, checked by id against `before` (its rows at the start):
+
+    - upgraded: every promoted id is CURRENT, every archived id ARCHIVED, nothing is
+      PENDING, every CURRENT row of before is still CURRENT unless the run names it archived
+      or deleted, every row that left the server is named deleted, and every deleted row is
+      in the run's backup (playbooks: rows the rerun tombstoned, H6, need only be in it);
+    - anything else: CURRENT and ARCHIVED are the rows of before (by id for profiles; by
+      content for playbooks, whose re-created rows get new ids) and no PENDING row of the
+      run is left (playbooks keep theirs: H6).
+    """
+    outcome = state.result(raise_on_failure=False)
+    assert isinstance(outcome, RegenerationOutcome), f"no outcome, the run raised: {outcome!r}"
+    after = kind_rows(url, kind)
+
+    def ids(rows: KindRows, *statuses: str) -> set[str]:
+        return {kind.row_id(r) for s in statuses for r in rows[s]}
+
+    if outcome.decision is Decision.UPGRADED:
+        assert outcome.touched.ids_file, outcome.message
+        touched = {k: set(v) for k, v in read_touched_ids(outcome.touched.ids_file).items()}
+        assert touched["promoted"] <= ids(after, "current"), "a promoted row is not CURRENT"
+        assert touched["archived"] <= ids(after, "archived"), "an archived row is not ARCHIVED"
+        assert after["pending"] == [], f"{len(after['pending'])} row(s) left PENDING"
+        backed = {str(i) for i in open_backup(outcome.backup).ids()} if outcome.backup else set()
+        left_current = ids(before, "current") - ids(after, "current")
+        unnamed = left_current - touched["archived"] - touched["deleted"]
+        deleted = touched["deleted"] | touched["discarded_stale_pending"]
+        unsaved = deleted - backed
+        assert not unsaved, f"deleted rows not in the backup: {sorted(unsaved)[:5]}"
+        gone = ids(before, *STATUSES) - ids(after, *STATUSES) - deleted
+        if kind.rerun_tombstones_current:  # H6: tombstoned by the rerun, saved before it
+            unnamed -= backed
+            gone -= backed
+        assert not unnamed, f"CURRENT rows lost: {sorted(unnamed)[:5]}"
+        assert not gone, f"rows gone, not named deleted: {sorted(gone)[:5]}"
+    else:
+        keys = PROFILE_KEYS if kind.agent_version is None else PLAYBOOK_KEYS[1:]
+        for status in ("current", "archived"):
+            assert comparable(after[status], keys) == comparable(before[status], keys), (
+                f"{status} rows changed by a run that says {outcome.decision}: {outcome.message}"
+            )
+        if kind.candidate_deleted_when_not_upgraded:
+            assert ids(after, "pending") <= ids(before, "pending"), "the candidate was left"
+    MEASURED["runs checked by id, nothing lost"] += 1
+    return outcome.decision
 
 
 def assert_equals_backup(url: str, backup: list[dict[str, Any]]) -> None:

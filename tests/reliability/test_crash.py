@@ -85,7 +85,7 @@ def _start(proxy: FaultProxy, backup_dir: Path, *driver: str, **extra) -> subpro
     )
 
 
-def _crash_at(
+def crash_at(
     proxy: FaultProxy,
     point: str | dict,
     backup_dir: Path,
@@ -133,7 +133,7 @@ def test_sigkill_at_each_step_boundary_then_recover(
 
     # 1. after the rerun: PENDING rows exist, CURRENT untouched, the backup is finished.
     before = Snapshot.take(url)
-    _crash_at(proxy, "after-rerun", tmp_path / "1")
+    crash_at(proxy, "after-rerun", tmp_path / "1")
     assert rows(url, "pending"), "the rerun's PENDING rows should be there"
     assert {r["profile_id"] for r in rows(url, "current")} == before.ids
     _, backup = load_backup(tmp_path / "1")
@@ -149,7 +149,7 @@ def test_sigkill_at_each_step_boundary_then_recover(
     # itself killed at the next boundary, which shows it got past the stale rows.
 
     # 2. after the gate: the upgrade never reached the server.
-    _crash_at(proxy, "after-gate", tmp_path / "2", discard_stale_pending=True)
+    crash_at(proxy, "after-gate", tmp_path / "2", discard_stale_pending=True)
     assert proxy.count("POST", UPGRADE) == 0
     assert {r["profile_id"] for r in rows(url, "current")} == before.ids
     _, backup = load_backup(tmp_path / "2")
@@ -166,7 +166,7 @@ def test_sigkill_at_each_step_boundary_then_recover(
 
     # 3. during the upgrade: applied on the server, the answer never arrived.
     before = Snapshot.take(url)
-    _crash_at(proxy, "during-upgrade", tmp_path / "3")
+    crash_at(proxy, "during-upgrade", tmp_path / "3")
     assert assert_consistent(url, before) == "upgraded"  # whole, never half
     backup_file, backup = load_backup(tmp_path / "3")
     assert len(backup["rows"]) == len(before.current) + len(before.archived)
@@ -177,7 +177,7 @@ def test_sigkill_at_each_step_boundary_then_recover(
     assert assert_consistent(url, before) == "unchanged"
 
     # 4. after the upgrade, before verification.
-    _crash_at(proxy, "after-upgrade-before-verify", tmp_path / "4")
+    crash_at(proxy, "after-upgrade-before-verify", tmp_path / "4")
     assert assert_consistent(url, before) == "upgraded"
     backup_file, backup = load_backup(tmp_path / "4")
     assert len(backup["rows"]) == len(before.current) + len(before.archived)
@@ -198,7 +198,7 @@ def test_sigkill_mid_rollback_then_mid_restore_then_recover(
     before = Snapshot.take(url)
 
     # 5. mid-rollback: the verification read fails, the rollback starts and is killed.
-    _crash_at(proxy, ROLLBACK_DELETE, tmp_path, before=(VERIFICATION_NONSENSE,))
+    crash_at(proxy, ROLLBACK_DELETE, tmp_path, before=(VERIFICATION_NONSENSE,))
     # The rollback had downgraded (the server swaps: the pre-run CURRENT rows are CURRENT
     # again, the promoted ones ARCHIVED) but not yet deleted the run's rows nor re-created
     # the old ARCHIVED rows the upgrade deleted (H1).
@@ -211,7 +211,7 @@ def test_sigkill_mid_rollback_then_mid_restore_then_recover(
 
     # 6. mid-restore: the documented recovery (restore-profiles from the run's backup) is
     # itself killed after its re-creates, before it deletes the run's rows.
-    _crash_at(
+    crash_at(
         proxy, ROLLBACK_DELETE, tmp_path, "restore", backup_file=str(backup_file), delete_newer=True
     )
     # It had re-created the old ARCHIVED rows, and not yet deleted the run's rows.

@@ -1,11 +1,16 @@
-"""Faults on the call points of the other writers: restore, clear-user-data and the sweep.
+"""Faults on the call points of every writer: both regenerations, restore, clear-user-data,
+the sweep and the prompt check.
 
 Each case injects one fault class at one call point (a read the writer makes under the lock,
 or its write) and runs the writer against the real server through the proxy. Whatever the
-run ends in, the server's rows must be what the run says: a run that completed has done
-all of its work (checked by id); a run that failed says so without a traceback, and the
-same writer run again without faults completes it. The profile regeneration's call points
-are in test_faults.py. CI runs one case per writer; `make test-all` all 36.
+run ends in, the server's rows must be what the run says: a regeneration's rows are checked
+by id against what its outcome and touched-ids file name (helpers.assert_rows_as_the_run_says);
+another writer that completed has done all of its work (checked by id); a run that failed
+says so without a traceback, and the same writer run again without faults completes it.
+test_faults.py adds combined faults on the profile regeneration (several per run, the
+upgrade's ambiguous answers, rollbacks). Every call point also runs once on the
+production-shaped server (conftest.production: 25,000 rows per status). CI runs one case
+per writer; `make test-all` all 98.
 """
 
 from __future__ import annotations
@@ -17,15 +22,34 @@ from typing import Any
 import pytest
 
 from core.backup import BackupWriter
-from core.kinds import PROFILE_KEYS, comparable
+from core.kinds import PROFILE_KEYS, PROFILES, Kind, comparable, user_playbooks
+from core.outcome import Decision
 from flows.clear_users import clear_users
-from flows.params import ClearUsersParams, RestoreParams, SweepParams
+from flows.params import (
+    ClearUsersParams,
+    PlaybookRegenerationParams,
+    PromptChangeParams,
+    RegenerationParams,
+    RestoreParams,
+    SweepParams,
+)
+from flows.playbook_regeneration import playbook_regeneration
+from flows.profile_regeneration import profile_regeneration
+from flows.prompt_change import prompt_change
 from flows.restore import restore_profiles
 from flows.sweep import manual_sweep
 from local_stack.fault_proxy import FaultProxy
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tests.integration.pipeline_helpers import profile_rows
-from tests.reliability.helpers import MEASURED, record_faults
+from tasks.check_record import load_record
+from tests.integration.pipeline_helpers import config_bytes, profile_rows
+from tests.integration.test_prompt_change import CANDIDATE
+from tests.reliability.helpers import (
+    MEASURED,
+    KindRows,
+    assert_rows_as_the_run_says,
+    kind_rows,
+    record_faults,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -40,6 +64,9 @@ FAULTS: dict[str, dict[str, Any]] = {
     "HTML page": {"fault": "html"},
 }
 IN_CI = {
+    ("profiles: upgrade", "reset"),
+    ("playbooks: rerun", "503 x2"),
+    ("prompt check: config write", "timeout"),
     ("restore: re-create", "503 x2"),
     ("clear-user-data: erase", "503 x2"),
     ("sweep: snapshot", "503 x2"),
@@ -67,6 +94,102 @@ class Case:
 
     def check_done(self, url: str) -> None:
         raise NotImplementedError
+
+    def check_failed(self, url: str, state: Any) -> None:
+        """What a run that failed must have left (by default: nothing to check here)."""
+
+
+class Regeneration(Case):
+    """A regeneration of one kind: its rows checked by id against what each run says; a
+    failed run must have changed nothing, and the run again must upgrade."""
+
+    kind: Kind
+
+    def setup(self, url: str, proxy_url: str, work: Path) -> None:
+        self.before: KindRows = kind_rows(url, self.kind)
+        self.last: Any = None
+
+    def check_failed(self, url: str, state: Any) -> None:
+        assert assert_rows_as_the_run_says(url, self.kind, self.before, state) is not (
+            Decision.UPGRADED
+        )
+        self.before = kind_rows(url, self.kind)  # playbooks: re-created rows have new ids
+
+    def check_done(self, url: str) -> None:
+        decision = assert_rows_as_the_run_says(url, self.kind, self.before, self.last)
+        assert decision is Decision.UPGRADED, self.last.message
+
+
+class Profiles(Regeneration):
+    kind = PROFILES
+
+    def run(self, proxy_url: str, work: Path) -> Any:
+        params = RegenerationParams(
+            reflexio_url=proxy_url, backup_dir=str(work), notification_block="none"
+        )
+        self.last = profile_regeneration(params, return_state=True)
+        return self.last
+
+
+class Playbooks(Regeneration):
+    """v1's playbooks; v2's rows must keep their ids."""
+
+    kind = user_playbooks("v1")
+    other = user_playbooks("v2")
+
+    def setup(self, url: str, proxy_url: str, work: Path) -> None:
+        super().setup(url, proxy_url, work)
+        self.other_rows = kind_rows(url, self.other)
+
+    def check_done(self, url: str) -> None:
+        super().check_done(url)
+        assert kind_rows(url, self.other) == self.other_rows
+
+    def run(self, proxy_url: str, work: Path) -> Any:
+        params = PlaybookRegenerationParams(
+            reflexio_url=proxy_url,
+            agent_version="v1",
+            backup_dir=str(work),
+            notification_block="none",
+        )
+        self.last = playbook_regeneration(params, return_state=True)
+        return self.last
+
+
+class PromptCheck(Case):
+    """A check of a candidate prompt for profiles and v1's playbooks, not promoted: after
+    it, the config is the server's own again byte for byte, CURRENT and ARCHIVED rows of
+    both kinds are as before, and no record of the check is left."""
+
+    kinds = (PROFILES, user_playbooks("v1"))
+
+    def setup(self, url: str, proxy_url: str, work: Path) -> None:
+        self.config = config_bytes(url)
+        self.before = {kind.name: kind_rows(url, kind) for kind in self.kinds}
+        self.candidate = work / "candidate.yaml"
+        self.candidate.write_text(CANDIDATE)
+        self.proxy_url = proxy_url
+
+    def run(self, proxy_url: str, work: Path) -> Any:
+        params = PromptChangeParams(
+            reflexio_url=proxy_url,
+            config_file=self.candidate,
+            agent_version="v1",
+            backup_dir=str(work / "backups"),
+            notification_block="none",
+        )
+        return prompt_change(params, return_state=True)
+
+    def check_done(self, url: str) -> None:
+        assert config_bytes(url) == self.config
+        assert load_record(self.proxy_url) is None
+        for kind in self.kinds:
+            after, before = kind_rows(url, kind), self.before[kind.name]
+            keys = PROFILE_KEYS if kind is PROFILES else ("user_id", "content", "status")
+            for status in ("current", "archived"):
+                assert comparable(after[status], keys) == comparable(before[status], keys)
+            if kind is PROFILES:
+                assert after["pending"] == []
 
 
 class Restore(Case):
@@ -130,6 +253,14 @@ class Sweep(Case):
 
 
 POINTS: dict[str, tuple[Callable[[], Case], dict[str, Any]]] = {
+    "profiles: backup listing": (Profiles, {"path": "status_filter=archived", "method": "GET"}),
+    "profiles: rerun": (Profiles, {"path": "rerun_profile_generation", "method": "POST"}),
+    "profiles: upgrade": (Profiles, {"path": "upgrade_all_profiles", "method": "POST"}),
+    "playbooks: listing": (Playbooks, {"path": "get_user_playbooks", "method": "POST"}),
+    "playbooks: rerun": (Playbooks, {"path": "rerun_playbook_generation", "method": "POST"}),
+    "playbooks: upgrade": (Playbooks, {"path": "upgrade_all_user_playbooks", "method": "POST"}),
+    "prompt check: config write": (PromptCheck, {"path": "update_config", "method": "POST"}),
+    "prompt check: rerun": (PromptCheck, {"path": "rerun_playbook_generation", "method": "POST"}),
     "restore: listing": (Restore, {"path": "status_filter=current", "method": "GET"}),
     "restore: re-create": (Restore, {"path": "add_user_profile", "method": "POST"}),
     "clear-user-data: inventory": (Clear, {"path": "get_all_profiles", "method": "GET"}),
@@ -137,35 +268,70 @@ POINTS: dict[str, tuple[Callable[[], Case], dict[str, Any]]] = {
     "sweep: snapshot": (Sweep, {"path": "get_all_profiles", "method": "GET"}),
     "sweep: manual generation": (Sweep, {"path": "manual_profile_generation", "method": "POST"}),
 }
+AT_SIZE_FAULT = "503 x2"
+"""The fault every call point also gets on the production-shaped server (conftest.production):
+a transient one, so no case there rolls back (re-creating 25,000 rows takes ~15 min, H1)."""
 CASES = [
     pytest.param(
         point,
         fault,
+        "clean_stack",
         marks=() if (point, fault) in IN_CI else pytest.mark.slow,
         id=f"{point}-{fault}",
     )
     for point in POINTS
     for fault in FAULTS
+] + [
+    pytest.param(
+        point,
+        AT_SIZE_FAULT,
+        "production_stack",
+        marks=[pytest.mark.slow, pytest.mark.timeout(1800)],
+        id=f"{point}-{AT_SIZE_FAULT}-at-size",
+    )
+    for point in POINTS
 ]
 
 
-@pytest.mark.parametrize(("point", "fault"), CASES)
+@pytest.mark.parametrize(("point", "fault", "server"), CASES)
 def test_a_fault_at_a_writers_call_point_leaves_the_rows_as_the_run_says(
-    clean_stack, prefect_api, proxy: FaultProxy, tmp_path, point: str, fault: str
+    request, prefect_api, proxy: FaultProxy, tmp_path, point: str, fault: str, server: str
 ):
+    """`server`: the seeded few-user server, or the production-shaped one."""
+    url = request.getfixturevalue(server).url
     make, where = POINTS[point]
     case = make()
-    case.setup(clean_stack.url, proxy.url, tmp_path)
+    case.setup(url, proxy.url, tmp_path)
     proxy.add(**FAULTS[fault], **where)
     state = case.run(proxy.url, tmp_path)
     assert proxy.faults(), f"the {fault} fault never fired at {point}"
     assert state.message and "Traceback" not in state.message, state.message
     if not state.is_completed():  # it said it failed: the same run again finishes the work
         record_faults(proxy)
+        case.check_failed(url, state)
         proxy.clear()
         again = case.run(proxy.url, tmp_path)
         assert again.is_completed(), (state.message, again.message)
     else:
         record_faults(proxy)
-    case.check_done(clean_stack.url)
+    case.check_done(url)
     MEASURED["runs checked by id, nothing lost"] += 1
+
+
+def test_the_check_by_id_catches_a_row_lost_behind_the_runs_back(
+    clean_stack, prefect_api, tmp_path
+):
+    """The check every case above relies on fails when a row vanished that the run does not
+    name: a CURRENT row of a user the upgrade spared, deleted after the run."""
+    url = clean_stack.url
+    case = Profiles()
+    case.setup(url, url, tmp_path)
+    params = RegenerationParams(reflexio_url=url, backup_dir=str(tmp_path), sources=["chat"])
+    state = profile_regeneration(params, return_state=True)
+    assert assert_rows_as_the_run_says(url, PROFILES, case.before, state) is Decision.UPGRADED
+    current = kind_rows(url, PROFILES)["current"]
+    spared = next(r["profile_id"] for r in current if r["source"] == "email")
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        client.delete_profiles([spared])
+    with pytest.raises(AssertionError, match=f"CURRENT rows lost: \\['{spared}'\\]"):
+        assert_rows_as_the_run_says(url, PROFILES, case.before, state)

@@ -41,6 +41,7 @@ from flows.sweep import manual_sweep
 from local_stack.fault_proxy import FaultProxy
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.integration.pipeline_helpers import profile_rows
+from tests.reliability.helpers import MEASURED
 
 pytestmark = pytest.mark.reliability
 
@@ -140,7 +141,7 @@ PAIRS = [
 ]
 
 
-def _together(proxy: FaultProxy, tmp_path: Path, names: tuple[str, str]) -> dict[str, Any]:
+def start_together(proxy: FaultProxy, tmp_path: Path, names: tuple[str, str]) -> dict[str, Any]:
     """Both writers prepared, then the hold set, then both released by one barrier, each in
     a thread running a copy of this context."""
     url = proxy.url
@@ -173,10 +174,15 @@ def _together(proxy: FaultProxy, tmp_path: Path, names: tuple[str, str]) -> dict
 
 @pytest.mark.parametrize(("first", "second"), PAIRS)
 def test_two_writers_at_once_one_writes_the_other_is_refused(
-    clean_stack, prefect_api, proxy: FaultProxy, tmp_path, measured, first: str, second: str
+    clean_stack, prefect_api, proxy: FaultProxy, tmp_path, first: str, second: str
 ):
-    states = _together(proxy, tmp_path, (first, second))
+    states = start_together(proxy, tmp_path, (first, second))
+    assert_one_wrote_the_other_was_refused(proxy, states)
 
+
+def assert_one_wrote_the_other_was_refused(proxy: FaultProxy, states: dict[str, Any]) -> None:
+    """Exactly one writer was refused by the lock, said so and that it wrote nothing, and
+    the proxy saw none of the routes only it writes to."""
     refused = {n: s for n, s in states.items() if s.message and "holds its lock" in s.message}
     assert len(refused) == 1, {n: s.message for n, s in states.items()}
     (loser,) = refused
@@ -187,4 +193,4 @@ def test_two_writers_at_once_one_writes_the_other_is_refused(
     sent = {r.path.split("?")[0].rsplit("/", 1)[-1] for r in proxy.records if r.method != "GET"}
     only_loser = WRITERS[loser][1] - WRITERS[winner][1]
     assert not sent & only_loser, (loser, sent & only_loser)
-    measured["pairs of writers started at once"] += 1
+    MEASURED["pairs of writers started at once"] += 1

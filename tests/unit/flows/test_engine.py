@@ -170,6 +170,8 @@ def test_stale_pending_discarded_when_asked_and_kept_in_the_backup(tmp_path):
     assert outcome.decision is Decision.UPGRADED, outcome.message
     assert "old-p" not in ops.rows
     assert "old-p" in {r["profile_id"] for r in open_backup(Path(outcome.backup)).iter_rows()}
+    assert read_touched_ids(Path(outcome.touched.ids_file))["discarded_stale_pending"] == ["old-p"]
+    assert outcome.touched.discarded_stale == 1
 
 
 def test_an_unproven_listing_stops_before_any_write(tmp_path):
