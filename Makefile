@@ -18,11 +18,12 @@ main: install-server
 	$(BIN)/python -m flows.main_job
 
 ## Lint, then the tests CI runs: unit, integration against the real server, reliability
-## (the production-size cases marked slow are left to test-all).
+## (the production-size cases marked slow are left to test-all). Two pytest-xdist workers,
+## each with its own server and Prefect test API, a test file per worker at a time.
 test: install-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n 2 --dist loadfile
 
 ## Lint, then every test, the slow production-size cases included.
 test-all: install-server

@@ -70,6 +70,7 @@ def test_a_timed_out_run_is_notified(hook: WebhookReceiver):
     assert "reflexio-timeout-probe" in post["body"]
 
 
+@pytest.mark.slow  # ~55 s of waiting on a proactive trigger; CI runs the timed-out case
 @pytest.mark.timeout(240)
 def test_the_stall_watch_silence_is_notified_when_its_runs_stop(hook: WebhookReceiver):
     name = "reflexio: stall watch silent"

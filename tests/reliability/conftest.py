@@ -13,7 +13,7 @@ from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.check_record import delete_record
 from tests.conftest import SEEDED, SEEDED_CONFIG, SEEDED_COUNTS, profile_counts
-from tests.reliability.helpers import CATEGORIES, MEASURED, operation_running, release_lock
+from tests.reliability.helpers import MEASURED, operation_running, release_lock
 
 
 @pytest.fixture
@@ -103,12 +103,3 @@ def proxy(stack: LocalStack, prefect_api: None) -> Iterator[FaultProxy]:
 def measured() -> Counter[str]:
     """The suite's tally (see MEASURED)."""
     return MEASURED
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the tally at the end of a run that included reliability tests."""
-    if not MEASURED:
-        return
-    terminalreporter.section("reliability: measured by this run")
-    for category in CATEGORIES:
-        terminalreporter.write_line(f"{category:40} {MEASURED.get(category, 0)}")

@@ -112,6 +112,7 @@ def test_malformed_answer_after_the_upgrade_rolls_back(clean_stack, prefect_api,
     record_faults(proxy)
 
 
+@pytest.mark.slow  # CI runs the other ambiguous-upgrade answers
 def test_an_upgrade_slower_than_the_read_timeout_is_waited_on_not_sent_again(
     clean_stack, prefect_api, proxy, tmp_path
 ):
@@ -128,6 +129,7 @@ def test_an_upgrade_slower_than_the_read_timeout_is_waited_on_not_sent_again(
     record_faults(proxy)
 
 
+@pytest.mark.slow  # CI runs the rollback of the malformed-answer case above
 def test_a_rollback_whose_recreate_fails_says_what_differs_and_restore_finishes_it(
     clean_stack, prefect_api, proxy, tmp_path
 ):

@@ -318,6 +318,7 @@ def test_a_fault_at_a_writers_call_point_leaves_the_rows_as_the_run_says(
     MEASURED["runs checked by id, nothing lost"] += 1
 
 
+@pytest.mark.slow  # a check of the check, not of a writer
 def test_the_check_by_id_catches_a_row_lost_behind_the_runs_back(
     clean_stack, prefect_api, tmp_path
 ):
