@@ -28,7 +28,7 @@ from reflexio_api import (
     TransientError,
     UnexpectedPayload,
 )
-from reflexio_api.models import OperationStatus, ServiceName, StallState
+from reflexio_api.models import OperationStarted, OperationStatus, ServiceName, StallState
 from tasks.retry import honour_retry_after, retry_options
 
 READ = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **retry_options()}
@@ -149,6 +149,49 @@ def playbook_counts_of(rows: list[dict[str, Any]]) -> Counts:
 # --- reruns --------------------------------------------------------------------------------
 
 
+START_CHECKS = 3
+"""How many times the operation slot is read after a rerun's answer was lost ..."""
+START_CHECK_INTERVAL_S = 2.0
+"""... and how far apart: a request still on its way gets time to arrive."""
+
+
+def start_or_find(
+    client: ReflexioClient, service: ServiceName, send: Callable[[], OperationStarted]
+) -> str:
+    """Send a rerun request; return the operation id. When its answer is lost after it may
+    have reached the server (a reset, a timeout, an unreadable body), the service's status
+    slot tells: an operation other than the one there before the request is the one it
+    started (the server's lock keeps our other writers out), and is waited on like any;
+    the same one in START_CHECKS reads means it did not start, a TransientError the task's
+    retry may send again. Never a second rerun on top of one that started (H5)."""
+    before = client.get_operation_status(service)
+    before_id = before.operation_id if before else None
+    try:
+        with honour_retry_after():
+            return send().operation_id
+    except (TransientError, UnexpectedPayload) as exc:
+        if not _maybe_applied(exc):
+            raise
+        lost = exc
+    for check in range(START_CHECKS):
+        if check:
+            time.sleep(START_CHECK_INTERVAL_S)
+        now = client.get_operation_status(service)
+        if now is not None and now.operation_id and now.operation_id != before_id:
+            get_run_logger().warning(
+                "%s rerun: the answer was lost (%s), but the server started operation %s",
+                service,
+                lost,
+                now.operation_id,
+            )
+            return now.operation_id
+    raise TransientError(
+        f"The {service} rerun's answer was lost ({lost}) and the server's status slot still "
+        f"showed the operation from before it in {START_CHECKS} reads: it did not start.",
+        maybe_applied=False,
+    )
+
+
 @task(name="start-profile-rerun", **WRITE)
 def start_profile_rerun(
     settings: ReflexioSettings,
@@ -156,11 +199,15 @@ def start_profile_rerun(
     start_time: datetime | None,
     end_time: datetime | None,
 ) -> str:
-    """Start a background profile rerun; return its operation id."""
-    with honour_retry_after(), _client(settings) as client:
-        return client.rerun_profile_generation(
-            source=source, start_time=start_time, end_time=end_time
-        ).operation_id
+    """Start a background profile rerun; return its operation id (see start_or_find)."""
+    with _client(settings) as client:
+        return start_or_find(
+            client,
+            "profile_generation",
+            lambda: client.rerun_profile_generation(
+                source=source, start_time=start_time, end_time=end_time
+            ),
+        )
 
 
 @task(name="start-playbook-rerun", **WRITE)
@@ -171,11 +218,16 @@ def start_playbook_rerun(
     start_time: datetime | None,
     end_time: datetime | None,
 ) -> str:
-    """Start a background playbook rerun for one agent_version; return its operation id."""
-    with honour_retry_after(), _client(settings) as client:
-        return client.rerun_playbook_generation(
-            agent_version, source=source, start_time=start_time, end_time=end_time
-        ).operation_id
+    """Start a background playbook rerun for one agent_version; return its operation id
+    (see start_or_find)."""
+    with _client(settings) as client:
+        return start_or_find(
+            client,
+            "playbook_generation",
+            lambda: client.rerun_playbook_generation(
+                agent_version, source=source, start_time=start_time, end_time=end_time
+            ),
+        )
 
 
 @task(name="wait-for-operation", cache_policy=NO_CACHE, retries=0)

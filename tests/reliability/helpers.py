@@ -45,9 +45,11 @@ def rows(url: str, *statuses: str, api_key: str | None = None) -> list[dict[str,
 
 
 def operation_running(url: str) -> bool:
+    """Whether a profile or playbook rerun is in progress on the server."""
     with ReflexioClient(ReflexioSettings(url=url)) as client:
-        status = client.get_operation_status("profile_generation")
-    return status is not None and status.status == "in_progress"
+        services = ("profile_generation", "playbook_generation")
+        statuses = [client.get_operation_status(service) for service in services]
+    return any(s is not None and s.status == "in_progress" for s in statuses)
 
 
 @dataclass

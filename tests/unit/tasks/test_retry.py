@@ -160,3 +160,50 @@ def test_upgrade_still_running_is_waited_for(prefect_api, monkeypatch):
     ok, result = _run_upgrade(pending_before=4)
     assert ok and "applied" in result["message"]
     assert [r.url.path for r in seen].count("/api/upgrade_all_profiles") == 1  # never resent
+
+
+def _slot(operation_id: str, status: str = "completed") -> httpx.Response:
+    body = {
+        "service_name": "profile_generation",
+        "status": status,
+        "started_at": 1,
+        "request_params": {"operation_id": operation_id},
+    }
+    return httpx.Response(200, json={"success": True, "operation_status": body})
+
+
+def _run_rerun_start():
+    @flow
+    def probe() -> str:
+        return server.start_profile_rerun.with_options(
+            retry_delay_seconds=0, retry_jitter_factor=None
+        )(ReflexioSettings(url="http://127.0.0.1:9"), None, None, None)
+
+    return probe()
+
+
+def test_a_rerun_whose_answer_was_lost_but_started_is_waited_on_not_sent_again(
+    prefect_api, monkeypatch
+):
+    seen = _mock(monkeypatch, [_slot("op-old"), httpx.Response(502, json={}), _slot("op-new")])
+    assert _run_rerun_start() == "op-new"
+    assert [r.url.path for r in seen].count("/api/rerun_profile_generation") == 1
+
+
+def test_a_rerun_that_surely_did_not_start_is_sent_again(prefect_api, monkeypatch):
+    monkeypatch.setattr(server, "START_CHECK_INTERVAL_S", 0)
+    started = httpx.Response(200, json={"success": True, "operation_id": "op-new"})
+    seen = _mock(
+        monkeypatch,
+        [
+            _slot("op-old"),
+            httpx.Response(502, json={}),
+            *[_slot("op-old")] * server.START_CHECKS,
+            _slot("op-old"),
+            started,
+        ],
+    )
+    assert _run_rerun_start() == "op-new"
+    paths = [r.url.path for r in seen]
+    assert paths.count("/api/rerun_profile_generation") == 2
+    assert paths.count("/api/get_operation_status") == 2 + server.START_CHECKS
