@@ -164,7 +164,11 @@ def start_or_find(
     started (the server's lock keeps our other writers out), and is waited on like any;
     the same one in START_CHECKS reads means it did not start, a TransientError the task's
     retry may send again. Never a second rerun on top of one that started (H5)."""
-    before = client.get_operation_status(service)
+    try:
+        with honour_retry_after():
+            before = client.get_operation_status(service)
+    except TransientError as exc:  # nothing sent yet: the task's retry may start over
+        raise TransientError(str(exc), maybe_applied=False) from None
     before_id = before.operation_id if before else None
     try:
         with honour_retry_after():
@@ -176,7 +180,10 @@ def start_or_find(
     for check in range(START_CHECKS):
         if check:
             time.sleep(START_CHECK_INTERVAL_S)
-        now = client.get_operation_status(service)
+        try:
+            now = client.get_operation_status(service)
+        except TransientError:  # unknown: the run stops rather than send it twice
+            raise lost from None
         if now is not None and now.operation_id and now.operation_id != before_id:
             get_run_logger().warning(
                 "%s rerun: the answer was lost (%s), but the server started operation %s",

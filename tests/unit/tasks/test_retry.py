@@ -207,3 +207,12 @@ def test_a_rerun_that_surely_did_not_start_is_sent_again(prefect_api, monkeypatc
     paths = [r.url.path for r in seen]
     assert paths.count("/api/rerun_profile_generation") == 2
     assert paths.count("/api/get_operation_status") == 2 + server.START_CHECKS
+
+
+def test_a_failed_read_before_the_rerun_is_retried_and_the_rerun_sent_once(
+    prefect_api, monkeypatch
+):
+    started = httpx.Response(200, json={"success": True, "operation_id": "op-new"})
+    seen = _mock(monkeypatch, [httpx.Response(502, json={}), _slot("op-old"), started])
+    assert _run_rerun_start() == "op-new"
+    assert [r.url.path for r in seen].count("/api/rerun_profile_generation") == 1
