@@ -50,6 +50,7 @@ def _current(url: str) -> dict[str, dict]:
     return {r["profile_id"]: r for r in profile_rows(url, "current")}
 
 
+@pytest.mark.slow  # timing: failed twice in clean-clone CI on 2026-12-03 (see README)
 def test_profiles_users_teach_during_the_rerun_stay_current(
     seeded_stack: LocalStack, prefect_api, tmp_path: Path
 ):
@@ -122,6 +123,7 @@ def test_a_playbook_rerun_that_times_out_puts_tombstoned_rows_back(
     assert "discard_stale_pending" not in outcome.message
 
 
+@pytest.mark.slow  # timing: failed twice in clean-clone CI on 2026-12-03 (see README)
 def test_playbooks_users_teach_during_the_rerun_stay_current(
     seeded_stack: LocalStack, prefect_api, tmp_path: Path
 ):
