@@ -24,6 +24,9 @@ class Decision(StrEnum):
     STALLED = "stalled"
     REFUSED = "refused"
     GENERATION_FAILED = "generation_failed"
+    UPGRADE_NOT_APPLIED = "upgrade_not_applied"
+    """The upgrade failed and the server shows it changed nothing: nothing was changed back,
+    the candidate was left as a gate-blocked run's."""
     ROLLED_BACK = "rolled_back"
     ERROR = "error"
 

@@ -30,7 +30,13 @@ from core.backup_store import BackupStore
 from core.kinds import STATUSES, Kind, Status, row_status
 from core.live import KeepPlan, LiveRows, LiveRule, Scope, kept_problems, rows_to_keep
 from core.outcome import Decision, GateOutcome, RegenerationOutcome, TouchedIds
-from core.rollback import describe_residue, plan_rollback
+from core.rollback import (
+    UpgradeEffect,
+    describe_gone,
+    describe_residue,
+    plan_rollback,
+    upgrade_effect,
+)
 from core.sinks import BackupTarget, Reading, ReadRequest
 from core.stall import Stall, describe_failed_operation, infer_stall
 from core.state import (
@@ -148,6 +154,8 @@ class Engine:
     """The operator's answer, when the run asked for one."""
     discarded: frozenset[str] = field(default=frozenset(), init=False)
     """Stale PENDING ids the run deleted before its rerun (discard_stale_pending)."""
+    upgrade_sent: bool = field(default=False, init=False)
+    """The upgrade request went out: from then on only `undo` may change rows back."""
 
     @property
     def kind(self) -> Kind:
@@ -193,17 +201,26 @@ class Engine:
         if failed is not None:
             return failed
         self.ops.clear_inferred_stall()
+        try:
+            return self.judge_and_promote(before.baseline)
+        except Exception as exc:
+            if self.upgrade_sent:
+                raise
+            return self.stopped_before_upgrade(exc)
 
+    def judge_and_promote(self, baseline: pd.DataFrame | None) -> RegenerationOutcome:
+        """After the rerun: read the candidate, gate against `baseline` (the CURRENT rows
+        before), ask, upgrade (see the module docstring)."""
         after_rerun = self.read_after_rerun(candidate=True)
-        assert after_rerun.candidate is not None and before.baseline is not None
+        assert after_rerun.candidate is not None and baseline is not None
         assert after_rerun.live is not None
         state = after_rerun.snapshot
-        if after_rerun.candidate.empty and before.baseline.empty:
+        if after_rerun.candidate.empty and baseline.empty:
             return self.outcome(
                 Decision.NOTHING_TO_DO, f"No {self.kind.label} before or after the rerun."
             )
 
-        gate = self.gate(after_rerun.candidate, self.baseline_at_stake(before.baseline, state))
+        gate = self.gate(after_rerun.candidate, self.baseline_at_stake(baseline, state))
         if gate.blocked or self.params.dry_run:
             return self.not_upgraded(gate, state)
         why = self.approval_reason(gate)
@@ -322,6 +339,39 @@ class Engine:
         message = f"{describe_failed_operation(status)} Nothing was upgraded. {leftover}"
         return self.outcome(Decision.GENERATION_FAILED, message)
 
+    def stopped_before_upgrade(self, exc: Exception) -> RegenerationOutcome:
+        """Something failed after the rerun and before the upgrade was sent (a read, the
+        gate, the approval, a backup write): nothing was upgraded; the candidate is left as
+        a gate-blocked run leaves it, so no user stays without CURRENT rows (H6)."""
+        try:
+            leftover = self.leave_candidate()
+        except Exception as cleanup:
+            leftover = (
+                f"The candidate could not be cleaned up ({self.reason(cleanup)}): the next run "
+                "finds its PENDING rows (profiles: refused until discard_stale_pending=True; "
+                "playbooks: replaced by its rerun); tombstoned playbooks are in the backup "
+                f"{self.summary.backup_path}."
+            )
+        message = (
+            f"Stopped after the rerun, before any upgrade: {self.reason(exc)} "
+            f"Nothing was upgraded. {leftover}"
+        )
+        decision = Decision.ERROR if isinstance(exc, ReflexioError) else Decision.REFUSED
+        return self.outcome(decision, message)
+
+    def tombstoned(self, now: IdSnapshot) -> frozenset[str]:
+        """The CURRENT rows this run's rerun tombstoned (H6): CURRENT when backed up, not
+        live now, of a user the rerun wrote PENDING rows for (a vanished row of another
+        user was deleted by someone else and is not this run's to bring back)."""
+        if not self.kind.rerun_tombstones_current:
+            return frozenset()
+        rerun_users = set(now.pending.values())
+        return frozenset(
+            i
+            for i, user in self.before.current.items()
+            if user in rerun_users and i not in now.current and i not in now.archived
+        )
+
     def leave_candidate(self) -> str:
         """Delete the candidate's PENDING rows (profiles); for playbooks keep them (merged
         rows point at them) and put back, from the backup, every CURRENT row the rerun
@@ -334,8 +384,8 @@ class Engine:
             f"The candidate's {len(now.pending)} PENDING row(s) are kept (merged rows point "
             "at them)."
         )
-        tombstoned = frozenset(self.before.current) - now.all_ids()
-        if not (self.kind.rerun_tombstones_current and tombstoned):
+        tombstoned = self.tombstoned(now)
+        if not tombstoned:
             return f"{kept} The rerun tombstoned no CURRENT row."
         assert self.backup is not None
         put_back = self.ops.recreate(
@@ -470,16 +520,15 @@ class Engine:
         self.save_live_rows(live)
         self.announce(keep)
         touched = self.touched(expected, keep)  # written before the upgrade: for restore
-        target = self.rollback_target(state)
         saved = self.before.all_ids() | set(live.rows)
-        ours = frozenset(state.pending)
+        self.upgrade_sent = True
         try:
             result = self.ops.upgrade(only_affected, len(expected.promoted))
         except UpgradeUndetermined as exc:
             message = f"{exc} Backup: {self.summary.backup_path}."
             return self.outcome(Decision.ERROR, message, gate=gate)
         except Exception as exc:
-            return self.roll_back(self.reason(exc), gate, target, ours)
+            return self.undo(self.reason(exc), gate, state)
         self.summary.note(f"Upgrade: {result.get('message')}")
         known = frozenset(state.all_ids())
         try:
@@ -487,14 +536,14 @@ class Engine:
             self.summary.counts_after = after.snapshot.counts().as_dict()
             verify_ids(expected, after.snapshot, saved, known=known)
         except Exception as exc:
-            return self.roll_back(self.reason(exc), gate, target, ours)
+            return self.undo(self.reason(exc), gate, state)
         assert after.live is not None
         late = [r for r in after.live.rows.values() if row_status(r) == "archived"]
         try:
             kept = self.make_current_again(keep, live, late, known | after.snapshot.all_ids())
         except (ReflexioError, RuntimeError) as exc:
             reason = f"the rows to keep CURRENT were not all made CURRENT again: {exc}"
-            return self.roll_back(reason, gate, target, ours)
+            return self.undo(reason, gate, state)
         self.ops.emit(
             catalogue.EVENT_UPGRADED,
             kind=self.kind.name,
@@ -544,18 +593,14 @@ class Engine:
         """Roll back what `upgrade_kept` upgraded and verified (another kind could not be
         upgraded): the rollback a failed verification gets."""
         assert self.kept is not None
-        state = self.kept.state
-        target = self.rollback_target(state)
-        return self.roll_back(reason, self.kept.gate, target, frozenset(state.pending))
+        return self.undo(reason, self.kept.gate, self.kept.state)
 
     def rollback_target(self, state: IdSnapshot) -> dict[str, Status]:
         """Id -> status a rollback must restore: the rows as the upgrade found them, and
         the CURRENT rows the rerun tombstoned (H6), which the upgrade would not bring back."""
         target: dict[str, Status] = dict.fromkeys(state.archived, "archived")
         target.update(dict.fromkeys(state.current, "current"))
-        if self.kind.rerun_tombstones_current:
-            tombstoned = set(self.before.current) - state.all_ids()
-            target.update(dict.fromkeys(tombstoned, "current"))
+        target.update(dict.fromkeys(self.tombstoned(state), "current"))
         return target
 
     @property
@@ -690,15 +735,22 @@ class Engine:
         yield from rows_from_backup(self.backup, wanted, self.kind)
 
     def repair_to_backup(
-        self, target: dict[str, Status], ours: frozenset[str], steps: list[str]
+        self,
+        target: dict[str, Status],
+        ours: frozenset[str],
+        deleted: frozenset[str],
+        steps: list[str],
     ) -> str:
-        """Delete the rows this run created that are left, re-create the saved rows that
-        are missing or in another status; returns what still differs ('' when the rows
-        equal the state before the upgrade)."""
+        """Delete the rows this run created that are left, re-create the saved rows this
+        run deleted and those in another status (never one gone for another reason);
+        returns what still differs ('' when the rows equal the state before the upgrade,
+        but for the rows that left for other reasons)."""
         known = frozenset(target) | ours
         now = self.ops.read(ReadRequest(statuses=STATUSES, live=LiveRule(known, None)))
         assert now.live is not None
-        plan = plan_rollback(target, now.snapshot, ours)
+        plan = plan_rollback(target, now.snapshot, ours, deleted)
+        if plan.gone:
+            steps.append(describe_gone(plan.gone))
         newer = [r for r in now.live.rows.values() if row_status(r) == "archived"]
         if newer:  # rows users created after the upgrade, archived by the downgrade
             self.ops.recreate(as_current(newer))
@@ -714,7 +766,7 @@ class Engine:
             steps.append(f"re-created {recreated} row(s) from the saved rows")
         final = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
         self.summary.counts_after = final.counts().as_dict()
-        left = plan_rollback(target, final, ours)
+        left = plan_rollback(target, final, ours, deleted)
         if self.kind.recreate_keeps_ids:
             return describe_residue(left)
         renewed = frozenset(i for i in left.recreate if target[i] == "current")
@@ -732,31 +784,88 @@ class Engine:
             f"(the server makes them CURRENT); they stay in the backup: {name_ids(gone)}"
         )
 
-    def what_differs(self, target: dict[str, Status], ours: frozenset[str]) -> str:
+    def what_differs(
+        self, target: dict[str, Status], ours: frozenset[str], deleted: frozenset[str]
+    ) -> str:
         """What still differs from the state before the upgrade, read now, in words."""
         try:
             now = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
         except (ReflexioError, RuntimeError) as exc:
             return f"The rows could not be read to say what differs ({exc})."
         self.summary.counts_after = now.counts().as_dict()
-        return f"Still different: {describe_residue(plan_rollback(target, now, ours))}."
+        left = plan_rollback(target, now, ours, deleted)
+        return f"Still different: {describe_residue(left)}."
+
+    def undo(self, reason: str, gate: GateOutcome, state: IdSnapshot) -> RegenerationOutcome:
+        """A failed upgrade (state: the ids it was sent against): establish from the server
+        what it did, then undo only that (core/rollback.py)."""
+        expected = expected_after_upgrade(self.kind, state, self.only_affected_users)
+        try:
+            now = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
+        except (ReflexioError, RuntimeError) as exc:
+            message = (
+                f"The upgrade failed ({reason}) and the rows could not be read to establish "
+                f"what it did ({self.reason(exc)}); nothing was changed back. When the server "
+                f"answers, run restore-profiles with backup_file={self.summary.backup_path} "
+                "(it acts on the ids this run touched only)."
+            )
+            return self.outcome(Decision.ERROR, message, gate=gate)
+        effect = upgrade_effect(expected, now)
+        if effect.nothing:
+            return self.not_applied(reason, gate, effect)
+        return self.roll_back(reason, gate, state, effect)
+
+    def not_applied(
+        self, reason: str, gate: GateOutcome, effect: UpgradeEffect
+    ) -> RegenerationOutcome:
+        """The upgrade changed nothing: no downgrade, no re-creation; the candidate is left
+        as a gate-blocked run leaves it."""
+        try:
+            leftover = self.leave_candidate()
+        except (ReflexioError, RuntimeError) as exc:
+            leftover = f"The candidate could not be cleaned up ({exc}); the next run finds it."
+        self.ops.emit(
+            catalogue.EVENT_ROLLED_BACK,
+            kind=self.kind.name,
+            agent_version=self.kind.agent_version,
+            reason=reason[:300],
+            equal=True,
+            path="not applied",
+        )
+        message = (
+            f"Upgrade not applied: {reason}. The server shows nothing changed "
+            f"({effect.describe()}), so nothing was changed back and no downgrade ran; "
+            f"CURRENT and ARCHIVED are as before. {leftover} Backup: {self.summary.backup_path}."
+        )
+        return self.outcome(Decision.UPGRADE_NOT_APPLIED, message, gate=gate)
 
     def roll_back(
-        self, reason: str, gate: GateOutcome, target: dict[str, Status], ours: frozenset[str]
+        self, reason: str, gate: GateOutcome, state: IdSnapshot, effect: UpgradeEffect
     ) -> RegenerationOutcome:
-        """Put the server's rows back as they were before the upgrade: the server's
-        downgrade, then every id that still differs is deleted (only rows this run
-        created) or re-created from the saved rows. Rows users created meanwhile stay."""
-        steps: list[str] = []
+        """Put back what the upgrade did: the server's downgrade only where it provably
+        swaps exactly this upgrade back, then every id that still differs is deleted (only
+        rows this run created) or re-created from the saved rows (only rows this run
+        deleted or tombstoned). Rows users created meanwhile stay."""
+        target = self.rollback_target(state)
+        ours = frozenset(state.pending)
+        deleted = effect.expected.deleted | self.tombstoned(state)
+        steps: list[str] = [f"the upgrade had applied {effect.describe()}"]
+        if effect.downgrade_swaps_back:
+            try:
+                result = self.ops.downgrade(self.only_affected_users)
+                steps.append(
+                    "path: the server's downgrade (every row the upgrade archived, and no "
+                    f"other, was ARCHIVED): {result.get('message')}; then repair by id"
+                )
+            except ReflexioError as exc:
+                steps.append(f"downgrade failed ({exc}); repairing by id")
+        else:
+            steps.append("path: repair by id only, no downgrade (it would not swap back exactly)")
         try:
-            result = self.ops.downgrade(self.only_affected_users)
-            steps.append(f"downgrade: {result.get('message')}")
-        except ReflexioError as exc:
-            steps.append(f"downgrade failed ({exc}); repairing by id")
-        try:
-            residue = self.repair_to_backup(target, ours, steps)
+            residue = self.repair_to_backup(target, ours, deleted, steps)
         except (ReflexioError, RuntimeError) as exc:
-            residue = f"the rollback stopped: {exc} {self.what_differs(target, ours)}"
+            left = self.what_differs(target, ours, deleted)
+            residue = f"the rollback stopped: {exc} {left}"
         steps.append(
             f"data DIFFERS from before the upgrade: {residue}"
             if residue

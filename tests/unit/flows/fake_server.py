@@ -25,7 +25,7 @@ from core.sinks import Reading, ReadRequest, consume
 from core.stall import Stall
 from core.upgrade import UpgradeUndetermined
 from gate import GatePolicy, GateReport, evaluate, with_rerun_yield
-from reflexio_api import OperationTimeout, ServerReportedFailure
+from reflexio_api import OperationTimeout, ServerReportedFailure, TransientError
 from reflexio_api.models import OperationStatus
 
 FAR_FUTURE = 4_102_444_800
@@ -79,6 +79,11 @@ class FakeOps:
     """Ids of PENDING rows the upgrade leaves PENDING (a server that did not promote them)."""
     upgrade_raises: bool = False
     """The upgrade applies, then answers with an error."""
+    upgrade_refused: bool = False
+    """The upgrade never reaches the server (a gateway answers 503 to every try)."""
+    upgrade_fails_after: int | None = None
+    """The upgrade deletes the old ARCHIVED rows, archives this many CURRENT rows, then
+    fails (promotes nothing) and answers with an error."""
     upgrade_lost: UpgradeUndetermined | None = None
     """The upgrade's answer was lost and the state did not settle (nothing applied)."""
     downgrade_raises: bool = False
@@ -94,6 +99,8 @@ class FakeOps:
     wait_times_out: bool = False
     """The rerun outlives the engine's wait (it has written its rows by then)."""
     read_raises: Exception | None = None
+    read_fails: dict[int, Exception] = field(default_factory=dict)
+    """Read number (1 = the first read) -> the error that read raises (once)."""
     answer: Approval | None = None
     """The operator's scripted answer; None: asking is a test failure."""
     during_approval: Callable[[], None] | None = None
@@ -119,6 +126,9 @@ class FakeOps:
         self.calls.append(f"read:{','.join(request.statuses)}")
         if self.read_raises is not None:
             raise self.read_raises
+        reads = sum(c.startswith("read:") for c in self.calls)
+        if reads in self.read_fails:
+            raise self.read_fails.pop(reads)
         rows = [
             dict(r)
             for _, r in sorted(self.rows.items())
@@ -197,14 +207,20 @@ class FakeOps:
             self.before_upgrade()
         if self.upgrade_lost is not None:
             raise self.upgrade_lost
+        if self.upgrade_refused:
+            raise TransientError("upgrade: 503 Service Unavailable from the gateway")
         pending = {i: r for i, r in self.rows.items() if r.get("status") == "pending"}
         affected = {r["user_id"] for r in pending.values()}
         spare = self.kind.upgrade_may_spare_unaffected_users and only_affected_users
         for i in [i for i, r in self.rows.items() if r.get("status") == "archived"]:
             del self.rows[i]
+        archived = 0
         for row in self.rows.values():
             if row.get("status") is None and (not spare or row["user_id"] in affected):
+                if archived == self.upgrade_fails_after:
+                    raise ServerReportedFailure("upgrade: disk I/O error", server_message="io")
                 row["status"] = "archived"
+                archived += 1
         for i, row in pending.items():
             if i not in self.upgrade_skips:
                 row["status"] = None
