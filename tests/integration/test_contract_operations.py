@@ -1,5 +1,5 @@
 """Contract of the generation, promotion and aggregation calls against the real server,
-and the hazards (reflexio-server.md §5) as the client truthfully reports them.
+and the hazards (docs/hazards.md) as the client truthfully reports them.
 
 Each test starts from the seeded snapshot (``seeded_client``, ~5 s); the module puts the
 seeded data back when it ends, so later files see the stack as seeded.

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from core.approval import Approval
 from core.kinds import Kind, row_status
@@ -32,6 +33,23 @@ FAR_FUTURE = 4_102_444_800
 PAGE = 7
 RERUN_STARTED_AT = 1_800_000_000
 """When the fake's reruns start: seeded rows are older, rows users add 'during' are not."""
+BACKUPS_WRITTEN_AT = datetime.fromtimestamp(RERUN_STARTED_AT - 60, UTC)
+"""The one instant `freeze_backup_clock` gives every backup a run writes."""
+
+
+def freeze_backup_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stamp every backup at BACKUPS_WRITTEN_AT instead of the wall clock.
+
+    A backup's name carries the UTC second it was started (core/backup.py), so a run's live
+    part is `<stem>-live` of its main backup only when both start in the same second; on the
+    wall clock that depends on where a second boundary falls. Frozen, it always holds."""
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            return BACKUPS_WRITTEN_AT if tz is not None else BACKUPS_WRITTEN_AT.replace(tzinfo=None)
+
+    monkeypatch.setattr("core.backup.datetime", Frozen)
 
 
 def profile(pid: str, user: str, content: str, status: str | None = None, source="chat"):

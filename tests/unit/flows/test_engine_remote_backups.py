@@ -12,7 +12,7 @@ import pytest
 from core.backup import BackupError
 from core.backup_store import FsspecStore
 from core.outcome import Decision, RegenerationOutcome
-from tests.unit.flows.fake_server import FakeOps, playbook
+from tests.unit.flows.fake_server import FakeOps, freeze_backup_clock, playbook
 from tests.unit.flows.test_engine import USERS, engine, fact, playbooks_ops, profiles_ops
 from tests.unit.flows.test_engine_live import rerun_with_live_traffic
 
@@ -26,7 +26,12 @@ def remote(tmp_path: Path) -> str:
     return f"memory://engine-{tmp_path.name}/backups"
 
 
-def test_every_backup_file_is_remote_and_the_rollback_reads_from_there(remote: str):
+def test_every_backup_file_is_remote_and_the_rollback_reads_from_there(
+    remote: str, monkeypatch: pytest.MonkeyPatch
+):
+    # The live part is named `<stem>-live` only when it starts in the same UTC second as the
+    # main backup; a run that crossed a second boundary between the two had no such file.
+    freeze_backup_clock(monkeypatch)
     ops = profiles_ops(
         rerun=rerun_with_live_traffic, upgrade_skips={"p-0-0"}, downgrade_raises=True
     )
