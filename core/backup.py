@@ -424,6 +424,20 @@ def _exists(store: BackupStore, name: str) -> bool:
         raise BackupError(f"Cannot read {store.location(name)}: {exc}.") from None
 
 
+def info_of(backup: Backup) -> BackupInfo:
+    """A finished v2 backup, opened again, as its writer described it."""
+    if backup.manifest_name is None or backup.sha256 is None:
+        raise BackupError(f"{backup.path} is a v1 backup: no run of this version wrote it.")
+    return BackupInfo(
+        store=backup.store,
+        data_name=backup.name,
+        manifest_name=backup.manifest_name,
+        counts=backup.counts,
+        total=backup.total,
+        sha256=backup.sha256,
+    )
+
+
 def open_backup(path: str | Path, store: BackupStore | None = None) -> Backup:
     """Open a backup from its manifest, its data file, or an old v1 .json document: a
     file name in `store`, or without a store a local path or fsspec URL.

@@ -47,6 +47,16 @@ class UpgradeEffect:
         return not (self.promoted or self.archived or self.deleted)
 
     @property
+    def complete(self) -> bool:
+        """The upgrade did all it had to: every row promoted, archived and deleted."""
+        exp = self.expected
+        return (
+            self.promoted == exp.promoted
+            and self.archived == exp.archived
+            and self.deleted == exp.deleted
+        )
+
+    @property
     def downgrade_swaps_back(self) -> bool:
         """The server's downgrade (ARCHIVED <-> CURRENT) restores what this upgrade archived
         and touches no other ARCHIVED row: every row it had to archive is ARCHIVED, and no

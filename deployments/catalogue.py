@@ -29,6 +29,7 @@ EVENT_UPGRADED = "reflexio.upgraded"
 EVENT_ROLLED_BACK = "reflexio.rolled-back"
 EVENT_RESTORED = "reflexio.restored"
 EVENT_CHECK_UNDONE = "reflexio.prompt-check.undone"
+EVENT_RUN_REPAIRED = "reflexio.run.repaired"
 
 HOUR_S = 3600
 FLOW_TIMEOUT_S = {
@@ -71,6 +72,12 @@ def restore_artifact(url: str) -> str:
 def prompt_check_artifact(url: str) -> str:
     """Report artifact key of the prompt check on one server."""
     return f"prompt-check-{server_slug(url)}"
+
+
+def run_journal_block(url: str) -> str:
+    """Secret block holding the journal of an unfinished regeneration on one server (what
+    the next writer finishes or undoes: flows/run_repair.py)."""
+    return f"reflexio-run-journal-{server_slug(url)}"
 
 
 def check_record_block(url: str) -> str:

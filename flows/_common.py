@@ -19,6 +19,7 @@ from flows.lock import Held, ServerBusy, server_lock
 from flows.params import RegenerationParams
 from reflexio_api import IncompleteListing, ReflexioError
 from tasks.backups import prune_backups
+from tasks.journal import PrefectJournal
 from tasks.ops import PrefectOps
 from tasks.report import RunSummary
 from tasks.server import OperationRunning
@@ -66,11 +67,17 @@ REFUSALS = (Refused, OperationRunning, ListingNotProven, IncompleteListing, Back
 """What makes an engine step stop before writing: the run ends REFUSED, saying why."""
 
 
-def make_engine(kind: Kind, params: RegenerationParams, title: str) -> Engine:
-    """An engine for one kind on the params' server, its effects as Prefect tasks."""
+def make_engine(
+    kind: Kind, params: RegenerationParams, title: str, journaled: bool = True
+) -> Engine:
+    """An engine for one kind on the params' server, its effects as Prefect tasks; its run
+    journal on the Prefect API unless the caller keeps its own record (`journaled=False`:
+    the prompt check)."""
     settings = params.settings()
     summary = RunSummary(title=title, server=settings.url)
-    return Engine(PrefectOps(settings, kind, params.notification_block), params, summary, run_id())
+    ops = PrefectOps(settings, kind, params.notification_block)
+    journal = PrefectJournal(settings.url) if journaled else None
+    return Engine(ops, params, summary, run_id(), journal=journal)
 
 
 def run_step(engine: Engine, step: Callable[[], RegenerationOutcome]) -> RegenerationOutcome:

@@ -16,6 +16,7 @@ result (what it did, what still differs) decides the message the run ends with.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -25,8 +26,10 @@ from typing import Any, Protocol
 import pandas as pd
 
 from core.approval import Approval, approval_request
-from core.backup import LIVE_PART, BackupInfo, BackupWriter, open_backup
+from core.backup import LIVE_PART, BackupInfo, BackupWriter, info_of, open_backup
 from core.backup_store import BackupStore
+from core.identity import server_key
+from core.journal import JournalSink, RunJournal
 from core.kinds import STATUSES, Kind, Status, row_status
 from core.live import KeepPlan, LiveRows, LiveRule, Scope, kept_problems, rows_to_keep
 from core.outcome import Decision, GateOutcome, RegenerationOutcome, TouchedIds
@@ -47,14 +50,14 @@ from core.state import (
     name_ids,
     verify_ids,
 )
-from core.touched import write_touched_ids
+from core.touched import read_touched_ids, write_touched_ids
 from core.upgrade import UpgradeUndetermined
 from deployments import catalogue
 from flows.params import PlaybookRegenerationParams, RegenerationParams
 from gate import GatePolicy, GateReport, Severity
 from reflexio_api import OperationTimeout, ReflexioError
 from reflexio_api.models import OperationStatus
-from tasks.backups import open_location
+from tasks.backups import locate_file, open_location
 from tasks.report import RunSummary
 
 
@@ -70,6 +73,7 @@ class ServerOps(Protocol):
 
     def check_stall(self) -> tuple[Stall | None, str]: ...
     def refuse_if_running(self) -> None: ...
+    def running_operation(self) -> str | None: ...
     def read(self, request: ReadRequest) -> Reading: ...
     def delete(self, ids: Collection[str]) -> int: ...
     def start_rerun(
@@ -156,6 +160,16 @@ class Engine:
     """Stale PENDING ids the run deleted before its rerun (discard_stale_pending)."""
     upgrade_sent: bool = field(default=False, init=False)
     """The upgrade request went out: from then on only `undo` may change rows back."""
+    journal: JournalSink | None = None
+    """Where the run journal goes (core/journal.py); None: the caller keeps its own record
+    (the prompt check)."""
+    entry: RunJournal | None = field(default=None, init=False)
+    """The journal as last written; None before the first write and once cleared."""
+    left_unfinished: bool = field(default=False, init=False)
+    """The run ends with something a repair must finish (the journal is kept)."""
+    residue_is_permanent: bool = field(default=False, init=False)
+    """What a rollback left differs for good (user playbooks the upgrade deleted cannot be
+    re-created as ARCHIVED): no repair would change it."""
 
     @property
     def kind(self) -> Kind:
@@ -186,9 +200,49 @@ class Engine:
             **fields,
         )
 
+    # --- the journal ---------------------------------------------------------------------
+
+    def write_journal(self, entry: RunJournal) -> None:
+        """Record, durably, what the run is about to do (before it does it)."""
+        if self.journal is not None:
+            self.journal.save(entry)
+        self.entry = entry
+
+    def journal_candidate(self) -> None:
+        """Before the run's first write: its backup is the evidence a repair needs."""
+        if self.entry is not None:
+            return
+        assert self.backup is not None
+        self.write_journal(
+            RunJournal(
+                server=server_key(self.ops.url),
+                flow_run_id=self.run_id,
+                kind=self.kind.name,
+                agent_version=self.kind.agent_version,
+                backup=self.backup.manifest_path,
+                only_affected_users=self.only_affected_users,
+                written_at=int(time.time()),
+            )
+        )
+
+    def clear_journal(self) -> None:
+        """The server is consistent again: nothing for a repair to do."""
+        if self.entry is not None and self.journal is not None:
+            self.journal.clear()
+        self.entry = None
+
     # --- the steps -----------------------------------------------------------------------
 
     def run(self) -> RegenerationOutcome:
+        """Every step, in order (see the module docstring); the journal is removed when the
+        run leaves the server consistent, and kept for the next writer otherwise (an
+        exception, a kill, residue)."""
+        outcome = self.steps()
+        if outcome.decision is not Decision.ERROR and not self.left_unfinished:
+            self.clear_journal()
+        return outcome
+
+    def steps(self) -> RegenerationOutcome:
         """Every step, in order; see the module docstring."""
         stall, note = self.ops.check_stall()
         if stall is not None:
@@ -286,6 +340,7 @@ class Engine:
             return
         if not self.params.discard_stale_pending:
             raise Refused(stale_pending_message(len(before.pending), self.kind.label))
+        self.journal_candidate()
         deleted = self.ops.delete(before.pending)
         self.summary.note(f"Deleted {deleted} stale PENDING {self.kind.label} (in the backup).")
         self.discarded = frozenset(before.pending)
@@ -294,9 +349,12 @@ class Engine:
     def rerun(self) -> RegenerationOutcome | None:
         """Rerun (once per source); None when every rerun completed with output."""
         for source in self.params.sources or [None]:
+            self.journal_candidate()
             operation_id = self.ops.start_rerun(
                 source, self.params.start_time, self.params.end_time
             )
+            assert self.entry is not None
+            self.write_journal(self.entry.started_rerun(operation_id))
             try:
                 status = self.ops.wait(
                     operation_id, self.params.operation_timeout_s, f"{self.prefix}-progress"
@@ -346,6 +404,7 @@ class Engine:
         try:
             leftover = self.leave_candidate()
         except Exception as cleanup:
+            self.left_unfinished = True
             leftover = (
                 f"The candidate could not be cleaned up ({self.reason(cleanup)}): the next run "
                 "finds its PENDING rows (profiles: refused until discard_stale_pending=True; "
@@ -521,6 +580,10 @@ class Engine:
         self.announce(keep)
         touched = self.touched(expected, keep)  # written before the upgrade: for restore
         saved = self.before.all_ids() | set(live.rows)
+        self.journal_candidate()
+        assert self.entry is not None
+        live_file = self.live_backup.manifest_path if self.live_backup else None
+        self.write_journal(self.entry.upgrading(touched.ids_file, live_file))
         self.upgrade_sent = True
         try:
             result = self.ops.upgrade(only_affected, len(expected.promoted))
@@ -544,6 +607,7 @@ class Engine:
         except (ReflexioError, RuntimeError) as exc:
             reason = f"the rows to keep CURRENT were not all made CURRENT again: {exc}"
             return self.undo(reason, gate, state)
+        self.clear_journal()  # upgraded and verified: what follows needs no repair
         self.ops.emit(
             catalogue.EVENT_UPGRADED,
             kind=self.kind.name,
@@ -779,6 +843,7 @@ class Engine:
         gone = left.recreate - renewed
         if not gone:
             return ""
+        self.residue_is_permanent = True
         return (
             f"{len(gone)} ARCHIVED row(s) the upgrade deleted cannot be re-created as ARCHIVED "
             f"(the server makes them CURRENT); they stay in the backup: {name_ids(gone)}"
@@ -796,10 +861,17 @@ class Engine:
         left = plan_rollback(target, now, ours, deleted)
         return f"Still different: {describe_residue(left)}."
 
-    def undo(self, reason: str, gate: GateOutcome, state: IdSnapshot) -> RegenerationOutcome:
+    def undo(
+        self,
+        reason: str,
+        gate: GateOutcome | None,
+        state: IdSnapshot,
+        expected: ExpectedState | None = None,
+    ) -> RegenerationOutcome:
         """A failed upgrade (state: the ids it was sent against): establish from the server
         what it did, then undo only that (core/rollback.py)."""
-        expected = expected_after_upgrade(self.kind, state, self.only_affected_users)
+        if expected is None:
+            expected = expected_after_upgrade(self.kind, state, self.only_affected_users)
         try:
             now = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
         except (ReflexioError, RuntimeError) as exc:
@@ -816,14 +888,18 @@ class Engine:
         return self.roll_back(reason, gate, state, effect)
 
     def not_applied(
-        self, reason: str, gate: GateOutcome, effect: UpgradeEffect
+        self, reason: str, gate: GateOutcome | None, effect: UpgradeEffect
     ) -> RegenerationOutcome:
         """The upgrade changed nothing: no downgrade, no re-creation; the candidate is left
         as a gate-blocked run leaves it."""
         try:
             leftover = self.leave_candidate()
         except (ReflexioError, RuntimeError) as exc:
-            leftover = f"The candidate could not be cleaned up ({exc}); the next run finds it."
+            self.left_unfinished = True
+            leftover = (
+                f"The candidate could not be cleaned up ({exc}); the next writer on this "
+                "server does it from the run journal."
+            )
         self.ops.emit(
             catalogue.EVENT_ROLLED_BACK,
             kind=self.kind.name,
@@ -840,7 +916,7 @@ class Engine:
         return self.outcome(Decision.UPGRADE_NOT_APPLIED, message, gate=gate)
 
     def roll_back(
-        self, reason: str, gate: GateOutcome, state: IdSnapshot, effect: UpgradeEffect
+        self, reason: str, gate: GateOutcome | None, state: IdSnapshot, effect: UpgradeEffect
     ) -> RegenerationOutcome:
         """Put back what the upgrade did: the server's downgrade only where it provably
         swaps exactly this upgrade back, then every id that still differs is deleted (only
@@ -871,6 +947,7 @@ class Engine:
             if residue
             else "data equals the state before the upgrade"
         )
+        self.left_unfinished = bool(residue) and not self.residue_is_permanent
         self.ops.emit(
             catalogue.EVENT_ROLLED_BACK,
             kind=self.kind.name,
@@ -888,3 +965,72 @@ class Engine:
             f"Backup: {self.summary.backup_path}.{finish}"
         )
         return self.outcome(Decision.ROLLED_BACK, message, gate=gate)
+
+    # --- the repair of a run that died (its journal) -----------------------------------------
+
+    def resume(self, entry: RunJournal) -> str:
+        """Finish or undo the run `entry` describes, this engine standing in for it: its
+        reruns stopped, then its candidate left as a gate-blocked run leaves it (step
+        "candidate"), or its upgrade established from the server and undone where it did
+        anything (step "upgrade"). Returns what was done; `left_unfinished` says whether
+        the journal must stay."""
+        self.entry = entry
+        self.backup = self.open_saved(entry.backup)
+        self.before = IdSnapshot()
+        self.before.add(self.kind, open_backup(*reversed(locate_file(entry.backup))).iter_rows())
+        if entry.live:
+            self.live_backup = self.open_saved(entry.live)
+        stopped = self.stop_reruns(entry)
+        if entry.step == "candidate":
+            return f"{stopped}{self.leave_candidate()}"
+        return f"{stopped}{self.resume_upgrade(entry)}"
+
+    @staticmethod
+    def open_saved(location: str) -> BackupInfo:
+        """A backup file the journal names."""
+        store, name = locate_file(location)
+        return info_of(open_backup(name, store))
+
+    def stop_reruns(self, entry: RunJournal) -> str:
+        """Stop the dead run's rerun if it still runs; Refused when another one runs."""
+        running = self.ops.running_operation()
+        if running is None:
+            return ""
+        if entry.operation_ids and running not in entry.operation_ids:
+            raise Refused(
+                f"A {self.kind.service} operation ({running}) the unfinished run did not start "
+                "is in progress; nothing was repaired. Run again when it has finished."
+            )
+        return f"Its rerun ({running}): {self.ops.cancel_rerun(running)}. "
+
+    def resume_upgrade(self, entry: RunJournal) -> str:
+        """The dead run's upgrade: kept when it applied in full with no row to keep CURRENT
+        (the gate had let it through), else undone from what the server shows."""
+        assert entry.touched is not None
+        touched = read_touched_ids(*reversed(locate_file(entry.touched)))
+        kept = frozenset(touched.get("kept_current", ()))
+        promoted = frozenset(touched["promoted"])
+        expected = ExpectedState(
+            promoted=promoted,
+            current=promoted,
+            archived=frozenset(touched["archived"]) | kept,
+            deleted=frozenset(touched["deleted"]),
+        )
+        now = self.ops.read(ReadRequest(statuses=STATUSES)).snapshot
+        effect = upgrade_effect(expected, now)
+        if effect.complete and not kept and not (promoted & set(now.pending)):
+            return (
+                f"Its upgrade had applied in full ({effect.describe()}), checked by id: kept "
+                f"(the gate had let it through). Backup: {entry.backup}."
+            )
+        users = {**self.before.archived, **self.before.current, **now.archived, **now.pending}
+        users.update(now.current)
+        state = IdSnapshot(
+            current={i: users.get(i, "") for i in expected.archived},
+            pending={i: users.get(i, "") for i in promoted},
+            archived={i: users.get(i, "") for i in expected.deleted},
+        )
+        reason = f"the run that sent it (flow run {entry.flow_run_id}) died before verifying it"
+        if effect.nothing:
+            return self.not_applied(reason, None, effect).message
+        return self.roll_back(reason, None, state, effect).message

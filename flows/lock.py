@@ -6,11 +6,13 @@ Prefect global concurrency limit (1 slot), named from the server's identity
 they write. A second writer waits up to its `lock_timeout_s`, then ends Failed with
 `ServerBusy`'s message, having written nothing.
 
-An unfinished prompt check is undone first: right after the lock is taken,
-`flows.check_repair.repair_unfinished_check` looks for the record a prompt check keeps while
-it works on the server; a record that outlived its check's hold (the check died) is undone
-before the run does anything else, and the run says so (`Held.repaired`). When it cannot be
-undone, the lock is released and `CheckNotRepaired` says why; nothing else was written.
+An unfinished prompt check or regeneration is repaired first: right after the lock is
+taken, `flows.check_repair.repair_unfinished_check` looks for the record a prompt check
+keeps while it works on the server, and `flows.run_repair.repair_unfinished_run` for the
+journal a regeneration keeps; one that outlived its run's hold (the run died) is undone or
+finished before the run does anything else, and the run says so (`Held.repaired`). When it
+cannot be, the lock is released and `CheckNotRepaired` (or its `RunNotRepaired`) says why;
+nothing else was written.
 
 Re-entrant for its holder: a run that holds the lock can call flows that take it again (the
 undo of an unfinished prompt check runs restore-profiles inside the hold);
@@ -54,6 +56,7 @@ from prefect.states import Failed, State
 from deployments.catalogue import lock_name
 from flows.check_repair import CheckNotRepaired, repair_unfinished_check
 from flows.params import WriterParams
+from flows.run_repair import repair_unfinished_run
 
 LEASE_S = 60.0
 """The lease's length (the Prefect API's minimum): a holder that dies frees the lock within
@@ -255,7 +258,8 @@ def server_lock(url: str, timeout_s: float) -> Iterator[Held]:
     token = _HELD.set((*_HELD.get(), held))
     try:
         with _Renewal(lease_id, held):
-            held.repaired = repair_unfinished_check(url)
+            repaired = [repair_unfinished_check(url), repair_unfinished_run(url)]
+            held.repaired = " ".join(filter(None, repaired)) or None
             yield held
     finally:
         _HELD.reset(token)

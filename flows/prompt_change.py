@@ -126,7 +126,9 @@ def _engines(params: PromptChangeParams, settings: ReflexioSettings) -> list[tup
     }
     engines: list[tuple[str, Engine]] = []
     if params.regenerate_profiles:
-        engine = make_engine(PROFILES, RegenerationParams(**common), "Profile regeneration")
+        engine = make_engine(
+            PROFILES, RegenerationParams(**common), "Profile regeneration", journaled=False
+        )
         engines.append(("profiles", engine))
     if params.agent_version:
         version = params.agent_version
@@ -135,7 +137,10 @@ def _engines(params: PromptChangeParams, settings: ReflexioSettings) -> list[tup
         )
         title = f"Playbook regeneration ({version})"
         engines.append(
-            (f"playbooks {version}", make_engine(user_playbooks(version), playbook_params, title))
+            (
+                f"playbooks {version}",
+                make_engine(user_playbooks(version), playbook_params, title, journaled=False),
+            )
         )
     for _, engine in engines:
         engine.keep_candidate = params.promote

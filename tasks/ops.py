@@ -45,6 +45,7 @@ from tasks.server import (
     downgrade_user_playbooks,
     in_batches,
     profile_counts,
+    read_operation_status,
     refuse_if_operation_running,
     run_playbook_aggregation,
     start_playbook_rerun,
@@ -126,6 +127,12 @@ class PrefectOps:
 
     def refuse_if_running(self) -> None:
         refuse_if_operation_running(self.settings, self.kind.service)
+
+    def running_operation(self) -> str | None:
+        status = read_operation_status(self.settings, self.kind.service)
+        if status is None or status.status != "in_progress":
+            return None
+        return status.operation_id or ""
 
     def read(self, request: ReadRequest) -> Reading:
         return read_rows(self.settings, self.kind, request)

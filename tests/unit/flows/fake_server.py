@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from core.approval import Approval
+from core.journal import RunJournal
 from core.kinds import Kind, row_status
 from core.sinks import Reading, ReadRequest, consume
 from core.stall import Stall
@@ -109,6 +110,8 @@ class FakeOps:
     """Runs once the rerun has written its rows, before it ends (live traffic, H14)."""
     before_upgrade: Callable[[], None] | None = None
     """Runs when the upgrade is called, before it applies (e.g. a user's row lands)."""
+    after_upgrade: Callable[[], None] | None = None
+    """Runs once the upgrade applied, before it answers (e.g. the run is killed)."""
     users_processed: int | None = None
     """The users the rerun reports it processed; default: the users it wrote rows for."""
     rerun_users: int = 0
@@ -116,6 +119,8 @@ class FakeOps:
     """How many re-create calls fail (the server refuses) before they work again."""
     wait_times_out: bool = False
     """The rerun outlives the engine's wait (it has written its rows by then)."""
+    running: str | None = None
+    """The id of a rerun the server reports in progress."""
     read_raises: Exception | None = None
     read_fails: dict[int, Exception] = field(default_factory=dict)
     """Read number (1 = the first read) -> the error that read raises (once)."""
@@ -139,6 +144,10 @@ class FakeOps:
 
     def refuse_if_running(self) -> None:
         self.calls.append("refuse_if_running")
+
+    def running_operation(self) -> str | None:
+        self.calls.append("running_operation")
+        return self.running
 
     def read(self, request: ReadRequest) -> Reading:
         self.calls.append(f"read:{','.join(request.statuses)}")
@@ -197,6 +206,7 @@ class FakeOps:
 
     def cancel_rerun(self, operation_id: str) -> str:
         self.calls.append("cancel_rerun")
+        self.running = None
         return "it was cancelled and ended cancelled"
 
     def report_inferred_stall(self, stall: Stall) -> str:
@@ -242,6 +252,8 @@ class FakeOps:
         for i, row in pending.items():
             if i not in self.upgrade_skips:
                 row["status"] = None
+        if self.after_upgrade is not None:
+            self.after_upgrade()
         if self.upgrade_raises:
             raise ServerReportedFailure("upgrade answer: boom", server_message="boom")
         return {"message": f"Upgraded: {len(pending)} promoted"}
@@ -305,3 +317,23 @@ class FakeOps:
         """The calls that change the server."""
         kinds = ("delete", "rerun", "upgrade", "downgrade", "recreate", "aggregate")
         return [c for c in self.calls if c.split(":")[0] in kinds]
+
+
+class Killed(BaseException):
+    """The run's process dies here (SIGKILL, a cancel, a flow timeout): no handler runs."""
+
+
+@dataclass
+class FakeJournal:
+    """The run journal in memory; saves and clears are recorded in the server's calls."""
+
+    ops: FakeOps
+    entry: RunJournal | None = None
+
+    def save(self, journal: RunJournal) -> None:
+        self.ops.calls.append(f"journal:{journal.step}")
+        self.entry = journal
+
+    def clear(self) -> None:
+        self.ops.calls.append("journal:clear")
+        self.entry = None

@@ -1,0 +1,99 @@
+"""The run journal: what a regeneration is about to do to a server, written before it
+does it, so that the next writer can finish or undo it if the run dies.
+
+One journal per server (one writer at a time holds the server's lock). A regeneration
+writes it before its first write (the discard of stale PENDING rows, or the rerun), and
+again before it sends the upgrade, each time with the evidence a repair needs:
+
+- step "candidate": the run's backup (every row before it, so the CURRENT rows a playbook
+  rerun tombstones, H6, can be put back) and, once started, the rerun's operation id. A
+  repair stops that rerun if it still runs and leaves the candidate as a gate-blocked run
+  leaves it (profiles: PENDING rows deleted; playbooks: tombstoned rows put back).
+- step "upgrade": also the touched-ids file (what the upgrade promotes, archives, deletes)
+  and the live-rows file. A repair reads the server, establishes what the upgrade did
+  (core/rollback.py) and undoes only that; an upgrade that applied in full with nothing to
+  keep CURRENT is kept and verified by id instead.
+
+The journal is removed once the server is consistent again (upgraded and verified, the
+candidate cleaned up, a rollback that left the rows as before); any other end (a SIGKILL,
+a cancel, a flow timeout, a lost lease, a rollback that left residue, an upgrade whose
+state did not settle) leaves it for the next writer. No Prefect here: where it is stored is
+tasks/journal.py's business.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, Protocol
+
+JOURNAL_VERSION = 1
+
+Step = Literal["candidate", "upgrade"]
+
+
+class JournalSink(Protocol):
+    """Where a run keeps its journal (tasks/journal.py: the Prefect API)."""
+
+    def save(self, journal: RunJournal) -> None: ...
+    def clear(self) -> None: ...
+
+
+class JournalError(ValueError):
+    """A stored journal that cannot be read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class RunJournal:
+    """An unfinished regeneration of one kind on one server."""
+
+    server: str
+    """The server's key (core/identity.py)."""
+    flow_run_id: str
+    kind: Literal["profiles", "user_playbooks"]
+    agent_version: str | None
+    backup: str
+    """The backup manifest's location (path, URL or block:<name>/<file>)."""
+    only_affected_users: bool
+    written_at: int
+    """Epoch seconds when the run first wrote it (before its first write)."""
+    step: Step = "candidate"
+    operation_ids: tuple[str, ...] = ()
+    """The reruns this run started (one per source)."""
+    touched: str | None = None
+    """The touched-ids file's location (step "upgrade")."""
+    live: str | None = None
+    """The live-rows file's location, when the run saved one (step "upgrade")."""
+
+    def started_rerun(self, operation_id: str) -> RunJournal:
+        """The journal once a rerun has started."""
+        return replace(self, operation_ids=(*self.operation_ids, operation_id))
+
+    def upgrading(self, touched: str, live: str | None) -> RunJournal:
+        """The journal before the upgrade is sent."""
+        return replace(self, step="upgrade", touched=touched, live=live)
+
+    def describe(self) -> str:
+        """Which run, in words."""
+        what = "profile" if self.kind == "profiles" else f"{self.agent_version} playbook"
+        return f"{what} regeneration (flow run {self.flow_run_id}, step {self.step})"
+
+    def to_json(self) -> str:
+        """The stored form."""
+        return json.dumps({"version": JOURNAL_VERSION, **asdict(self)})
+
+    @classmethod
+    def from_json(cls, text: str | dict[str, Any], where: str) -> RunJournal:
+        """Read a stored journal; JournalError when it is not one."""
+        try:
+            document = json.loads(text) if isinstance(text, str) else dict(text)
+            if document.pop("version") != JOURNAL_VERSION:
+                raise ValueError("unknown version")
+            document["operation_ids"] = tuple(document.get("operation_ids", ()))
+            return cls(**document)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise JournalError(
+                f"The run journal in {where} cannot be read ({exc}). Look at it, repair the "
+                "server from the backup it names by hand if needed, then delete it; until "
+                "then no writer runs on this server."
+            ) from None

@@ -1,0 +1,106 @@
+"""An unfinished regeneration is finished or undone before any other work on its server.
+
+A regeneration keeps a journal on the Prefect API (core/journal.py, tasks/journal.py) from
+its first write until the server is consistent again. A journal found by a run that has
+just taken the server's lock (flows/lock.py calls `repair_unfinished_run` there, so every
+writer does this first) belongs to a run that died: SIGKILLed, cancelled from the UI, timed
+out, its lease lost, or ended with something left to repair. The run then stands in for it
+(`Engine.resume`: its rerun stopped, its candidate cleaned up, its upgrade established from
+the server and undone only where it did anything), says so in its log, final message and a
+`reflexio.run.repaired` event, and removes the journal. When the repair cannot be finished
+the journal stays and the run ends without writing anything else (RunNotRepaired).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
+
+from core.journal import JournalError, RunJournal
+from core.kinds import PROFILES, Kind, user_playbooks
+from deployments import catalogue
+from flows.check_repair import CheckNotRepaired
+from flows.engine import Engine
+from flows.params import PlaybookRegenerationParams, RegenerationParams
+from reflexio_api import ReflexioError
+from tasks import events
+from tasks.backups import folder_of
+from tasks.journal import delete_journal, load_journal
+from tasks.ops import PrefectOps
+from tasks.report import RunSummary
+from tasks.settings import reflexio_settings
+
+
+class RunNotRepaired(CheckNotRepaired):
+    """An unfinished regeneration on this server could not be repaired; nothing else ran."""
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def _engine(url: str, journal: RunJournal) -> Engine:
+    """An engine standing in for the run the journal describes."""
+    kind: Kind
+    params: RegenerationParams
+    common = {"reflexio_url": url, "backup_dir": folder_of(journal.backup)}
+    if journal.kind == "profiles":
+        kind = PROFILES
+        params = RegenerationParams(only_affected_users=journal.only_affected_users, **common)
+    else:
+        assert journal.agent_version is not None
+        kind = user_playbooks(journal.agent_version)
+        params = PlaybookRegenerationParams(agent_version=journal.agent_version, **common)
+    summary = RunSummary(title="Repair of an unfinished run", server=url)
+    return Engine(
+        PrefectOps(reflexio_settings(url), kind, None), params, summary, journal.flow_run_id
+    )
+
+
+def repair_unfinished_run(url: str) -> str | None:
+    """Finish or undo the unfinished regeneration on this server, if there is one (the
+    caller holds the server's lock). Returns what was done (None: there was none);
+    RunNotRepaired when it could not be done."""
+    block = catalogue.run_journal_block(url)
+    try:
+        journal = load_journal(url)
+    except JournalError as exc:
+        raise RunNotRepaired(f"{exc} Nothing else was done.") from None
+    if journal is None:
+        return None
+    _logger().warning(
+        "Found the journal of an unfinished %s (Secret block '%s'); repairing it before "
+        "anything else.",
+        journal.describe(),
+        block,
+    )
+    engine = _engine(url, journal)
+    try:
+        done = engine.resume(journal)
+    except (ReflexioError, RuntimeError, ValueError) as exc:
+        done, engine.left_unfinished = f"the repair stopped: {exc}", True
+    events.emit(
+        catalogue.EVENT_RUN_REPAIRED,
+        url,
+        run_flow_run_id=journal.flow_run_id,
+        step=journal.step,
+        complete=not engine.left_unfinished,
+    )
+    if engine.left_unfinished:
+        message = (
+            f"An unfinished {journal.describe()} was found and could not be repaired: {done} "
+            f"Its journal (Secret block '{block}') is kept, so the next run tries again; to "
+            f"finish by hand, restore from {journal.backup}, then delete the block. Nothing "
+            "else was done."
+        )
+        _logger().error("%s", message)
+        raise RunNotRepaired(message)
+    delete_journal(url)
+    message = f"Repaired an unfinished {journal.describe()}: {done}"
+    _logger().warning("%s", message)
+    return message
