@@ -4,6 +4,7 @@ turns an outcome into the flow's final state, and the run id."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from prefect import get_run_logger
 from prefect.context import get_run_context
@@ -15,7 +16,7 @@ from core.listing import ListingNotProven
 from core.outcome import Decision, RegenerationOutcome
 from flows.check_repair import CheckNotRepaired
 from flows.engine import Engine, Refused
-from flows.lock import Held, ServerBusy, server_lock
+from flows.lock import Held, ServerBusy, ensure_still_held, server_lock
 from flows.params import RegenerationParams
 from reflexio_api import IncompleteListing, ReflexioError
 from tasks.backups import prune_backups
@@ -75,7 +76,9 @@ def make_engine(
     the prompt check)."""
     settings = params.settings()
     summary = RunSummary(title=title, server=settings.url)
-    ops = PrefectOps(settings, kind, params.notification_block)
+    ops = PrefectOps(
+        settings, kind, params.notification_block, partial(ensure_still_held, settings.url)
+    )
     journal = PrefectJournal(settings.url) if journaled else None
     return Engine(ops, params, summary, run_id(), journal=journal)
 

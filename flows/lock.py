@@ -26,8 +26,9 @@ Built on the Prefect client's lease calls rather than `prefect.concurrency.sync.
   Here the deadline only decides whether to ask again; a request in flight is never cut.
 - With `strict=True` a failed lease renewal cancels the run with a BaseException that skips
   its rollback; with renewal failures non-fatal, Prefect only logs them. Here a renewal
-  failure never interrupts the work, and the holder learns of it (`Held.lost`) so the run's
-  summary and final message say the lock was lost.
+  failure never interrupts a step, and the holder learns of it (`Held.lost`): the run's
+  next destructive step is refused (`ensure_still_held` raises LockLost), so it stops at a
+  safe point, and its summary and final message say the lock was lost.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ P = TypeVar("P", bound=WriterParams)
 
 class ServerBusy(RuntimeError):
     """Another writer holds this server's lock for longer than this run would wait."""
+
+
+class LockLost(RuntimeError):
+    """The run's lease on the server's lock was lost: it must not write again."""
 
 
 @dataclass
@@ -258,12 +263,29 @@ def server_lock(url: str, timeout_s: float) -> Iterator[Held]:
     token = _HELD.set((*_HELD.get(), held))
     try:
         with _Renewal(lease_id, held):
-            repaired = [repair_unfinished_check(url), repair_unfinished_run(url)]
+            repaired = [
+                repair_unfinished_check(url),
+                repair_unfinished_run(url, functools.partial(ensure_still_held, url)),
+            ]
             held.repaired = " ".join(filter(None, repaired)) or None
             yield held
     finally:
         _HELD.reset(token)
         _release(lease_id, held)
+
+
+def ensure_still_held(url: str) -> None:
+    """Before a destructive step: LockLost when this run held the server's lock and lost it
+    (another writer may hold it now), so the run stops at this safe point; its journal, kept,
+    tells the next writer what to repair."""
+    name = lock_name(url)
+    for held in _HELD.get():
+        if held.name == name and held.lost:
+            raise LockLost(
+                f"Stopped before a write: the server lock '{name}' was lost ({held.lost}); "
+                "another writer may be working on the server. The run journal is kept: the "
+                "next writer finishes or undoes what this run started."
+            )
 
 
 def holds_server_lock(body: Callable[[P], State]) -> Callable[[P], State]:

@@ -14,6 +14,7 @@ the journal stays and the run ends without writing anything else (RunNotRepaired
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
@@ -44,7 +45,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger(__name__)
 
 
-def _engine(url: str, journal: RunJournal) -> Engine:
+def _engine(url: str, journal: RunJournal, before_write: Callable[[], None]) -> Engine:
     """An engine standing in for the run the journal describes."""
     kind: Kind
     params: RegenerationParams
@@ -58,14 +59,17 @@ def _engine(url: str, journal: RunJournal) -> Engine:
         params = PlaybookRegenerationParams(agent_version=journal.agent_version, **common)
     summary = RunSummary(title="Repair of an unfinished run", server=url)
     return Engine(
-        PrefectOps(reflexio_settings(url), kind, None), params, summary, journal.flow_run_id
+        PrefectOps(reflexio_settings(url), kind, None, before_write),
+        params,
+        summary,
+        journal.flow_run_id,
     )
 
 
-def repair_unfinished_run(url: str) -> str | None:
+def repair_unfinished_run(url: str, before_write: Callable[[], None]) -> str | None:
     """Finish or undo the unfinished regeneration on this server, if there is one (the
-    caller holds the server's lock). Returns what was done (None: there was none);
-    RunNotRepaired when it could not be done."""
+    caller holds the server's lock; `before_write` raises once it is lost). Returns what was
+    done (None: there was none); RunNotRepaired when it could not be done."""
     block = catalogue.run_journal_block(url)
     try:
         journal = load_journal(url)
@@ -79,7 +83,7 @@ def repair_unfinished_run(url: str) -> str | None:
         journal.describe(),
         block,
     )
-    engine = _engine(url, journal)
+    engine = _engine(url, journal, before_write)
     try:
         done = engine.resume(journal)
     except (ReflexioError, RuntimeError, ValueError) as exc:

@@ -10,7 +10,7 @@ status into the backup, the gate's frames and the id snapshot.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -117,6 +117,9 @@ class PrefectOps:
     settings: ReflexioSettings
     kind: Kind
     notification_block: str
+    before_write: Callable[[], None] = lambda: None
+    """Called before every write: raises when the run may no longer write (its server lock
+    was lost)."""
 
     @property
     def url(self) -> str:
@@ -138,6 +141,7 @@ class PrefectOps:
         return read_rows(self.settings, self.kind, request)
 
     def delete(self, ids: Collection[str]) -> int:
+        self.before_write()
         server_ids = sorted(self.kind.server_id(i) for i in ids)  # type: ignore[type-var]
         task_ = delete_profiles if self.kind.agent_version is None else delete_user_playbooks
         return sum(task_(self.settings, batch) for batch in in_batches(server_ids, BATCH))
@@ -145,6 +149,7 @@ class PrefectOps:
     def start_rerun(
         self, source: str | None, start_time: datetime | None, end_time: datetime | None
     ) -> str:
+        self.before_write()
         if self.kind.agent_version is None:
             return start_profile_rerun(self.settings, source, start_time, end_time)
         return start_playbook_rerun(
@@ -185,20 +190,24 @@ class PrefectOps:
         )
 
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
+        self.before_write()
         if self.kind.agent_version is None:
             return upgrade_profiles(self.settings, only_affected_users, pending_before)
         return upgrade_user_playbooks(self.settings, self.kind.agent_version, pending_before)
 
     def downgrade(self, only_affected_users: bool) -> dict[str, Any]:
+        self.before_write()
         if self.kind.agent_version is None:
             return downgrade_profiles(self.settings, only_affected_users)
         return downgrade_user_playbooks(self.settings, self.kind.agent_version)
 
     def recreate(self, rows: Iterable[dict[str, Any]]) -> int:
+        self.before_write()
         task_ = add_profiles if self.kind.agent_version is None else add_user_playbooks
         return sum(task_(self.settings, batch) for batch in in_batches(rows, RECREATE_BATCH))
 
     def aggregate(self) -> str:
+        self.before_write()
         assert self.kind.agent_version is not None
         return run_playbook_aggregation(self.settings, self.kind.agent_version)
 

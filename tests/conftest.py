@@ -68,6 +68,22 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def no_run_journal_left(request: pytest.FixtureRequest) -> None:
+    """Before a test that uses the Prefect API: forget the run journals earlier tests left
+    (a run that ended in error or was killed keeps one, by design, for the next writer of
+    that server; the tests reset the server themselves, and a proxy's URL can repeat)."""
+    if "prefect_api" not in request.fixturenames:
+        return
+    request.getfixturevalue("prefect_api")
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for document in client.read_block_documents(include_secrets=False):
+            if (document.name or "").startswith("reflexio-run-journal-"):
+                client.delete_block_document(document.id)
+
+
 # --- the reliability suite's tally (tests/reliability/helpers.MEASURED) -------------------
 # Here, not in tests/reliability/conftest.py: under pytest-xdist (`make test`) the controller
 # process collects nothing, so only this conftest is loaded there. Each worker sends its

@@ -1,7 +1,8 @@
-"""Run one profile regeneration, one restore, or one prompt check, in this process (the
+"""Run one profile or playbook regeneration, one restore, or one prompt check, in this process (the
 crash tests SIGKILL it).
 
     python -m tests.reliability.driver '{"reflexio_url": ..., "backup_dir": ...}'
+    python -m tests.reliability.driver playbooks '{"reflexio_url": ..., "backup_dir": ...}'
     python -m tests.reliability.driver restore '{"reflexio_url": ..., "backup_file": ...}'
     python -m tests.reliability.driver prompt-check --config ... --reflexio-url ...
 
@@ -28,6 +29,16 @@ def main() -> None:
 
         print("READY", flush=True)
         state = restore_profiles(RestoreParams(**json.loads(sys.argv[2])), return_state=True)
+        print(f"FINAL {state.type.value} {state.message}", flush=True)
+        return
+
+    if sys.argv[1] == "playbooks":
+        from flows.params import PlaybookRegenerationParams
+        from flows.playbook_regeneration import playbook_regeneration
+
+        print("READY", flush=True)
+        params = PlaybookRegenerationParams(**json.loads(sys.argv[2]))
+        state = playbook_regeneration(params, return_state=True)
         print(f"FINAL {state.type.value} {state.message}", flush=True)
         return
 

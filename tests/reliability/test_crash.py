@@ -1,21 +1,24 @@
-"""SIGKILL the profile flow at each step boundary, then recover as docs/reliability.md says.
+"""SIGKILL the regenerations at each journal step, then the next writer repairs.
 
 The flow runs in a subprocess (tests/reliability/driver.py) through the fault proxy; a proxy
-rule holds one request at the chosen boundary, the test waits until the proxy sees it, and
-kills the process group. Crash points, in the order of the flow:
+rule holds one request at the chosen point, the test waits until the proxy sees it, and
+kills the process group. The run journal (core/journal.py) the killed run left is found by
+the next writer right after it takes the server's lock, and finished or undone from the
+server's rows (flows/run_repair.py). Crash points:
 
-1. after the rerun (its PENDING rows exist; the candidate listing is held); the backup was
-   written before the rerun;
-2. after the gate (the upgrade request is held before the server sees it);
-3. during the upgrade (the server applied it; its answer is held);
-4. after the upgrade, before verification (the verification read is held);
+profiles, one chain (each repaired by the run killed at the next point; the last by a run
+that completes):
+1. after the rerun (journal step "candidate"; the candidate listing is held): repaired by
+   deleting the candidate, no discard_stale_pending needed;
+2. after the gate (journal step "upgrade"; the upgrade request is held before the server
+   sees it): repaired as "not applied", no downgrade;
+3. during the upgrade (the server applied it; its answer is held): kept, checked by id;
+4. after the upgrade, before verification (the verification read is held): kept;
 5. mid-rollback: the verification read answers nonsense, the rollback downgrades, and its
-   delete of the run's rows is held;
-6. mid-restore: the restore that recovers from 5 has re-created and re-statused the
-   backed-up rows, and its delete of the run's rows is held.
-
-Points 1-4 run as one chain (each recovery leaves the consistent state the next crash
-starts from), to keep the suite short; 5 and 6 are a second chain.
+   delete of the run's rows is held: repaired by id to the state before the upgrade;
+playbooks:
+6. after the rerun (the H6 window: the rerun tombstoned CURRENT playbooks; the candidate
+   listing is held): every tombstoned playbook CURRENT again.
 """
 
 from __future__ import annotations
@@ -25,21 +28,21 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from flows.params import RegenerationParams, RestoreParams
+from core.kinds import user_playbooks
+from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
-from flows.restore import restore_profiles
 from local_stack.bulk_seed import ProfileSeed
-from local_stack.fault_proxy import FaultProxy
+from local_stack.fault_proxy import FaultProxy, Record
 from tests.reliability.helpers import (
     UPGRADE,
     Snapshot,
     assert_consistent,
-    assert_equals_backup,
-    load_backup,
+    kind_rows,
     prefect_env,
     release_lock,
     rows,
@@ -49,6 +52,7 @@ pytestmark = pytest.mark.reliability
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD_S = 300.0
+REPAIRED = "Repaired an unfinished"
 
 CRASH_POINTS = {
     "after-rerun": {"path": "status_filter=pending", "nth": 2},
@@ -72,7 +76,7 @@ VERIFICATION_NONSENSE = {
 
 def _start(proxy: FaultProxy, backup_dir: Path, *driver: str, **extra) -> subprocess.Popen:
     params = {"reflexio_url": proxy.url, "backup_dir": str(backup_dir), **extra}
-    if driver:  # e.g. ("restore",): its params are given whole in `extra`
+    if driver == ("restore",):  # its params are given whole in `extra`
         params = {"reflexio_url": proxy.url, **extra}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.driver", *driver, json.dumps(params)],
@@ -116,112 +120,186 @@ def crash_at(
     return output
 
 
-def _restore(proxy: FaultProxy, backup_file: Path):
-    """The documented recovery: a run killed before it verified left no touched-ids file, so
-    its promoted rows count as newer and only delete_newer removes them."""
-    return restore_profiles(
-        RestoreParams(backup_file=backup_file, reflexio_url=proxy.url, delete_newer=True),
-        return_state=True,
-    )
+Trigger = Callable[[Record], bool]
 
 
-def test_sigkill_at_each_step_boundary_then_recover(
+def _answered(path: str) -> Trigger:
+    """The server answered a request to `path`."""
+    return lambda r: path in r.path and r.upstream_status is not None
+
+
+def _sent(path: str) -> Trigger:
+    """A request to `path` reached the proxy."""
+    return lambda r: path in r.path
+
+
+AFTER_RERUN = (_sent("rerun_profile_generation"), {"path": "status_filter=pending"})
+AFTER_GATE = (None, {"path": UPGRADE, "method": "POST"})
+DURING_UPGRADE = (None, {"path": UPGRADE, "method": "POST", "after": True})
+BEFORE_VERIFY = (_answered(UPGRADE), {"path": "/api/get_", "method": "GET"})
+SLOW_UPGRADE_ANSWER = {"fault": "delay", "path": UPGRADE, "after": True, "delay_s": 3.0}
+"""The upgrade's answer reaches the run 3 s after the server gave it: time for the test to
+add the rule that holds the run's next request."""
+PLAYBOOKS_AFTER_RERUN = (
+    _sent("rerun_playbook_generation"),
+    {"path": "get_user_playbooks", "method": "POST"},
+)
+
+
+def crash_after(
+    proxy: FaultProxy,
+    point: tuple[Trigger | None, dict],
+    backup_dir: Path,
+    *driver: str,
+    before: tuple[dict, ...] = (),
+    **extra,
+) -> str:
+    """Run the flow in a subprocess and SIGKILL it when the proxy holds the request of
+    `point`'s rule, which is added once `point`'s trigger has been seen (at once without
+    one), after the rules `before`; return the killed run's output (its log)."""
+    trigger, where = point
+    proxy.clear()
+    for other in before:
+        proxy.add(**other)
+    rule = proxy.add(fault="delay", delay_s=HOLD_S, **where) if trigger is None else None
+    process = _start(proxy, backup_dir, *driver, **extra)
+    try:
+        if trigger is not None:
+            proxy.wait_for(trigger, timeout_s=180)
+            rule = proxy.add(fault="delay", delay_s=HOLD_S, **where)
+        assert rule is not None
+        proxy.wait_for(
+            lambda r: r.fault == "delay" and (r.forwarded or not rule.after) and not r.done,
+            timeout_s=180,
+        )
+        if rule.after:  # the server has answered the upgrade: it applied
+            proxy.wait_for(lambda r: r.fault == "delay" and r.upstream_status is not None, 30)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate(timeout=30)
+    proxy.clear()
+    assert "FINAL" not in output, output
+    release_lock(proxy.url)  # the killed run's lease would hold it for 60 s more
+    return output
+
+
+def test_sigkill_at_each_journal_step_then_the_next_writer_repairs(
     clean_stack, prefect_api, proxy, tmp_path, measured
 ):
     url = clean_stack.url
-    lock_busy_s = 2
+    seeded = Snapshot.take(url)
 
-    # 1. after the rerun: PENDING rows exist, CURRENT untouched, the backup is finished.
-    before = Snapshot.take(url)
-    crash_at(proxy, "after-rerun", tmp_path / "1")
+    # 1. after the rerun: PENDING rows exist, CURRENT untouched.
+    crash_after(proxy, AFTER_RERUN, tmp_path / "1")
     assert rows(url, "pending"), "the rerun's PENDING rows should be there"
-    assert {r["profile_id"] for r in rows(url, "current")} == before.ids
-    _, backup = load_backup(tmp_path / "1")
-    assert len(backup["rows"]) == len(before.current) + len(before.archived)
-    # The killed run still holds the server's lock (its lease lasts 60 s).
-    busy = profile_regeneration(
-        RegenerationParams(reflexio_url=proxy.url, lock_timeout_s=lock_busy_s),
-        return_state=True,
-    )
-    assert busy.is_failed() and "holds its lock" in busy.message, busy.message
-    release_lock(proxy.url)
-    # Recovery (documented): run again with discard_stale_pending=True. Here that run is
-    # itself killed at the next boundary, which shows it got past the stale rows.
+    assert {r["profile_id"] for r in rows(url, "current")} == seeded.ids
 
-    # 2. after the gate: the upgrade never reached the server.
-    crash_at(proxy, "after-gate", tmp_path / "2", discard_stale_pending=True)
+    # 2. the next run repairs 1 (its candidate deleted; no discard_stale_pending), reruns,
+    # and is killed with its upgrade held before the server sees it.
+    output = crash_after(proxy, AFTER_GATE, tmp_path / "2")
+    assert f"{REPAIRED} profile regeneration" in output and "step candidate" in output, output
+    assert "PENDING profiles this run created" in output
     assert proxy.count("POST", UPGRADE) == 0
-    assert {r["profile_id"] for r in rows(url, "current")} == before.ids
-    _, backup = load_backup(tmp_path / "2")
-    assert len(backup["rows"]) == len(before.current) + len(before.archived)
-    release_lock(proxy.url)
+    assert {r["profile_id"] for r in rows(url, "current")} == seeded.ids
+
+    # 3. the next run repairs 2 (not applied: nothing changed back, no downgrade), and is
+    # killed after the server applied its upgrade.
+    output = crash_after(proxy, DURING_UPGRADE, tmp_path / "3")
+    assert "Upgrade not applied" in output and "no downgrade ran" in output, output
+    assert assert_consistent(url, seeded) == "upgraded"  # whole, never half
+    upgraded = Snapshot.take(url)
+
+    # 4. the next run keeps 3's upgrade (applied in full, checked by id), and is killed
+    # after its own upgrade, before it verified.
+    output = crash_after(proxy, BEFORE_VERIFY, tmp_path / "4", before=(SLOW_UPGRADE_ANSWER,))
+    assert "had applied in full" in output and "kept" in output, output
+    assert proxy.count("POST", "downgrade") == 0
+    assert assert_consistent(url, upgraded) == "upgraded"
+    upgraded = Snapshot.take(url)
+
+    # The next run keeps 4's upgrade too, then does its own, verified.
     state = profile_regeneration(
-        RegenerationParams(
-            reflexio_url=proxy.url, backup_dir=tmp_path / "2b", discard_stale_pending=True
-        ),
-        return_state=True,
+        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / "5"), return_state=True
     )
     assert state.is_completed(), state.message
-    assert assert_consistent(url, before) == "upgraded"
-
-    # 3. during the upgrade: applied on the server, the answer never arrived.
-    before = Snapshot.take(url)
-    crash_at(proxy, "during-upgrade", tmp_path / "3")
-    assert assert_consistent(url, before) == "upgraded"  # whole, never half
-    backup_file, backup = load_backup(tmp_path / "3")
-    assert len(backup["rows"]) == len(before.current) + len(before.archived)
-    release_lock(proxy.url)
-    restored = _restore(proxy, backup_file)  # recovery: restore-profiles from the backup
-    assert restored.is_completed(), restored.message
-    assert_equals_backup(url, backup["rows"])
-    assert assert_consistent(url, before) == "unchanged"
-
-    # 4. after the upgrade, before verification.
-    crash_at(proxy, "after-upgrade-before-verify", tmp_path / "4")
-    assert assert_consistent(url, before) == "upgraded"
-    backup_file, backup = load_backup(tmp_path / "4")
-    assert len(backup["rows"]) == len(before.current) + len(before.archived)
-    release_lock(proxy.url)
-    restored = _restore(proxy, backup_file)
-    assert restored.is_completed(), restored.message
-    assert_equals_backup(url, backup["rows"])
-    assert assert_consistent(url, before) == "unchanged"
+    assert state.message.startswith(f"{REPAIRED} profile regeneration"), state.message
+    assert "had applied in full" in state.message
+    assert assert_consistent(url, upgraded) == "upgraded"
     measured["crash points recovered"] += 4
 
 
-def test_sigkill_mid_rollback_then_mid_restore_then_recover(
+def test_sigkill_mid_rollback_then_the_next_writer_repairs(
     clean_stack, prefect_api, proxy, tmp_path, measured
 ):
     url = clean_stack.url
-    # Old ARCHIVED rows, which the upgrade deletes (H1): the restore must re-create them.
+    # Old ARCHIVED rows, which the upgrade deletes (H1): the repair must re-create them.
     clean_stack.bulk_seed([ProfileSeed("archived", 30, users=3, id_prefix="crash-old")])
     before = Snapshot.take(url)
 
-    # 5. mid-rollback: the verification read fails, the rollback starts and is killed.
-    crash_at(proxy, ROLLBACK_DELETE, tmp_path, before=(VERIFICATION_NONSENSE,))
-    # The rollback had downgraded (the server swaps: the pre-run CURRENT rows are CURRENT
-    # again, the promoted ones ARCHIVED) but not yet deleted the run's rows nor re-created
-    # the old ARCHIVED rows the upgrade deleted (H1).
+    # 5. mid-rollback: the verification read fails, the rollback downgrades, and its
+    # delete of the run's rows is held.
+    nonsense = {
+        "fault": "body",
+        "path": "get_profile_statistics",
+        "transform": lambda body: {**body, "current_count": "many"},
+    }
+    point = (_answered(UPGRADE), {"path": "delete_profiles_by_ids", "method": "DELETE"})
+    trigger, hold = point
+    proxy.clear()
+    proxy.add(**SLOW_UPGRADE_ANSWER)
+    process = _start(proxy, tmp_path / "killed")
+    try:
+        proxy.wait_for(trigger, timeout_s=180)
+        proxy.add(**nonsense)
+        rule = proxy.add(fault="delay", delay_s=HOLD_S, **hold)
+        proxy.wait_for(lambda r: r.fault == "delay" and r.path.find(UPGRADE) < 0, timeout_s=180)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate(timeout=30)
+    assert rule.fired and "FINAL" not in output, output
+    proxy.clear()
+    release_lock(proxy.url)
+    # The rollback had downgraded (the pre-run CURRENT rows CURRENT again, the promoted ones
+    # ARCHIVED) but not yet deleted the run's rows nor re-created the old ARCHIVED rows.
     old_archived = {r["profile_id"] for r in before.archived}
     assert {r["profile_id"] for r in rows(url, "current")} == before.ids
-    promoted = {r["profile_id"] for r in rows(url, "archived")}
-    assert promoted and not promoted & (before.ids | old_archived)
-    backup_file, backup = load_backup(tmp_path)
-    release_lock(proxy.url)
+    assert not old_archived & {r["profile_id"] for r in rows(url, "archived")}
 
-    # 6. mid-restore: the documented recovery (restore-profiles from the run's backup) is
-    # itself killed after its re-creates, before it deletes the run's rows.
-    crash_at(
-        proxy, ROLLBACK_DELETE, tmp_path, "restore", backup_file=str(backup_file), delete_newer=True
+    # The next writer repairs by id from the journal, then does its own run (dry: the
+    # state it leaves is the repaired one).
+    state = profile_regeneration(
+        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / "next", dry_run=True),
+        return_state=True,
     )
-    # It had re-created the old ARCHIVED rows, and not yet deleted the run's rows.
-    archived = {r["profile_id"] for r in rows(url, "archived")}
-    assert old_archived <= archived and promoted <= archived
-    release_lock(proxy.url)
-
-    # Recovery of both: the same restore again (it is idempotent).
-    restored = _restore(proxy, backup_file)
-    assert restored.is_completed(), restored.message
-    assert_equals_backup(url, backup["rows"])
+    assert state.is_completed(), state.message
+    assert state.message.startswith(f"{REPAIRED} profile regeneration"), state.message
+    assert "data equals the state before the upgrade" in state.message
+    assert proxy.count("POST", "downgrade") == 0  # the repair did not downgrade again
     assert assert_consistent(url, before) == "unchanged"
-    measured["crash points recovered"] += 2
+    assert {r["profile_id"] for r in rows(url, "archived")} == old_archived
+    measured["crash points recovered"] += 1
+
+
+def test_sigkill_after_a_playbook_rerun_then_the_next_writer_puts_tombstones_back(
+    clean_stack, prefect_api, proxy, tmp_path, measured
+):
+    """The H6 window: the rerun tombstoned the CURRENT playbooks it re-derived; the run is
+    killed before it gates. The next writer (here a profile dry run) puts them back."""
+    url = clean_stack.url
+    kind = user_playbooks("v1")
+    current = {(r["user_id"], r["content"]) for r in kind_rows(url, kind)["current"]}
+    assert current, "the seed has CURRENT v1 playbooks"
+
+    crash_after(proxy, PLAYBOOKS_AFTER_RERUN, tmp_path / "killed", "playbooks")
+    left = {(r["user_id"], r["content"]) for r in kind_rows(url, kind)["current"]}
+    assert left != current, "the rerun tombstoned CURRENT playbooks (H6)"
+
+    state = profile_regeneration(
+        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / "next", dry_run=True),
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    assert state.message.startswith(f"{REPAIRED} v1 playbook regeneration"), state.message
+    now = {(r["user_id"], r["content"]) for r in kind_rows(url, kind)["current"]}
+    assert now == current
+    measured["crash points recovered"] += 1
