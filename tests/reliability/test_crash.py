@@ -163,20 +163,26 @@ def crash_after(
         proxy.add(**other)
     rule = proxy.add(fault="delay", delay_s=HOLD_S, **where) if trigger is None else None
     process = _start(proxy, backup_dir, *driver, **extra)
+    timed_out: TimeoutError | None = None
     try:
         if trigger is not None:
-            proxy.wait_for(trigger, timeout_s=180)
+            proxy.wait_for(trigger, timeout_s=300)
             rule = proxy.add(fault="delay", delay_s=HOLD_S, **where)
         assert rule is not None
         proxy.wait_for(
             lambda r: r.fault == "delay" and (r.forwarded or not rule.after) and not r.done,
-            timeout_s=180,
+            timeout_s=300,
         )
         if rule.after:  # the server has answered the upgrade: it applied
             proxy.wait_for(lambda r: r.fault == "delay" and r.upstream_status is not None, 30)
+    except TimeoutError as exc:
+        timed_out = exc
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate(timeout=30)
+    if timed_out is not None:
+        calls = [f"{r.method} {r.path} {r.status}" for r in proxy.records][-15:]
+        raise AssertionError(f"{timed_out}; last calls {calls}; the run said:\n{output}")
     proxy.clear()
     assert "FINAL" not in output, output
     release_lock(proxy.url)  # the killed run's lease would hold it for 60 s more
