@@ -14,8 +14,8 @@ from core.backup import BackupError
 from core.kinds import Kind
 from core.listing import ListingNotProven
 from core.outcome import Decision, RegenerationOutcome
+from core.regeneration import Engine, Refused
 from flows.check_repair import CheckNotRepaired
-from flows.engine import Engine, Refused
 from flows.lock import Held, ServerBusy, ensure_still_held, server_lock
 from flows.params import RegenerationParams
 from reflexio_api import IncompleteListing, ReflexioError

@@ -1,4 +1,4 @@
-"""Playbook regeneration for one agent_version: the engine (flows/engine.py) run on that
+"""Playbook regeneration for one agent_version: the engine (core/regeneration.py) run on that
 agent_version's user playbooks, then aggregation.
 
 H6 shapes what differs from profiles, as data of the kind (core/kinds.py): a playbook rerun

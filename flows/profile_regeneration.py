@@ -1,4 +1,4 @@
-"""Profile regeneration: the engine (flows/engine.py) run on profiles.
+"""Profile regeneration: the engine (core/regeneration.py) run on profiles.
 
 End states (the flow's final Prefect state; its data is the RegenerationOutcome;
 `prefect deployment run --watch` and `python -m flows.main_job` exit 1 on Failed):

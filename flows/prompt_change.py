@@ -39,12 +39,12 @@ from core.check_undo import Undo
 from core.identity import server_key
 from core.kinds import PROFILES, user_playbooks
 from core.outcome import Decision, RegenerationOutcome
+from core.regeneration import Engine
 from deployments import catalogue
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import STALLED_STATE_NAME, make_engine, publish_summary, run_id, run_step
 from flows.check_repair import CheckNotRepaired, undo_and_forget
-from flows.engine import Engine
 from flows.lock import ServerBusy, server_lock
 from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
 from reflexio_api import ReflexioError, ReflexioSettings

@@ -21,9 +21,9 @@ from prefect.exceptions import MissingContextError
 
 from core.journal import JournalError, RunJournal
 from core.kinds import PROFILES, Kind, user_playbooks
+from core.regeneration import Engine
 from deployments import catalogue
 from flows.check_repair import CheckNotRepaired
-from flows.engine import Engine
 from flows.params import PlaybookRegenerationParams, RegenerationParams
 from reflexio_api import ReflexioError
 from tasks import events

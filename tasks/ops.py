@@ -1,6 +1,6 @@
 """The regeneration engine's effects as Prefect tasks, for one kind on one server.
 
-`PrefectOps` is the `flows.engine.ServerOps` the flows use: every method is one task (or
+`PrefectOps` is the `core.regeneration.ServerOps` the flows use: every method is one task (or
 a few batched ones) from tasks/, so each step shows in the run's task list with its
 retries; the approval is not a task (a flow run pauses itself, tasks/approval.py).
 Listings go through `read_rows`, which streams the complete, proven listing of each
@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,6 +21,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from core.approval import Approval
+from core.backup_store import BackupStore
 from core.kinds import Kind
 from core.listing import check_against_statistics
 from core.sinks import Page, Reading, ReadRequest, consume
@@ -31,6 +33,7 @@ from reflexio_api.models import OperationStatus, row_dict
 from reflexio_api.paging import PAGE_SIZE
 from tasks import events
 from tasks.approval import ask_operator
+from tasks.backups import locate_file, open_location
 from tasks.gate import run_gate
 from tasks.notify import send_notification
 from tasks.retry import honour_retry_after, retry_options
@@ -219,3 +222,9 @@ class PrefectOps:
 
     def emit(self, event: str, **payload: Any) -> None:
         events.emit(event, self.url, **payload)
+
+    def open_location(self, location: str | Path) -> BackupStore:
+        return open_location(location)
+
+    def locate_file(self, location: str) -> tuple[BackupStore, str]:
+        return locate_file(location)

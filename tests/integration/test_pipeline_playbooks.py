@@ -112,7 +112,7 @@ def test_llm_auth_error_is_an_inferred_stall_before_upgrade(
 def test_failure_after_upgrade_rolls_back_to_the_backup(
     seeded_stack, prefect_api, hook, tmp_path, monkeypatch
 ):
-    import flows.engine as module
+    import core.regeneration as module
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected verification crash")

@@ -157,7 +157,7 @@ def test_stale_pending_is_refused_then_discarded_on_request(
 def test_failure_after_upgrade_rolls_back_to_the_backup(
     seeded_stack, prefect_api, hook, tmp_path, monkeypatch
 ):
-    import flows.engine as module
+    import core.regeneration as module
 
     url = seeded_stack.url
     with ReflexioClient(ReflexioSettings(url=url)) as client:  # so ARCHIVED rows exist (H1)

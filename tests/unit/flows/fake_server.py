@@ -15,12 +15,14 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
 from core.approval import Approval
+from core.backup_store import BackupStore, open_store, split_location
 from core.journal import RunJournal
 from core.kinds import Kind, row_status
 from core.sinks import Reading, ReadRequest, consume
@@ -306,6 +308,12 @@ class FakeOps:
 
     def emit(self, event: str, **payload: Any) -> None:
         self.events.append((event, payload))
+
+    def open_location(self, location: str | Path) -> BackupStore:
+        return open_store(location)
+
+    def locate_file(self, location: str) -> tuple[BackupStore, str]:
+        return split_location(location)
 
     # --- what tests read --------------------------------------------------------------
 

@@ -11,11 +11,11 @@ from core.backup import open_backup
 from core.kinds import PROFILES, user_playbooks
 from core.listing import ListingNotProven
 from core.outcome import Decision
+from core.regeneration import Engine, Refused
 from core.stall import Stall
 from core.touched import read_touched_ids
 from core.upgrade import UpgradeUndetermined
 from deployments import catalogue
-from flows.engine import Engine, Refused
 from flows.params import PlaybookRegenerationParams, RegenerationParams
 from tasks.report import RunSummary
 from tests.unit.flows.fake_server import FakeOps, playbook, profile

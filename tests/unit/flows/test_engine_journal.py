@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.outcome import Decision
-from flows.engine import Engine
+from core.regeneration import Engine
 from tests.unit.flows.fake_server import FakeJournal, FakeOps, Killed
 from tests.unit.flows.test_engine import engine, playbooks_ops, profiles_ops
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.outcome import Decision
-from flows.engine import Engine
+from core.regeneration import Engine
 from flows.prompt_change import _promote
 from tasks.check_record import delete_record, load_record, save_record
 from tests.unit.core.test_check_undo import record

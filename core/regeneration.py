@@ -6,9 +6,10 @@ rerun (wait on the operation by id) -> read the candidate -> gate -> (an operato
 when the gate warned and the run asks, or always with require_approval) -> upgrade -> verify
 by ids, with a rollback to the backup when anything from the upgrade on fails.
 
-The engine decides; every server call, artifact and event goes through a `ServerOps`
-(tasks/ops.py runs them as Prefect tasks; unit tests pass an in-memory server), and the
-differences between kinds are data (core/kinds.py). It returns a `RegenerationOutcome`.
+The engine decides; every server call, artifact, event and backup location goes through
+a `ServerOps` (tasks/ops.py runs them as Prefect tasks; unit tests pass an in-memory
+server), and the differences between kinds are data (core/kinds.py). It returns a
+`RegenerationOutcome`. No Prefect here: flows/ wraps it (flows/_common.py).
 
 Rollback is an explicit try/except rather than a Prefect transaction: the rollback's own
 result (what it did, what still differs) decides the message the run ends with.
@@ -21,6 +22,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
@@ -50,23 +52,44 @@ from core.state import (
     name_ids,
     verify_ids,
 )
+from core.summary import RunSummary
 from core.touched import read_touched_ids, write_touched_ids
 from core.upgrade import UpgradeUndetermined
 from deployments import catalogue
-from flows.params import PlaybookRegenerationParams, RegenerationParams
 from gate import GatePolicy, GateReport, Severity
 from reflexio_api import OperationTimeout, ReflexioError
 from reflexio_api.models import OperationStatus
-from tasks.backups import locate_file, open_location
-from tasks.report import RunSummary
 
 
 class Refused(RuntimeError):
     """The run refuses to go on; the message says why and what to do."""
 
 
+class RunParams(Protocol):
+    """What a run is asked to do (flows/params.py's RegenerationParams and its playbook
+    variant are the forms that fill it)."""
+
+    sources: list[str]
+    start_time: datetime | None
+    end_time: datetime | None
+    backup_dir: str | Path
+    discard_stale_pending: bool
+    dry_run: bool
+    only_affected_users: bool
+    on_warn: str
+    require_approval: bool
+    approval_timeout_s: int
+    operation_timeout_s: float
+    max_rows_to_keep: int
+    gate_dask_address: str | None
+    notify_on_pass: bool
+
+    def policy(self) -> GatePolicy: ...
+
+
 class ServerOps(Protocol):
-    """Every effect the engine has: server calls, artifacts, events, notifications."""
+    """Every effect the engine has: server calls, artifacts, events, notifications, and
+    where backups are (a backup location may name a Prefect block)."""
 
     kind: Kind
     url: str
@@ -99,6 +122,8 @@ class ServerOps(Protocol):
     def notify(self, subject: str, body: str) -> None: ...
     def ask_approval(self, request_markdown: str, timeout_s: int) -> Approval: ...
     def emit(self, event: str, **payload: Any) -> None: ...
+    def open_location(self, location: str | Path) -> BackupStore: ...
+    def locate_file(self, location: str) -> tuple[BackupStore, str]: ...
 
 
 def stale_pending_message(count: int, what: str) -> str:
@@ -138,7 +163,7 @@ class Engine:
     """One run of one kind on one server."""
 
     ops: ServerOps
-    params: RegenerationParams
+    params: RunParams
     summary: RunSummary
     run_id: str
     keep_candidate: bool = False
@@ -178,7 +203,7 @@ class Engine:
     @cached_property
     def store(self) -> BackupStore:
         """Where this run's backups go (backup_dir: a directory, URL or block)."""
-        return open_location(self.params.backup_dir)
+        return self.ops.open_location(self.params.backup_dir)
 
     @property
     def prefix(self) -> str:
@@ -762,7 +787,7 @@ class Engine:
 
     def after_upgrade(self, outcome: RegenerationOutcome) -> RegenerationOutcome:
         """Aggregation (playbooks) and the pass notification."""
-        if isinstance(self.params, PlaybookRegenerationParams) and self.params.aggregate:
+        if getattr(self.params, "aggregate", False):
             try:
                 message = self.ops.aggregate()
             except ReflexioError as exc:
@@ -977,7 +1002,9 @@ class Engine:
         self.entry = entry
         self.backup = self.open_saved(entry.backup)
         self.before = IdSnapshot()
-        self.before.add(self.kind, open_backup(*reversed(locate_file(entry.backup))).iter_rows())
+        self.before.add(
+            self.kind, open_backup(*reversed(self.ops.locate_file(entry.backup))).iter_rows()
+        )
         if entry.live:
             self.live_backup = self.open_saved(entry.live)
         stopped = self.stop_reruns(entry)
@@ -985,10 +1012,9 @@ class Engine:
             return f"{stopped}{self.leave_candidate()}"
         return f"{stopped}{self.resume_upgrade(entry)}"
 
-    @staticmethod
-    def open_saved(location: str) -> BackupInfo:
+    def open_saved(self, location: str) -> BackupInfo:
         """A backup file the journal names."""
-        store, name = locate_file(location)
+        store, name = self.ops.locate_file(location)
         return info_of(open_backup(name, store))
 
     def stop_reruns(self, entry: RunJournal) -> str:
@@ -1007,7 +1033,7 @@ class Engine:
         """The dead run's upgrade: kept when it applied in full with no row to keep CURRENT
         (the gate had let it through), else undone from what the server shows."""
         assert entry.touched is not None
-        touched = read_touched_ids(*reversed(locate_file(entry.touched)))
+        touched = read_touched_ids(*reversed(self.ops.locate_file(entry.touched)))
         kept = frozenset(touched.get("kept_current", ()))
         promoted = frozenset(touched["promoted"])
         expected = ExpectedState(
