@@ -2,7 +2,8 @@
 
 Tests point ``REFLEXIO_URL`` (or ``reflexio_url``) at ``proxy.url``; every request goes on
 to the upstream server unless a rule says otherwise. Rules pick calls by method, a substring
-of the path (query included) and the n-th matching call, and inject one fault class:
+of the path (query included) and the n-th matching call (counted, with ``armed_by``, only
+after a request to a given path), and inject one fault class:
 
 | fault | what the client sees | reached the server? |
 |---|---|---|
@@ -82,6 +83,10 @@ class Rule:
     transform: Callable[[Any], Any] | None = None
     delay_s: float = 0.0
     hold_s: float = 5.0
+    armed_by: str = ""
+    """When set, the rule counts calls only once a request whose path holds this has
+    passed (e.g. the listing that follows a rerun request)."""
+    armed: bool = False
     seen: int = 0
     fired: int = 0
 
@@ -201,6 +206,9 @@ class FaultProxy:
         chosen = None
         with self._lock:
             for rule in self.rules:
+                if rule.armed_by and not rule.armed:
+                    rule.armed = rule.armed_by in path
+                    continue
                 if rule.matches(method, path):
                     rule.seen += 1
                     if chosen is None and rule.window():

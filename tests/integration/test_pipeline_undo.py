@@ -1,7 +1,8 @@
 """Undo only what happened, on the real server: a failed upgrade is compared with the
 server's rows first, then left alone (it never reached the server), or repaired by id
 without the org-wide downgrade (it applied in part); an upgrade that applied but whose
-answer was lost is recognised and verified, not undone. Rows are checked by id."""
+answer was lost is recognised and verified, not undone; a playbook run whose read after the
+rerun fails puts back every playbook its rerun tombstoned (H6). Rows are checked by id."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import tasks.server
 from core.backup import open_backup
 from core.outcome import Decision
 from core.touched import read_touched_ids
-from flows.params import RegenerationParams
+from flows.params import PlaybookRegenerationParams, RegenerationParams
+from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import profile_regeneration
 from local_stack.bulk_seed import ProfileSeed
 from local_stack.fault_proxy import FaultProxy
 from local_stack.stack import LocalStack
+from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.integration.pipeline_helpers import profile_rows
 
 pytestmark = pytest.mark.integration
@@ -129,3 +132,42 @@ def test_an_upgrade_applied_in_part_is_repaired_by_id_without_the_downgrade(
     assert f"0/{len(current_before)} promoted" in outcome.message
     assert "data equals the state before the upgrade" in outcome.message
     assert _by_id(url) == before
+
+
+def _current_playbooks(url: str) -> set[tuple[str, str]]:
+    """(user, content) of every CURRENT v1 user playbook."""
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        rows = client.list_user_playbooks("current", agent_version="v1")
+    return {(str(r.user_id), r.content) for r in rows}
+
+
+def test_a_failed_read_after_a_playbook_rerun_puts_every_tombstoned_playbook_back(
+    seeded_stack: LocalStack, prefect_api, tmp_path: Path
+):
+    """The read after the rerun answers 503 to every try (5): the run stops before the gate
+    and puts back, from its backup, every CURRENT playbook its rerun tombstoned (H6)."""
+    url = seeded_stack.url
+    before = _current_playbooks(url)
+    assert before
+    with FaultProxy(url) as proxy:
+        proxy.add(
+            fault="status",
+            status=503,
+            path="get_user_playbooks",
+            armed_by="rerun_playbook_generation",
+            times=5,
+        )
+        state = playbook_regeneration(
+            PlaybookRegenerationParams(
+                reflexio_url=proxy.url, backup_dir=tmp_path, aggregate=False
+            ),
+            return_state=True,
+        )
+        assert proxy.calls("POST", "upgrade_all_user_playbooks") == []
+
+    outcome = state.result(raise_on_failure=False)
+    assert state.is_failed()
+    assert outcome.decision is Decision.ERROR, outcome.message
+    assert "Stopped after the rerun, before any upgrade" in outcome.message
+    assert "were put back from the backup as CURRENT rows" in outcome.message
+    assert _current_playbooks(url) == before

@@ -84,6 +84,15 @@ def test_forwards_and_records_without_forwarding_headers(proxy, upstream):
     assert "Bearer" not in repr(record)
 
 
+def test_a_rule_armed_by_a_path_counts_only_the_calls_after_it(proxy, upstream):
+    proxy.add(fault="status", path="/api/list", armed_by="/api/rerun", times=2, status=503)
+    with _client(proxy) as client:
+        codes = [client.get("/api/list").status_code for _ in range(2)]
+        client.post("/api/rerun")
+        codes += [client.get("/api/list").status_code for _ in range(3)]
+    assert codes == [200, 200, 503, 503, 200]
+
+
 def test_nth_matching_call_and_bursts(proxy, upstream):
     proxy.add(fault="status", path="/api/up", nth=2, times=2, status=502)
     with _client(proxy) as client:
