@@ -31,13 +31,12 @@ from tasks import events
 from tasks.backups import file_exists, folder_of
 from tasks.check_record import delete_record, load_record
 from tasks.config import put_config_back, read_config
-from tasks.ops import BATCH
 from tasks.server import (
     RECREATE_BATCH,
     add_user_playbooks,
     cancel_rerun,
-    delete_profiles,
-    delete_user_playbooks,
+    delete_profiles_in_batches,
+    delete_user_playbooks_in_batches,
     in_batches,
     list_profiles,
     list_user_playbooks,
@@ -83,7 +82,7 @@ class PrefectCheckOps:
         return {r["profile_id"] for r in list_profiles(self.settings, "pending")}
 
     def delete_profiles(self, ids: Collection[str]) -> int:
-        return sum(delete_profiles(self.settings, b) for b in in_batches(sorted(ids), BATCH))
+        return delete_profiles_in_batches(self.settings, sorted(ids))
 
     def backup_readable(self, backup: str) -> bool:
         return file_exists(backup)
@@ -106,8 +105,7 @@ class PrefectCheckOps:
         return list_user_playbooks(self.settings, agent_version)
 
     def delete_playbooks(self, ids: Collection[str]) -> int:
-        server_ids = sorted(int(i) for i in ids)
-        return sum(delete_user_playbooks(self.settings, b) for b in in_batches(server_ids, BATCH))
+        return delete_user_playbooks_in_batches(self.settings, sorted(int(i) for i in ids))
 
     def recreate_playbooks(self, rows: Sequence[Mapping[str, Any]]) -> int:
         batches = in_batches((dict(r) for r in rows), RECREATE_BATCH)

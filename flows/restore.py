@@ -48,7 +48,7 @@ from tasks.report import RunSummary
 from tasks.server import (
     RECREATE_BATCH,
     add_profiles,
-    delete_profiles,
+    delete_profiles_in_batches,
     in_batches,
     list_profiles,
     profile_counts,
@@ -149,9 +149,9 @@ def restore_profiles(params: RestoreParams) -> State:
         get_run_logger().info("Restoring: will %s.", _actions(plan, params.delete_newer))
         written = True
         _write(settings, inputs.backup, plan.write)
-        delete_profiles(settings, sorted(plan.undo))
+        delete_profiles_in_batches(settings, sorted(plan.undo))
         if params.delete_newer:
-            delete_profiles(settings, sorted(plan.newer))
+            delete_profiles_in_batches(settings, sorted(plan.newer))
         summary.counts_after = profile_counts(settings).as_dict()
         server_after = _server_rows(settings)
         problems = restore_problems(
