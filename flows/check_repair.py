@@ -23,6 +23,7 @@ from prefect.exceptions import MissingContextError
 
 from core.check_record import CheckRecord, RecordError
 from core.check_undo import RunningRerun, Undo, undo_check
+from core.touched import touched_name
 from deployments import catalogue
 from flows.params import RestoreParams
 from reflexio_api import ReflexioSettings
@@ -91,10 +92,23 @@ class PrefectCheckOps:
         # flows.restore imports flows.lock, which imports this module: import it here.
         from flows.restore import restore_profiles
 
+        # A regeneration writes the touched-ids file beside its backup before it sends the
+        # upgrade: without it, the check's upgrade never reached the server.
+        if not file_exists(touched_name(backup)):
+            return (
+                f"no touched-ids file beside {backup}: its upgrade was never sent, "
+                "nothing to restore"
+            )
         # Erasure records: none can be newer than the check (clear-user-data undoes a dead
-        # check before it erases), so the backup's own location serves.
+        # check before it erases), so the backup's own location serves, and having none
+        # there is accepted. Users erased through the API directly are still not brought
+        # back: the restore re-creates only rows the check's upgrade deleted, never those
+        # of a user who has no row left on the server.
         params = RestoreParams(
-            backup_file=backup, reflexio_url=self.settings.url, records_dir=folder_of(backup)
+            backup_file=backup,
+            reflexio_url=self.settings.url,
+            records_dir=folder_of(backup),
+            assume_no_erasures=True,
         )
         state = restore_profiles(params, return_state=True)
         if not state.is_completed():

@@ -116,11 +116,16 @@ def crash_at(
     return output
 
 
+RESTORE = {"assume_no_erasures": True}
+"""The documented recovery is a default restore (no delete_newer: rows users taught since
+stay): the run wrote its touched-ids file before its upgrade, so the restore undoes exactly
+what the run did. Nobody is erased in these tests, and they keep no erasure record."""
+
+
 def _restore(proxy: FaultProxy, backup_file: Path):
-    """The documented recovery: a run killed before it verified left no touched-ids file, so
-    its promoted rows count as newer and only delete_newer removes them."""
+    """The documented recovery: restore-profiles from the killed run's backup."""
     return restore_profiles(
-        RestoreParams(backup_file=backup_file, reflexio_url=proxy.url, delete_newer=True),
+        RestoreParams(backup_file=backup_file, reflexio_url=proxy.url, **RESTORE),
         return_state=True,
     )
 
@@ -211,9 +216,7 @@ def test_sigkill_mid_rollback_then_mid_restore_then_recover(
 
     # 6. mid-restore: the documented recovery (restore-profiles from the run's backup) is
     # itself killed after its re-creates, before it deletes the run's rows.
-    crash_at(
-        proxy, ROLLBACK_DELETE, tmp_path, "restore", backup_file=str(backup_file), delete_newer=True
-    )
+    crash_at(proxy, ROLLBACK_DELETE, tmp_path, "restore", backup_file=str(backup_file), **RESTORE)
     # It had re-created the old ARCHIVED rows, and not yet deleted the run's rows.
     archived = {r["profile_id"] for r in rows(url, "archived")}
     assert old_archived <= archived and promoted <= archived
