@@ -1,6 +1,12 @@
 """A restore's inputs, read and checked before the server is called (no Prefect, no HTTP):
 the backup, the ids its run changed, and the users erased since it was written.
 
+Both fail closed. Without the touched-ids file the rows the run deleted cannot be told from
+rows deleted since for any other reason (by users, TTL expiry, dedup, an erasure), so the
+restore is refused unless `recreate_missing` accepts re-creating every missing row. Without
+an erasure record for the server, nothing proves that nobody was erased since the backup,
+so the restore is refused unless `assume_no_erasures` accepts that.
+
 Every error is a ValueError whose message says what was wrong and what to do.
 """
 
@@ -28,6 +34,8 @@ class RestoreInputs:
     touched_file: str | None
     erased: frozenset[str]
     records: tuple[str, ...]
+    records_missing: tuple[str, ...] = ()
+    """Erasure record files that do not exist (accepted by assume_no_erasures)."""
 
 
 def load_inputs(
@@ -36,9 +44,14 @@ def load_inputs(
     records_dir: BackupStore | Path | str,
     allow_other_server: bool,
     store: BackupStore | None = None,
+    *,
+    recreate_missing: bool = False,
+    assume_no_erasures: bool = False,
 ) -> RestoreInputs:
     """Open the backup (a name in `store`, or a path or URL) and read the touched-ids file
-    beside it and the erasure records in `records_dir`.
+    beside it and the erasure records in `records_dir`; refuse a backup without its
+    touched-ids file unless `recreate_missing`, and a server without an erasure record
+    unless `assume_no_erasures` (see the module docstring).
 
     Raises BackupError, ErasureRecordError or RestoreInputError (all ValueErrors).
     """
@@ -58,15 +71,40 @@ def load_inputs(
             "it into this server (e.g. after the server moved)."
         )
     run, touched = _read_run(backup)
+    if run is None and not recreate_missing:
+        beside = (
+            f"No touched-ids file beside {where} ({touched_name(backup.manifest_name)})"
+            if backup.manifest_name is not None
+            else f"{where} is an old (v1) backup, which has no touched-ids file"
+        )
+        raise RestoreInputError(
+            f"{beside}: the restore cannot tell the rows its run deleted from rows users "
+            "deleted, TTL expired, dedup superseded or an erasure removed since, and would "
+            "bring those back. Restore from the backup of a run that upgraded (it writes "
+            "that file before its upgrade), or set recreate_missing=true to accept "
+            "re-creating every backed-up row the server no longer has (dry_run=true first "
+            "says how many)."
+        )
     servers = sorted({target, backup.server})
     records = as_store(records_dir)
+    missing = tuple(
+        records.location(erasure_name(s)) for s in servers if not records.exists(erasure_name(s))
+    )
+    if missing and not assume_no_erasures:
+        raise RestoreInputError(
+            f"No erasure record {' or '.join(missing)}: the restore cannot prove that "
+            "clear-user-data erased nobody since the backup, and could bring erased users "
+            "back. Point records_dir at the location clear-user-data records to (its "
+            "records_dir), or, if nobody was ever erased on this server through it, set "
+            "assume_no_erasures=true."
+        )
     erasures: dict[str, datetime] = {}
     for server in servers:
         for user, when in read_erasures(records, server).items():
             erasures[user] = max(when, erasures.get(user, when))
     erased = erased_since(erasures, backup.created_at)
     names = tuple(records.location(erasure_name(server)) for server in servers)
-    return RestoreInputs(backup, run, touched, erased, names)
+    return RestoreInputs(backup, run, touched, erased, names, missing)
 
 
 def _read_run(backup: Backup) -> tuple[RunChanges | None, str | None]:

@@ -23,6 +23,7 @@ from prefect.exceptions import MissingContextError
 
 from core.check_record import CheckRecord, RecordError
 from core.check_undo import RunningRerun, Undo, undo_check
+from core.touched import touched_name
 from deployments import catalogue
 from flows.params import RestoreParams
 from reflexio_api import ReflexioSettings
@@ -31,13 +32,12 @@ from tasks import events
 from tasks.backups import file_exists, folder_of
 from tasks.check_record import delete_record, load_record
 from tasks.config import put_config_back, read_config
-from tasks.ops import BATCH
 from tasks.server import (
     RECREATE_BATCH,
     add_user_playbooks,
     cancel_rerun,
-    delete_profiles,
-    delete_user_playbooks,
+    delete_profiles_in_batches,
+    delete_user_playbooks_in_batches,
     in_batches,
     list_profiles,
     list_user_playbooks,
@@ -83,7 +83,7 @@ class PrefectCheckOps:
         return {r["profile_id"] for r in list_profiles(self.settings, "pending")}
 
     def delete_profiles(self, ids: Collection[str]) -> int:
-        return sum(delete_profiles(self.settings, b) for b in in_batches(sorted(ids), BATCH))
+        return delete_profiles_in_batches(self.settings, sorted(ids))
 
     def backup_readable(self, backup: str) -> bool:
         return file_exists(backup)
@@ -92,10 +92,23 @@ class PrefectCheckOps:
         # flows.restore imports flows.lock, which imports this module: import it here.
         from flows.restore import restore_profiles
 
+        # A regeneration writes the touched-ids file beside its backup before it sends the
+        # upgrade: without it, the check's upgrade never reached the server.
+        if not file_exists(touched_name(backup)):
+            return (
+                f"no touched-ids file beside {backup}: its upgrade was never sent, "
+                "nothing to restore"
+            )
         # Erasure records: none can be newer than the check (clear-user-data undoes a dead
-        # check before it erases), so the backup's own location serves.
+        # check before it erases), so the backup's own location serves, and having none
+        # there is accepted. Users erased through the API directly are still not brought
+        # back: the restore re-creates only rows the check's upgrade deleted, never those
+        # of a user who has no row left on the server.
         params = RestoreParams(
-            backup_file=backup, reflexio_url=self.settings.url, records_dir=folder_of(backup)
+            backup_file=backup,
+            reflexio_url=self.settings.url,
+            records_dir=folder_of(backup),
+            assume_no_erasures=True,
         )
         state = restore_profiles(params, return_state=True)
         if not state.is_completed():
@@ -106,8 +119,7 @@ class PrefectCheckOps:
         return list_user_playbooks(self.settings, agent_version)
 
     def delete_playbooks(self, ids: Collection[str]) -> int:
-        server_ids = sorted(int(i) for i in ids)
-        return sum(delete_user_playbooks(self.settings, b) for b in in_batches(server_ids, BATCH))
+        return delete_user_playbooks_in_batches(self.settings, sorted(int(i) for i in ids))
 
     def recreate_playbooks(self, rows: Sequence[Mapping[str, Any]]) -> int:
         batches = in_batches((dict(r) for r in rows), RECREATE_BATCH)

@@ -266,6 +266,20 @@ class RestoreParams(WriterParams):
         description="Restore a backup taken from another server (host:port) into this one, "
         "e.g. after the server moved.",
     )
+    recreate_missing: bool = Field(
+        False,
+        description="Accept the risk of a backup without its run's touched-ids file (an old "
+        "or hand-made backup): re-create every backed-up row the server no longer has, "
+        "including rows users deleted, TTL expired or dedup superseded since. Without it such "
+        "a restore is refused; with the file, only the rows the run's upgrade deleted are "
+        "re-created.",
+    )
+    assume_no_erasures: bool = Field(
+        False,
+        description="Accept the risk of restoring without an erasure record for the server "
+        "in records_dir: nobody is taken as erased by clear-user-data. Without it such a "
+        "restore is refused (it could bring erased users back).",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -4,12 +4,22 @@ was learned since.
 How: Reflexio 0.2.32 has POST /api/add_user_profile, its own import path, which stores a
 profile row as given (INSERT OR REPLACE by profile_id: id, content, source, status and
 timestamps kept; the embedding is recomputed by the server). The plan (core/restore_plan.py)
-decides every row's action before anything is written: re-create the backed-up rows the
-server lacks; put the rows the backed-up run changed (its touched-ids file) back as they
-were backed up, deleting the rows it promoted; keep the rows learned since, unless
-`delete_newer`; skip every row of a user clear-user-data erased after the backup. A dry run
-reports the counts and writes nothing. Afterwards the server is planned again and checked id
-by id.
+decides every row's action before anything is written: put the rows the backed-up run
+changed (its touched-ids file) back as they were backed up where they are still there,
+re-create only the rows its upgrade deleted, and delete the rows it promoted; keep the rows
+learned since, unless `delete_newer`; never bring back a row that is gone for any other
+reason (deleted by a user, expired, superseded by dedup, erased through the API: counted as
+"gone since the backup"), nor any row of a user clear-user-data erased after the backup. A
+dry run reports the counts and writes nothing. Afterwards the server is planned again and
+checked id by id. Deletes go DELETE_BATCH ids a call and re-creates RECREATE_BATCH rows a
+call, so a restore of any size is accepted by the server; every write is idempotent by id
+and the plan is made from the server's rows, so running a restore again after a partial
+one finishes it.
+
+Refused, with nothing written (fail closed): a backup without its run's touched-ids file
+(an old or hand-made backup: every missing row would be re-created), unless
+`recreate_missing=True` accepts that; no erasure record for the server in `records_dir`
+(nothing proves nobody was erased), unless `assume_no_erasures=True` accepts that.
 
 Bad input (no such file, not a backup, a backup of playbooks or of another server, an
 unreadable touched-ids file or erasure record) ends the run Failed before the server is
@@ -48,7 +58,7 @@ from tasks.report import RunSummary
 from tasks.server import (
     RECREATE_BATCH,
     add_profiles,
-    delete_profiles,
+    delete_profiles_in_batches,
     in_batches,
     list_profiles,
     profile_counts,
@@ -84,6 +94,13 @@ def _actions(plan: RestorePlan, delete_newer: bool) -> str:
         f"{len(plan.undo)} promoted by the backed-up run; {len(plan.newer)} learned since "
         f"the backup {newer}"
     )
+    if plan.gone:
+        text += f"; gone since the backup, not re-created: {len(plan.gone)}"
+        if plan.gone_users:
+            text += (
+                f" (every row of {name_users(plan.gone_users)}: no row of theirs is left on "
+                "the server)"
+            )
     if plan.erased_users:
         text += (
             f"; {plan.erased_rows} row(s) of {len(plan.erased_users)} user(s) erased since "
@@ -96,14 +113,22 @@ def _report(summary: RunSummary, inputs: RestoreInputs, plan: RestorePlan) -> No
     """The inputs and every action's ids (a few of each) in the summary."""
     if inputs.run is None:
         summary.note(
-            "No touched-ids file beside the backup (an old backup, or a run that stopped "
-            "before verifying): the rows that run promoted cannot be told from rows learned "
-            "since, so they count as newer, and every backed-up row the server holds "
-            "differently is put back. delete_newer=True removes the newer rows."
+            "No touched-ids file beside the backup, accepted by recreate_missing=True: every "
+            "backed-up row the server no longer has is re-created (rows users deleted, "
+            "expired or superseded since included), the rows that run promoted cannot be "
+            "told from rows learned since, so they count as newer, and every backed-up row "
+            "the server holds differently is put back. delete_newer=True removes the newer "
+            "rows."
         )
     else:
         summary.extra["touched-ids file"] = f"`{inputs.touched_file}`"
     summary.extra["erasure records"] = ", ".join(f"`{p}`" for p in inputs.records)
+    if inputs.records_missing:
+        summary.note(
+            "No erasure record ("
+            + ", ".join(f"`{p}`" for p in inputs.records_missing)
+            + "), accepted by assume_no_erasures=True: nobody is taken as erased."
+        )
     summary.extra["rows in backup"] = inputs.backup.total
     for label, ids in (
         ("re-create", plan.recreate),
@@ -111,11 +136,18 @@ def _report(summary: RunSummary, inputs: RestoreInputs, plan: RestorePlan) -> No
         ("delete (promoted by the run)", plan.undo),
         ("newer (learned since)", plan.newer),
         ("changed since by others (kept)", plan.kept),
+        ("gone since the backup, not re-created", plan.gone),
     ):
         summary.extra[label] = f"{len(ids)}" + (f": {name_ids(ids)}" if ids else "")
     if plan.erased_users:
         summary.extra["erased since the backup (not restored)"] = (
             f"{plan.erased_rows} row(s) of {name_users(plan.erased_users)}"
+        )
+    if plan.gone_users:
+        summary.note(
+            f"{len(plan.gone_users)} user(s) have no row left on the server "
+            f"({name_users(plan.gone_users)}): erased or deleted outside this tool, so the "
+            "rows the backed-up run deleted of theirs are not re-created."
         )
     if plan.pending_left:
         summary.note(f"{plan.pending_left} PENDING row(s) in the backup are left alone.")
@@ -129,7 +161,10 @@ def _report(summary: RunSummary, inputs: RestoreInputs, plan: RestorePlan) -> No
 )
 @holds_server_lock
 def restore_profiles(params: RestoreParams) -> State:
-    """Put a profile backup back on the server, keeping rows learned since by default."""
+    """Undo the backed-up run from its backup, keeping rows learned since by default and
+    never bringing back a row gone since for another reason. Refuses, writing nothing, a
+    backup without its touched-ids file unless `recreate_missing=True`, and a records_dir
+    without the server's erasure record unless `assume_no_erasures=True`."""
     settings = params.settings()
     summary = RunSummary(title="Restore profiles", server=settings.url)
     summary.backup_path = str(params.backup_file)
@@ -137,7 +172,15 @@ def restore_profiles(params: RestoreParams) -> State:
     try:
         store, name = locate_file(params.backup_file)
         records = open_location(params.records_dir)
-        inputs = load_inputs(name, settings.url, records, params.allow_other_server, store)
+        inputs = load_inputs(
+            name,
+            settings.url,
+            records,
+            params.allow_other_server,
+            store,
+            recreate_missing=params.recreate_missing,
+            assume_no_erasures=params.assume_no_erasures,
+        )
         summary.counts_before = profile_counts(settings).as_dict()
         plan = _plan(inputs, _server_rows(settings))
         _report(summary, inputs, plan)
@@ -149,9 +192,9 @@ def restore_profiles(params: RestoreParams) -> State:
         get_run_logger().info("Restoring: will %s.", _actions(plan, params.delete_newer))
         written = True
         _write(settings, inputs.backup, plan.write)
-        delete_profiles(settings, sorted(plan.undo))
+        delete_profiles_in_batches(settings, sorted(plan.undo))
         if params.delete_newer:
-            delete_profiles(settings, sorted(plan.newer))
+            delete_profiles_in_batches(settings, sorted(plan.newer))
         summary.counts_after = profile_counts(settings).as_dict()
         server_after = _server_rows(settings)
         problems = restore_problems(

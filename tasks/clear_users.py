@@ -23,6 +23,7 @@ from deployments.catalogue import PACED_ROUTES
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.pacing import paced_call, pacer_for, spacing_for
 from tasks.retry import retry_options
+from tasks.server import DELETE_BATCH, in_batches
 
 PROFILE_STATUSES = ("current", "pending", "archived")
 CLEAR_CALLS_PER_MINUTE = PACED_ROUTES["clear_user_data"]
@@ -68,13 +69,13 @@ def clear_user(settings: ReflexioSettings, user_id: str) -> dict[str, int]:
 def delete_leftovers(
     settings: ReflexioSettings, profile_ids: list[str], playbook_ids: list[int]
 ) -> dict[str, int]:
-    """Delete by id (idempotent)."""
+    """Delete by id (idempotent), DELETE_BATCH ids a request (one user may have any number)."""
     deleted = {"profiles": 0, "user_playbooks": 0}
     with ReflexioClient(settings) as client:
-        if profile_ids:
-            deleted["profiles"] = client.delete_profiles(profile_ids).deleted_count
-        if playbook_ids:
-            deleted["user_playbooks"] = client.delete_user_playbooks(playbook_ids).deleted_count
+        for batch in in_batches(profile_ids, DELETE_BATCH):
+            deleted["profiles"] += client.delete_profiles(batch).deleted_count
+        for ids in in_batches(playbook_ids, DELETE_BATCH):
+            deleted["user_playbooks"] += client.delete_user_playbooks(ids).deleted_count
     return deleted
 
 

@@ -42,8 +42,8 @@ from tasks.server import (
     add_profiles,
     add_user_playbooks,
     cancel_rerun,
-    delete_profiles,
-    delete_user_playbooks,
+    delete_profiles_in_batches,
+    delete_user_playbooks_in_batches,
     downgrade_profiles,
     downgrade_user_playbooks,
     in_batches,
@@ -59,8 +59,6 @@ from tasks.server import (
 )
 from tasks.stall import check_stall, clear_inferred_stall, report_inferred_stall
 
-BATCH = 5_000
-"""Ids per delete call."""
 PAGES_PER_STATUS = 4
 MAX_PAGE = 250_000
 """Every listing request makes the server sort the whole status (no index on the
@@ -145,9 +143,9 @@ class PrefectOps:
 
     def delete(self, ids: Collection[str]) -> int:
         self.before_write()
-        server_ids = sorted(self.kind.server_id(i) for i in ids)  # type: ignore[type-var]
-        task_ = delete_profiles if self.kind.agent_version is None else delete_user_playbooks
-        return sum(task_(self.settings, batch) for batch in in_batches(server_ids, BATCH))
+        if self.kind.agent_version is None:
+            return delete_profiles_in_batches(self.settings, sorted(ids))
+        return delete_user_playbooks_in_batches(self.settings, sorted(int(i) for i in ids))
 
     def start_rerun(
         self, source: str | None, start_time: datetime | None, end_time: datetime | None

@@ -287,6 +287,12 @@ def wait_for_operation(
 
 # --- deletes (idempotent by id) -----------------------------------------------------------
 
+DELETE_BATCH = 5_000
+"""Ids per delete call: the client refuses more than MAX_IDS_PER_DELETE (10,000) in one
+request, and half of that keeps each call well within the read timeout. Every delete of an
+id list that can grow with the data goes through `delete_profiles_in_batches` /
+`delete_user_playbooks_in_batches`."""
+
 
 @task(name="delete-profiles", **READ)
 def delete_profiles(settings: ReflexioSettings, profile_ids: list[str]) -> int:
@@ -304,6 +310,17 @@ def delete_user_playbooks(settings: ReflexioSettings, ids: list[int]) -> int:
         return 0
     with honour_retry_after(), _client(settings) as client:
         return client.delete_user_playbooks(ids).deleted_count
+
+
+def delete_profiles_in_batches(settings: ReflexioSettings, profile_ids: Iterable[str]) -> int:
+    """Delete any number of profiles by id, DELETE_BATCH ids per call (one task run each;
+    a retry repeats only its own batch, and a repeat deletes nothing more)."""
+    return sum(delete_profiles(settings, batch) for batch in in_batches(profile_ids, DELETE_BATCH))
+
+
+def delete_user_playbooks_in_batches(settings: ReflexioSettings, ids: Iterable[int]) -> int:
+    """Delete any number of user playbooks by id, DELETE_BATCH ids per call."""
+    return sum(delete_user_playbooks(settings, batch) for batch in in_batches(ids, DELETE_BATCH))
 
 
 @task(name="add-user-playbooks", **WRITE)

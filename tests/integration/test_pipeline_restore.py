@@ -1,16 +1,22 @@
 """Restore flow on the real server.
 
 1. A backup taken by hand before the regeneration, in the current format (v2: manifest and
-   gzip JSON Lines) and as an old v1 document, brings CURRENT and ARCHIVED back exactly with
-   delete_newer (no touched-ids file: the run's promotions count as newer).
+   gzip JSON Lines) and as an old v1 document, has no touched-ids file: refused (nothing
+   written) until recreate_missing and assume_no_erasures accept the risks; then it brings
+   CURRENT and ARCHIVED back exactly with delete_newer (the run's promotions count as newer).
 2. After a regeneration that upgraded, rows learned since and a user erased with the
    clear-user-data flow: the default restore undoes the run and keeps the newer rows and the
    erasure; delete_newer deletes the newer rows; the dry runs write nothing.
+3. After a regeneration, a user erased through the API directly, rows users deleted and rows
+   expired: nothing of them comes back, each counted as gone since the backup.
+4. A restore that deletes more than a delete request takes (12,500 rows): refused without an
+   erasure record, stopped part-way by a failing request, finished by running it again.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,16 +25,20 @@ from typing import Any
 import pytest
 
 from core.backup import V1_FORMAT, BackupWriter, open_backup
-from core.erasures import record_erasures
+from core.erasures import erasure_name, record_erasures
 from core.identity import server_key
 from core.kinds import PROFILE_KEYS, comparable
-from core.touched import read_touched_ids
+from core.state import ExpectedState
+from core.touched import read_touched_ids, write_touched_ids
 from flows.clear_users import clear_users
 from flows.params import ClearUsersParams, RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
 from flows.restore import restore_profiles
 from local_stack.bulk_seed import ProfileSeed
+from local_stack.fault_proxy import FaultProxy
+from local_stack.seed import CONVERSATIONS
 from reflexio_api import ReflexioClient, ReflexioSettings
+from reflexio_api._requests import MAX_IDS_PER_DELETE
 from reflexio_api.paging import PAGE_SIZE
 from tests.integration.pipeline_helpers import profile_rows, run_backup
 
@@ -79,10 +89,25 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     upgraded = profile_rows(url, "current", "archived")
     assert comparable(upgraded, PROFILE_KEYS) != comparable(before, PROFILE_KEYS)
 
-    # A hand-made backup has no touched-ids file: the rows the run promoted cannot be told
-    # from rows learned since, so only delete_newer brings the backup back exactly.
+    # A hand-made backup has no touched-ids file: refused, since every missing row would be
+    # re-created (rows users deleted or expired since included).
+    refused = restore_profiles(
+        RestoreParams(backup_file=backup_file, reflexio_url=url, records_dir=tmp_path / "r"),
+        return_state=True,
+    )
+    assert refused.is_failed() and refused.message.startswith("Restore failed: "), refused.message
+    assert "recreate_missing=true" in refused.message
+    assert refused.message.endswith("Nothing was written.")
+    assert comparable(profile_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
+        upgraded, PROFILE_KEYS
+    )
+
+    # Accepted: the rows the run promoted cannot be told from rows learned since, so only
+    # delete_newer brings the backup back exactly.
+    accept = {"recreate_missing": True, "assume_no_erasures": True}
     dry = restore_profiles(
-        RestoreParams(backup_file=dry_run_file, reflexio_url=url, dry_run=True), return_state=True
+        RestoreParams(backup_file=dry_run_file, reflexio_url=url, dry_run=True, **accept),
+        return_state=True,
     )
     assert dry.is_completed() and "Dry run, nothing written" in dry.message, dry.message
     promoted = {r["profile_id"] for r in upgraded} - {r["profile_id"] for r in before}
@@ -92,7 +117,7 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     )
 
     done = restore_profiles(
-        RestoreParams(backup_file=backup_file, reflexio_url=url, delete_newer=True),
+        RestoreParams(backup_file=backup_file, reflexio_url=url, delete_newer=True, **accept),
         return_state=True,
     )
     assert done.is_completed(), done.message
@@ -102,7 +127,9 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     )
 
     again = restore_profiles(
-        RestoreParams(backup_file=regen_backup, reflexio_url=url, dry_run=True),
+        RestoreParams(
+            backup_file=regen_backup, reflexio_url=url, dry_run=True, assume_no_erasures=True
+        ),
         return_state=True,
     )
     assert again.message == (
@@ -196,6 +223,7 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
         "undo promoted": len(undo),
         "newer": len(newer),
         "kept changed": 0,
+        "gone since backup": 0,
         "erased rows": len(carol),
         "erased users": 1,
         "pending left": 0,
@@ -219,3 +247,186 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
     assert _rows_by_id(url) == after, "a dry run writes nothing"
     restore(delete_newer=True)
     assert _rows_by_id(url) == backed_up, "the newer rows are deleted, nothing else"
+
+
+def _add_archived(url: str, users: tuple[str, ...], per_user: int) -> set[str]:
+    """Old ARCHIVED rows (the next upgrade deletes them, H1), as an earlier upgrade left them."""
+    when = int(datetime.now(UTC).timestamp()) - 86_400
+    rows = [
+        {
+            "profile_id": f"old-{user}-{n}",
+            "user_id": user,
+            "content": f"{user} used to say {n}",
+            "status": "archived",
+            "last_modified_timestamp": when,
+            "generated_from_request_id": f"old-{user}-{n}",
+            "source": "chat",
+        }
+        for user in users
+        for n in range(per_user)
+    ]
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        client.add_user_profiles(rows)
+    return {r["profile_id"] for r in rows}
+
+
+def _no_erasures_yet(records: Path, url: str) -> None:
+    """The erasure record of a server where clear-user-data has erased nobody: empty."""
+    records.mkdir(parents=True, exist_ok=True)
+    (records / erasure_name(server_key(url))).write_text("")
+
+
+def _expire(db_path: Path, ids: set[str]) -> None:
+    """TTL expiry as the server's expiry sweep leaves it: the time to live elapsed and the
+    row tombstoned (status 'expired'), which no listing shows."""
+    with sqlite3.connect(db_path, timeout=30) as db:
+        db.executemany(
+            "UPDATE profiles SET expiration_timestamp = 1, status = 'expired' WHERE profile_id = ?",
+            [(pid,) for pid in ids],
+        )
+
+
+def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, prefect_api, tmp_path):
+    """After the nightly: erin erased with clear_user_data on the API directly (no erasure
+    record), alice and bob deleting rows, rows of dave expiring. The restore undoes the run
+    and brings back none of those rows; every one is counted as gone since the backup."""
+    url = seeded_stack.url
+    old = _add_archived(url, ("alice", "dave", "erin", "frank"), 2)
+    _no_erasures_yet(tmp_path / "records", url)
+    before = _rows_by_id(url)
+    by_user = {u: {p for p, (_, user, _) in before.items() if user == u} for u in CONVERSATIONS}
+    assert by_user["erin"] - old, "erin has CURRENT rows for the run to archive"
+
+    regen = profile_regeneration(
+        RegenerationParams(reflexio_url=url, backup_dir=tmp_path / "regen"), return_state=True
+    )
+    assert regen.is_completed(), regen.message
+    manifest = Path(regen.result().backup)
+    touched = {k: set(v) for k, v in read_touched_ids(regen.result().touched.ids_file).items()}
+    assert old <= touched["deleted"] and touched["promoted"]
+    upgraded = _rows_by_id(url)
+    alice_archived = sorted(by_user["alice"] & touched["archived"])[:1]
+    bob_promoted = sorted(p for p in touched["promoted"] if upgraded[p][1] == "bob")[:1]
+    dave_archived = sorted(by_user["dave"] & touched["archived"])[:2]
+    assert alice_archived and bob_promoted and len(dave_archived) == 2
+
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        erased = client.clear_user_data("erin")  # straight to the API: no erasure record
+        assert erased.deleted_counts.get("profiles"), erased
+        client.delete_profiles([*alice_archived, *bob_promoted])  # users deleting rows
+    _expire(seeded_stack.server.db_path, set(dave_archived))
+    now = _rows_by_id(url)
+    erin_backed = by_user["erin"]
+    gone = erin_backed | set(alice_archived) | set(dave_archived)
+    assert {p: now[p] for p in gone & now.keys()} == {}
+    assert not {p for p, r in now.items() if r[1] == "erin"}
+
+    def restore(**params):
+        return restore_profiles(
+            RestoreParams(
+                backup_file=manifest, reflexio_url=url, records_dir=tmp_path / "records", **params
+            ),
+            return_state=True,
+        )
+
+    dry = restore(dry_run=True)
+    assert dry.is_completed(), dry.message
+    assert _rows_by_id(url) == now, "a dry run writes nothing"
+    counts = dry.result()
+    assert counts["gone since backup"] == len(gone), (counts, sorted(gone))
+    assert counts["re-create"] == len(touched["deleted"] - erin_backed)
+    assert counts["erased users"] == 0, "no record names erin: she is found by her rows"
+
+    done = restore()
+    assert done.is_completed(), done.message
+    assert "checked by id" in done.message
+    assert f"gone since the backup, not re-created: {len(gone)}" in done.message
+    after = _rows_by_id(url)
+    assert not gone & after.keys(), "nothing gone since the backup came back"
+    assert not {p for p, r in after.items() if r[1] == "erin"}, "erin stays erased"
+    kept = {pid: row for pid, row in before.items() if pid not in gone}
+    assert {pid: after.get(pid) for pid in kept} == kept, "every other backed-up row is back"
+    assert after.keys() == kept.keys(), "the run's promoted rows are gone, nothing else is new"
+
+    again = restore()
+    assert again.is_completed(), again.message
+    assert _rows_by_id(url) == after, "a second restore changes nothing"
+
+
+PROMOTED_AT_SIZE = 10_200
+"""Rows the backed-up run promoted: more than one delete request takes (the client's cap is
+10,000 ids)."""
+NEWER_AT_SIZE = 2_000
+"""Rows learned since the backup, deleted with delete_newer: 12,200 deletes in all."""
+
+
+def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
+    seeded_stack, prefect_api, tmp_path
+):
+    """The run is made by hand, to keep the test short (re-creating rows is slow; deleting
+    is not): a backup of the seeded rows, then 10,200 rows its 'upgrade' promoted (named in
+    its touched-ids file) and 2,000 learned since, bulk-seeded. A restore with delete_newer
+    deletes all 12,200: refused first without an erasure record, stopped part-way by a
+    failing request, finished by running it again, checked by id."""
+    url = seeded_stack.url
+    records = tmp_path / "records"
+    before = _rows_by_id(url)
+    seeds = [
+        ProfileSeed("current", PROMOTED_AT_SIZE, users=500, id_prefix="promoted"),
+        ProfileSeed("current", NEWER_AT_SIZE, users=100, id_prefix="late"),
+    ]
+    with FaultProxy(url) as proxy:
+        rows = profile_rows(url, "current", "archived")
+        manifest, _ = _v2_backup(tmp_path / "run", proxy.url, rows)
+        promoted = frozenset(seeds[0].ids())
+        write_touched_ids(
+            manifest,
+            ExpectedState(
+                promoted=promoted,
+                current=promoted,
+                archived=frozenset(),
+                deleted=frozenset(),
+            ),
+        )
+        seeded_stack.bulk_seed(seeds)
+        newer = set(seeds[1].ids())
+        assert len(promoted) > MAX_IDS_PER_DELETE and len(promoted | newer) > 12_000
+        now = _rows_by_id(url)
+        assert promoted | newer <= now.keys()
+
+        def restore() -> Any:
+            return restore_profiles(
+                RestoreParams(
+                    backup_file=manifest,
+                    reflexio_url=proxy.url,
+                    records_dir=records,
+                    delete_newer=True,
+                ),
+                return_state=True,
+            )
+
+        # No erasure record: refused, nothing written, the parameter that accepts it named.
+        refused = restore()
+        assert refused.is_failed()
+        assert refused.message.startswith("Restore failed: No erasure record ")
+        assert "assume_no_erasures=true" in refused.message
+        assert refused.message.endswith("Nothing was written.")
+        assert _rows_by_id(url) == now
+        _no_erasures_yet(records, proxy.url)
+
+        # The second delete request fails (a 400 is not retried): the run stops part-way.
+        with proxy.rule(fault="status", status=400, method="DELETE", path="delete_prof", nth=2):
+            partial = restore()
+        assert partial.is_failed(), partial.message
+        assert "run the restore again" in partial.message
+        left = _rows_by_id(url).keys()
+        assert 0 < len(promoted & left) < len(promoted), "the run stopped part-way"
+
+        done = restore()
+        deletes = proxy.calls("DELETE", "delete_prof")
+    assert done.is_completed(), done.message
+    assert "checked by id" in done.message
+    assert f"delete {len(promoted & left)} promoted by the backed-up run" in done.message
+    assert f"{len(newer)} learned since the backup deleted" in done.message
+    assert _rows_by_id(url) == before, "exactly the backed-up rows, by id, status and content"
+    assert len(deletes) == 2 + 3  # 5,000 and a refused one; then 5,000 + 200, and 2,000

@@ -157,7 +157,12 @@ def test_a_rollback_whose_recreate_fails_says_what_differs_and_restore_finishes_
     record_faults(proxy)
     proxy.clear()  # the server takes re-creates again
     restored = restore_profiles(
-        RestoreParams(reflexio_url=proxy.url, backup_file=manifest, records_dir=tmp_path),
+        RestoreParams(
+            reflexio_url=proxy.url,
+            backup_file=manifest,
+            records_dir=tmp_path,
+            assume_no_erasures=True,  # nobody was erased here: no record
+        ),
         return_state=True,
     )
     assert restored.is_completed(), restored.message

@@ -145,8 +145,16 @@ def test_a_killed_prompt_check_is_undone_by_the_next_run(
     assert operation_running(url), "the check's rerun should outlive it"
     clean_stack.llm.configure(delay_s=0.0)
     backup_file, _ = load_backup(tmp_path / "2")
+    # The dry run is only the writer that undoes the dead check first; the check died before
+    # its upgrade, so its backup has no touched-ids file: both risks accepted for the dry run.
     state = restore_profiles(
-        RestoreParams(reflexio_url=proxy.url, backup_file=backup_file, dry_run=True),
+        RestoreParams(
+            reflexio_url=proxy.url,
+            backup_file=backup_file,
+            dry_run=True,
+            recreate_missing=True,
+            assume_no_erasures=True,
+        ),
         return_state=True,
     )
     assert state.is_completed() and state.message.startswith(UNDID), state.message

@@ -211,8 +211,14 @@ class Restore(Case):
             client.delete_profiles([gone])
 
     def run(self, proxy_url: str, work: Path) -> Any:
+        # A hand-made backup (no touched-ids file) that must bring back a row deleted
+        # since: exactly the risk recreate_missing accepts.
         params = RestoreParams(
-            reflexio_url=proxy_url, backup_file=self.manifest, records_dir=str(work)
+            reflexio_url=proxy_url,
+            backup_file=self.manifest,
+            records_dir=str(work),
+            recreate_missing=True,
+            assume_no_erasures=True,
         )
         return restore_profiles(params, return_state=True)
 

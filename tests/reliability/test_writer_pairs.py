@@ -82,6 +82,8 @@ def _restore(url: str, work: Path) -> Run:
         backup_file=writer.info.manifest_path,
         records_dir=str(work),
         lock_timeout_s=LOSER_WAIT_S,
+        recreate_missing=True,  # a hand-made backup: no touched-ids file
+        assume_no_erasures=True,
     )
     return lambda: restore_profiles(params, return_state=True)
 

@@ -4,7 +4,7 @@ refused with a message that says what was wrong and what to do."""
 from __future__ import annotations
 
 import gzip
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -49,7 +49,7 @@ def touched(manifest: str) -> str:
 def test_the_touched_ids_beside_the_backup_and_the_users_erased_since(tmp_path: Path):
     manifest = backup(tmp_path)
     touched(manifest)
-    created = load_inputs(manifest, URL, tmp_path, False).backup.created_at
+    created = load_inputs(manifest, URL, tmp_path, False, assume_no_erasures=True).backup.created_at
     log = record_erasures(tmp_path, SERVER, ["ann"], created - timedelta(days=1))
     record_erasures(tmp_path, SERVER, ["ben"], created + timedelta(seconds=1))
 
@@ -65,7 +65,7 @@ def test_every_input_from_a_remote_store(tmp_path: Path):
     store = FsspecStore(f"memory://restore-inputs-{tmp_path.name}")
     manifest = backup(store)
     touched(manifest)
-    created = load_inputs(manifest, URL, store, False).backup.created_at
+    created = load_inputs(manifest, URL, store, False, assume_no_erasures=True).backup.created_at
     record_erasures(store, SERVER, ["ben"], created + timedelta(seconds=1))
 
     name = manifest.rsplit("/", 1)[1]
@@ -78,9 +78,43 @@ def test_every_input_from_a_remote_store(tmp_path: Path):
     assert inputs.records == (f"{store.label}/{erasure_name(SERVER)}",)
 
 
-def test_no_touched_file_and_no_records(tmp_path: Path):
-    inputs = load_inputs(backup(tmp_path), URL, tmp_path / "none", False)
+def test_no_touched_file_and_no_records_only_when_both_risks_are_accepted(tmp_path: Path):
+    inputs = load_inputs(
+        backup(tmp_path),
+        URL,
+        tmp_path / "none",
+        False,
+        recreate_missing=True,
+        assume_no_erasures=True,
+    )
     assert inputs.run is None and inputs.touched_file is None and inputs.erased == frozenset()
+    assert inputs.records_missing == (str(tmp_path / "none" / erasure_name(SERVER)),)
+
+
+def test_a_backup_without_its_touched_file_is_refused(tmp_path: Path):
+    manifest = backup(tmp_path)
+    record_erasures(tmp_path, SERVER, ["ann"], datetime.now(UTC))
+    with pytest.raises(
+        RestoreInputError,
+        match=r"^No touched-ids file beside .*\.touched\.json\.gz\).*users deleted, TTL "
+        r"expired.*recreate_missing=true",
+    ):
+        load_inputs(manifest, URL, tmp_path, False)
+    inputs = load_inputs(manifest, URL, tmp_path, False, recreate_missing=True)
+    assert inputs.run is None and inputs.records_missing == ()
+
+
+def test_no_erasure_record_is_refused(tmp_path: Path):
+    manifest = backup(tmp_path)
+    touched(manifest)
+    with pytest.raises(
+        RestoreInputError,
+        match=r"^No erasure record .*erasures-127-0-0-1-8081\.jsonl: .*cannot prove.*"
+        r"assume_no_erasures=true",
+    ):
+        load_inputs(manifest, URL, tmp_path, False)
+    (tmp_path / erasure_name(SERVER)).write_text("")  # a record that names nobody
+    assert load_inputs(manifest, URL, tmp_path, False).erased == frozenset()
 
 
 def test_a_missing_backup_file(tmp_path: Path):
@@ -100,11 +134,14 @@ def test_a_backup_of_another_server_needs_allow_other_server(tmp_path: Path):
     ):
         load_inputs(manifest, URL, tmp_path, False)
 
-    created = load_inputs(manifest, URL, tmp_path, True).backup.created_at
+    accept = {"recreate_missing": True, "assume_no_erasures": True}
+    created = load_inputs(manifest, URL, tmp_path, True, **accept).backup.created_at
     later = created + timedelta(hours=1)
     record_erasures(tmp_path, "10.0.0.7:8081", ["ann"], later)
+    with pytest.raises(RestoreInputError, match=r"No erasure record .*127-0-0-1-8081"):
+        load_inputs(manifest, URL, tmp_path, True, recreate_missing=True)
     record_erasures(tmp_path, SERVER, ["ben"], later)
-    inputs = load_inputs(manifest, URL, tmp_path, allow_other_server=True)
+    inputs = load_inputs(manifest, URL, tmp_path, allow_other_server=True, recreate_missing=True)
     assert inputs.erased == {"ann", "ben"}
     assert len(inputs.records) == 2, "the erasures of both addresses are read"
 
@@ -124,4 +161,4 @@ def test_an_unreadable_erasure_record(tmp_path: Path):
     manifest = backup(tmp_path)
     (tmp_path / erasure_name(SERVER)).write_text('{"user_id": "ann"}\n')
     with pytest.raises(ErasureRecordError, match="line 1, is not an erasure record"):
-        load_inputs(manifest, URL, tmp_path, False)
+        load_inputs(manifest, URL, tmp_path, False, recreate_missing=True)

@@ -203,3 +203,82 @@ def test_a_few_users_are_named():
 def test_a_document_that_is_not_a_touched_file_is_refused(document):
     with pytest.raises(RestoreInputError, match="not a touched-ids file"):
         RunChanges.parse(document, "x.touched.json.gz")
+
+
+def test_a_row_gone_for_any_reason_but_the_run_is_not_re_created_and_counted():
+    server, run = after_upgrade()
+    del server["c-ann-0"]  # the run archived it, then ann deleted it
+    del server["c-ben-1"]  # the run archived it, then TTL expired it
+    untouched = row("out-ann", "ann")  # the run did not touch it; dedup superseded it since
+    backup = [*backup_rows(), untouched]
+    kept_current = row("kept-ann", "ann")  # the run left it CURRENT
+    backup.append(kept_current)
+    server["kept-ann"] = kept_current
+
+    plan = plan_restore(backup, held(server), run, erased=())
+
+    assert plan.gone == {"c-ann-0", "c-ben-1", "out-ann"}
+    assert not plan.gone & plan.write, "nothing gone is written back"
+    assert plan.recreate == ids("a", count=2), "only the rows the run deleted come back"
+    assert plan.restatus == ids("c") - {"c-ann-0", "c-ben-1"}, "archived and still there"
+    assert plan.counts()["gone since backup"] == 3 and not plan.gone_users
+
+
+def test_without_the_touched_file_every_missing_row_is_re_created():
+    server, _ = after_upgrade()
+    del server["c-ann-0"]
+
+    plan = plan_restore(backup_rows(), held(server), None, erased=())
+
+    assert "c-ann-0" in plan.recreate and not plan.gone
+
+
+def test_a_user_with_no_row_left_gets_none_of_the_rows_the_run_deleted_back():
+    server, run = after_upgrade()
+    for pid in [p for p, r in server.items() if r["user_id"] == "cat"]:
+        del server[pid]  # clear_user_data called on the API directly: no erasure record
+
+    plan = plan_restore(backup_rows(), held(server), run, erased=())
+
+    cat = ids("c", ("cat",)) | ids("a", ("cat",), 2)
+    assert plan.gone == cat and plan.gone_users == {"cat"}
+    assert not cat & plan.write
+    others = tuple(u for u in USERS if u != "cat")
+    assert plan.recreate == ids("a", others, 2) and plan.restatus == ids("c", others)
+
+
+def test_a_user_whose_backed_up_rows_were_all_deleted_by_the_run_gets_them_back():
+    """Their old ARCHIVED rows are the only rows of theirs the backup holds: nothing says the
+    user left the server, so the run's deletion is undone."""
+    backup = [*backup_rows(), row("a-old-0", "old", "archived")]
+    server, run = after_upgrade()
+    run = RunChanges(run.promoted, run.archived, run.deleted | {"a-old-0"})
+
+    plan = plan_restore(backup, held(server), run, erased=())
+
+    assert "a-old-0" in plan.recreate and not plan.gone
+
+
+def test_a_row_the_run_archived_is_put_back_only_while_it_is_there():
+    backup = [row("c-1", "ann"), row("c-2", "ann")]
+    server = {"c-1": row("c-1", "ann", "archived")}  # c-2 deleted by ann since
+    run = RunChanges(frozenset(), frozenset({"c-1", "c-2"}), frozenset())
+
+    plan = plan_restore(backup, held(server), run, erased=())
+
+    assert plan.restatus == {"c-1"} and plan.gone == {"c-2"} and not plan.recreate
+
+
+def test_a_gone_row_back_after_the_restore_is_a_problem():
+    server, run = after_upgrade()
+    del server["c-ann-0"]
+    plan = plan_restore(backup_rows(), held(server), run, erased=())
+    restored = {r["profile_id"]: r for r in backup_rows()}  # c-ann-0 resurrected
+    after = plan_restore(backup_rows(), held(restored), run, erased=())
+
+    assert restore_problems(plan, after, restored.keys(), deleted_newer=True) == [
+        "1 row(s) gone since the backup are back on the server: c-ann-0"
+    ]
+    del restored["c-ann-0"]
+    after = plan_restore(backup_rows(), held(restored), run, erased=())
+    assert restore_problems(plan, after, restored.keys(), deleted_newer=True) == []

@@ -121,3 +121,33 @@ def test_another_servers_record_is_left_alone(prefect_api, url) -> None:
     with server_lock(other, 5) as held:
         assert held.repaired is None
     assert load_record(url) is not None
+
+
+def test_the_undo_restores_only_after_an_upgrade_that_was_sent(tmp_path, monkeypatch) -> None:
+    """A regeneration writes the touched-ids file before it sends the upgrade: without it,
+    nothing is restored (a restore would refuse such a backup); with it, the restore runs on
+    the check's own records location, a missing erasure record accepted."""
+    from prefect.states import Completed
+
+    import flows.restore
+    from reflexio_api import ReflexioSettings
+
+    seen: list[RestoreParams] = []
+
+    def restore(params: RestoreParams, return_state: bool) -> object:
+        seen.append(params)
+        return Completed(message="Restored")
+
+    monkeypatch.setattr(flows.restore, "restore_profiles", restore)
+    ops = check_repair.PrefectCheckOps(ReflexioSettings(url="http://127.0.0.1:1"))
+    backup = tmp_path / "profiles-x.manifest.json"
+    backup.write_text("{}")
+
+    assert "its upgrade was never sent, nothing to restore" in ops.restore_profiles(str(backup))
+    assert seen == []
+
+    (tmp_path / "profiles-x.touched.json.gz").write_bytes(b"")
+    assert ops.restore_profiles(str(backup)) == "Restored"
+    assert [(p.records_dir, p.assume_no_erasures, p.recreate_missing) for p in seen] == [
+        (str(tmp_path), True, False)
+    ]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import flows.restore as restore_module
+import tasks.server
 from core.backup import BackupWriter
 from core.erasures import erasure_name, record_erasures
 from core.state import Counts, ExpectedState
@@ -44,6 +45,8 @@ class MemoryServer:
         return len(rows)
 
     def delete_profiles(self, settings: Any, ids: list[str]) -> int:
+        if len(ids) > 10_000:  # the client's cap (reflexio_api MAX_IDS_PER_DELETE)
+            raise ValueError(f"profile_ids must hold 1 to 10000 ids, got {len(ids)}")
         if ids:
             self.writes.append(f"delete {len(ids)}")
         return sum(self.rows.pop(i, None) is not None for i in ids)
@@ -68,8 +71,10 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def serve(monkeypatch: pytest.MonkeyPatch, server: MemoryServer) -> None:
-    for name in ("list_profiles", "profile_counts", "add_profiles", "delete_profiles"):
+    for name in ("list_profiles", "profile_counts", "add_profiles"):
         monkeypatch.setattr(restore_module, name, getattr(server, name))
+    # The flow deletes through tasks.server's batching helper, which calls this task.
+    monkeypatch.setattr(tasks.server, "delete_profiles", server.delete_profiles)
 
 
 def before_rows() -> list[dict[str, Any]]:
@@ -149,7 +154,7 @@ def test_a_server_that_does_not_take_the_writes_fails_the_run(
     server.add_profiles = lambda settings, rows: len(rows)  # type: ignore[method-assign]
     serve(monkeypatch, server)
 
-    state = run(backup_file=manifest, records_dir=tmp_path)
+    state = run(backup_file=manifest, records_dir=tmp_path, assume_no_erasures=True)
 
     assert state.is_failed()
     assert "Restore incomplete" in state.message and "still missing: a-ann" in state.message
@@ -207,7 +212,7 @@ def test_bad_input_fails_with_what_to_do_and_writes_nothing(
     server = MemoryServer(before_rows())
     serve(monkeypatch, server)
 
-    state = run(backup_file=backup_file, records_dir=tmp_path)
+    state = run(backup_file=backup_file, records_dir=tmp_path, assume_no_erasures=True)
 
     assert state.is_failed()
     assert state.message.startswith("Restore failed: ")
@@ -217,3 +222,95 @@ def test_bad_input_fails_with_what_to_do_and_writes_nothing(
         r["profile_id"]: r["status"] for r in before_rows()
     }
     assert "Nothing was written." in published[-1]
+
+
+def _no_touched_file(tmp_path: Path) -> str:
+    manifest, _ = regenerate(tmp_path)
+    path = Path(manifest)
+    path.with_name(touched_name(path.name)).unlink()
+    record_erasures(tmp_path, SERVER, ["zed"], datetime.now(UTC))
+    return manifest
+
+
+def _no_erasure_record(tmp_path: Path) -> str:
+    manifest, _ = regenerate(tmp_path)
+    assert not (tmp_path / erasure_name(SERVER)).exists()
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("make", "wrong", "accept"),
+    [
+        (_no_touched_file, "No touched-ids file beside", "recreate_missing=true"),
+        (_no_erasure_record, "No erasure record", "assume_no_erasures=true"),
+    ],
+    ids=["no-touched-file", "no-erasure-record"],
+)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_restore_that_could_resurrect_is_refused_until_the_risk_is_accepted(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    published: list[str],
+    make,
+    wrong: str,
+    accept: str,
+    dry_run: bool,
+):
+    backup_file = make(tmp_path)
+    _, server = regenerate(tmp_path / "server-after")  # the server as the run left it
+    before = server.state()
+    serve(monkeypatch, server)
+
+    state = run(backup_file=backup_file, records_dir=tmp_path, dry_run=dry_run)
+
+    assert state.is_failed()
+    assert state.message.startswith(f"Restore failed: {wrong}"), state.message
+    assert accept in state.message and state.message.endswith("Nothing was written.")
+    assert server.writes == [] and server.state() == before
+
+    name = accept.removesuffix("=true")
+    accepted = run(backup_file=backup_file, records_dir=tmp_path, **{name: True})
+    assert accepted.is_completed(), accepted.message
+    expected = {r["profile_id"]: r["status"] for r in before_rows()}
+    assert server.state() == {
+        **expected,
+        **({"p-ann": None, "p-ben": None, "p-cat": None} if name == "recreate_missing" else {}),
+    }
+    assert f"{name}=True" in published[-1]
+
+
+def test_a_restore_that_deletes_more_than_a_request_takes_deletes_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: list[str]
+):
+    manifest, server = regenerate(tmp_path)
+    record_erasures(tmp_path, SERVER, ["zed"], datetime.now(UTC))
+    newer = {f"late-{n:05}": profile(f"late-{n:05}", "ann", f"fact {n}") for n in range(12_001)}
+    server.rows.update(newer)
+    serve(monkeypatch, server)
+
+    state = run(backup_file=manifest, records_dir=tmp_path, delete_newer=True)
+
+    assert state.is_completed(), state.message
+    assert server.state() == {r["profile_id"]: r["status"] for r in before_rows()}
+    deletes = [w for w in server.writes if w.startswith("delete")]
+    assert deletes == ["delete 3", "delete 5000", "delete 5000", "delete 2001"]
+
+
+def test_rows_gone_since_the_backup_stay_gone_and_are_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: list[str]
+):
+    manifest, server = regenerate(tmp_path)
+    record_erasures(tmp_path, SERVER, ["zed"], datetime.now(UTC))
+    del server.rows["c-ann-0"]  # ann deleted a row the run archived
+    for pid in [p for p, r in server.rows.items() if r["user_id"] == "ben"]:
+        del server.rows[pid]  # ben was erased through the API: no erasure record
+    serve(monkeypatch, server)
+
+    state = run(backup_file=manifest, records_dir=tmp_path)
+
+    assert state.is_completed(), state.message
+    assert "gone since the backup, not re-created: 4" in state.message
+    expected = {r["profile_id"]: r["status"] for r in before_rows()}
+    gone = {"c-ann-0", "c-ben-0", "c-ben-1", "a-ben"}
+    assert server.state() == {p: s for p, s in expected.items() if p not in gone}
+    assert "ben" in published[-1] and "c-ann-0" in published[-1]
