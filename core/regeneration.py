@@ -28,7 +28,14 @@ from typing import Any, Protocol
 import pandas as pd
 
 from core.approval import Approval, approval_request
-from core.backup import LIVE_PART, BackupInfo, BackupWriter, info_of, open_backup
+from core.backup import (
+    LIVE_PART,
+    BackupError,
+    BackupInfo,
+    BackupWriter,
+    info_of,
+    open_backup,
+)
 from core.backup_store import BackupStore
 from core.identity import server_key
 from core.journal import JournalSink, RunJournal
@@ -1000,14 +1007,22 @@ class Engine:
         anything (step "upgrade"). Returns what was done; `left_unfinished` says whether
         the journal must stay."""
         self.entry = entry
-        self.backup = self.open_saved(entry.backup)
+        stopped = self.stop_reruns(entry)
+        try:
+            self.backup = self.open_saved(entry.backup)
+        except BackupError as exc:
+            if entry.step == "candidate" and self.kind.candidate_deleted_when_not_upgraded:
+                # Deleting a profile candidate needs no saved row.
+                return f"{stopped}{self.leave_candidate()}"
+            raise BackupError(
+                f"the run's backup cannot be read ({exc}); the repair needs it to put rows back"
+            ) from None
         self.before = IdSnapshot()
         self.before.add(
             self.kind, open_backup(*reversed(self.ops.locate_file(entry.backup))).iter_rows()
         )
         if entry.live:
             self.live_backup = self.open_saved(entry.live)
-        stopped = self.stop_reruns(entry)
         if entry.step == "candidate":
             return f"{stopped}{self.leave_candidate()}"
         return f"{stopped}{self.resume_upgrade(entry)}"

@@ -83,6 +83,21 @@ def test_a_run_killed_during_its_rerun_is_cleaned_up_by_the_next_writer(tmp_path
     assert not repair.left_unfinished
 
 
+def test_a_profile_candidate_is_cleaned_up_even_when_the_backup_is_gone(tmp_path):
+    ops = profiles_ops()
+    ops.during_rerun = kill
+    journal = killed(ops, tmp_path)
+    for path in tmp_path.iterdir():
+        if path.is_file():
+            path.unlink()  # the worker that wrote it is gone
+
+    repair, done = resume(ops, tmp_path, journal)
+
+    assert "Deleted the 16 PENDING profiles this run created" in done
+    assert ops.ids("pending") == set()
+    assert not repair.left_unfinished
+
+
 def test_a_playbook_run_killed_after_its_rerun_gets_its_tombstoned_rows_back(tmp_path):
     ops = playbooks_ops()
     current_before = {(r["user_id"], r["content"]) for r in ops.rows.values() if not r["status"]}
