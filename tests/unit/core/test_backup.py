@@ -229,7 +229,7 @@ def test_a_manifest_whose_total_is_not_its_counts(small: BackupWriter) -> None:
     ("field", "value", "message"),
     [
         ("kind", "agent_playbooks", "'agent_playbooks' rows, a kind this version does not know"),
-        ("format", "reflexio-pipelines-backup/3", "this version reads"),
+        ("format", "reflexio-pipelines-backup/4", "this version reads"),
         ("format", "something-else", "is not a backup"),
         ("id_field", "user_id", "bad 'id_field' field"),
         ("sha256", None, "bad 'sha256' field"),
