@@ -212,7 +212,11 @@ def consume(kind: Kind, pages: Iterable[Page], request: ReadRequest) -> Reading:
             if live is not None:
                 live.discard(gone)
             summary = proof.summary()
-            counted = CountedRows(proof.count_at, dict(summary.held.as_dict()))  # type: ignore[arg-type]
+            held = summary.held
+            counted = CountedRows(
+                proof.count_at,
+                {"current": held.current, "pending": held.pending, "archived": held.archived},
+            )
     return Reading(
         snapshot=sink.snapshot,
         backup=writer.info if writer is not None else None,
