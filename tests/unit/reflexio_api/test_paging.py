@@ -9,6 +9,7 @@ with `_epoch_to_iso(int(dt.timestamp()))`), ORDER BY, LIMIT; 422 when end <= sta
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -447,3 +448,28 @@ def test_a_tolerant_walk_takes_expected_total_as_a_size_not_a_floor(
 ) -> None:
     expected = fake.add_profiles([T0] * 300)
     assert set(_tolerant_ids(client, 100, expected_total=400)) == expected
+
+
+# --- the server's clock, where a pass's delta starts from ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        ("Tue, 14 Nov 2023 22:13:20 GMT", 1_700_000_000),  # behind this machine: the server's
+        ("Fri, 01 Jan 2100 00:00:00 GMT", None),  # ahead: this machine's (the earlier)
+        (None, None),  # none sent: this machine's
+        ("not a date", None),
+    ],
+)
+def test_server_second_is_the_earlier_of_the_two_clocks(date: str | None, expected: int | None):
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"date": date} if date else {}
+        counts = {"current_count": 0, "pending_count": 0, "archived_count": 0}
+        return httpx.Response(200, json={"success": True, **counts}, headers=headers)
+
+    client = ReflexioClient(ReflexioSettings(), transport=httpx.MockTransport(answer))
+    client.get_profile_statistics()
+    before = int(time.time())
+    second = client.server_second()
+    assert second == expected if expected is not None else before <= second <= time.time()
