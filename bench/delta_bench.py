@@ -6,8 +6,8 @@ replaced (the statistics read before and after a listing must be equal), on the 
 A scratch server (rate limits off, retention cap raised) is seeded through
 `local_stack.bulk_seed` with `rows` CURRENT + `rows` PENDING + `rows` ARCHIVED profiles,
 SAME_SECOND of the ARCHIVED rows in one second. Then, with one client and only the id
-snapshot as sink (no backup, no frames), each proof reads every status, REPEAT times,
-alternating:
+snapshot as sink (no backup, no frames), each proof reads every status, `--repeat` times
+(default REPEAT), alternating:
 
 - `old`: statistics, the strict walk of every status, statistics, equal counts;
 - `delta`: statistics, the tolerant walk, statistics, the delta listing since the pass
@@ -69,8 +69,8 @@ def _delta_proof(client: Any) -> int:
     return len(read_with(client, PROFILES, ReadRequest(STATUSES)).snapshot.all_ids())
 
 
-def _passes(url: str, rows: int) -> dict[str, Any]:
-    """Both proofs, REPEAT times each, alternating; median seconds and requests per pass."""
+def _passes(url: str, rows: int, repeat: int) -> dict[str, Any]:
+    """Both proofs, `repeat` times each, alternating; median seconds and requests per pass."""
     import httpx
 
     from reflexio_api import ReflexioClient, ReflexioSettings
@@ -78,7 +78,7 @@ def _passes(url: str, rows: int) -> dict[str, Any]:
     seconds: dict[str, list[float]] = {"old": [], "delta": []}
     requests: dict[str, int] = {}
     proofs: dict[str, Callable[[Any], int]] = {"old": _old_proof, "delta": _delta_proof}
-    for _ in range(REPEAT):
+    for _ in range(repeat):
         for name, proof in proofs.items():
             sent: list[httpx.Request] = []
             settings = ReflexioSettings(url=url, read_timeout_s=300)
@@ -102,7 +102,7 @@ def _passes(url: str, rows: int) -> dict[str, Any]:
     }
 
 
-def measure(rows: int, users: int, stamped: str) -> dict[str, Any]:
+def measure(rows: int, users: int, stamped: str, repeat: int = REPEAT) -> dict[str, Any]:
     """Seed a scratch server, rows stamped a day ago or now, and time both proofs."""
     figures: dict[str, Any] = {"rows_per_status": rows, "stamped": stamped}
     figures["load_before"] = load_average()
@@ -122,7 +122,7 @@ def measure(rows: int, users: int, stamped: str) -> dict[str, Any]:
                 for s in STATUSES
             ]
             stack.bulk_seed(specs)
-            figures.update(_passes(stack.url, rows))
+            figures.update(_passes(stack.url, rows, repeat))
     figures["load_after"] = load_average()
     return figures
 
@@ -131,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows per status")
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="passes per proof")
     args = parser.parse_args(argv)
     for stamped in ("a day ago", "now"):
-        print(json.dumps(measure(args.rows, args.users, stamped)), flush=True)
+        print(json.dumps(measure(args.rows, args.users, stamped, args.repeat)), flush=True)
     return 0
 
 
