@@ -1,4 +1,5 @@
-"""Streamed backups of server rows (format reflexio-pipelines-backup/2), and reading them.
+"""Streamed backups of server rows (formats reflexio-pipelines-backup/2 and /3), and reading
+them.
 
 A v2 backup is two files sharing one stem, `<kind>-<host-port>-<UTC time>-<run id prefix>`:
 
@@ -18,6 +19,15 @@ written in place, or a remote folder (`s3://...`), where it is written to a loca
 file first, then uploaded and its size checked, and the manifest uploaded last. A backup is
 finished, locally or remotely, only once its manifest is there.
 
+**Later versions of a row (v3).** A pass over a live server lists a snapshot, then the rows
+that changed since the pass began (core/delta.py); a changed row is written again, after its
+earlier line. A backup where that happened is `reflexio-pipelines-backup/3`: its manifest's
+`versions` maps each such id to its number of lines, and the data's last line of an id is
+its version. `Backup.iter_rows()` yields every id once, its last version (at the position
+of that last line); `counts` and `total` count those rows, `lines` the lines. A backup with
+no repeated id is written as v2, exactly as before. A reader that knows only v2 refuses a
+v3 backup by name rather than restore an earlier version of a row.
+
 A v1 backup (`reflexio-pipelines-backup/1`) is one JSON document holding its rows; it is
 still read (whole: that is how it was written).
 """
@@ -32,7 +42,7 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +52,8 @@ from core.backup_store import TMP_SUFFIX, BackupStore, as_store, split_location
 from core.identity import server_key, server_slug
 
 FORMAT = "reflexio-pipelines-backup/2"
+V3_FORMAT = "reflexio-pipelines-backup/3"
+"""A v2 backup whose data holds later versions of some rows (see the module docstring)."""
 V1_FORMAT = "reflexio-pipelines-backup/1"
 DATA_SUFFIX = ".jsonl.gz"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -161,6 +173,9 @@ class BackupWriter(_Located):
         self.data_name = stem + DATA_SUFFIX
         self.manifest_name = stem + MANIFEST_SUFFIX
         self._counts: Counter[str] = Counter()
+        self._versions: dict[str, int] = {}
+        """Lines per id, for the ids written more than once."""
+        self._lines = 0
         self._info: BackupInfo | None = None
         try:
             self._open()
@@ -194,8 +209,14 @@ class BackupWriter(_Located):
             raise RuntimeError(f"backup {self.data_path} is not finished")
         return self._info
 
-    def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append one page of rows; each must carry the kind's id field."""
+    def write(
+        self, rows: Iterable[Mapping[str, Any]], replaces: Mapping[str, str] | None = None
+    ) -> None:
+        """Append one page of rows; each must carry the kind's id field.
+
+        `replaces` names the rows that are later versions of rows already written: their id
+        (as text) -> the status the earlier version was written with. The reader then
+        yields only the last version of such an id (format v3)."""
         lines = []
         for row in rows:
             if self._id_field not in row:
@@ -203,9 +224,16 @@ class BackupWriter(_Located):
                     f"A row has no {self._id_field!r} (fields: {sorted(row)}); a "
                     f"{self._header['kind']} backup needs it to restore by id."
                 )
+            if replaces:
+                key = str(row[self._id_field])
+                earlier = replaces.get(key)
+                if earlier is not None:
+                    self._counts[earlier] -= 1
+                    self._versions[key] = self._versions.get(key, 1) + 1
             self._counts[_status_of(row)] += 1
             lines.append(_ENCODER.encode(row if isinstance(row, dict) else dict(row)))
         if lines:
+            self._lines += len(lines)
             self._gzip.write(("\n".join(lines) + "\n").encode("utf-8"))
 
     def __enter__(self) -> BackupWriter:
@@ -237,10 +265,13 @@ class BackupWriter(_Located):
         os.fsync(self._raw.fileno())
         self._raw.close()
         self.store.move_in(self._partial, self.data_name)
-        counts = dict(sorted(self._counts.items()))
+        counts = {status: n for status, n in sorted(self._counts.items()) if n}
         total = sum(counts.values())
         sha256 = self._hashing.digest.hexdigest()
         manifest = {**self._header, "counts": counts, "total": total, "sha256": sha256}
+        if self._versions:
+            versions = dict(sorted(self._versions.items()))
+            manifest.update(format=V3_FORMAT, versions=versions, lines=self._lines)
         text = json.dumps(manifest, indent=2, sort_keys=True)
         self.store.write_bytes(self.manifest_name, text.encode("utf-8"))
         self._info = BackupInfo(
@@ -283,6 +314,8 @@ class Backup:
     total: int
     id_field: str
     sha256: str | None
+    versions: dict[str, int] = field(default_factory=dict, repr=False)
+    """v3: id (as text) -> its number of lines, for the ids written more than once."""
 
     @property
     def path(self) -> str:
@@ -295,23 +328,38 @@ class Backup:
         return None if self.manifest_name is None else self.store.location(self.manifest_name)
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
-        """Stream the rows. At the end of the stream, BackupError if the data's checksum,
-        row count or counts per status differ from the manifest: consume the whole stream
-        before acting on what it yielded."""
+        """Stream the rows: every id once, in its last version (v3: see the module
+        docstring). At the end of the stream, BackupError if the data's checksum, row count
+        or counts per status differ from the manifest: consume the whole stream before
+        acting on what it yielded."""
         rows = (
             _v1_rows(self.store, self.name)
             if self.sha256 is None
             else _v2_rows(self.store, self.name, self.sha256)
         )
         counted: Counter[str] = Counter()
+        lines: Counter[str] = Counter()
         for number, row in enumerate(rows, start=1):
             if not isinstance(row, dict) or self.id_field not in row:
                 raise BackupError(
                     f"{self.path}: row {number} is not a {self.kind} row (no "
                     f"{self.id_field!r}). {_USE_ANOTHER}"
                 )
+            if self.versions:
+                key = str(row[self.id_field])
+                if key in self.versions:
+                    lines[key] += 1
+                    if lines[key] != self.versions[key]:
+                        continue  # an earlier version: a later line of this id follows
             counted[_status_of(row)] += 1
             yield row
+        short = sorted(k for k, n in self.versions.items() if lines[k] != n)
+        if short:
+            raise BackupError(
+                f"{self.path}: {len(short)} row(s) (e.g. id {short[0]!r}) have another number "
+                f"of versions than the manifest says: the data was changed after the backup "
+                f"was written. {_USE_ANOTHER}"
+            )
         if counted != Counter(self.counts):
             raise BackupError(
                 f"{self.path} holds {counted.total()} row(s) {dict(sorted(counted.items()))}, "
@@ -463,13 +511,14 @@ def open_backup(path: str | Path, store: BackupStore | None = None) -> Backup:
         raise BackupError(_not_a_backup(where, "unexpected file name"))
     document = _load_json(store, name)
     found = document.get("format")
-    if found == FORMAT:
+    if found in (FORMAT, V3_FORMAT):
         return _open_v2(store, name, document)
     if found == V1_FORMAT:
         return _open_v1(store, name, _v1_checked(where, document))
     if isinstance(found, str) and found.startswith("reflexio-pipelines-backup/"):
         raise BackupError(
-            f"{where} is a {found} backup; this version reads {FORMAT} and {V1_FORMAT}. "
+            f"{where} is a {found} backup; this version reads {V3_FORMAT}, {FORMAT} and "
+            f"{V1_FORMAT}. "
             "Restore it with the version of the pipelines that wrote it."
         )
     raise BackupError(_not_a_backup(where, f"format {found!r}"))
@@ -504,11 +553,26 @@ def _open_v2(store: BackupStore, manifest: str, document: dict[str, Any] | None 
     sha256 = _field(where, document, "sha256", str)
     total = _field(where, document, "total", int)
     backup = _backup(store, data, manifest, document, total, sha256)
+    if backup.format == V3_FORMAT:
+        backup = replace(backup, versions=_versions(where, document, total))
     if document.get("id_field") != backup.id_field:
         _malformed(where, "id_field", f"{backup.kind} rows are keyed by {backup.id_field!r}")
     if total != sum(backup.counts.values()):
         _malformed(where, "total", f"{total} is not the sum of counts {backup.counts}")
     return backup
+
+
+def _versions(where: str, document: dict[str, Any], total: int) -> dict[str, int]:
+    """A v3 manifest's `versions`, checked against its `lines` and `total`."""
+    versions = _field(where, document, "versions", dict)
+    if not versions or not all(
+        isinstance(k, str) and type(v) is int and v >= 2 for k, v in versions.items()
+    ):
+        _malformed(where, "versions", "expected ids mapped to 2 or more lines")
+    lines = _field(where, document, "lines", int)
+    if lines != total + sum(n - 1 for n in versions.values()):
+        _malformed(where, "lines", f"{lines} lines cannot hold {total} rows and their versions")
+    return versions
 
 
 def _open_v1(store: BackupStore, name: str, document: dict[str, Any]) -> Backup:

@@ -67,3 +67,33 @@ def check_against_statistics(
             "if the numbers still differ, the server's listing is cutting rows: do not "
             "regenerate until it is understood."
         )
+
+
+def check_delta_against_statistics(
+    what: str,
+    held: Counts,
+    moved_out: Counts,
+    after: Counts,
+    statuses: Iterable[Status],
+) -> None:
+    """Raise ListingNotProven unless, for every listed status, the rows a snapshot-plus-delta
+    pass holds unexpired plus the rows it saw leave that status reach the count the
+    statistics gave between its snapshot and its delta (see core/delta.py for why)."""
+    problems = []
+    for status in statuses:
+        got, left, want = getattr(held, status), getattr(moved_out, status), getattr(after, status)
+        if got + left < want:
+            problems.append(
+                f"{status}: {got} unexpired row(s) listed and {left} seen leaving it during "
+                f"the pass, but the server counted {want}: {want - got - left} row(s) missing"
+            )
+    if problems:
+        raise ListingNotProven(
+            f"Could not prove the listing of {what} complete: {'; '.join(problems)}. This "
+            "read wrote nothing. Rows the server counts are missing from its listing, which "
+            "happens when answers are cut (a proxy or gateway between this worker and the "
+            "server, or a server that ignores `limit`): point REFLEXIO_URL at the Reflexio "
+            "server itself. If a user's rows were written twice within seconds while the "
+            "read ran, reading again succeeds; if the numbers still differ, do not "
+            "regenerate until it is understood."
+        )

@@ -82,12 +82,14 @@ class LiveRows:
     out_of_scope: set[str] = field(default_factory=set)
 
     def add(self, kind: Kind, page: Iterable[Mapping[str, Any]]) -> None:
-        """Look at one page of listed rows."""
+        """Look at one page of listed rows. A row seen before is looked at again: its later
+        version (a pass's delta, core/delta.py) replaces what was found for it."""
         for row in page:
             status = row_status(row)
+            row_id = kind.row_id(row)
+            self.discard((row_id,))
             if status not in ("current", "archived"):
                 continue
-            row_id = kind.row_id(row)
             if self._is_live(kind, row_id, status, row):
                 self.rows[row_id] = dict(row)
             elif status == "current" and not self.rule.scope.covers(kind, row):
@@ -98,6 +100,12 @@ class LiveRows:
             return True
         since, stamp = self.rule.rerun_started_at, kind.timestamp(row)
         return status == "current" and since is not None and stamp is not None and stamp >= since
+
+    def discard(self, row_ids: Iterable[str]) -> None:
+        """Forget these ids (rows that left the listed statuses)."""
+        for row_id in row_ids:
+            self.rows.pop(row_id, None)
+            self.out_of_scope.discard(row_id)
 
     def current_ids(self) -> set[str]:
         """Ids of the live rows that are CURRENT."""

@@ -40,12 +40,31 @@ class IdSnapshot:
     archived: dict[str, str] = field(default_factory=dict)
 
     def add(self, kind: Kind, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Record a page of listed rows (tombstoned rows are not live and are skipped)."""
+        """Record a page of listed rows (tombstoned rows are not live and are skipped). A row
+        already recorded is replaced: a later version of an id may be in another status."""
+        tables = {"current": self.current, "pending": self.pending, "archived": self.archived}
         for row in rows:
             status = row_status(row)
             if status is not None:
                 user = sys.intern(str(row.get("user_id")))
-                self.of(status)[kind.row_id(row)] = user
+                row_id = kind.row_id(row)
+                for other, table in tables.items():
+                    if other != status:
+                        table.pop(row_id, None)
+                tables[status][row_id] = user
+
+    def status_of(self, row_id: str) -> Status | None:
+        """The status an id is recorded in; None when it is not."""
+        for status in ("current", "pending", "archived"):
+            if row_id in self.of(status):
+                return status
+        return None
+
+    def discard(self, row_ids: Iterable[str]) -> None:
+        """Forget these ids, whatever their status."""
+        for row_id in row_ids:
+            for table in (self.current, self.pending, self.archived):
+                table.pop(row_id, None)
 
     def of(self, status: Status) -> dict[str, str]:
         """id -> user of one status."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -48,6 +49,18 @@ from reflexio_api.waiting import OperationWatch, PollPolicy, ProgressCallback
 
 T = TypeVar("T")
 
+
+def _date_of(response: httpx.Response) -> int | None:
+    """The epoch second of an answer's `Date` header; None when it has none or a bad one."""
+    value = response.headers.get("date")
+    if not value:
+        return None
+    try:
+        return int(parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 MAX_RATE_LIMIT_WAITS = 30
 """A listing waits out at most this many 429s (get_all_profiles allows 30 calls a minute)."""
 RATE_LIMIT_WAIT_S = 60.0
@@ -68,6 +81,8 @@ class ReflexioClient:
         self.settings.check_transport_security()
         self._sleep = sleep
         self._clock = clock
+        self._server_date: int | None = None
+        """The epoch second of the last answer's Date header (see server_second)."""
         self._http = httpx.Client(
             base_url=self.settings.url,
             headers=self.settings.headers(),
@@ -106,6 +121,7 @@ class ReflexioClient:
             )
         except httpx.RequestError as exc:
             raise transport_error(exc, self.settings.url, call.what) from None
+        self._server_date = _date_of(response) or self._server_date
         return api.interpret(call, response, self.settings.url)
 
     # --- generation ---------------------------------------------------------------------
@@ -235,6 +251,15 @@ class ReflexioClient:
         """Profile counts by status."""
         return self._send(api.get_profile_statistics())
 
+    def server_second(self) -> int:
+        """A lower bound of the server's clock now, in whole epoch seconds: the `Date` header
+        of the last answer (HTTP dates are whole seconds, and uvicorn refreshes its header
+        about once a second, so it lags), or this machine's clock when it is earlier or the
+        server sent none. A pass that must list "every row stamped since it began" starts
+        from here, so neither a server clock behind ours nor the header's lag loses a row."""
+        local = int(time.time())
+        return local if self._server_date is None else min(local, self._server_date)
+
     def iter_profiles(
         self,
         status: ProfileStatusName,
@@ -243,12 +268,17 @@ class ReflexioClient:
         source: str | None = None,
         page_size: int = PAGE_SIZE,
         expected_total: int | None = None,
+        start: int | None = None,
+        tolerate_changes: bool = False,
     ) -> Iterator[list[Profile]]:
         """Every profile in one status, in pages of at most `page_size`, each row once.
 
         `expected_total` (e.g. a count from get_profile_statistics) sizes the fetch of a
         second holding more rows than a page. Raises IncompleteListing when the listing
         cannot be proven complete: treat rows already yielded as unusable then.
+        `start` lists only rows last modified at or after that epoch second (the delta of
+        a pass); `tolerate_changes` is for a walk a delta listing follows (see
+        reflexio_api/paging.py: a row may then be yielded again, keep its later version).
         """
 
         def fetch(window: Window, limit: int) -> list[Profile]:
@@ -259,7 +289,14 @@ class ReflexioClient:
             id_of=lambda row: row.profile_id,
             second_of=lambda row: row.last_modified_timestamp,
         )
-        return iter_pages(fetch, ordering, page_size=page_size, expected_total=expected_total)
+        return iter_pages(
+            fetch,
+            ordering,
+            page_size=page_size,
+            expected_total=expected_total,
+            start=start,
+            tolerate_changes=tolerate_changes,
+        )
 
     def list_profiles(
         self,

@@ -19,12 +19,35 @@ Whatever cannot be proven raises `IncompleteListing`: a page out of the promised
 row outside the requested window, an answer longer than its limit, a row seen twice or
 gone between two requests (the data changed during the walk), a boundary second that
 fills even the hard maximum limit, fewer rows than `expected_total`.
+
+`start` bounds the walk below (the window becomes `[start, cursor]`): the delta listing of
+"what changed since the pass began" walks only the seconds at or after `start`.
+
+**Changes during the walk** (`tolerate_changes=True`, for a walk that a delta listing
+follows, core/delta.py). On a live server rows change while a status is walked. Every
+server write that changes a listed row stamps it with the server's current second (status
+moves, extraction, dedup, expiry; reflexio-ai 0.2.32 sqlite_storage), so a row changed
+during the walk either moved to a second newer than the cursor, or left the status (deleted,
+tombstoned, moved to another status). Then:
+
+- a held row of a boundary second that is gone from the next answer is dropped (it was not
+  yielded): it left the status, or moved to a newer second, where the delta listing (every
+  row stamped since the pass began, minus a margin) finds it;
+- a row seen again at another second is yielded again, with its new second; the consumer
+  keeps the later version of an id (core/delta.py);
+- `expected_total` only sizes the one-second fetches: rows that leave during the walk make
+  fewer rows than counted before it legitimate, and the count check moves after the delta
+  (core/listing.check_delta_against_statistics).
+
+Rows can only be missed by moving from below the cursor to above it, that is by a write
+during the pass, which the delta listing covers. The cut detectors stay strict: the probe
+below a short answer, the order, the window, the limit and the repeats inside one answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from reflexio_api.errors import IncompleteListing
@@ -87,6 +110,8 @@ def iter_pages(
     page_size: int = PAGE_SIZE,
     expected_total: int | None = None,
     max_limit: int = MAX_BOUNDARY_ROWS,
+    start: int | None = None,
+    tolerate_changes: bool = False,
 ) -> Iterator[list[R]]:
     """Yield every row of the listing exactly once, in pages of at most `page_size` rows.
 
@@ -94,12 +119,22 @@ def iter_pages(
     suffices without asking for more than expected, and is a floor: fewer rows listed raises
     (it catches answers cut above the page size). Raises IncompleteListing whenever
     completeness cannot be proven; rows already yielded must then not be acted on.
+
+    `start` lists only the seconds at or after it. With `tolerate_changes` (only for a walk
+    a delta listing follows: see the module docstring), rows that change during the walk
+    are tolerated: one gone between two requests is dropped, one seen again at another
+    second is yielded again (keep the later version of an id), and `expected_total` is no
+    floor.
     """
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, got {page_size}")
     if max_limit <= page_size:
         raise ValueError(f"max_limit ({max_limit}) must exceed page_size ({page_size})")
-    yield from _Walk(fetch, ordering, page_size, expected_total, max_limit).pages()
+    if start is not None:
+        floor = start if ordering.min_second is None else max(start, ordering.min_second)
+        ordering = replace(ordering, min_second=floor)
+    walk = _Walk(fetch, ordering, page_size, expected_total, max_limit, tolerate_changes, start)
+    yield from walk.pages()
 
 
 class _Walk(Generic[R]):
@@ -112,7 +147,12 @@ class _Walk(Generic[R]):
         page_size: int,
         expected_total: int | None,
         max_limit: int,
+        tolerate_changes: bool = False,
+        start: int | None = None,
     ) -> None:
+        self.tolerate = tolerate_changes
+        self.start = start
+        """The lower bound every request carries (None: none is sent)."""
         self.fetch = fetch
         self.order = ordering
         self.page_size = page_size
@@ -127,10 +167,14 @@ class _Walk(Generic[R]):
         yield from self._walk()
         self._check_total()
 
+    def _window(self, end: int | None) -> Window:
+        """A window ending at `end`, starting at the walk's floor (None: unbounded)."""
+        return Window(start=self.start, end=end)
+
     def _walk(self) -> Iterator[list[R]]:
         cursor: int | None = None
         while True:
-            rows = self._get(Window(end=cursor), self.page_size)
+            rows = self._get(self._window(cursor), self.page_size)
             if len(rows) < self.page_size:
                 yield from self._chunks(self._accept(rows, complete_below=None))
                 self._probe_below(rows)
@@ -153,7 +197,7 @@ class _Walk(Generic[R]):
         oldest = self.order.second_of(short[-1])
         if oldest == self.order.min_second:
             return
-        window = Window(end=oldest - 1)
+        window = self._window(oldest - 1)
         older = self._get(window, self.page_size)
         if older:
             raise IncompleteListing(
@@ -164,6 +208,8 @@ class _Walk(Generic[R]):
             )
 
     def _check_total(self) -> None:
+        if self.tolerate:  # rows may leave during the walk; the delta's count check decides
+            return
         if self.expected_total is not None and len(self.seen) < self.expected_total:
             raise IncompleteListing(
                 f"Listing {self.order.what}: {len(self.seen)} rows listed, fewer than the "
@@ -205,7 +251,7 @@ class _Walk(Generic[R]):
         fresh: list[R] = []
         for row in rows:
             key, second = self.order.id_of(row), self.order.second_of(row)
-            if key in self.seen:
+            if key in self.seen and not self.tolerate:
                 self._changed(key, self.seen[key], second)
             if second == complete_below:
                 self.held[key] = second
@@ -218,7 +264,7 @@ class _Walk(Generic[R]):
         """Rows held back from the previous page must all come again in this answer."""
         present = {self.order.id_of(row) for row in rows}
         missing = [key for key in self.held if key not in present]
-        if missing:
+        if missing and not self.tolerate:
             raise IncompleteListing(
                 f"Listing {self.order.what}: {len(missing)} row(s) of second "
                 f"{self.held[missing[0]]} (e.g. id {missing[0]!r}) were in one page and gone "

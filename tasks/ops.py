@@ -4,12 +4,12 @@
 a few batched ones) from tasks/, so each step shows in the run's task list with its
 retries; the approval is not a task (a flow run pauses itself, tasks/approval.py).
 Listings go through `read_rows`, which streams the complete, proven listing of each
-status into the backup, the gate's frames and the id snapshot.
+status into the backup, the gate's frames and the id snapshot: for profiles a snapshot plus
+the delta of what changed while it was read (core/delta.py).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,14 +22,15 @@ from prefect.cache_policies import NO_CACHE
 
 from core.approval import Approval
 from core.backup_store import BackupStore
-from core.kinds import Kind
-from core.listing import check_against_statistics
+from core.delta import DeltaBegins
+from core.kinds import Kind, Status
+from core.listing import check_delta_against_statistics
 from core.sinks import Page, Reading, ReadRequest, consume
 from core.stall import Stall
 from core.state import Counts
 from gate import GatePolicy, GateReport
 from reflexio_api import ReflexioClient, ReflexioSettings
-from reflexio_api.models import OperationStatus, row_dict
+from reflexio_api.models import OperationStatus, ProfileStatistics, row_dict
 from reflexio_api.paging import PAGE_SIZE
 from tasks import events
 from tasks.approval import ask_operator
@@ -47,7 +48,6 @@ from tasks.server import (
     downgrade_profiles,
     downgrade_user_playbooks,
     in_batches,
-    profile_counts,
     read_operation_status,
     refuse_if_operation_running,
     run_playbook_aggregation,
@@ -71,19 +71,24 @@ def page_size(rows: int) -> int:
     return max(PAGE_SIZE, min(MAX_PAGE, rows // PAGES_PER_STATUS))
 
 
+def _stamped(rows: Iterable[Any], status: str) -> Page:
+    """Profiles as plain dicts with their status stamped (CURRENT: None)."""
+    stamped = None if status == "current" else status
+    return [{**row_dict(r), "status": r.status or stamped} for r in rows]
+
+
 def _pages(
     client: ReflexioClient, kind: Kind, request: ReadRequest, counts: Counts | None
 ) -> Iterator[Page]:
     """Pages of every requested status, as plain dicts with their status stamped."""
     if kind.agent_version is None:
         for status in request.statuses:
-            stamped = None if status == "current" else status
             expected = getattr(counts, status) if counts is not None else None
             pages = client.iter_profiles(
                 status, page_size=page_size(expected or 0), expected_total=expected
             )
             for page in pages:
-                yield [{**row_dict(r), "status": r.status or stamped} for r in page]
+                yield _stamped(page, status)
         return
     only = request.statuses[0] if len(request.statuses) == 1 else None
     for page in client.iter_user_playbooks(status=only, agent_version=kind.agent_version):
@@ -93,21 +98,66 @@ def _pages(
         ]
 
 
+@dataclass
+class _Pass:
+    """One snapshot-plus-delta pass over profiles (core/delta.py): its pages, and the
+    statistics it read between the snapshot and the delta."""
+
+    client: ReflexioClient
+    request: ReadRequest
+    before: Counts
+    after: Counts | None = None
+
+    def pages(self) -> Iterator[Page]:
+        since = self.request.delta_since
+        assert since is not None
+        for status in self.request.statuses:
+            yield from self._walk(status, getattr(self.before, status), None)
+        self.after = _counts(self.client.get_profile_statistics())
+        yield DeltaBegins(self.client.server_second())
+        for status in self.request.statuses:
+            yield from self._walk(status, getattr(self.before, status), since)
+
+    def _walk(self, status: Status, expected: int, since: int | None) -> Iterator[Page]:
+        pages = self.client.iter_profiles(
+            status,
+            page_size=page_size(expected),
+            expected_total=expected,
+            start=since,
+            tolerate_changes=True,
+        )
+        for page in pages:
+            yield _stamped(page, status)
+
+
+def _counts(stats: ProfileStatistics) -> Counts:
+    return Counts(stats.current_count, stats.pending_count, stats.archived_count)
+
+
 @task(name="read-rows", cache_policy=NO_CACHE, timeout_seconds=3600, **retry_options())
 def read_rows(settings: ReflexioSettings, kind: Kind, request: ReadRequest) -> Reading:
-    """One complete pass over the requested statuses into the request's sinks. Profiles are
-    proven complete against the server's counts read before and after; a retry starts the
-    pass (and its backup file) anew."""
-    if not kind.counted_by_server:
-        with honour_retry_after(), ReflexioClient(settings) as client:
-            return consume(kind, _pages(client, kind, request, None), request)
-    before = profile_counts.fn(settings)
-    request = replace(request, count_at=int(time.time()))
+    """One complete pass over the requested statuses into the request's sinks; a retry
+    starts the pass (and its backup file) anew. See `read_with`."""
     with honour_retry_after(), ReflexioClient(settings) as client:
-        reading = consume(kind, _pages(client, kind, request, before), request)
-    after = profile_counts.fn(settings)
-    assert reading.counted is not None
-    check_against_statistics(kind.label, reading.counted.counts(), before, after, request.statuses)
+        return read_with(client, kind, request)
+
+
+def read_with(client: ReflexioClient, kind: Kind, request: ReadRequest) -> Reading:
+    """One complete pass with `client`. Profiles: a snapshot plus the delta of what changed
+    since the pass began, checked against the statistics read between them (core/delta.py),
+    so the pass holds on a busy server; ListingNotProven when rows are missing. User
+    playbooks: the proven walk alone (the server keeps no counts of them)."""
+    if not kind.counted_by_server:
+        return consume(kind, _pages(client, kind, request, None), request)
+    before = _counts(client.get_profile_statistics())
+    started = client.server_second()
+    request = replace(request, count_at=started, delta_since=started - request.delta_margin_s)
+    one = _Pass(client, request, before)
+    reading = consume(kind, one.pages(), request)
+    assert reading.delta is not None and one.after is not None
+    check_delta_against_statistics(
+        kind.label, reading.delta.held, reading.delta.moved_out, one.after, request.statuses
+    )
     return reading
 
 

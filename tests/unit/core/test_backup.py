@@ -229,7 +229,7 @@ def test_a_manifest_whose_total_is_not_its_counts(small: BackupWriter) -> None:
     ("field", "value", "message"),
     [
         ("kind", "agent_playbooks", "'agent_playbooks' rows, a kind this version does not know"),
-        ("format", "reflexio-pipelines-backup/3", "this version reads"),
+        ("format", "reflexio-pipelines-backup/4", "this version reads"),
         ("format", "something-else", "is not a backup"),
         ("id_field", "user_id", "bad 'id_field' field"),
         ("sha256", None, "bad 'sha256' field"),
@@ -360,3 +360,63 @@ def test_a_v1_row_without_its_id(tmp_path: Path, v1_rows: list[dict[str, Any]]) 
     path.write_text(json.dumps(v1_document(v1_rows)))
     with pytest.raises(BackupError, match="row 2 is not a profiles row"):
         read_all(path)
+
+
+# --- v3: later versions of a row (a pass's delta) --------------------------------------------
+
+
+def with_versions(directory: Path) -> BackupWriter:
+    """300 rows, then later versions of three of them: one moved to ARCHIVED, one
+    restamped in CURRENT, one moved twice."""
+    with BackupWriter(directory, "profiles", URL, RUN_ID) as writer:
+        writer.write([profile(i) for i in range(300)])
+        moved = {**profile(0), "status": "archived", "last_modified_timestamp": 1_800_000_000}
+        again = {**profile(3), "content": "restamped", "last_modified_timestamp": 1_800_000_001}
+        twice = {**profile(6), "status": "pending"}
+        writer.write(
+            [moved, again, twice],
+            replaces={"p-0000000": "current", "p-0000003": "current", "p-0000006": "current"},
+        )
+        writer.write([{**twice, "status": None}], replaces={"p-0000006": "pending"})
+    return writer
+
+
+def test_a_backup_with_later_versions_reads_each_id_once_in_its_last_version(tmp_path: Path):
+    writer = with_versions(tmp_path)
+    backup = open_backup(writer.info.manifest_path)
+    assert backup.format == "reflexio-pipelines-backup/3"
+    assert backup.versions == {"p-0000000": 2, "p-0000003": 2, "p-0000006": 3}
+    rows = list(backup.iter_rows())
+    assert len(rows) == backup.total == 300
+    by_id = {r["profile_id"]: r for r in rows}
+    assert by_id["p-0000000"]["status"] == "archived"
+    assert by_id["p-0000003"]["content"] == "restamped"
+    assert by_id["p-0000006"]["status"] is None
+    assert backup.counts == {"archived": 101, "current": 99, "pending": 100}
+    manifest = json.loads(Path(writer.info.manifest_path).read_text())
+    assert manifest["lines"] == 304
+
+
+def test_a_backup_without_later_versions_stays_v2(small: BackupWriter) -> None:
+    manifest = json.loads(Path(small.info.manifest_path).read_text())
+    assert manifest["format"] == FORMAT and "versions" not in manifest
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"versions": {"p-0000000": 3, "p-0000003": 2, "p-0000006": 3}, "lines": 305},
+            "another number of versions",
+        ),
+        ({"versions": {"p-0000000": 1}}, "bad 'versions'"),
+        ({"lines": 303}, "bad 'lines'"),
+    ],
+)
+def test_a_v3_manifest_that_does_not_fit_its_data_is_refused(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    writer = with_versions(tmp_path)
+    _edit_manifest(writer, **changes)
+    with pytest.raises(BackupError, match=message):
+        list(open_backup(writer.info.manifest_path).iter_rows())

@@ -9,6 +9,7 @@ with `_epoch_to_iso(int(dt.timestamp()))`), ORDER BY, LIMIT; 422 when end <= sta
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -364,3 +365,111 @@ def test_rate_limit_is_waited_out(fake: FakeReflexio) -> None:
 def test_page_size_must_be_positive(client: ReflexioClient) -> None:
     with pytest.raises(ValueError, match="page_size"):
         list(client.iter_profiles("current", page_size=0))
+
+
+# --- a walk a delta listing follows: a start second, changes tolerated ------------------
+
+
+def _tolerant_ids(client: ReflexioClient, page_size: int, **kwargs: Any) -> list[str]:
+    pages = client.iter_profiles("archived", page_size=page_size, tolerate_changes=True, **kwargs)
+    return [row.profile_id for page in pages for row in page]
+
+
+def test_start_bounds_every_request_and_lists_only_that_far(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    old = fake.add_profiles([T0 - 1_000 - n for n in range(300)])
+    recent = fake.add_profiles([T0 - n // 3 for n in range(250)])
+    listed = _tolerant_ids(client, 40, start=T0 - 40)
+    _assert_exactly(listed, {f"p{300 + n}" for n in range(123)})  # seconds T0-40 .. T0
+    assert set(listed) <= recent and not set(listed) & old
+    assert all(int(r.url.params["start_time"]) == T0 - 40 for r in fake.requests)
+
+
+def test_start_at_a_full_boundary_second_ends_the_walk_without_a_probe(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    expected = fake.add_profiles([T0] * 10 + [T0 - 5] * 100)
+    fake.add_profiles([T0 - 6] * 10)
+    _assert_exactly(_tolerant_ids(client, 50, start=T0 - 5), expected)
+    assert all(int(r.url.params["end_time"]) >= T0 - 5 for r in fake.requests[1:])
+
+
+def test_a_tolerant_walk_drops_a_held_row_that_vanished(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    fake.add_profiles([T0] * 60 + [T0 - 1] * 60 + [T0 - 2] * 60)
+    gone: list[str] = []
+
+    def delete_after_first(request: httpx.Request, rows: list[Row]) -> list[Row]:
+        if len(fake.requests) == 1:
+            gone.append(rows[-1]["profile_id"])  # held back at the page edge, then deleted
+            fake.profiles[:] = [r for r in fake.profiles if r["profile_id"] != gone[0]]
+        return rows
+
+    fake.transform = delete_after_first
+    listed = _tolerant_ids(client, 100)
+    _assert_exactly(listed, {r["profile_id"] for r in fake.profiles})
+    assert gone[0] not in listed
+
+
+def test_a_tolerant_walk_yields_a_row_again_in_its_later_version(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    fake.add_profiles([T0] * 50 + [T0 - 1] * 80)
+    moved: list[str] = []
+
+    def touch_after_first(request: httpx.Request, rows: list[Row]) -> list[Row]:
+        if len(fake.requests) == 1:
+            row = next(r for r in fake.profiles if r["last_modified_timestamp"] == T0)
+            row["last_modified_timestamp"] = T0 - 1
+            moved.append(row["profile_id"])
+        return rows
+
+    fake.transform = touch_after_first
+    pages = client.iter_profiles("archived", page_size=100, tolerate_changes=True)
+    rows = [row for page in pages for row in page]
+    versions = [r.last_modified_timestamp for r in rows if r.profile_id == moved[0]]
+    assert versions == [T0, T0 - 1]  # the later version comes last
+    assert {r.profile_id for r in rows} == {r["profile_id"] for r in fake.profiles}
+
+
+def test_a_tolerant_walk_still_catches_answers_cut_below_their_limit(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    fake.add_profiles([T0 - n for n in range(3_000)])
+    fake.transform = lambda request, rows: rows[:100]
+    with pytest.raises(IncompleteListing, match="cut below their limit"):
+        _tolerant_ids(client, 1_000)
+
+
+def test_a_tolerant_walk_takes_expected_total_as_a_size_not_a_floor(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    expected = fake.add_profiles([T0] * 300)
+    assert set(_tolerant_ids(client, 100, expected_total=400)) == expected
+
+
+# --- the server's clock, where a pass's delta starts from ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        ("Tue, 14 Nov 2023 22:13:20 GMT", 1_700_000_000),  # behind this machine: the server's
+        ("Fri, 01 Jan 2100 00:00:00 GMT", None),  # ahead: this machine's (the earlier)
+        (None, None),  # none sent: this machine's
+        ("not a date", None),
+    ],
+)
+def test_server_second_is_the_earlier_of_the_two_clocks(date: str | None, expected: int | None):
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"date": date} if date else {}
+        counts = {"current_count": 0, "pending_count": 0, "archived_count": 0}
+        return httpx.Response(200, json={"success": True, **counts}, headers=headers)
+
+    client = ReflexioClient(ReflexioSettings(), transport=httpx.MockTransport(answer))
+    client.get_profile_statistics()
+    before = int(time.time())
+    second = client.server_second()
+    assert second == expected if expected is not None else before <= second <= time.time()
