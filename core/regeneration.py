@@ -40,6 +40,7 @@ from core.backup_store import BackupStore
 from core.identity import server_key
 from core.journal import JournalSink, RunJournal
 from core.kinds import STATUSES, Kind, Status, row_status
+from core.listing import ListingNotProven
 from core.live import KeepPlan, LiveRows, LiveRule, Scope, kept_problems, rows_to_keep
 from core.outcome import Decision, GateOutcome, RegenerationOutcome, TouchedIds
 from core.rollback import (
@@ -57,6 +58,7 @@ from core.state import (
     VerificationFailed,
     expected_after_upgrade,
     name_ids,
+    vanished_ids,
     verify_ids,
 )
 from core.summary import RunSummary
@@ -64,7 +66,7 @@ from core.touched import read_touched_ids, write_touched_ids
 from core.upgrade import UpgradeUndetermined
 from deployments import catalogue
 from gate import GatePolicy, GateReport, Severity
-from reflexio_api import OperationTimeout, ReflexioError
+from reflexio_api import IncompleteListing, OperationTimeout, ReflexioError
 from reflexio_api.models import OperationStatus
 
 
@@ -627,11 +629,29 @@ class Engine:
         self.summary.note(f"Upgrade: {result.get('message')}")
         known = frozenset(state.all_ids())
         try:
-            after = self.ops.read(ReadRequest(statuses=STATUSES, live=LiveRule(known, None)))
+            after = self.read_after_upgrade(known)
+        except (ListingNotProven, IncompleteListing) as exc:
+            self.left_unfinished = True
+            message = (
+                f"Upgraded, but the rows after it could not be proven complete in two reads "
+                f"({exc}); the upgrade is not rolled back on that alone. The run journal is "
+                "kept: the next writer on this server checks the upgrade by id and keeps or "
+                f"undoes it. Backup: {self.summary.backup_path}."
+            )
+            return self.outcome(Decision.ERROR, message, gate=gate)
+        except Exception as exc:
+            return self.undo(self.reason(exc), gate, state)
+        try:
             self.summary.counts_after = after.snapshot.counts().as_dict()
             verify_ids(expected, after.snapshot, saved, known=known)
         except Exception as exc:
             return self.undo(self.reason(exc), gate, state)
+        gone = vanished_ids(expected, after.snapshot)
+        if gone:
+            self.summary.note(
+                f"{len(gone)} row(s) the upgrade left in place are gone since (a user, dedup "
+                f"or expiry removed them; not the upgrade's doing): {name_ids(gone)}"
+            )
         assert after.live is not None
         late = [r for r in after.live.rows.values() if row_status(r) == "archived"]
         try:
@@ -658,6 +678,16 @@ class Engine:
         )
         outcome = self.outcome(Decision.UPGRADED, f"{message}{kept}", gate=gate, touched=touched)
         return self.after_upgrade(outcome)
+
+    def read_after_upgrade(self, known: frozenset[str]) -> Reading:
+        """Every status after the upgrade; a reading a busy server kept from being proven
+        complete is read once more before anything is concluded from it."""
+        request = ReadRequest(statuses=STATUSES, live=LiveRule(known, None))
+        try:
+            return self.ops.read(request)
+        except (ListingNotProven, IncompleteListing) as exc:
+            self.summary.note(f"The read after the upgrade was not proven ({exc}); read again.")
+            return self.ops.read(request)
 
     def keep_for_later(
         self, gate: GateOutcome, state: IdSnapshot, live: LiveRows
