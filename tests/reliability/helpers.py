@@ -166,11 +166,23 @@ def assert_equals_backup(url: str, backup: list[dict[str, Any]]) -> None:
     MEASURED["runs checked by id, nothing lost"] += 1
 
 
-def record_faults(proxy: Any) -> None:
-    """Count the faults that fired through `proxy`, and its distinct fault x call points."""
-    fired = [(r.fault, r.method, r.path.split("?")[0].rsplit("/", 1)[-1]) for r in proxy.faults()]
+Fired = list[tuple[str | None, str, str]]
+
+
+def fired_faults(proxy: Any) -> Fired:
+    """The faults that fired through `proxy`: (fault, method, route) each."""
+    return [(r.fault, r.method, r.path.split("?")[0].rsplit("/", 1)[-1]) for r in proxy.faults()]
+
+
+def count_faults(fired: Fired) -> None:
+    """Count faults and distinct fault x call points (after the case's checks passed)."""
     MEASURED["faults fired"] += len(fired)
     MEASURED["fault x call point cases"] += len(set(fired))
+
+
+def record_faults(proxy: Any) -> None:
+    """Count the faults that fired through `proxy` (call it after the checks)."""
+    count_faults(fired_faults(proxy))
 
 
 def load_backup(directory: Path) -> tuple[Path, dict[str, Any]]:
