@@ -1,9 +1,12 @@
-"""The run journal: what a regeneration is about to do to a server, written before it
-does it, so that the next writer can finish or undo it if the run dies.
+"""The run journal: what a writer is about to do to a server, written before it does it,
+so that the next writer can finish or undo it if the run dies.
 
-One journal per server (one writer at a time holds the server's lock). A regeneration
-writes it before its first write (the discard of stale PENDING rows, or the rerun), and
-again before it sends the upgrade, each time with the evidence a repair needs:
+One journal per server (one writer at a time holds the server's lock). A restore or a
+clear-user-data run writes it before its first write, with the parameters to run it again:
+both plan from the server's rows each time, so the repair finishes them by running them
+again. A regeneration writes it before its first write (the discard of stale PENDING rows,
+or the rerun), and again before it sends the upgrade, each time with the evidence a repair
+needs:
 
 - step "candidate": the run's backup (every row before it, so the CURRENT rows a playbook
   rerun tombstones, H6, can be put back) and, once started, the rerun's operation id. A
@@ -24,7 +27,7 @@ tasks/journal.py's business.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 JOURNAL_VERSION = 1
@@ -50,13 +53,16 @@ class RunJournal:
     server: str
     """The server's key (core/identity.py)."""
     flow_run_id: str
-    kind: Literal["profiles", "user_playbooks"]
-    agent_version: str | None
-    backup: str
-    """The backup manifest's location (path, URL or block:<name>/<file>)."""
-    only_affected_users: bool
+    kind: Literal["profiles", "user_playbooks", "restore", "clear_users"]
     written_at: int
     """Epoch seconds when the run first wrote it (before its first write)."""
+    agent_version: str | None = None
+    backup: str = ""
+    """The backup manifest's location (path, URL or block:<name>/<file>)."""
+    only_affected_users: bool = True
+    parameters: dict[str, Any] = field(default_factory=dict)
+    """Restore and clear-user-data: the run's own parameters (no server, no secret), to run
+    it again."""
     step: Step = "candidate"
     operation_ids: tuple[str, ...] = ()
     """The reruns this run started (one per source)."""
@@ -73,8 +79,17 @@ class RunJournal:
         """The journal before the upgrade is sent."""
         return replace(self, step="upgrade", touched=touched, live=live)
 
+    @property
+    def runs_again(self) -> bool:
+        """A restore or clear-user-data run: repaired by running it again."""
+        return self.kind in ("restore", "clear_users")
+
     def describe(self) -> str:
         """Which run, in words."""
+        if self.kind == "restore":
+            return f"restore-profiles (flow run {self.flow_run_id})"
+        if self.kind == "clear_users":
+            return f"clear-user-data (flow run {self.flow_run_id})"
         what = "profile" if self.kind == "profiles" else f"{self.agent_version} playbook"
         return f"{what} regeneration (flow run {self.flow_run_id}, step {self.step})"
 

@@ -6,8 +6,10 @@ list, blank ids) is refused by parameter validation before any server call.
 Before the first clear_user_data call, every user is recorded as erased (with the time) in
 the server's erasure records (core/erasures.py), which restore-profiles reads so that a
 backup taken before the erasure does not bring the user back. Recording first means a crash
-can leave a record of an erasure that did not happen (run the flow again), never an erased
-user without a record.
+can leave a record of an erasure that did not happen, never an erased user without a
+record. The run journal (core/journal.py) is written next, before the first erasure, and
+removed when nothing of the users remains: a run that dies half-way is run again by the
+next writer on the server.
 
 No stall check here on purpose: erasing data calls no LLM, and a stall must not delay it.
 """
@@ -22,6 +24,7 @@ from core.erasures import ErasureRecordError, record_erasures
 from core.identity import server_key
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
+from flows._common import run_id as flow_run_id
 from flows.lock import holds_server_lock
 from flows.params import ClearUsersParams
 from tasks.backups import BackupLocationError, open_location
@@ -33,6 +36,7 @@ from tasks.clear_users import (
     inventory,
     remaining,
 )
+from tasks.journal import delete_journal, journal_run_again
 
 ARTIFACT_KEY = "clear-users-summary"
 
@@ -65,6 +69,7 @@ def clear_users(params: ClearUsersParams) -> State:
     except (ErasureRecordError, BackupLocationError) as exc:
         logger.error("%s", exc)
         return Failed(message=str(exc))
+    journal_run_again(settings.url, "clear_users", flow_run_id(), params.run_again())
     for report in reports:
         report.server_deleted = clear_user(settings, report.user_id)
 
@@ -112,6 +117,7 @@ def clear_users(params: ClearUsersParams) -> State:
         message = f"Rows of these users remain after clearing and deleting by id: {still}"
         logger.error("%s", message)
         return Failed(message=message, data=summary)
+    delete_journal(settings.url)
     anonymised = sum(r.anonymised for r in reports)
     message = f"Cleared {len(reports)} user(s); nothing of theirs remains" + (
         f" ({anonymised} anonymised leftover(s) deleted by id, H9)" if anonymised else ""

@@ -263,9 +263,9 @@ def server_lock(url: str, timeout_s: float) -> Iterator[Held]:
     token = _HELD.set((*_HELD.get(), held))
     try:
         with _Renewal(lease_id, held):
-            repaired = [
-                repair_unfinished_check(url),
+            repaired = [  # the journal first: a check's undo may run a restore, which journals
                 repair_unfinished_run(url, functools.partial(ensure_still_held, url)),
+                repair_unfinished_check(url),
             ]
             held.repaired = " ".join(filter(None, repaired)) or None
             yield held

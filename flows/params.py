@@ -237,6 +237,20 @@ class PlaybookRegenerationParams(RegenerationParams):
 class RestoreParams(WriterParams):
     """Put a profile backup back, keeping what was learned since (docs/pipelines.md)."""
 
+    def run_again(self) -> dict[str, Any]:
+        """What the run journal keeps to run this again (no server, no secret)."""
+        return self.model_dump(
+            mode="json",
+            include={
+                "backup_file",
+                "delete_newer",
+                "records_dir",
+                "allow_other_server",
+                "recreate_missing",
+                "assume_no_erasures",
+            },
+        )
+
     model_config = ConfigDict(extra="forbid")
 
     backup_file: BackupFile = Field(
@@ -423,6 +437,10 @@ class SweepParams(WriterParams):
 
 class ClearUsersParams(WriterParams):
     """Which users to erase, on which server."""
+
+    def run_again(self) -> dict[str, Any]:
+        """What the run journal keeps to run this again (no server, no secret)."""
+        return self.model_dump(mode="json", include={"user_ids", "records_dir"})
 
     user_ids: list[str] = Field(
         min_length=1, description="User ids whose data is erased (exact ids, no blanks)."

@@ -49,11 +49,13 @@ from core.state import name_ids
 from deployments import catalogue
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
+from flows._common import run_id as flow_run_id
 from flows.lock import holds_server_lock
 from flows.params import RestoreParams
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks import events
 from tasks.backups import locate_file, open_location
+from tasks.journal import delete_journal, journal_run_again
 from tasks.report import RunSummary
 from tasks.server import (
     RECREATE_BATCH,
@@ -190,6 +192,7 @@ def restore_profiles(params: RestoreParams) -> State:
             )
             return Completed(message=summary.decision, data=plan.counts())
         get_run_logger().info("Restoring: will %s.", _actions(plan, params.delete_newer))
+        journal_run_again(settings.url, "restore", flow_run_id(), params.run_again())
         written = True
         _write(settings, inputs.backup, plan.write)
         delete_profiles_in_batches(settings, sorted(plan.undo))
@@ -210,9 +213,10 @@ def restore_profiles(params: RestoreParams) -> State:
         if problems:
             summary.decision = (
                 f"Restore incomplete: the server differs from the plan: {'; '.join(problems)}. "
-                "Run the restore again (it is idempotent)."
+                "The next writer on this server runs it again (run journal), or run it again."
             )
             return Failed(message=summary.decision, data=plan.counts())
+        delete_journal(settings.url)
         summary.decision = (
             f"Restored from {params.backup_file}, checked by id: "
             f"{_actions(plan, params.delete_newer)}."
@@ -220,7 +224,8 @@ def restore_profiles(params: RestoreParams) -> State:
         return Completed(message=summary.decision, data=plan.counts())
     except (ValueError, ReflexioError) as exc:
         after = (
-            "Rows may have been written: run the restore again (it is idempotent)."
+            "Rows may have been written: the next writer on this server runs the restore again "
+            "(run journal), or run it again (it is idempotent)."
             if written
             else "Nothing was written."
         )

@@ -66,6 +66,27 @@ def _engine(url: str, journal: RunJournal, before_write: Callable[[], None]) -> 
     )
 
 
+def _run_again(url: str, journal: RunJournal) -> tuple[str, bool]:
+    """Run the dead restore or clear-user-data again (inside this hold of the lock); what it
+    said, and whether it is still unfinished. Imported here: both flows import flows.lock,
+    which imports this module."""
+    if journal.kind == "restore":
+        from flows.params import RestoreParams
+        from flows.restore import restore_profiles
+
+        state = restore_profiles(
+            RestoreParams(reflexio_url=url, **journal.parameters), return_state=True
+        )
+    else:
+        from flows.clear_users import clear_users
+        from flows.params import ClearUsersParams
+
+        state = clear_users(
+            ClearUsersParams(reflexio_url=url, **journal.parameters), return_state=True
+        )
+    return f"ran it again: {state.message}", not state.is_completed()
+
+
 def repair_unfinished_run(url: str, before_write: Callable[[], None]) -> str | None:
     """Finish or undo the unfinished regeneration on this server, if there is one (the
     caller holds the server's lock; `before_write` raises once it is lost). Returns what was
@@ -83,19 +104,23 @@ def repair_unfinished_run(url: str, before_write: Callable[[], None]) -> str | N
         journal.describe(),
         block,
     )
-    engine = _engine(url, journal, before_write)
-    try:
-        done = engine.resume(journal)
-    except (ReflexioError, RuntimeError, ValueError) as exc:
-        done, engine.left_unfinished = f"the repair stopped: {exc}", True
+    if journal.runs_again:
+        done, unfinished = _run_again(url, journal)
+    else:
+        engine = _engine(url, journal, before_write)
+        try:
+            done = engine.resume(journal)
+        except (ReflexioError, RuntimeError, ValueError) as exc:
+            done, engine.left_unfinished = f"the repair stopped: {exc}", True
+        unfinished = engine.left_unfinished
     events.emit(
         catalogue.EVENT_RUN_REPAIRED,
         url,
         run_flow_run_id=journal.flow_run_id,
         step=journal.step,
-        complete=not engine.left_unfinished,
+        complete=not unfinished,
     )
-    if engine.left_unfinished:
+    if unfinished:
         message = (
             f"An unfinished {journal.describe()} was found and could not be repaired: {done} "
             f"Its journal (Secret block '{block}') is kept, so the next run tries again; to "

@@ -1,47 +1,51 @@
-"""Where the run journal lives: a Secret block on the Prefect API, one per server.
-
-Named from the server's identity like its lock (`deployments.catalogue.run_journal_block`),
-so every writer of that server finds it from any machine that uses the same Prefect API.
-A Secret block like the prompt check's record: it names backup locations, which may hold a
-bucket or block name an operator would rather not show.
-"""
+"""Where the run journal lives: a Secret block on the Prefect API, one per server
+(`deployments.catalogue.run_journal_block`, named from the server's identity like its lock),
+so every writer of that server finds it from any machine that uses the same Prefect API."""
 
 from __future__ import annotations
 
-from prefect.blocks.system import Secret
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
+import time
+from typing import Any, Literal
 
+from core.identity import server_key
 from core.journal import RunJournal
 from deployments.catalogue import run_journal_block
+from tasks.secret_blocks import delete_secret, load_secret, save_secret
 
 
 def save_journal(url: str, journal: RunJournal) -> None:
     """Store (or replace) the server's journal, before the step it describes."""
-    Secret(value=journal.to_json()).save(run_journal_block(url), overwrite=True)
+    save_secret(run_journal_block(url), journal.to_json())
 
 
 def load_journal(url: str) -> RunJournal | None:
     """The server's journal; None when no run is unfinished. JournalError when unreadable."""
     name = run_journal_block(url)
-    with get_client(sync_client=True) as client:
-        try:
-            document = client.read_block_document_by_name(name, "secret", include_secrets=True)
-        except ObjectNotFound:
-            return None
-    stored = (document.data or {}).get("value")
-    return RunJournal.from_json(stored if isinstance(stored, str | dict) else "", name)
+    stored = load_secret(name)
+    return None if stored is None else RunJournal.from_json(stored, name)
 
 
 def delete_journal(url: str) -> None:
     """Remove the server's journal (a missing one is fine)."""
-    name = run_journal_block(url)
-    with get_client(sync_client=True) as client:
-        try:
-            document = client.read_block_document_by_name(name, "secret", include_secrets=False)
-            client.delete_block_document(document.id)
-        except ObjectNotFound:
-            return
+    delete_secret(run_journal_block(url))
+
+
+def journal_run_again(
+    url: str,
+    kind: Literal["restore", "clear_users"],
+    flow_run_id: str,
+    parameters: dict[str, Any],
+) -> None:
+    """Before a restore's or a clear-user-data run's first write: what to run again (these
+    plan from the server's rows each time) if the run dies on the way."""
+    journal = RunJournal(
+        server=server_key(url),
+        flow_run_id=flow_run_id,
+        kind=kind,
+        written_at=int(time.time()),
+        parameters=parameters,
+    )
+    save_journal(url, journal)
 
 
 class PrefectJournal:

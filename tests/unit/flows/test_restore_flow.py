@@ -17,6 +17,7 @@ from core.erasures import erasure_name, record_erasures
 from core.state import Counts, ExpectedState
 from core.touched import touched_name, write_touched_ids
 from flows.params import RestoreParams
+from tasks.journal import delete_journal, load_journal
 from tests.unit.flows.fake_server import profile
 
 URL = "http://127.0.0.1:8081"
@@ -61,6 +62,7 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import logging
 
     summaries: list[str] = []
+    delete_journal(URL)  # an earlier test's failed restore may have left one
     monkeypatch.setenv("REFLEXIO_API_KEY", "sk-unit")
     monkeypatch.setattr(
         restore_module.RunSummary, "publish", lambda s, key: summaries.append(s.to_markdown())
@@ -158,6 +160,11 @@ def test_a_server_that_does_not_take_the_writes_fails_the_run(
 
     assert state.is_failed()
     assert "Restore incomplete" in state.message and "still missing: a-ann" in state.message
+    journal = load_journal(URL)  # what the next writer runs again
+    assert journal is not None and journal.kind == "restore"
+    assert journal.parameters["backup_file"] == str(manifest)
+    assert "reflexio_url" not in journal.parameters and "api_key" not in str(journal)
+    delete_journal(URL)
 
 
 def _playbook_backup(tmp_path: Path) -> str:
