@@ -154,6 +154,7 @@ def test_stale_pending_is_refused_then_discarded_on_request(
     assert _stats(url).pending_count == 0
 
 
+@pytest.mark.slow  # CI: test_faults.py's rollback, test_pipeline_undo.py's repair by id
 def test_failure_after_upgrade_rolls_back_to_the_backup(
     seeded_stack, prefect_api, hook, tmp_path, monkeypatch
 ):

@@ -73,7 +73,11 @@ def _v1_backup(directory: Path, url: str, rows: list[dict[str, Any]]) -> tuple[P
     return path, path
 
 
-@pytest.mark.parametrize("write_backup", [_v2_backup, _v1_backup], ids=["v2", "v1"])
+@pytest.mark.parametrize(
+    "write_backup",
+    [_v2_backup, pytest.param(_v1_backup, marks=pytest.mark.slow)],  # CI: v2, and v1 in unit
+    ids=["v2", "v1"],
+)
 def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_path, write_backup):
     url = seeded_stack.url
     before = profile_rows(url, "current", "archived")

@@ -71,6 +71,7 @@ def test_an_upgrade_refused_before_the_server_is_not_undone(
     assert _by_id(url) == before  # CURRENT and ARCHIVED by id; the candidate deleted
 
 
+@pytest.mark.slow  # CI: test_faults.py's timeout after the server applied the upgrade
 def test_an_upgrade_applied_whose_answer_was_lost_is_verified_not_undone(
     archived_stack: LocalStack, prefect_api, tmp_path: Path
 ):

@@ -208,7 +208,10 @@ def test_a_check_that_regenerates_nothing_is_bad_input_and_writes_nothing(
     assert load_record(stack.url) is None
 
 
-@pytest.mark.parametrize(("extra", "expected"), [((), 1), (("--allow-warn",), 0)])
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [((), 1), pytest.param(("--allow-warn",), 0, marks=pytest.mark.slow)],  # CI: the refusal
+)
 def test_a_warning_gate_fails_the_check_unless_allowed_and_never_waits(
     seeded_stack: LocalStack,
     prefect_api: None,

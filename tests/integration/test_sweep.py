@@ -44,6 +44,7 @@ def _summary(state: Any) -> dict[str, Any]:
     return state.result(raise_on_failure=False)
 
 
+@pytest.mark.slow  # CI: test_one_failing_source_does_not_stop_the_others, the sweep fault case
 def test_sweep_happy_path_measures_each_step(manual_trigger_on: LocalStack, prefect_api: None):
     stack = manual_trigger_on
     params = SweepParams(

@@ -50,6 +50,7 @@ def _fired(proxy: FaultProxy) -> list[str]:
     )
 
 
+@pytest.mark.slow  # CI: retries of reads in tests/unit/tasks, faults on reads in the writer matrix
 def test_faults_on_every_read_before_the_upgrade_are_retried(
     clean_stack, prefect_api, proxy, tmp_path
 ):

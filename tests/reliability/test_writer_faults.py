@@ -66,7 +66,7 @@ FAULTS: dict[str, dict[str, Any]] = {
 IN_CI = {
     ("profiles: upgrade", "reset"),
     ("playbooks: rerun", "503 x2"),
-    ("prompt check: config write", "timeout"),
+    ("prompt check: config write", "HTML page"),
     ("restore: re-create", "503 x2"),
     ("clear-user-data: erase", "503 x2"),
     ("sweep: snapshot", "503 x2"),
