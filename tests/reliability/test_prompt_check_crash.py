@@ -123,6 +123,7 @@ def _assert_undone(url: str, before: Snapshot, config: bytes, proxy_url: str) ->
     assert load_record(proxy_url) is None
 
 
+@pytest.mark.slow  # CI: the undo of a dead check in tests/unit/flows/test_check_repair.py
 def test_a_killed_prompt_check_is_undone_by_the_next_run(
     clean_stack, prefect_api, proxy, tmp_path, measured
 ):
