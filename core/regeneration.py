@@ -1039,7 +1039,9 @@ class Engine:
         self.entry = entry
         stopped = self.stop_reruns(entry)
         try:
-            self.backup = self.open_saved(entry.backup)
+            store, name = self.ops.locate_file(entry.backup)
+            backup = open_backup(name, store)
+            self.backup = info_of(backup)
         except BackupError as exc:
             if entry.step == "candidate" and self.kind.candidate_deleted_when_not_upgraded:
                 # Deleting a profile candidate needs no saved row.
@@ -1048,9 +1050,7 @@ class Engine:
                 f"the run's backup cannot be read ({exc}); the repair needs it to put rows back"
             ) from None
         self.before = IdSnapshot()
-        self.before.add(
-            self.kind, open_backup(*reversed(self.ops.locate_file(entry.backup))).iter_rows()
-        )
+        self.before.add(self.kind, backup.iter_rows())
         if entry.live:
             self.live_backup = self.open_saved(entry.live)
         if entry.step == "candidate":
@@ -1094,8 +1094,8 @@ class Engine:
                 f"Its upgrade had applied in full ({effect.describe()}), checked by id: kept "
                 f"(the gate had let it through). Backup: {entry.backup}."
             )
-        users = {**self.before.archived, **self.before.current, **now.archived, **now.pending}
-        users.update(now.current)
+        users = {**self.before.archived, **self.before.current, **now.archived}
+        users |= {**now.pending, **now.current}
         state = IdSnapshot(
             current={i: users.get(i, "") for i in expected.archived},
             pending={i: users.get(i, "") for i in promoted},
