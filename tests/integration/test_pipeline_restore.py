@@ -9,8 +9,9 @@
    erasure; delete_newer deletes the newer rows; the dry runs write nothing.
 3. After a regeneration, a user erased through the API directly, rows users deleted and rows
    expired: nothing of them comes back, each counted as gone since the backup.
-4. A restore that deletes more than a delete request takes (12,500 rows): refused without an
-   erasure record, stopped part-way by a failing request, finished by running it again.
+4. A restore that undoes a run that touched more than 25,000 rows (27,000 deletes): refused
+   without an erasure record, stopped part-way by a failing request, finished by the next
+   restore from the run journal.
 """
 
 from __future__ import annotations
@@ -359,26 +360,38 @@ def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, pref
     assert _rows_by_id(url) == after, "a second restore changes nothing"
 
 
-PROMOTED_AT_SIZE = 10_200
-"""Rows the backed-up run promoted: more than one delete request takes (the client's cap is
-10,000 ids)."""
+PROMOTED_AT_SIZE = 25_000
+"""Rows the backed-up run promoted: five delete requests' worth (the client's cap is 10,000
+ids a request; the flows send DELETE_BATCH)."""
 NEWER_AT_SIZE = 2_000
-"""Rows learned since the backup, deleted with delete_newer: 12,200 deletes in all."""
+"""Rows learned since the backup, deleted with delete_newer: 27,000 deletes in all."""
+
+
+def _archive(db_path: Path, ids: set[str]) -> None:
+    """The upgrade's archiving of backed-up CURRENT rows, as the server leaves it."""
+    with sqlite3.connect(db_path, timeout=30) as db:
+        db.executemany(
+            "UPDATE profiles SET status = 'archived' WHERE profile_id = ?", [(p,) for p in ids]
+        )
 
 
 def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
     seeded_stack, prefect_api, tmp_path
 ):
-    """The run is made by hand, to keep the test short (re-creating rows is slow; deleting
-    is not): a backup of the seeded rows, then 10,200 rows its 'upgrade' promoted (named in
-    its touched-ids file) and 2,000 learned since, bulk-seeded. A restore with delete_newer
-    deletes all 12,200: refused first without an erasure record, stopped part-way by a
-    failing request, finished by running it again, checked by id."""
+    """Undo a run that touched more than 25,000 rows. The run is made by hand, to keep the
+    test short (re-creating rows is slow: the server embeds each one; deleting is not): a
+    backup of the seeded rows, then 25,000 rows its 'upgrade' promoted and the CURRENT rows
+    of two users it archived (all named in its touched-ids file), and 2,000 rows learned
+    since, bulk-seeded. A restore with delete_newer deletes all 27,000 and puts the archived
+    rows back: refused first without an erasure record, stopped part-way by a failing
+    request, finished by the next restore from the journal, checked by id."""
     url = seeded_stack.url
     records = tmp_path / "records"
     before = _rows_by_id(url)
+    archived = {p for p, (status, user, _) in before.items() if user in {"alice", "bob"}}
+    assert archived and all(before[p][0] is None for p in archived), "CURRENT rows"
     seeds = [
-        ProfileSeed("current", PROMOTED_AT_SIZE, users=500, id_prefix="promoted"),
+        ProfileSeed("current", PROMOTED_AT_SIZE, users=2_500, id_prefix="promoted"),
         ProfileSeed("current", NEWER_AT_SIZE, users=100, id_prefix="late"),
     ]
     with FaultProxy(url) as proxy:
@@ -390,15 +403,17 @@ def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
             ExpectedState(
                 promoted=promoted,
                 current=promoted,
-                archived=frozenset(),
+                archived=frozenset(archived),
                 deleted=frozenset(),
             ),
         )
         seeded_stack.bulk_seed(seeds)
+        _archive(seeded_stack.server.db_path, archived)
         newer = set(seeds[1].ids())
-        assert len(promoted) > MAX_IDS_PER_DELETE and len(promoted | newer) > 12_000
+        assert len(promoted | archived) > 25_000 and len(promoted) > 2 * MAX_IDS_PER_DELETE
         now = _rows_by_id(url)
         assert promoted | newer <= now.keys()
+        assert {now[p][0] for p in archived} == {"archived"}
 
         def restore() -> Any:
             return restore_profiles(
@@ -437,4 +452,4 @@ def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
     assert f"delete {len(promoted & left)} promoted by the backed-up run" in done.message
     assert f"{len(newer)} learned since the backup deleted" in done.message
     assert _rows_by_id(url) == before, "exactly the backed-up rows, by id, status and content"
-    assert len(deletes) == 2 + 3  # 5,000 and a refused one; then 5,000 + 200, and 2,000
+    assert len(deletes) == 2 + 4 + 1  # 5,000 and a refused one; then 4 x 5,000, and 2,000
