@@ -1,4 +1,5 @@
-"""An unfinished regeneration is finished or undone before any other work on its server.
+"""An unfinished writer (a regeneration, restore, clear-user-data or sweep) is finished or
+undone before any other work on its server.
 
 A regeneration keeps a journal on the Prefect API (core/journal.py, tasks/journal.py) from
 its first write until the server is consistent again. A journal found by a run that has
@@ -6,7 +7,9 @@ just taken the server's lock (flows/lock.py calls `repair_unfinished_run` there,
 writer does this first) belongs to a run that died: SIGKILLed, cancelled from the UI, timed
 out, its lease lost, or ended with something left to repair. The run then stands in for it
 (`Engine.resume`: its rerun stopped, its candidate cleaned up, its upgrade established from
-the server and undone only where it did anything), says so in its log, final message and a
+the server and undone only where it did anything; a restore or clear-user-data run run
+again; a manual-generation sweep finished, flows/sweep_repair.py), says so in its log,
+final message and a
 `reflexio.run.repaired` event, and removes the journal. When the repair cannot be finished
 the journal stays and the run ends without writing anything else (RunNotRepaired).
 """
@@ -87,6 +90,19 @@ def _run_again(url: str, journal: RunJournal) -> tuple[str, bool]:
     return f"ran it again: {state.message}", not state.is_completed()
 
 
+def _repair(url: str, journal: RunJournal, before_write: Callable[[], None]) -> tuple[str, bool]:
+    """Finish or undo the dead run, by its kind: what was done, and whether it is still
+    unfinished."""
+    if journal.kind == "sweep":
+        from flows.sweep_repair import finish_sweep  # flows.sweep imports flows.lock
+
+        return finish_sweep(url, journal)
+    if journal.runs_again:
+        return _run_again(url, journal)
+    engine = _engine(url, journal, before_write)
+    return engine.resume(journal), engine.left_unfinished
+
+
 def repair_unfinished_run(url: str, before_write: Callable[[], None]) -> str | None:
     """Finish or undo the unfinished regeneration on this server, if there is one (the
     caller holds the server's lock; `before_write` raises once it is lost). Returns what was
@@ -104,15 +120,10 @@ def repair_unfinished_run(url: str, before_write: Callable[[], None]) -> str | N
         journal.describe(),
         block,
     )
-    if journal.runs_again:
-        done, unfinished = _run_again(url, journal)
-    else:
-        engine = _engine(url, journal, before_write)
-        try:
-            done = engine.resume(journal)
-        except (ReflexioError, RuntimeError, ValueError) as exc:
-            done, engine.left_unfinished = f"the repair stopped: {exc}", True
-        unfinished = engine.left_unfinished
+    try:
+        done, unfinished = _repair(url, journal, before_write)
+    except (ReflexioError, RuntimeError, ValueError) as exc:
+        done, unfinished = f"the repair stopped: {exc}", True
     events.emit(
         catalogue.EVENT_RUN_REPAIRED,
         url,
@@ -124,7 +135,7 @@ def repair_unfinished_run(url: str, before_write: Callable[[], None]) -> str | N
         message = (
             f"An unfinished {journal.describe()} was found and could not be repaired: {done} "
             f"Its journal (Secret block '{block}') is kept, so the next run tries again; to "
-            f"finish by hand, restore from {journal.backup}, then delete the block. Nothing "
+            f"finish by hand, {journal.by_hand()}, then delete the block. Nothing "
             "else was done."
         )
         _logger().error("%s", message)
