@@ -16,14 +16,12 @@ server ends the sweep Failed as before, without a journal: a sweep only adds CUR
 so it leaves nothing to undo, and the operator sweeps that source again.
 """
 
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.exceptions import MissingContextError
 from prefect.states import Completed, Failed, State
 
 from core.journal import RunJournal
@@ -33,6 +31,7 @@ from flows._common import run_id
 from flows._common import stalled as stalled_state
 from flows.lock import ensure_still_held, holds_server_lock
 from flows.params import SweepParams
+from flows.stored_repair import run_logger
 from reflexio_api import ReflexioSettings
 from reflexio_api.models import OperationStatus, ServiceName
 from tasks.journal import PrefectJournal, run_again_journal
@@ -114,13 +113,6 @@ class PrefectSweepOps(PrefectJournal):
         )
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
-
-
 def planned_steps(params: SweepParams, source: str) -> Iterator[StepResult]:
     """A source's steps, in the order the sweep runs them."""
     if "profiles" in params.kinds:
@@ -147,7 +139,7 @@ def run_sweep(ops: SweepOps, params: SweepParams, journal: RunJournal) -> State:
     sweep that died, when a repair runs this). The journal is saved before the first
     manual generation and as each step starts and ends, and removed once every step was
     tried; Completed with the summary, or Failed naming what failed."""
-    logger = _logger()
+    logger = run_logger()
     stalled = ops.stalled()
     if stalled:
         logger.error("%s Nothing was generated.", stalled)
@@ -212,10 +204,10 @@ def _final(steps: list[StepResult], params: SweepParams) -> State:
             f"Sweep failed for source(s) {', '.join(summary['failed_sources'])} "
             f"({len(failed)} of {ran} step(s)); the other sources ran{done_before}. {detail}"
         )
-        _logger().error("%s", message)
+        run_logger().error("%s", message)
         return Failed(message=message, data=summary)
     message = f"Swept {len(params.sources)} source(s), {ran} step(s){done_before}."
-    _logger().info("%s", message)
+    run_logger().info("%s", message)
     return Completed(message=message, data=summary)
 
 
