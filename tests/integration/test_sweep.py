@@ -44,6 +44,22 @@ def manual_trigger_on(seeded_stack: LocalStack) -> Iterator[LocalStack]:
         yield seeded_stack
 
 
+def _alice_moves(client: ReflexioClient, source: str) -> None:
+    """Alice tells the agent new facts on `source` (extracted on publish only when
+    manual_trigger is off)."""
+    client.publish_interaction(
+        user_id="alice",
+        session_id="alice-moves",
+        source=source,
+        agent_version="v1",
+        interactions=[
+            {"role": "user", "content": "News: I moved to Lisbon and now learn Portuguese."},
+            {"role": "assistant", "content": "Understood, I will keep that in mind."},
+        ],
+        wait_for_response=True,
+    )
+
+
 def _summary(state: Any) -> dict[str, Any]:
     return state.result(raise_on_failure=False)
 
@@ -61,17 +77,7 @@ def test_sweep_happy_path_measures_each_step(manual_trigger_on: LocalStack, pref
     with _client(stack) as client:
         # New facts arrive on the EMAIL source; with manual_trigger on, publishing does not
         # extract them. The CHAT step will (H8: source does not filter interactions).
-        client.publish_interaction(
-            user_id="alice",
-            session_id="alice-moves",
-            source="email",
-            agent_version="v1",
-            interactions=[
-                {"role": "user", "content": "News: I moved to Lisbon and now learn Portuguese."},
-                {"role": "assistant", "content": "Understood, I will keep that in mind."},
-            ],
-            wait_for_response=True,
-        )
+        _alice_moves(client, "email")
         chat_before = len(client.list_profiles("current", source="chat"))
 
     state = manual_sweep(params=params, return_state=True)
@@ -239,17 +245,7 @@ def test_a_sweep_that_dies_after_its_first_source_is_finished_by_the_next_writer
     assert (journal.swept, journal.sweeping) == (("chat/profiles/",), "email/profiles/")
 
     with _client(stack) as client:  # a user teaches something new meanwhile
-        client.publish_interaction(
-            user_id="alice",
-            session_id="alice-moves",
-            source="chat",
-            agent_version="v1",
-            interactions=[
-                {"role": "user", "content": "News: I moved to Lisbon and now learn Portuguese."},
-                {"role": "assistant", "content": "Understood, I will keep that in mind."},
-            ],
-            wait_for_response=True,
-        )
+        _alice_moves(client, "chat")
         before = {p.profile_id for p in client.list_profiles("current")}
 
     state = clear_users(
