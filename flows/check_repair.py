@@ -2,7 +2,7 @@
 
 A prompt check stores a record on the Prefect API before it applies its candidate config
 (tasks/check_record.py) and removes it when it finishes. A record found by a run that has
-just taken the server's lock (flows/lock.py calls `repair_unfinished_check` there, so every
+just taken the server's lock (flows/lock.py calls `repair_on_lock` there, so every
 writer does this first) belongs to a check that died: a check holds that lock for as long
 as its record exists. The run then undoes the check (core/check_undo.py: original config
 back, the check's reruns stopped, its PENDING rows gone, tombstoned playbooks put back, an

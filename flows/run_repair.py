@@ -3,7 +3,7 @@ undone before any other work on its server.
 
 A regeneration keeps a journal on the Prefect API (core/journal.py, tasks/journal.py) from
 its first write until the server is consistent again. A journal found by a run that has
-just taken the server's lock (flows/lock.py calls `repair_unfinished_run` there, so every
+just taken the server's lock (flows/lock.py calls `repair_on_lock` there, so every
 writer does this first) belongs to a run that died: SIGKILLed, cancelled from the UI, timed
 out, its lease lost, or ended with something left to repair. The run then stands in for it
 (`Engine.resume`: its rerun stopped, its candidate cleaned up, its upgrade established from
