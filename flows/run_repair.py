@@ -6,11 +6,10 @@ its first write until the server is consistent again. A journal found by a run t
 just taken the server's lock (flows/lock.py calls `repair_on_lock` there, so every
 writer does this first) belongs to a run that died: SIGKILLed, cancelled from the UI, timed
 out, its lease lost, or ended with something left to repair. The run then stands in for it
-(`Engine.resume`: its rerun stopped, its candidate cleaned up, its upgrade established from
-the server and undone only where it did anything; a restore or clear-user-data run run
-again; a manual-generation sweep finished, flows/sweep_repair.py), says so in its log,
-final message and a
-`reflexio.run.repaired` event, and removes the journal. When the repair cannot be finished
+(a regeneration, `Engine.resume`: its rerun stopped, its candidate cleaned up, its upgrade
+established from the server and undone only where it did anything; a restore or
+clear-user-data run: run again; a sweep: finished, flows/sweep_repair.py), says so in its
+log, final message and a `reflexio.run.repaired` event, and removes the journal. When the repair cannot be finished
 the journal stays and the run ends without writing anything else (RunNotRepaired).
 """
 
