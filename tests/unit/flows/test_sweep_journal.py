@@ -6,7 +6,7 @@ dead sweep left running and runs only the steps not done."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -112,8 +112,6 @@ def killed_at(step: str) -> RunJournal:
 
 def dead_journal(step: str) -> RunJournal:
     """As `killed_at`, stored with the parameters of the dead run and its send time known."""
-    from dataclasses import replace
-
     return replace(killed_at(step), parameters=params().run_again(), sweeping_since=SENT_AT)
 
 
@@ -235,3 +233,11 @@ def test_the_sweep_journal_is_stored_and_read_back_and_an_older_journal_still_re
     for name in ("swept", "sweeping", "sweeping_since"):
         older.pop(name)
     assert RunJournal.from_json(json.dumps(older), "block").swept == ()
+
+
+def test_what_to_do_by_hand_names_the_steps_already_done():
+    entry = dead_journal(STEPS[2])
+
+    assert entry.describe() == "manual-generation-sweep (flow run dead-run, 2 step(s) done)"
+    assert f"steps already done: {STEPS[0]}, {STEPS[1]}" in entry.by_hand()
+    assert "no generation in progress" in entry.by_hand()
