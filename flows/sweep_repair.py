@@ -69,7 +69,7 @@ def settle_in_flight(
     )
     settled = journal.sweep_ended(journal.sweeping, ok=ran)
     ops.save(settled)
-    return settled, f"{waited}step {journal.sweeping}: {found}. "
+    return settled, f"{waited}step {journal.sweeping}: {found}; "
 
 
 def finish_sweep(url: str, journal: RunJournal, ops: SweepOps | None = None) -> tuple[str, bool]:
