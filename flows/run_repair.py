@@ -9,8 +9,9 @@ out, its lease lost, or ended with something left to repair. The run then stands
 (a regeneration, `Engine.resume`: its rerun stopped, its candidate cleaned up, its upgrade
 established from the server and undone only where it did anything; a restore or
 clear-user-data run: run again; a sweep: finished, flows/sweep_repair.py), says so in its
-log, final message and a `reflexio.run.repaired` event, and removes the journal. When the repair cannot be finished
-the journal stays and the run ends without writing anything else (RunNotRepaired).
+log, final message and a `reflexio.run.repaired` event, and removes the journal. When the
+repair cannot be finished the journal stays and the run ends without writing anything else
+(RunNotRepaired).
 """
 
 from __future__ import annotations
