@@ -15,9 +15,9 @@ from core.kinds import Kind
 from core.listing import ListingNotProven
 from core.outcome import Decision, RegenerationOutcome
 from core.regeneration import Engine, Refused
-from flows.check_repair import CheckNotRepaired
 from flows.lock import Held, ServerBusy, ensure_still_held, server_lock
 from flows.params import RegenerationParams
+from flows.stored_repair import NotRepaired
 from reflexio_api import IncompleteListing, ReflexioError
 from tasks.backups import prune_backups
 from tasks.journal import PrefectJournal
@@ -114,7 +114,7 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
                 outcome.message = f"{held.repaired} {outcome.message}"
             if outcome.succeeded:
                 apply_retention(params, engine.ops.url, engine.run_id, summary)
-    except (ServerBusy, CheckNotRepaired) as exc:
+    except (ServerBusy, NotRepaired) as exc:
         outcome = engine.outcome(Decision.REFUSED, str(exc))
     finally:
         if held is not None and held.lost:

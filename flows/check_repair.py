@@ -2,7 +2,7 @@
 
 A prompt check stores a record on the Prefect API before it applies its candidate config
 (tasks/check_record.py) and removes it when it finishes. A record found by a run that has
-just taken the server's lock (flows/lock.py calls `repair_unfinished_check` there, so every
+just taken the server's lock (flows/lock.py calls `repair_on_lock` there, so every
 writer does this first) belongs to a check that died: a check holds that lock for as long
 as its record exists. The run then undoes the check (core/check_undo.py: original config
 back, the check's reruns stopped, its PENDING rows gone, tombstoned playbooks put back, an
@@ -13,19 +13,16 @@ cannot be finished the record stays and the run ends without writing (CheckNotRe
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from prefect import get_run_logger
-from prefect.exceptions import MissingContextError
 
 from core.check_record import CheckRecord, RecordError
 from core.check_undo import RunningRerun, Undo, undo_check
 from core.touched import touched_name
 from deployments import catalogue
 from flows.params import RestoreParams
+from flows.stored_repair import NotRepaired, StoredRepair
 from reflexio_api import ReflexioSettings
 from reflexio_api.models import ServiceName
 from tasks import events
@@ -46,15 +43,8 @@ from tasks.server import (
 from tasks.settings import reflexio_settings
 
 
-class CheckNotRepaired(RuntimeError):
+class CheckNotRepaired(NotRepaired):
     """An unfinished prompt check on this server could not be undone; nothing else ran."""
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 @dataclass
@@ -140,24 +130,9 @@ def undo_and_forget(url: str, record: CheckRecord) -> Undo:
     return undo
 
 
-def repair_unfinished_check(url: str) -> str | None:
-    """Undo the unfinished prompt check on this server, if there is one (the caller holds the
-    server's lock). Returns what was done (None: there was none); CheckNotRepaired when the
-    check could not be undone."""
-    block = catalogue.check_record_block(url)
-    try:
-        record = load_record(url)
-    except RecordError as exc:
-        raise CheckNotRepaired(f"{exc} Nothing else was done.") from None
-    if record is None:
-        return None
-    _logger().warning(
-        "Found the record of an unfinished %s (Secret block '%s'); undoing it before "
-        "anything else.",
-        record.describe(),
-        block,
-    )
-    undo = undo_and_forget(url, record)
+def _undo(url: str, record: CheckRecord) -> tuple[str, bool]:
+    """Undo the dead check and say so in an event: what was done, and whether it is all."""
+    undo = undo_check(PrefectCheckOps(reflexio_settings(url)), record)
     events.emit(
         catalogue.EVENT_CHECK_UNDONE,
         url,
@@ -166,14 +141,21 @@ def repair_unfinished_check(url: str) -> str | None:
         done=undo.done,
         left=undo.left,
     )
-    if not undo.complete:
-        message = (
-            f"An unfinished {record.describe()} was found and could not be undone: "
-            f"{undo.sentence()} Its record (Secret block '{block}') is kept, so the next run "
-            "tries again. Nothing else was done."
-        )
-        _logger().error("%s", message)
-        raise CheckNotRepaired(message)
-    message = f"Undid an unfinished {record.describe()}: {undo.sentence()}"
-    _logger().warning("%s", message)
-    return message
+    return undo.sentence(), undo.complete
+
+
+def repair_unfinished_check(url: str) -> str | None:
+    """Undo the unfinished prompt check on this server, if there is one (the caller holds the
+    server's lock). Returns what was done (None: there was none); CheckNotRepaired when the
+    check could not be undone."""
+    return StoredRepair[CheckRecord](
+        noun="record",
+        verbs=("undoing", "undone", "Undid"),
+        block=catalogue.check_record_block(url),
+        load=lambda: load_record(url),
+        unreadable=RecordError,
+        describe=CheckRecord.describe,
+        act=lambda record: _undo(url, record),
+        forget=lambda: delete_record(url),
+        refused=CheckNotRepaired,
+    ).run()

@@ -6,13 +6,13 @@ Prefect global concurrency limit (1 slot), named from the server's identity
 they write. A second writer waits up to its `lock_timeout_s`, then ends Failed with
 `ServerBusy`'s message, having written nothing.
 
-An unfinished prompt check or regeneration is repaired first: right after the lock is
-taken, `flows.check_repair.repair_unfinished_check` looks for the record a prompt check
-keeps while it works on the server, and `flows.run_repair.repair_unfinished_run` for the
-journal a regeneration keeps; one that outlived its run's hold (the run died) is undone or
+An unfinished writer is repaired first: right after the lock is taken,
+`flows.run_repair.repair_on_lock` looks for the run journal a regeneration, restore,
+clear-user-data run or sweep keeps while it writes, and for the record a prompt check keeps
+(flows/check_repair.py); one that outlived its run's hold (the run died) is undone or
 finished before the run does anything else, and the run says so (`Held.repaired`). When it
-cannot be, the lock is released and `CheckNotRepaired` (or its `RunNotRepaired`) says why;
-nothing else was written.
+cannot be, the lock is released and `NotRepaired` (`CheckNotRepaired` or `RunNotRepaired`,
+flows/stored_repair.py) says why; nothing else was written.
 
 Re-entrant for its holder: a run that holds the lock can call flows that take it again (the
 undo of an unfinished prompt check runs restore-profiles inside the hold);
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,19 +44,18 @@ from typing import TypeVar
 from uuid import UUID
 
 import httpx
-from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
 )
-from prefect.exceptions import MissingContextError, ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Failed, State
 
 from deployments.catalogue import lock_name
-from flows.check_repair import CheckNotRepaired, repair_unfinished_check
 from flows.params import WriterParams
-from flows.run_repair import repair_unfinished_run
+from flows.run_repair import repair_on_lock
+from flows.stored_repair import NotRepaired, run_logger
 
 LEASE_S = 60.0
 """The lease's length (the Prefect API's minimum): a holder that dies frees the lock within
@@ -103,13 +101,6 @@ class Held:
 _HELD: contextvars.ContextVar[tuple[Held, ...]] = contextvars.ContextVar(
     "reflexio_server_locks", default=()
 )
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 def busy_message(name: str, url: str, timeout_s: float) -> str:
@@ -168,7 +159,7 @@ def _acquire(held: Held, timeout_s: float) -> UUID:
                 raise ServerBusy(busy_message(held.name, held.url, timeout_s))
             if not waiting:
                 waiting = True
-                _logger().info(
+                run_logger().info(
                     "Another writer holds the lock '%s' of %s; waiting up to %g s.",
                     held.name,
                     held.url,
@@ -222,9 +213,9 @@ class _Renewal:
                 reason = lost_reason(exc, time.monotonic() - renewed_at)
                 if reason is not None:
                     self._held.lost = reason
-                    _logger().warning("%s", self._held.lost_message())
+                    run_logger().warning("%s", self._held.lost_message())
                     return
-                _logger().warning(
+                run_logger().warning(
                     "Renewing the lock '%s' failed (%s); its lease lasts %g s from the last "
                     "renewal, trying again in %g s.",
                     self._held.name,
@@ -239,7 +230,7 @@ def _release(lease_id: UUID, held: Held) -> None:
         with get_client(sync_client=True) as client:
             client.release_concurrency_slots_with_lease(lease_id)
     except Exception as exc:
-        _logger().warning(
+        run_logger().warning(
             "Could not release the lock '%s' (%s); it frees itself when its lease ends, "
             "within %g s.",
             held.name,
@@ -251,7 +242,7 @@ def _release(lease_id: UUID, held: Held) -> None:
 @contextmanager
 def server_lock(url: str, timeout_s: float) -> Iterator[Held]:
     """Hold the lock of the server at `url` (ServerBusy after `timeout_s`); re-entrant. An
-    unfinished prompt check is undone first (CheckNotRepaired when it cannot be)."""
+    unfinished writer is repaired first (NotRepaired when it cannot be)."""
     name = lock_name(url)
     for held in _HELD.get():
         if held.name == name:  # this run already holds it: the outer hold covers us
@@ -263,11 +254,7 @@ def server_lock(url: str, timeout_s: float) -> Iterator[Held]:
     token = _HELD.set((*_HELD.get(), held))
     try:
         with _Renewal(lease_id, held):
-            repaired = [  # the journal first: a check's undo may run a restore, which journals
-                repair_unfinished_run(url, functools.partial(ensure_still_held, url)),
-                repair_unfinished_check(url),
-            ]
-            held.repaired = " ".join(filter(None, repaired)) or None
+            held.repaired = repair_on_lock(url, functools.partial(ensure_still_held, url))
             yield held
     finally:
         _HELD.reset(token)
@@ -298,8 +285,8 @@ def holds_server_lock(body: Callable[[P], State]) -> Callable[[P], State]:
         try:
             with server_lock(params.settings().url, params.lock_timeout_s) as held:
                 state = body(params)
-        except (ServerBusy, CheckNotRepaired) as exc:
-            _logger().error("%s", exc)
+        except (ServerBusy, NotRepaired) as exc:
+            run_logger().error("%s", exc)
             return Failed(message=str(exc))
         if held.repaired or held.lost:
             lost = held.lost_message() if held.lost else None

@@ -369,6 +369,20 @@ def _clean_names(values: list[str], what: str) -> list[str]:
 class SweepParams(WriterParams):
     """Manual generation per interaction source (the Prefect UI renders this as a form)."""
 
+    def run_again(self) -> dict[str, Any]:
+        """What the run journal keeps to finish this sweep (no server, no secret)."""
+        return self.model_dump(
+            mode="json",
+            include={
+                "sources",
+                "kinds",
+                "agent_versions",
+                "require_manual_trigger",
+                "manual_calls_per_minute",
+                "notification_block",
+            },
+        )
+
     sources: list[str] = Field(
         min_length=1,
         description="Interaction sources to sweep, in order (e.g. chat, email). One failing "

@@ -44,9 +44,10 @@ from deployments import catalogue
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import STALLED_STATE_NAME, make_engine, publish_summary, run_id, run_step
-from flows.check_repair import CheckNotRepaired, undo_and_forget
+from flows.check_repair import undo_and_forget
 from flows.lock import ServerBusy, server_lock
 from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
+from flows.stored_repair import NotRepaired
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks.check_record import delete_record, save_record
 from tasks.config import apply_config, read_config
@@ -270,7 +271,7 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
             result = _check_candidate(params, settings, candidate)
     except ServerBusy as exc:
         return _result(params, Verdict.BUSY, str(exc))
-    except CheckNotRepaired as exc:
+    except NotRepaired as exc:
         return _result(params, Verdict.ERROR, str(exc))
     if held.repaired:
         result.message = f"{held.repaired} {result.message}"

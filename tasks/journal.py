@@ -30,6 +30,22 @@ def delete_journal(url: str) -> None:
     delete_secret(run_journal_block(url))
 
 
+def run_again_journal(
+    url: str,
+    kind: Literal["restore", "clear_users", "sweep"],
+    flow_run_id: str,
+    parameters: dict[str, Any],
+) -> RunJournal:
+    """The journal of a run its repair runs again from its own parameters."""
+    return RunJournal(
+        server=server_key(url),
+        flow_run_id=flow_run_id,
+        kind=kind,
+        written_at=int(time.time()),
+        parameters=parameters,
+    )
+
+
 def journal_run_again(
     url: str,
     kind: Literal["restore", "clear_users"],
@@ -38,14 +54,7 @@ def journal_run_again(
 ) -> None:
     """Before a restore's or a clear-user-data run's first write: what to run again (these
     plan from the server's rows each time) if the run dies on the way."""
-    journal = RunJournal(
-        server=server_key(url),
-        flow_run_id=flow_run_id,
-        kind=kind,
-        written_at=int(time.time()),
-        parameters=parameters,
-    )
-    save_journal(url, journal)
+    save_journal(url, run_again_journal(url, kind, flow_run_id, parameters))
 
 
 class PrefectJournal:

@@ -17,6 +17,7 @@ What the real server (reflexio-ai 0.2.32) does, and why the code looks like this
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,13 +25,23 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from core.check_undo import CLOCK_SKEW_S
 from deployments.catalogue import PACED_ROUTES
 from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.errors import ReflexioError
+from reflexio_api.models import OperationStatus, ServiceName
 from tasks.pacing import paced_call, pacer_for
 from tasks.retry import retry_options
 
 SweepKind = Literal["profiles", "playbooks"]
+SERVICES: dict[SweepKind, ServiceName] = {
+    "profiles": "profile_generation",
+    "playbooks": "playbook_generation",
+}
+"""The server's operation slot each kind's manual generation shows itself in."""
+IDLE_WAIT_S = 600.0
+"""How long a repair waits for the manual generation a dead sweep left running."""
+IDLE_POLL_S = 3.0
 MANUAL_PROFILES_ROUTE = "manual_profile_generation"
 MANUAL_PLAYBOOKS_ROUTE = "manual_playbook_generation"
 SERVER_MANUAL_LIMIT_PER_MIN = PACED_ROUTES[MANUAL_PROFILES_ROUTE]
@@ -246,6 +257,40 @@ class StepResult:
             "paced_wait_s": round(self.waited_s, 1),
             "message": self.message,
         }
+
+
+def step_key(step: StepResult) -> str:
+    """How the run journal names a step."""
+    return f"{step.source}/{step.kind}/{step.agent_version}"
+
+
+def shows_step(status: OperationStatus | None, step: StepResult, since: int) -> bool:
+    """Whether a service's slot shows this step's manual generation, started after `since`
+    (epoch seconds, allowing for CLOCK_SKEW_S between the server's and the runner's clocks)."""
+    if status is None:
+        return False
+    sent = status.request_params
+    return (
+        sent.get("mode") == "manual_regular"
+        and sent.get("source") == step.source
+        and (step.kind == "profiles" or sent.get("agent_version") == step.agent_version)
+        and status.started_at >= since - CLOCK_SKEW_S
+    )
+
+
+@task(name="wait-for-generation-to-end", cache_policy=NO_CACHE, **retry_options())
+def wait_until_idle(
+    settings: ReflexioSettings, service: ServiceName, timeout_s: float = IDLE_WAIT_S
+) -> OperationStatus | None:
+    """The service's slot once no operation is in progress, or at the deadline (then still
+    in progress)."""
+    deadline = time.monotonic() + timeout_s
+    with ReflexioClient(settings) as client:
+        while True:
+            status = client.get_operation_status(service)
+            if status is None or status.status != "in_progress" or time.monotonic() > deadline:
+                return status
+            time.sleep(IDLE_POLL_S)
 
 
 def diff_profiles(before: Snapshot, after: Snapshot, step: StepResult) -> None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flows.params import SweepParams
-from flows.sweep import ARTIFACT_KEY, manual_sweep
+from flows.clear_users import clear_users
+from flows.params import ClearUsersParams, SweepParams
+from flows.sweep import ARTIFACT_KEY, PrefectSweepOps, manual_sweep
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
+from tasks.journal import load_journal
+from tasks.sweep import StepResult
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +44,22 @@ def manual_trigger_on(seeded_stack: LocalStack) -> Iterator[LocalStack]:
         yield seeded_stack
 
 
+def _alice_moves(client: ReflexioClient, source: str) -> None:
+    """Alice tells the agent new facts on `source` (extracted on publish only when
+    manual_trigger is off)."""
+    client.publish_interaction(
+        user_id="alice",
+        session_id="alice-moves",
+        source=source,
+        agent_version="v1",
+        interactions=[
+            {"role": "user", "content": "News: I moved to Lisbon and now learn Portuguese."},
+            {"role": "assistant", "content": "Understood, I will keep that in mind."},
+        ],
+        wait_for_response=True,
+    )
+
+
 def _summary(state: Any) -> dict[str, Any]:
     return state.result(raise_on_failure=False)
 
@@ -57,17 +77,7 @@ def test_sweep_happy_path_measures_each_step(manual_trigger_on: LocalStack, pref
     with _client(stack) as client:
         # New facts arrive on the EMAIL source; with manual_trigger on, publishing does not
         # extract them. The CHAT step will (H8: source does not filter interactions).
-        client.publish_interaction(
-            user_id="alice",
-            session_id="alice-moves",
-            source="email",
-            agent_version="v1",
-            interactions=[
-                {"role": "user", "content": "News: I moved to Lisbon and now learn Portuguese."},
-                {"role": "assistant", "content": "Understood, I will keep that in mind."},
-            ],
-            wait_for_response=True,
-        )
+        _alice_moves(client, "email")
         chat_before = len(client.list_profiles("current", source="chat"))
 
     state = manual_sweep(params=params, return_state=True)
@@ -191,3 +201,65 @@ def test_stalled_server_ends_failed_before_generating(stack: LocalStack, prefect
     assert state.is_failed()
     assert "billing_error" in state.message
     assert dict(seeded_stack.llm.state.calls) == calls_before
+
+
+def test_a_sweep_that_dies_after_its_first_source_is_finished_by_the_next_writer(
+    manual_trigger_on: LocalStack,
+    prefect_api: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+):
+    """The sweep dies as its second source's step starts (journaled as sent, never sent);
+    the next writer, a clear-user-data run of a user with no data, finishes it first: only
+    the email step runs, and what it makes carries the email stamp (had the chat step run
+    again first, the new facts would carry chat's). The unit tests
+    (tests/unit/flows/test_sweep_journal.py) cover the generation left running."""
+    stack = manual_trigger_on
+    sent: list[str | None] = []
+    real_generation = ReflexioClient.manual_profile_generation
+
+    def recorded(self: ReflexioClient, user_id: str | None = None, source: str | None = None):
+        sent.append(source)
+        return real_generation(self, user_id=user_id, source=source)
+
+    monkeypatch.setattr(ReflexioClient, "manual_profile_generation", recorded)
+    real_step = PrefectSweepOps.generate
+
+    def dies_on_email(self: PrefectSweepOps, step: StepResult, spacing_s: float) -> StepResult:
+        if step.source == "email":
+            raise RuntimeError("the sweep's process died here")
+        return real_step(self, step, spacing_s)
+
+    params = SweepParams(
+        sources=["chat", "email"],
+        kinds=["profiles"],
+        reflexio_url=stack.url,
+        manual_calls_per_minute=120,  # the session stack runs with rate limits off
+    )
+    with monkeypatch.context() as dying:
+        dying.setattr(PrefectSweepOps, "generate", dies_on_email)
+        assert manual_sweep(params=params, return_state=True).is_failed()
+    assert sent == ["chat"]
+    journal = load_journal(stack.url)
+    assert journal is not None and journal.kind == "sweep"
+    assert (journal.swept, journal.sweeping) == (("chat/profiles/",), "email/profiles/")
+
+    with _client(stack) as client:  # a user teaches something new meanwhile
+        _alice_moves(client, "chat")
+        before = {p.profile_id for p in client.list_profiles("current")}
+
+    state = clear_users(
+        ClearUsersParams(
+            user_ids=["nobody-has-this-id"], records_dir=str(tmp_path), reflexio_url=stack.url
+        ),
+        return_state=True,
+    )
+
+    assert state.is_completed(), state.message
+    assert state.message.startswith("Repaired an unfinished manual-generation-sweep")
+    assert sent == ["chat", "email"]  # the repair sent the email step only
+    with _client(stack) as client:
+        made = [p for p in client.list_profiles("current") if p.profile_id not in before]
+    assert made, "the email step extracts the new facts"
+    assert {p.source for p in made} == {"email"}
+    assert load_journal(stack.url) is None
