@@ -175,8 +175,8 @@ def _start_record(settings: ReflexioSettings, params: PromptChangeParams) -> Che
 
 
 def _check_kind(engine: Engine) -> CheckKind:
-    """The record's name for the engine's kind."""
-    return "profiles" if engine.kind.agent_version is None else "playbooks"
+    """The record's name for the engine's kind (the gate's)."""
+    return engine.kind.gate_kind
 
 
 def _upgrade_started(engine: Engine) -> UpgradeStarted:
