@@ -29,7 +29,7 @@ from tasks.server import (
 
 
 class KindCalls(Protocol):
-    """The server calls that differ between kinds."""
+    """The server calls that differ between kinds, on one server."""
 
     def listings(self, statuses: Sequence[Status]) -> Sequence[Status | None]:
         """The listings that read `statuses` (None: one listing of every status)."""
@@ -38,31 +38,25 @@ class KindCalls(Protocol):
     def listed(
         self, client: ReflexioClient, status: Status | None, page_size: int, expected: int | None
     ) -> Iterator[Sequence[Any]]:
-        """One listing's pages."""
+        """One listing's pages, read with `client`."""
         ...
 
-    def delete(self, settings: ReflexioSettings, ids: Iterable[str]) -> int: ...
+    def delete(self, ids: Iterable[str]) -> int: ...
     def start_rerun(
-        self,
-        settings: ReflexioSettings,
-        source: str | None,
-        start_time: datetime | None,
-        end_time: datetime | None,
+        self, source: str | None, start: datetime | None, end: datetime | None
     ) -> str: ...
-    def upgrade(
-        self, settings: ReflexioSettings, only_affected_users: bool, pending_before: int
-    ) -> dict[str, Any]: ...
-    def downgrade(
-        self, settings: ReflexioSettings, only_affected_users: bool
-    ) -> dict[str, Any]: ...
-    def add(self, settings: ReflexioSettings, rows: list[dict[str, Any]]) -> int: ...
-    def aggregate(self, settings: ReflexioSettings) -> str: ...
+    def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]: ...
+    def downgrade(self, only_affected_users: bool) -> dict[str, Any]: ...
+    def add(self, rows: list[dict[str, Any]]) -> int: ...
+    def aggregate(self) -> str: ...
 
 
 @dataclass(frozen=True)
 class ProfileCalls:
     """Profiles: listed one status at a time (each counted by the server), re-created
     with their ids."""
+
+    settings: ReflexioSettings
 
     def listings(self, statuses: Sequence[Status]) -> Sequence[Status | None]:
         return statuses
@@ -73,30 +67,22 @@ class ProfileCalls:
         assert status is not None  # one listing per status (listings)
         return client.iter_profiles(status, page_size=page_size, expected_total=expected)
 
-    def delete(self, settings: ReflexioSettings, ids: Iterable[str]) -> int:
-        return delete_profiles_in_batches(settings, sorted(ids))
+    def delete(self, ids: Iterable[str]) -> int:
+        return delete_profiles_in_batches(self.settings, sorted(ids))
 
-    def start_rerun(
-        self,
-        settings: ReflexioSettings,
-        source: str | None,
-        start_time: datetime | None,
-        end_time: datetime | None,
-    ) -> str:
-        return start_profile_rerun(settings, source, start_time, end_time)
+    def start_rerun(self, source: str | None, start: datetime | None, end: datetime | None) -> str:
+        return start_profile_rerun(self.settings, source, start, end)
 
-    def upgrade(
-        self, settings: ReflexioSettings, only_affected_users: bool, pending_before: int
-    ) -> dict[str, Any]:
-        return upgrade_profiles(settings, only_affected_users, pending_before)
+    def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
+        return upgrade_profiles(self.settings, only_affected_users, pending_before)
 
-    def downgrade(self, settings: ReflexioSettings, only_affected_users: bool) -> dict[str, Any]:
-        return downgrade_profiles(settings, only_affected_users)
+    def downgrade(self, only_affected_users: bool) -> dict[str, Any]:
+        return downgrade_profiles(self.settings, only_affected_users)
 
-    def add(self, settings: ReflexioSettings, rows: list[dict[str, Any]]) -> int:
-        return add_profiles(settings, rows)
+    def add(self, rows: list[dict[str, Any]]) -> int:
+        return add_profiles(self.settings, rows)
 
-    def aggregate(self, settings: ReflexioSettings) -> str:
+    def aggregate(self) -> str:
         raise TypeError("Profiles have no aggregation; only user playbooks are aggregated.")
 
 
@@ -105,6 +91,7 @@ class PlaybookCalls:
     """One agent_version's user playbooks: every status in one listing, re-created with
     new ids, aggregated after an upgrade."""
 
+    settings: ReflexioSettings
     agent_version: str
 
     def listings(self, statuses: Sequence[Status]) -> Sequence[Status | None]:
@@ -115,36 +102,28 @@ class PlaybookCalls:
     ) -> Iterator[Sequence[Any]]:
         return client.iter_user_playbooks(status=status, agent_version=self.agent_version)
 
-    def delete(self, settings: ReflexioSettings, ids: Iterable[str]) -> int:
-        return delete_user_playbooks_in_batches(settings, sorted(int(i) for i in ids))
+    def delete(self, ids: Iterable[str]) -> int:
+        return delete_user_playbooks_in_batches(self.settings, sorted(int(i) for i in ids))
 
-    def start_rerun(
-        self,
-        settings: ReflexioSettings,
-        source: str | None,
-        start_time: datetime | None,
-        end_time: datetime | None,
-    ) -> str:
-        return start_playbook_rerun(settings, self.agent_version, source, start_time, end_time)
+    def start_rerun(self, source: str | None, start: datetime | None, end: datetime | None) -> str:
+        return start_playbook_rerun(self.settings, self.agent_version, source, start, end)
 
-    def upgrade(
-        self, settings: ReflexioSettings, only_affected_users: bool, pending_before: int
-    ) -> dict[str, Any]:
-        return upgrade_user_playbooks(settings, self.agent_version, pending_before)
+    def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
+        return upgrade_user_playbooks(self.settings, self.agent_version, pending_before)
 
-    def downgrade(self, settings: ReflexioSettings, only_affected_users: bool) -> dict[str, Any]:
-        return downgrade_user_playbooks(settings, self.agent_version)
+    def downgrade(self, only_affected_users: bool) -> dict[str, Any]:
+        return downgrade_user_playbooks(self.settings, self.agent_version)
 
-    def add(self, settings: ReflexioSettings, rows: list[dict[str, Any]]) -> int:
-        return add_user_playbooks(settings, rows)
+    def add(self, rows: list[dict[str, Any]]) -> int:
+        return add_user_playbooks(self.settings, rows)
 
-    def aggregate(self, settings: ReflexioSettings) -> str:
-        return run_playbook_aggregation(settings, self.agent_version)
+    def aggregate(self) -> str:
+        return run_playbook_aggregation(self.settings, self.agent_version)
 
 
-def calls_for(kind: Kind) -> KindCalls:
-    """The server calls of `kind`."""
+def calls_for(kind: Kind, settings: ReflexioSettings) -> KindCalls:
+    """The server calls of `kind` on the server of `settings`."""
     if kind.name == "profiles":
-        return ProfileCalls()
+        return ProfileCalls(settings)
     assert kind.agent_version is not None
-    return PlaybookCalls(kind.agent_version)
+    return PlaybookCalls(settings, kind.agent_version)

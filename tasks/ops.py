@@ -73,7 +73,7 @@ def _pages(
     client: ReflexioClient, kind: Kind, request: ReadRequest, counts: Counts | None
 ) -> Iterator[Page]:
     """Pages of every requested status, as plain dicts with their status stamped."""
-    calls = calls_for(kind)
+    calls = calls_for(kind, client.settings)
     for status in calls.listings(request.statuses):
         expected = getattr(counts, status) if counts is not None and status else None
         for page in calls.listed(client, status, page_size(expected or 0), expected):
@@ -161,7 +161,7 @@ class PrefectOps:
     @cached_property
     def calls(self) -> KindCalls:
         """The server calls of this kind."""
-        return calls_for(self.kind)
+        return calls_for(self.kind, self.settings)
 
     def check_stall(self) -> tuple[Stall | None, str]:
         return check_stall(self.settings, self.notification_block)
@@ -180,13 +180,13 @@ class PrefectOps:
 
     def delete(self, ids: Collection[str]) -> int:
         self.before_write()
-        return self.calls.delete(self.settings, ids)
+        return self.calls.delete(ids)
 
     def start_rerun(
         self, source: str | None, start_time: datetime | None, end_time: datetime | None
     ) -> str:
         self.before_write()
-        return self.calls.start_rerun(self.settings, source, start_time, end_time)
+        return self.calls.start_rerun(source, start_time, end_time)
 
     def wait(self, operation_id: str, timeout_s: float, artifact_key: str) -> OperationStatus:
         return wait_for_operation(
@@ -223,19 +223,19 @@ class PrefectOps:
 
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
         self.before_write()
-        return self.calls.upgrade(self.settings, only_affected_users, pending_before)
+        return self.calls.upgrade(only_affected_users, pending_before)
 
     def downgrade(self, only_affected_users: bool) -> dict[str, Any]:
         self.before_write()
-        return self.calls.downgrade(self.settings, only_affected_users)
+        return self.calls.downgrade(only_affected_users)
 
     def recreate(self, rows: Iterable[dict[str, Any]]) -> int:
         self.before_write()
-        return sum(self.calls.add(self.settings, b) for b in in_batches(rows, RECREATE_BATCH))
+        return sum(self.calls.add(batch) for batch in in_batches(rows, RECREATE_BATCH))
 
     def aggregate(self) -> str:
         self.before_write()
-        return self.calls.aggregate(self.settings)
+        return self.calls.aggregate()
 
     def notify(self, subject: str, body: str) -> None:
         send_notification(self.notification_block, subject, body)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from core.kinds import PROFILES, STATUSES, user_playbooks
 from core.sinks import ReadRequest
+from reflexio_api import ReflexioSettings
 from reflexio_api.models import Profile, UserPlaybook
 from tasks.kind_calls import PlaybookCalls, ProfileCalls, calls_for
 from tasks.ops import _pages
@@ -18,6 +19,7 @@ class Listings:
     status for a listing of every status, else one row that carries no status."""
 
     def __init__(self) -> None:
+        self.settings = ReflexioSettings()
         self.asked: list[tuple[str, str | None]] = []
 
     def iter_profiles(self, status: str, **_: object) -> Iterator[list[Profile]]:
@@ -57,8 +59,9 @@ def pages(kind, statuses) -> tuple[list[tuple[str, str | None]], list[dict]]:
 
 
 def test_each_kind_gets_its_own_calls():
-    assert calls_for(PROFILES) == ProfileCalls()
-    assert calls_for(user_playbooks("v2")) == PlaybookCalls("v2")
+    settings = ReflexioSettings()
+    assert calls_for(PROFILES, settings) == ProfileCalls(settings)
+    assert calls_for(user_playbooks("v2"), settings) == PlaybookCalls(settings, "v2")
 
 
 def test_profiles_are_listed_one_status_at_a_time_each_row_stamped_with_it():
