@@ -1,6 +1,8 @@
 """What a regeneration works on: profiles, or one agent_version's user playbooks.
 
-The engine runs the same steps for both; every difference between them is data here.
+The engine runs the same phases for both; every difference between them is data here,
+but for the server calls that read and write them (tasks/kind_calls.py, one small adapter
+per kind).
 """
 
 from __future__ import annotations
@@ -40,27 +42,14 @@ class Kind:
     """get_profile_statistics counts this kind, so a listing can be proven by counts."""
     recreate_keeps_ids: bool
     """add_user_profiles stores a row with its id; add_user_playbook assigns a new one."""
-
-    @property
-    def label(self) -> str:
-        """Words for messages, e.g. 'profiles' or 'user playbooks of v1'."""
-        if self.agent_version is None:
-            return "profiles"
-        return f"user playbooks of {self.agent_version}"
-
-    @property
-    def backup_kind(self) -> str:
-        """The file-name kind of this kind's backups."""
-        if self.agent_version is None:
-            return "profiles"
-        return f"user-playbooks-{self.agent_version}"
+    label: str
+    """Words for messages, e.g. 'profiles' or 'user playbooks of v1'."""
+    artifact_stem: str
+    """The start of a run's artifact keys, e.g. 'profile-regen' or 'playbook-regen-v1'."""
 
     def artifact_prefix(self, url: str) -> str:
         """Artifact keys of a run, e.g. 'profile-regen-127-0-0-1-8081'."""
-        if self.agent_version is None:
-            return f"profile-regen-{server_slug(url)}"
-        version = "".join(c if c.isalnum() else "-" for c in self.agent_version.lower())
-        return f"playbook-regen-{version}-{server_slug(url)}"
+        return f"{self.artifact_stem}-{server_slug(url)}"
 
     def row_id(self, row: Mapping[str, Any]) -> str:
         """A row's id as text (user playbook ids are integers on the server)."""
@@ -89,11 +78,14 @@ PROFILES = Kind(
     upgrade_may_spare_unaffected_users=True,
     counted_by_server=True,
     recreate_keeps_ids=True,
+    label="profiles",
+    artifact_stem="profile-regen",
 )
 
 
 def user_playbooks(agent_version: str) -> Kind:
     """The kind of one agent_version's user playbooks."""
+    version = "".join(c if c.isalnum() else "-" for c in agent_version.lower())
     return Kind(
         name="user_playbooks",
         gate_kind="playbooks",
@@ -107,6 +99,8 @@ def user_playbooks(agent_version: str) -> Kind:
         upgrade_may_spare_unaffected_users=False,
         counted_by_server=False,
         recreate_keeps_ids=False,
+        label=f"user playbooks of {agent_version}",
+        artifact_stem=f"playbook-regen-{version}",
     )
 
 

@@ -1,10 +1,19 @@
 """One regeneration engine for profiles and for one agent_version's user playbooks.
 
-stall check -> guard -> read every row once (complete, proven listings) into the backup
-file (fsynced before the first write) and the gate's baseline -> stale-PENDING guard ->
-rerun (wait on the operation by id) -> read the candidate -> gate -> (an operator's approval,
-when the gate warned and the run asks, or always with require_approval) -> upgrade -> verify
-by ids, with a rollback to the backup when anything from the upgrade on fails.
+A run is five phases, each a public method that `run` composes (a caller may compose its
+own: the prompt check ends with a step that keeps the candidate, flows/prompt_change.py):
+
+- prepare: stall check, no operation running, every row read once (complete, proven
+  listings) into the backup file (fsynced before the first write) and the gate's
+  baseline, stale-PENDING guard;
+- candidate: the rerun (waited on by operation id) writes the candidate PENDING;
+- gate: read the candidate, gate it (then an operator's approval, when the gate warned
+  and the run asks, or always with require_approval);
+- promote: the ids the upgrade will touch saved and journaled, then the upgrade;
+- verify: by ids, then the live and out-of-scope rows it archived made CURRENT again;
+
+plus undo: when anything from the upgrade on fails, establish from the server what the
+upgrade did and put back only that (and `resume`, the same for a run that died).
 
 The engine decides; every server call, artifact, event and backup location goes through
 a `ServerOps` (tasks/ops.py runs them as Prefect tasks; unit tests pass an in-memory
@@ -18,7 +27,7 @@ result (what it did, what still differs) decides the message the run ends with.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
@@ -159,12 +168,24 @@ def as_current(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class KeptCandidate:
-    """A candidate the gate let through, kept PENDING; the state it was (last) read in."""
+class Judged:
+    """A candidate the gate let through (and an operator approved, when asked): its
+    verdict, and every status's ids and live rows as last read."""
 
     gate: GateOutcome
     state: IdSnapshot
     live: LiveRows
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """An upgrade the server answered: the candidate it was sent for, what it must have
+    done, the rows to make CURRENT again after it, and the ids it touched."""
+
+    judged: Judged
+    expected: ExpectedState
+    keep: KeepPlan
+    touched: TouchedIds
 
 
 @dataclass
@@ -175,10 +196,6 @@ class Engine:
     params: RunParams
     summary: RunSummary
     run_id: str
-    keep_candidate: bool = False
-    """Gate only: a candidate the gate lets through stays PENDING (`kept`) for
-    `upgrade_kept`, so a caller can gate several kinds before upgrading any."""
-    kept: KeptCandidate | None = field(default=None, init=False)
     backup: BackupInfo | None = field(default=None, init=False)
     before: IdSnapshot = field(default_factory=IdSnapshot, init=False)
     """Every id per status when the run started (what the backup holds)."""
@@ -265,61 +282,179 @@ class Engine:
             self.journal.clear()
         self.entry = None
 
-    # --- the steps -----------------------------------------------------------------------
+    # --- the run: its phases in order ----------------------------------------------------
 
     def run(self) -> RegenerationOutcome:
-        """Every step, in order (see the module docstring); the journal is removed when the
-        run leaves the server consistent, and kept for the next writer otherwise (an
-        exception, a kill, residue)."""
-        outcome = self.steps()
+        """Every phase: prepare -> candidate -> gate -> promote -> verify."""
+        return self.run_to(self.promote_and_verify)
+
+    def run_to(self, last: Callable[[Judged], RegenerationOutcome]) -> RegenerationOutcome:
+        """prepare -> candidate -> gate, then `last` with the candidate the gate let
+        through: promote and verify, or a caller's own step (the prompt check keeps the
+        candidate to promote every kind or none). A failure after the rerun and before an
+        upgrade is sent leaves the candidate as a blocked gate leaves it. The journal is
+        removed when the run leaves the server consistent, and kept for the next writer
+        otherwise (an exception, a kill, residue)."""
+        outcome = self.phases(last)
         if outcome.decision is not Decision.ERROR and not self.left_unfinished:
             self.clear_journal()
         return outcome
 
-    def steps(self) -> RegenerationOutcome:
-        """Every step, in order; see the module docstring."""
+    def phases(self, last: Callable[[Judged], RegenerationOutcome]) -> RegenerationOutcome:
+        """The phases in order, up to the first that ends the run (see `run_to`)."""
+        baseline = self.prepare()
+        if isinstance(baseline, RegenerationOutcome):
+            return baseline
+        failed = self.candidate()
+        if failed is not None:
+            return failed
+        try:
+            judged = self.gate(baseline)
+            return judged if isinstance(judged, RegenerationOutcome) else last(judged)
+        except Exception as exc:
+            if self.upgrade_sent:
+                raise
+            return self.stopped_before_upgrade(exc)
+
+    def promote_and_verify(self, judged: Judged) -> RegenerationOutcome:
+        """The last two phases: upgrade the candidate, then verify what the server did."""
+        promoted = self.promote(judged)
+        return promoted if isinstance(promoted, RegenerationOutcome) else self.verify(promoted)
+
+    # --- the phases ----------------------------------------------------------------------
+
+    def prepare(self) -> pd.DataFrame | RegenerationOutcome:
+        """No stall, no operation running, every row read once into the backup (fsynced
+        before any write) and the gate's baseline, stale PENDING refused or deleted (H5).
+        Returns the baseline (the CURRENT rows in scope), or the outcome of a stall."""
         stall, note = self.ops.check_stall()
         if stall is not None:
             return self.outcome(Decision.STALLED, f"{stall.message} ({note})")
         self.ops.refuse_if_running()
         before = self.read_and_back_up()
         self.guard_stale_pending(before.snapshot)
+        assert before.baseline is not None
+        return before.baseline
 
+    def candidate(self) -> RegenerationOutcome | None:
+        """The rerun writes the candidate PENDING; None when every rerun completed, else
+        the outcome (failed, stalled, timed out: nothing upgraded)."""
         failed = self.rerun()
-        if failed is not None:
-            return failed
-        self.ops.clear_inferred_stall()
-        try:
-            return self.judge_and_promote(before.baseline)
-        except Exception as exc:
-            if self.upgrade_sent:
-                raise
-            return self.stopped_before_upgrade(exc)
+        if failed is None:
+            self.ops.clear_inferred_stall()
+        return failed
 
-    def judge_and_promote(self, baseline: pd.DataFrame | None) -> RegenerationOutcome:
-        """After the rerun: read the candidate, gate against `baseline` (the CURRENT rows
-        before), ask, upgrade (see the module docstring)."""
+    def gate(self, baseline: pd.DataFrame) -> Judged | RegenerationOutcome:
+        """Read the candidate, gate it against `baseline`, ask an operator when the run
+        must. Returns the candidate let through, or the outcome of a run that ends here
+        (nothing to do, gate blocked, dry run, not approved)."""
         after_rerun = self.read_after_rerun(candidate=True)
-        assert after_rerun.candidate is not None and baseline is not None
-        assert after_rerun.live is not None
+        assert after_rerun.candidate is not None and after_rerun.live is not None
         state = after_rerun.snapshot
         if after_rerun.candidate.empty and baseline.empty:
             return self.outcome(
                 Decision.NOTHING_TO_DO, f"No {self.kind.label} before or after the rerun."
             )
-
-        gate = self.gate(after_rerun.candidate, self.baseline_at_stake(baseline, state))
+        gate = self.run_gate(after_rerun.candidate, self.baseline_at_stake(baseline, state))
         if gate.blocked or self.params.dry_run:
             return self.not_upgraded(gate, state)
+        judged = Judged(gate, state, after_rerun.live)
         why = self.approval_reason(gate)
-        if why is not None:
-            if not self.ask_approval(gate, why).approved:
-                return self.not_upgraded(gate, state)
-            # The answer may have taken hours: what users wrote meanwhile is live too.
-            after_rerun = self.read_after_rerun(candidate=False)
-            assert after_rerun.live is not None
-            state = after_rerun.snapshot
-        return self.upgrade(gate, state, after_rerun.live)
+        if why is None:
+            return judged
+        if not self.ask_approval(gate, why).approved:
+            return self.not_upgraded(gate, state)
+        # The answer may have taken hours: what users wrote meanwhile is live too.
+        return self.read_again(judged)
+
+    def promote(self, judged: Judged) -> Promoted | RegenerationOutcome:
+        """Save the live rows and the ids the upgrade will touch, journal them, upgrade.
+        Returns the upgrade to verify, or the outcome of one not sent (too many rows to
+        keep CURRENT), undetermined, or failed (then undone)."""
+        gate, state = judged.gate, judged.state
+        only_affected = self.only_affected_users
+        expected = expected_after_upgrade(self.kind, state, only_affected)
+        keep = rows_to_keep(judged.live, expected.archived)
+        if len(keep.ids) > self.params.max_rows_to_keep:
+            return self.not_upgraded(gate, state, too_many=keep)
+        self.save_live_rows(judged.live)
+        self.announce(keep)
+        touched = self.touched(expected, keep)  # written before the upgrade: for restore
+        self.journal_candidate()
+        assert self.entry is not None
+        live_file = self.live_backup.manifest_path if self.live_backup else None
+        self.write_journal(self.entry.upgrading(touched.ids_file, live_file))
+        self.upgrade_sent = True
+        try:
+            result = self.ops.upgrade(only_affected, len(expected.promoted))
+        except UpgradeUndetermined as exc:
+            message = f"{exc} Backup: {self.summary.backup_path}."
+            return self.outcome(Decision.ERROR, message, gate=gate)
+        except Exception as exc:
+            return self.undo(self.reason(exc), gate, state)
+        self.summary.note(f"Upgrade: {result.get('message')}")
+        return Promoted(judged, expected, keep, touched)
+
+    def verify(self, promoted: Promoted) -> RegenerationOutcome:
+        """Check by id what the upgrade did, then make the live and out-of-scope rows it
+        archived CURRENT again; undo it when any of that fails. Then aggregation
+        (playbooks) and the pass notification."""
+        gate, state, live = promoted.judged.gate, promoted.judged.state, promoted.judged.live
+        expected, keep, touched = promoted.expected, promoted.keep, promoted.touched
+        saved = self.before.all_ids() | set(live.rows)
+        known = frozenset(state.all_ids())
+        try:
+            after = self.read_after_upgrade(known)
+        except (ListingNotProven, IncompleteListing) as exc:
+            self.left_unfinished = True
+            message = (
+                f"Upgraded, but the rows after it could not be proven complete in two reads "
+                f"({exc}); the upgrade is not rolled back on that alone. The run journal is "
+                "kept: the next writer on this server checks the upgrade by id and keeps or "
+                f"undoes it. Backup: {self.summary.backup_path}."
+            )
+            return self.outcome(Decision.ERROR, message, gate=gate)
+        except Exception as exc:
+            return self.undo(self.reason(exc), gate, state)
+        try:
+            self.summary.counts_after = after.snapshot.counts().as_dict()
+            verify_ids(expected, after.snapshot, saved, known=known)
+        except Exception as exc:
+            return self.undo(self.reason(exc), gate, state)
+        gone = vanished_ids(expected, after.snapshot)
+        if gone:
+            self.summary.note(
+                f"{len(gone)} row(s) the upgrade left in place are gone since (a user, dedup "
+                f"or expiry removed them; not the upgrade's doing): {name_ids(gone)}"
+            )
+        assert after.live is not None
+        late = [r for r in after.live.rows.values() if row_status(r) == "archived"]
+        try:
+            kept = self.make_current_again(keep, live, late, known | after.snapshot.all_ids())
+        except (ReflexioError, RuntimeError) as exc:
+            reason = f"the rows to keep CURRENT were not all made CURRENT again: {exc}"
+            return self.undo(reason, gate, state)
+        self.clear_journal()  # upgraded and verified: what follows needs no repair
+        self.ops.emit(
+            catalogue.EVENT_UPGRADED,
+            kind=self.kind.name,
+            agent_version=self.kind.agent_version,
+            promoted=touched.promoted,
+            archived=touched.archived,
+            deleted=touched.deleted,
+            kept_current=touched.kept_current,
+            backup=self.summary.backup_path,
+            counts_after=self.summary.counts_after,
+        )
+        message = (
+            f"Upgraded: {touched.promoted} {self.kind.label} promoted, {touched.archived} "
+            f"archived, {touched.deleted} old ARCHIVED deleted (all in the backup); verified "
+            f"by id. Gate {gate.verdict}. Backup: {self.summary.backup_path}."
+        )
+        outcome = self.outcome(Decision.UPGRADED, f"{message}{kept}", gate=gate, touched=touched)
+        return self.after_upgrade(outcome)
+
+    # --- what the phases are made of -----------------------------------------------------
 
     def read_after_rerun(self, candidate: bool) -> Reading:
         """Every status again, picking out the live rows (and the candidate's frame)."""
@@ -330,6 +465,13 @@ class Engine:
                 live=LiveRule(self.before.all_ids(), self.rerun_started_at, self.scope),
             )
         )
+
+    def read_again(self, judged: Judged) -> Judged:
+        """The candidate with every status read again: rows users wrote since it was
+        judged are live rows too."""
+        reading = self.read_after_rerun(candidate=False)
+        assert reading.live is not None
+        return replace(judged, state=reading.snapshot, live=reading.live)
 
     @property
     def scope(self) -> Scope:
@@ -509,7 +651,7 @@ class Engine:
             )
         return at_stake
 
-    def gate(self, candidate: pd.DataFrame, baseline: pd.DataFrame) -> GateOutcome:
+    def run_gate(self, candidate: pd.DataFrame, baseline: pd.DataFrame) -> GateOutcome:
         """Run the gate; note its sentence and emit gate passed/failed."""
         report = self.ops.gate(
             candidate,
@@ -599,86 +741,6 @@ class Engine:
         message = f"Dry run: gate verdict {gate.verdict}; nothing was upgraded. {leftover}"
         return self.outcome(Decision.DRY_RUN, message, gate=gate)
 
-    def upgrade(self, gate: GateOutcome, state: IdSnapshot, live: LiveRows) -> RegenerationOutcome:
-        """Save the live rows and the ids the upgrade will touch, upgrade, verify by ids,
-        then make the live and out-of-scope rows it archived CURRENT again; roll back when
-        any of it fails."""
-        if self.keep_candidate:
-            return self.keep_for_later(gate, state, live)
-        only_affected = self.only_affected_users
-        expected = expected_after_upgrade(self.kind, state, only_affected)
-        keep = rows_to_keep(live, expected.archived)
-        if len(keep.ids) > self.params.max_rows_to_keep:
-            return self.not_upgraded(gate, state, too_many=keep)
-        self.save_live_rows(live)
-        self.announce(keep)
-        touched = self.touched(expected, keep)  # written before the upgrade: for restore
-        saved = self.before.all_ids() | set(live.rows)
-        self.journal_candidate()
-        assert self.entry is not None
-        live_file = self.live_backup.manifest_path if self.live_backup else None
-        self.write_journal(self.entry.upgrading(touched.ids_file, live_file))
-        self.upgrade_sent = True
-        try:
-            result = self.ops.upgrade(only_affected, len(expected.promoted))
-        except UpgradeUndetermined as exc:
-            message = f"{exc} Backup: {self.summary.backup_path}."
-            return self.outcome(Decision.ERROR, message, gate=gate)
-        except Exception as exc:
-            return self.undo(self.reason(exc), gate, state)
-        self.summary.note(f"Upgrade: {result.get('message')}")
-        known = frozenset(state.all_ids())
-        try:
-            after = self.read_after_upgrade(known)
-        except (ListingNotProven, IncompleteListing) as exc:
-            self.left_unfinished = True
-            message = (
-                f"Upgraded, but the rows after it could not be proven complete in two reads "
-                f"({exc}); the upgrade is not rolled back on that alone. The run journal is "
-                "kept: the next writer on this server checks the upgrade by id and keeps or "
-                f"undoes it. Backup: {self.summary.backup_path}."
-            )
-            return self.outcome(Decision.ERROR, message, gate=gate)
-        except Exception as exc:
-            return self.undo(self.reason(exc), gate, state)
-        try:
-            self.summary.counts_after = after.snapshot.counts().as_dict()
-            verify_ids(expected, after.snapshot, saved, known=known)
-        except Exception as exc:
-            return self.undo(self.reason(exc), gate, state)
-        gone = vanished_ids(expected, after.snapshot)
-        if gone:
-            self.summary.note(
-                f"{len(gone)} row(s) the upgrade left in place are gone since (a user, dedup "
-                f"or expiry removed them; not the upgrade's doing): {name_ids(gone)}"
-            )
-        assert after.live is not None
-        late = [r for r in after.live.rows.values() if row_status(r) == "archived"]
-        try:
-            kept = self.make_current_again(keep, live, late, known | after.snapshot.all_ids())
-        except (ReflexioError, RuntimeError) as exc:
-            reason = f"the rows to keep CURRENT were not all made CURRENT again: {exc}"
-            return self.undo(reason, gate, state)
-        self.clear_journal()  # upgraded and verified: what follows needs no repair
-        self.ops.emit(
-            catalogue.EVENT_UPGRADED,
-            kind=self.kind.name,
-            agent_version=self.kind.agent_version,
-            promoted=touched.promoted,
-            archived=touched.archived,
-            deleted=touched.deleted,
-            kept_current=touched.kept_current,
-            backup=self.summary.backup_path,
-            counts_after=self.summary.counts_after,
-        )
-        message = (
-            f"Upgraded: {touched.promoted} {self.kind.label} promoted, {touched.archived} "
-            f"archived, {touched.deleted} old ARCHIVED deleted (all in the backup); verified "
-            f"by id. Gate {gate.verdict}. Backup: {self.summary.backup_path}."
-        )
-        outcome = self.outcome(Decision.UPGRADED, f"{message}{kept}", gate=gate, touched=touched)
-        return self.after_upgrade(outcome)
-
     def read_after_upgrade(self, known: frozenset[str]) -> Reading:
         """Every status after the upgrade; a reading a busy server kept from being proven
         complete is read once more before anything is concluded from it."""
@@ -688,38 +750,6 @@ class Engine:
         except (ListingNotProven, IncompleteListing) as exc:
             self.summary.note(f"The read after the upgrade was not proven ({exc}); read again.")
             return self.ops.read(request)
-
-    def keep_for_later(
-        self, gate: GateOutcome, state: IdSnapshot, live: LiveRows
-    ) -> RegenerationOutcome:
-        """Gate only: leave the candidate PENDING, untouched, for `upgrade_kept`."""
-        self.kept = KeptCandidate(gate, state, live)
-        message = (
-            f"Gate verdict {gate.verdict}: the candidate's {len(state.pending)} PENDING "
-            f"{self.kind.label} are kept for an upgrade decided later; nothing was upgraded."
-        )
-        return self.outcome(Decision.CANDIDATE_KEPT, message, gate=gate)
-
-    def upgrade_kept(self) -> RegenerationOutcome:
-        """Upgrade the candidate `keep_for_later` kept: every status is read again (rows users wrote
-        since the gate are live rows), then the upgrade, verification and rollback."""
-        assert self.kept is not None
-        reading = self.ops.read(
-            ReadRequest(
-                statuses=STATUSES,
-                live=LiveRule(self.before.all_ids(), self.rerun_started_at, self.scope),
-            )
-        )
-        assert reading.live is not None
-        self.kept = replace(self.kept, state=reading.snapshot, live=reading.live)
-        self.keep_candidate = False
-        return self.upgrade(self.kept.gate, reading.snapshot, reading.live)
-
-    def undo_upgrade(self, reason: str) -> RegenerationOutcome:
-        """Roll back what `upgrade_kept` upgraded and verified (another kind could not be
-        upgraded): the rollback a failed verification gets."""
-        assert self.kept is not None
-        return self.undo(reason, self.kept.gate, self.kept.state)
 
     def rollback_target(self, state: IdSnapshot) -> dict[str, Status]:
         """Id -> status a rollback must restore: the rows as the upgrade found them, and
@@ -848,6 +878,8 @@ class Engine:
             except RuntimeError as exc:
                 self.summary.note(str(exc))
         return outcome
+
+    # --- undo: put back what a failed upgrade did ------------------------------------------
 
     def saved_rows(self, ids: Collection[str]) -> Iterator[dict[str, Any]]:
         """The saved rows with these ids: from the live-rows file first (newer), then the

@@ -5,10 +5,12 @@ that died) -> stall check -> the check's record on the Prefect API: the original
 PENDING ids already there, the CURRENT playbooks (tasks/check_record.py) -> apply the
 candidate -> every gate: profiles, then the playbooks of an agent_version -> decide.
 
-With ``promote`` every gate runs first, each candidate kept PENDING; only when all of them
-pass are profiles upgraded, then playbooks, each verified by id; when one upgrade fails, the
-kinds already upgraded are rolled back too: both kinds are promoted, or neither. Aggregation
-follows a promotion. Without ``promote`` each regeneration runs dry.
+Each kind runs the engine's phases up to its gate (prepare -> candidate -> gate,
+core/regeneration.py); without ``promote`` they run dry, and with it the check's own step
+keeps each candidate the gate let through PENDING (`KindRun`). Only when every gate passed
+does each kind run the engine's promote and verify phases, profiles then playbooks; when
+one upgrade fails, the engine's undo rolls back the kinds already upgraded: both kinds are
+promoted, or neither. Aggregation follows a promotion.
 
 When the candidate is not promoted the check undoes itself exactly as the next run on the
 server would undo a check that died (core/check_undo.py): original config back, the check's
@@ -23,6 +25,7 @@ The verdict is the flow's final state and, through ``flows.cli``, the process ex
 import json
 import socket
 import time
+from dataclasses import dataclass
 from enum import IntEnum
 from functools import partial
 from pathlib import Path
@@ -39,7 +42,7 @@ from core.check_undo import Undo
 from core.identity import server_key
 from core.kinds import PROFILES, user_playbooks
 from core.outcome import Decision, RegenerationOutcome
-from core.regeneration import Engine
+from core.regeneration import Engine, Judged
 from deployments import catalogue
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
@@ -111,9 +114,51 @@ Runs = list[tuple[str, RegenerationOutcome]]
 """Each regeneration's name and latest outcome, in the order they ran."""
 
 
-def _engines(params: PromptChangeParams, settings: ReflexioSettings) -> list[tuple[str, Engine]]:
-    """One engine per kind the check regenerates: dry runs, or (promote) gate-only runs
-    that keep their candidate PENDING."""
+@dataclass
+class KindRun:
+    """One kind the check regenerates: its engine, and the candidate its gate let through,
+    kept PENDING until every kind's gate has passed."""
+
+    name: str
+    engine: Engine
+    kept: Judged | None = None
+
+    def gate(self) -> RegenerationOutcome:
+        """The engine's phases up to its gate (a dry run ends there), then, in place of
+        promote and verify, the candidate kept PENDING."""
+        return run_step(self.engine, partial(self.engine.run_to, self.keep))
+
+    def keep(self, judged: Judged) -> RegenerationOutcome:
+        """Leave the candidate the gate let through PENDING, untouched, for `promote`."""
+        self.kept = judged
+        message = (
+            f"Gate verdict {judged.gate.verdict}: the candidate's {len(judged.state.pending)} "
+            f"PENDING {self.engine.kind.label} are kept for an upgrade decided later; "
+            "nothing was upgraded."
+        )
+        return self.engine.outcome(Decision.CANDIDATE_KEPT, message, gate=judged.gate)
+
+    def promote(self) -> RegenerationOutcome:
+        """The engine's promote and verify phases for the kept candidate, every status read
+        again first (rows users wrote since the gate are live rows)."""
+        return run_step(self.engine, self._read_again_and_promote)
+
+    def _read_again_and_promote(self) -> RegenerationOutcome:
+        assert self.kept is not None
+        self.kept = self.engine.read_again(self.kept)
+        return self.engine.promote_and_verify(self.kept)
+
+    def undo(self, reason: str) -> RegenerationOutcome:
+        """The engine's undo of what `promote` upgraded and verified (another kind could
+        not be upgraded): the rollback a failed verification gets."""
+        assert self.kept is not None
+        undo = partial(self.engine.undo, reason, self.kept.gate, self.kept.state)
+        return run_step(self.engine, undo)
+
+
+def _kind_runs(params: PromptChangeParams, settings: ReflexioSettings) -> list[KindRun]:
+    """One regeneration per kind the check regenerates: dry runs, or (promote) runs that
+    keep their candidate PENDING after the gate."""
     common: dict[str, Any] = {
         "reflexio_url": settings.url,
         "dry_run": not params.promote,
@@ -125,27 +170,21 @@ def _engines(params: PromptChangeParams, settings: ReflexioSettings) -> list[tup
         "operation_timeout_s": params.operation_timeout_s,
         "lock_timeout_s": params.lock_timeout_s,
     }
-    engines: list[tuple[str, Engine]] = []
+    runs: list[KindRun] = []
     if params.regenerate_profiles:
         engine = make_engine(
             PROFILES, RegenerationParams(**common), "Profile regeneration", journaled=False
         )
-        engines.append(("profiles", engine))
+        runs.append(KindRun("profiles", engine))
     if params.agent_version:
         version = params.agent_version
         playbook_params = PlaybookRegenerationParams(
             **common, agent_version=version, aggregate=False
         )
         title = f"Playbook regeneration ({version})"
-        engines.append(
-            (
-                f"playbooks {version}",
-                make_engine(user_playbooks(version), playbook_params, title, journaled=False),
-            )
-        )
-    for _, engine in engines:
-        engine.keep_candidate = params.promote
-    return engines
+        engine = make_engine(user_playbooks(version), playbook_params, title, journaled=False)
+        runs.append(KindRun(f"playbooks {version}", engine))
+    return runs
 
 
 def _start_record(settings: ReflexioSettings, params: PromptChangeParams) -> CheckRecord:
@@ -175,18 +214,18 @@ def _start_record(settings: ReflexioSettings, params: PromptChangeParams) -> Che
     return record
 
 
-def _check_kind(engine: Engine) -> CheckKind:
-    """The record's name for the engine's kind."""
-    return "profiles" if engine.kind.agent_version is None else "playbooks"
+def _check_kind(run: KindRun) -> CheckKind:
+    """The record's name for the run's kind (the gate's)."""
+    return run.engine.kind.gate_kind
 
 
-def _upgrade_started(engine: Engine) -> UpgradeStarted:
-    """What the record says before this engine's candidate is upgraded."""
-    assert engine.kept is not None
-    pending = engine.kept.state.pending
-    if _check_kind(engine) == "playbooks":
+def _upgrade_started(run: KindRun) -> UpgradeStarted:
+    """What the record says before this run's candidate is upgraded."""
+    assert run.kept is not None
+    pending = run.kept.state.pending
+    if _check_kind(run) == "playbooks":
         return UpgradeStarted("playbooks", len(pending), candidate_ids=frozenset(pending))
-    backup = engine.summary.backup_path
+    backup = run.engine.summary.backup_path
     return UpgradeStarted(
         "profiles",
         len(pending),
@@ -196,32 +235,32 @@ def _upgrade_started(engine: Engine) -> UpgradeStarted:
 
 
 def _promote(
-    url: str, engines: list[tuple[str, Engine]], record: CheckRecord, runs: Runs
+    url: str, kind_runs: list[KindRun], record: CheckRecord, runs: Runs
 ) -> tuple[bool, CheckRecord, Runs]:
     """Upgrade every kept candidate, profiles first; when one fails, roll back those
     upgraded before it. Returns whether all were promoted, the record (without the kinds
     whose rows are back) and the latest outcomes."""
     latest = dict(runs)
-    upgraded: list[tuple[str, Engine]] = []
-    for name, engine in engines:
-        if engine.kept is None:  # nothing to upgrade for this kind
+    upgraded: list[KindRun] = []
+    for run in kind_runs:
+        if run.kept is None:  # nothing to upgrade for this kind
             continue
-        record = record.with_upgrade(_upgrade_started(engine))
+        record = record.with_upgrade(_upgrade_started(run))
         save_record(url, record)
-        outcome = run_step(engine, engine.upgrade_kept)
-        latest[name] = outcome
+        outcome = run.promote()
+        latest[run.name] = outcome
         if outcome.decision is Decision.UPGRADED:
-            upgraded.append((name, engine))
+            upgraded.append(run)
             continue
         if outcome.decision is not Decision.ERROR:  # the engine put its rows back
-            record = record.without_upgrade(_check_kind(engine))
+            record = record.without_upgrade(_check_kind(run))
         reason = (
-            f"{name} could not be upgraded ({outcome.decision.value}), and the prompt check "
-            "promotes every kind or none"
+            f"{run.name} could not be upgraded ({outcome.decision.value}), and the prompt "
+            "check promotes every kind or none"
         )
-        for done_name, done in reversed(upgraded):
-            undone = run_step(done, partial(done.undo_upgrade, reason))
-            latest[done_name] = undone
+        for done in reversed(upgraded):
+            undone = done.undo(reason)
+            latest[done.name] = undone
             if undone.decision is Decision.ROLLED_BACK:
                 record = record.without_upgrade(_check_kind(done))
         return False, record, list(latest.items())
@@ -290,21 +329,21 @@ def _check_candidate(
     if stall is not None:
         message = f"{stall.message} ({note}) The candidate config was not applied."
         return _result(params, Verdict.STALL, message)
-    engines = _engines(params, settings)
+    kind_runs = _kind_runs(params, settings)
     record = _start_record(settings, params)
     runs: Runs = []
     promoted = False
     undo: Undo | None = None
     try:
         apply_config(settings, candidate)
-        runs = [(name, run_step(engine, engine.run)) for name, engine in engines]
+        runs = [(run.name, run.gate()) for run in kind_runs]
         if params.promote and all(o.succeeded for _, o in runs):
-            promoted, record, runs = _promote(settings.url, engines, record, runs)
+            promoted, record, runs = _promote(settings.url, kind_runs, record, runs)
     finally:
         if not promoted:
             undo = undo_and_forget(settings.url, record)
-        for _, engine in engines:
-            publish_summary(engine)
+        for run in kind_runs:
+            publish_summary(run.engine)
     if promoted:
         delete_record(settings.url)
         return _promoted(params, settings, runs)

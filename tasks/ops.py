@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +37,15 @@ from tasks import events
 from tasks.approval import ask_operator
 from tasks.backups import locate_file, open_location
 from tasks.gate import run_gate
+from tasks.kind_calls import KindCalls, calls_for
 from tasks.notify import send_notification
 from tasks.retry import honour_retry_after, retry_options
 from tasks.server import (
     RECREATE_BATCH,
-    add_profiles,
-    add_user_playbooks,
     cancel_rerun,
-    delete_profiles_in_batches,
-    delete_user_playbooks_in_batches,
-    downgrade_profiles,
-    downgrade_user_playbooks,
     in_batches,
     read_operation_status,
     refuse_if_operation_running,
-    run_playbook_aggregation,
-    start_playbook_rerun,
-    start_profile_rerun,
-    upgrade_profiles,
-    upgrade_user_playbooks,
     wait_for_operation,
 )
 from tasks.stall import check_stall, clear_inferred_stall, report_inferred_stall
@@ -71,8 +62,9 @@ def page_size(rows: int) -> int:
     return max(PAGE_SIZE, min(MAX_PAGE, rows // PAGES_PER_STATUS))
 
 
-def _stamped(rows: Iterable[Any], status: str) -> Page:
-    """Profiles as plain dicts with their status stamped (CURRENT: None)."""
+def _stamped(rows: Iterable[Any], status: Status | None) -> Page:
+    """Rows as plain dicts with their status stamped (CURRENT: None; a listing of every
+    status, None, leaves each row's own)."""
     stamped = None if status == "current" else status
     return [{**row_dict(r), "status": r.status or stamped} for r in rows]
 
@@ -81,21 +73,11 @@ def _pages(
     client: ReflexioClient, kind: Kind, request: ReadRequest, counts: Counts | None
 ) -> Iterator[Page]:
     """Pages of every requested status, as plain dicts with their status stamped."""
-    if kind.agent_version is None:
-        for status in request.statuses:
-            expected = getattr(counts, status) if counts is not None else None
-            pages = client.iter_profiles(
-                status, page_size=page_size(expected or 0), expected_total=expected
-            )
-            for page in pages:
-                yield _stamped(page, status)
-        return
-    only = request.statuses[0] if len(request.statuses) == 1 else None
-    for page in client.iter_user_playbooks(status=only, agent_version=kind.agent_version):
-        yield [
-            {**row_dict(r), "status": r.status or (None if only in (None, "current") else only)}
-            for r in page
-        ]
+    calls = calls_for(kind, client.settings)
+    for status in calls.listings(request.statuses):
+        expected = getattr(counts, status) if counts is not None and status else None
+        for page in calls.listed(client, status, page_size(expected or 0), expected):
+            yield _stamped(page, status)
 
 
 @dataclass
@@ -176,6 +158,11 @@ class PrefectOps:
     def url(self) -> str:
         return self.settings.url
 
+    @cached_property
+    def calls(self) -> KindCalls:
+        """The server calls of this kind."""
+        return calls_for(self.kind, self.settings)
+
     def check_stall(self) -> tuple[Stall | None, str]:
         return check_stall(self.settings, self.notification_block)
 
@@ -193,19 +180,13 @@ class PrefectOps:
 
     def delete(self, ids: Collection[str]) -> int:
         self.before_write()
-        if self.kind.agent_version is None:
-            return delete_profiles_in_batches(self.settings, sorted(ids))
-        return delete_user_playbooks_in_batches(self.settings, sorted(int(i) for i in ids))
+        return self.calls.delete(ids)
 
     def start_rerun(
         self, source: str | None, start_time: datetime | None, end_time: datetime | None
     ) -> str:
         self.before_write()
-        if self.kind.agent_version is None:
-            return start_profile_rerun(self.settings, source, start_time, end_time)
-        return start_playbook_rerun(
-            self.settings, self.kind.agent_version, source, start_time, end_time
-        )
+        return self.calls.start_rerun(source, start_time, end_time)
 
     def wait(self, operation_id: str, timeout_s: float, artifact_key: str) -> OperationStatus:
         return wait_for_operation(
@@ -242,25 +223,19 @@ class PrefectOps:
 
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
         self.before_write()
-        if self.kind.agent_version is None:
-            return upgrade_profiles(self.settings, only_affected_users, pending_before)
-        return upgrade_user_playbooks(self.settings, self.kind.agent_version, pending_before)
+        return self.calls.upgrade(only_affected_users, pending_before)
 
     def downgrade(self, only_affected_users: bool) -> dict[str, Any]:
         self.before_write()
-        if self.kind.agent_version is None:
-            return downgrade_profiles(self.settings, only_affected_users)
-        return downgrade_user_playbooks(self.settings, self.kind.agent_version)
+        return self.calls.downgrade(only_affected_users)
 
     def recreate(self, rows: Iterable[dict[str, Any]]) -> int:
         self.before_write()
-        task_ = add_profiles if self.kind.agent_version is None else add_user_playbooks
-        return sum(task_(self.settings, batch) for batch in in_batches(rows, RECREATE_BATCH))
+        return sum(self.calls.add(batch) for batch in in_batches(rows, RECREATE_BATCH))
 
     def aggregate(self) -> str:
         self.before_write()
-        assert self.kind.agent_version is not None
-        return run_playbook_aggregation(self.settings, self.kind.agent_version)
+        return self.calls.aggregate()
 
     def notify(self, subject: str, body: str) -> None:
         send_notification(self.notification_block, subject, body)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.outcome import Decision
-from core.regeneration import Engine
-from flows.prompt_change import _promote
+from flows.prompt_change import KindRun, _promote
 from tasks.check_record import delete_record, load_record, save_record
 from tests.unit.core.test_check_undo import record
 from tests.unit.flows.fake_server import FakeOps
@@ -17,15 +16,14 @@ URL = "http://127.0.0.1:2991"
 STATUSES = ("current", "archived")
 
 
-def _gated(tmp_path: Path, profiles: FakeOps, playbooks: FakeOps) -> list[tuple[str, Engine]]:
-    engines = [
-        ("profiles", engine(profiles, tmp_path)),
-        ("playbooks v1", engine(playbooks, tmp_path)),
+def _gated(tmp_path: Path, profiles: FakeOps, playbooks: FakeOps) -> list[KindRun]:
+    runs = [
+        KindRun("profiles", engine(profiles, tmp_path)),
+        KindRun("playbooks v1", engine(playbooks, tmp_path)),
     ]
-    for _, gated in engines:
-        gated.keep_candidate = True
-        assert gated.run().decision is Decision.CANDIDATE_KEPT
-    return engines
+    for run in runs:
+        assert run.gate().decision is Decision.CANDIDATE_KEPT
+    return runs
 
 
 def test_a_failed_playbook_upgrade_rolls_the_upgraded_profiles_back(prefect_api, tmp_path):
@@ -45,7 +43,7 @@ def test_a_failed_playbook_upgrade_rolls_the_upgraded_profiles_back(prefect_api,
     saved = load_record(URL)  # what a crash during the playbook upgrade would have left
     assert saved is not None and [u.kind for u in saved.upgrades] == ["profiles", "playbooks"]
     assert saved.upgrade("profiles").backup == str(
-        Path(engines[0][1].summary.backup_path).resolve()
+        Path(engines[0].engine.summary.backup_path).resolve()
     )
     delete_record(URL)
 
