@@ -36,11 +36,10 @@ from tests.reliability.helpers import (
     prefect_env,
     release_lock,
 )
-from tests.reliability.test_crash import HOLD_S, REPAIRED
+from tests.reliability.test_crash import HOLD_S, REPAIRED, ROOT
 
 pytestmark = pytest.mark.reliability
 
-ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "cancel-mid-upgrade"
 
 
