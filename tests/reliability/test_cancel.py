@@ -25,10 +25,11 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
-from flows.params import RegenerationParams
-from flows.profile_regeneration import profile_regeneration
+from flows.params import RestoreParams
+from flows.restore import restore_profiles
 from local_stack.fault_proxy import FaultProxy
 from tasks.journal import load_journal
+from tests.integration.pipeline_helpers import run_backup
 from tests.reliability.helpers import (
     UPGRADE,
     Snapshot,
@@ -145,16 +146,23 @@ def test_a_cancel_through_the_api_mid_upgrade_then_the_next_writer_repairs(
     assert journal.flow_run_id == str(run.id)
     release_lock(proxy.url)  # the killed run's lease would hold it for 60 s more
 
-    # The next writer (a dry run) repairs first: the upgrade had applied in full, so it is
-    # kept, checked by id.
-    state = profile_regeneration(
-        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / "next", dry_run=True),
+    # The next writer (a restore dry run of the cancelled run's backup: a cheap writer)
+    # repairs first: the upgrade had applied in full, so it is kept, checked by id.
+    state = restore_profiles(
+        RestoreParams(
+            reflexio_url=proxy.url,
+            backup_file=run_backup(tmp_path / "cancelled"),
+            records_dir=tmp_path,
+            assume_no_erasures=True,
+            dry_run=True,
+        ),
         return_state=True,
     )
     assert state.is_completed(), state.message
     assert state.message.startswith(f"{REPAIRED} profile regeneration"), state.message
     assert f"flow run {run.id}, step upgrade" in state.message
     assert "had applied in full" in state.message and "kept" in state.message
+    assert "Dry run, nothing written" in state.message
     assert proxy.count("POST", "downgrade") == 0
     assert assert_consistent(url, seeded) == "upgraded"
     assert load_journal(proxy.url) is None
