@@ -25,8 +25,6 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
-from flows.params import RestoreParams
-from flows.restore import restore_profiles
 from local_stack.fault_proxy import FaultProxy
 from tasks.journal import load_journal
 from tests.integration.pipeline_helpers import run_backup
@@ -36,6 +34,7 @@ from tests.reliability.helpers import (
     assert_consistent,
     prefect_env,
     release_lock,
+    restore_dry_run,
 )
 from tests.reliability.test_crash import HOLD_S, REPAIRED, ROOT
 
@@ -148,15 +147,11 @@ def test_a_cancel_through_the_api_mid_upgrade_then_the_next_writer_repairs(
 
     # The next writer (a restore dry run of the cancelled run's backup: a cheap writer)
     # repairs first: the upgrade had applied in full, so it is kept, checked by id.
-    state = restore_profiles(
-        RestoreParams(
-            reflexio_url=proxy.url,
-            backup_file=run_backup(tmp_path / "cancelled"),
-            records_dir=tmp_path,
-            assume_no_erasures=True,
-            dry_run=True,
-        ),
-        return_state=True,
+    state = restore_dry_run(
+        proxy.url,
+        backup_file=run_backup(tmp_path / "cancelled"),
+        records_dir=tmp_path,
+        assume_no_erasures=True,
     )
     assert state.is_completed(), state.message
     assert state.message.startswith(f"{REPAIRED} profile regeneration"), state.message

@@ -27,15 +27,13 @@ from core.erasures import read_erasures
 from core.identity import server_key
 from core.state import ExpectedState
 from core.touched import write_touched_ids
-from flows.params import RestoreParams
-from flows.restore import restore_profiles
 from local_stack.bulk_seed import ProfileSeed
 from local_stack.fault_proxy import FaultProxy
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.journal import load_journal
 from tasks.server import DELETE_BATCH, RECREATE_BATCH
 from tests.integration.pipeline_helpers import profile_rows, rows_by_id
-from tests.reliability.helpers import MEASURED
+from tests.reliability.helpers import MEASURED, restore_dry_run
 from tests.reliability.test_crash import REPAIRED, crash_after
 
 pytestmark = pytest.mark.reliability
@@ -103,9 +101,7 @@ def test_sigkill_mid_restore_then_the_next_writer_finishes_it(
     assert _journal_kind(proxy.url) == "restore"
 
     # The next writer (the restore, dry) finishes it first, and then finds nothing to do.
-    state = restore_profiles(
-        RestoreParams(reflexio_url=proxy.url, dry_run=True, **restore), return_state=True
-    )
+    state = restore_dry_run(proxy.url, **restore)
     assert state.is_completed(), state.message
     assert state.message.startswith(f"{REPAIRED} restore-profiles"), state.message
     assert "ran it again: Restored from" in state.message and "checked by id" in state.message
@@ -158,15 +154,11 @@ def test_sigkill_mid_clear_user_data_then_the_next_writer_erases_the_rest(
     assert _journal_kind(proxy.url) == "clear_users"
 
     # The next writer (a restore dry run of a backup taken before) erases the rest first.
-    state = restore_profiles(
-        RestoreParams(
-            reflexio_url=proxy.url,
-            backup_file=writer.info.manifest_path,
-            records_dir=records,
-            recreate_missing=True,
-            dry_run=True,
-        ),
-        return_state=True,
+    state = restore_dry_run(
+        proxy.url,
+        backup_file=writer.info.manifest_path,
+        records_dir=records,
+        recreate_missing=True,
     )
     assert state.is_completed(), state.message
     assert state.message.startswith(f"{REPAIRED} clear-user-data"), state.message
