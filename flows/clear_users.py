@@ -9,7 +9,9 @@ backup taken before the erasure does not bring the user back. Recording first me
 can leave a record of an erasure that did not happen, never an erased user without a
 record. The run journal (core/journal.py) is written next, before the first erasure, and
 removed when nothing of the users remains: a run that dies half-way is run again by the
-next writer on the server.
+next writer on the server, with the ids the dead run listed as the users' (`listed_before`):
+a user it had cleared may have left anonymised rows (H9) that no later listing can tell as
+theirs.
 
 No stall check here on purpose: erasing data calls no LLM, and a stall must not delay it.
 """
@@ -53,7 +55,7 @@ def clear_users(params: ClearUsersParams) -> State:
     logger = get_run_logger()
     settings = params.settings()
 
-    before = inventory(settings)
+    before = inventory(settings).with_listed(params.listed_before)
     reports = [
         UserReport(
             user_id=u,
@@ -69,7 +71,8 @@ def clear_users(params: ClearUsersParams) -> State:
     except (ErasureRecordError, BackupLocationError) as exc:
         logger.error("%s", exc)
         return Failed(message=str(exc))
-    journal_run_again(settings.url, "clear_users", flow_run_id(), params.run_again())
+    again = {**params.run_again(), "listed_before": before.listed(params.user_ids)}
+    journal_run_again(settings.url, "clear_users", flow_run_id(), again)
     for report in reports:
         report.server_deleted = clear_user(settings, report.user_id)
 

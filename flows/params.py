@@ -21,6 +21,7 @@ from deployments.catalogue import FLOW_TIMEOUT_S, NOTIFICATION_BLOCK, WORK_MARGI
 from gate import GatePolicy, GatePolicyError
 from reflexio_api import ReflexioSettings
 from tasks.backups import check_file_location, check_location, default_backup_location
+from tasks.clear_users import Listed
 from tasks.pacing import spacing_for
 from tasks.settings import reflexio_settings
 from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN, SweepKind, SweepPlan
@@ -465,6 +466,22 @@ class ClearUsersParams(WriterParams):
         "erasing), so that a restore on this server does not bring the users back: a "
         "directory, URL or block:<name>; empty: REFLEXIO_BACKUP_DIR, else ./backups.",
     )
+    listed_before: dict[str, Listed] = Field(
+        default_factory=dict,
+        description="Leave empty: set by the run journal when a run of this erasure died "
+        "half-way. Per user, the profile and user-playbook ids that run listed before "
+        "clearing: rows among them that clear_user_data anonymised (H9) are deleted by id.",
+    )
+
+    @model_validator(mode="after")
+    def _listed_users_are_erased(self) -> ClearUsersParams:
+        other = sorted(set(self.listed_before) - set(self.user_ids))
+        if other:
+            raise ValueError(
+                f"listed_before names users not in user_ids: {other}; leave listed_before "
+                "empty (the run journal sets it)"
+            )
+        return self
 
     @field_validator("user_ids")
     @classmethod

@@ -20,8 +20,10 @@ forwarded and the upstream status) so tests can assert e.g. "upgrade_all_profile
 the server exactly once": ``proxy.count("POST", "upgrade_all_profiles")``.
 
 Bounded: binds 127.0.0.1 only and forwards only to a loopback upstream; bodies up to
-``MAX_BODY`` bytes; upstream calls time out; holds wake up on ``close()``; the proxy stops
-by itself after ``max_lifetime_s`` even if nobody closes it. No forwarding headers are
+``MAX_BODY`` bytes; upstream calls time out; holds wake up on ``close()`` (a request held
+before the server saw it is then dropped, never forwarded: the crash tests kill its client,
+and it must not change the server after the test); the proxy stops by itself after
+``max_lifetime_s`` even if nobody closes it. No forwarding headers are
 added (Reflexio refuses keyless requests carrying X-Forwarded-For), the Host header is the
 upstream's, and the Authorization header passes through untouched (never recorded).
 """
@@ -264,6 +266,11 @@ class FaultProxy:
                     raise TimeoutError("no matching request reached the fault proxy in time")
                 self._changed.wait(min(left, 0.5))
 
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called (or the lifetime ran out)."""
+        return self._closing.is_set()
+
     def hold(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking early when the proxy closes."""
         self._closing.wait(seconds)
@@ -366,6 +373,9 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             fault = rule.fault
             if fault == "delay" and not rule.after:
                 proxy.hold(rule.delay_s)
+                if proxy.closed:  # never forwarded late: its client may be long dead
+                    self.close_connection = True
+                    return
             upstream = None
             if rule.forward or fault in ("delay", "truncate", "body"):
                 upstream = self._upstream(record, body)

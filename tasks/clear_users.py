@@ -13,11 +13,13 @@ paced through a Prefect rate limit shared by every process (tasks/pacing.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
 
 from deployments.catalogue import PACED_ROUTES
 from reflexio_api import ReflexioClient, ReflexioSettings
@@ -27,6 +29,13 @@ from tasks.server import DELETE_BATCH, in_batches
 
 PROFILE_STATUSES = ("current", "pending", "archived")
 CLEAR_CALLS_PER_MINUTE = PACED_ROUTES["clear_user_data"]
+
+
+class Listed(TypedDict):
+    """One user's rows as listed before clearing: what identifies H9's anonymised leftovers."""
+
+    profiles: list[str]
+    playbooks: list[int]
 
 
 @dataclass
@@ -41,6 +50,25 @@ class Inventory:
 
     def playbook_ids_of(self, user: str) -> set[int]:
         return {i for i, u in self.playbooks.items() if u == user}
+
+    def listed(self, users: list[str]) -> dict[str, Listed]:
+        """These users' rows, for the run journal (a run that dies after clearing a user
+        leaves rows the server anonymised, H9, that no later listing can tell as theirs)."""
+        return {
+            u: Listed(
+                profiles=sorted(self.profile_ids_of(u)), playbooks=sorted(self.playbook_ids_of(u))
+            )
+            for u in users
+        }
+
+    def with_listed(self, listed: Mapping[str, Listed]) -> Inventory:
+        """This inventory with the rows an earlier run listed as a user's, and that are now
+        anonymised (user_id null), counted as that user's again."""
+        profiles, playbooks = dict(self.profiles), dict(self.playbooks)
+        for user, rows in listed.items():
+            profiles |= {i: user for i in rows["profiles"] if i in profiles and not profiles[i]}
+            playbooks |= {i: user for i in rows["playbooks"] if i in playbooks and not playbooks[i]}
+        return replace(self, profiles=profiles, playbooks=playbooks)
 
 
 @task(name="inventory-rows", cache_policy=NO_CACHE, **retry_options())

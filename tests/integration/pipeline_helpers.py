@@ -106,6 +106,17 @@ def profile_rows(url: str, *statuses: str, api_key: str | None = None) -> list[d
         return out
 
 
+Rows = dict[str, tuple[str | None, str, str]]
+
+
+def rows_by_id(url: str) -> Rows:
+    """Every profile on the server, every status: id -> (status, user, content)."""
+    return {
+        r["profile_id"]: (r["status"], r["user_id"], r["content"])
+        for r in profile_rows(url, "current", "pending", "archived")
+    }
+
+
 def config_bytes(url: str) -> bytes:
     """The server's config exactly as GET /api/get_config sends it."""
     response = httpx.get(f"{url}/api/get_config", headers={"User-Agent": USER_AGENT}, timeout=30)

@@ -41,7 +41,7 @@ from local_stack.seed import CONVERSATIONS
 from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api._requests import MAX_IDS_PER_DELETE
 from reflexio_api.paging import PAGE_SIZE
-from tests.integration.pipeline_helpers import profile_rows, run_backup
+from tests.integration.pipeline_helpers import profile_rows, rows_by_id, run_backup
 
 pytestmark = pytest.mark.integration
 
@@ -144,17 +144,6 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     )
 
 
-Rows = dict[str, tuple[str | None, str, str]]
-
-
-def _rows_by_id(url: str) -> Rows:
-    """Every profile on the server, every status: id -> (status, user, content)."""
-    return {
-        r["profile_id"]: (r["status"], r["user_id"], r["content"])
-        for r in profile_rows(url, "current", "pending", "archived")
-    }
-
-
 def _learned_since(url: str) -> set[str]:
     """Rows added after the backup, as an import would: one for a known user, one new."""
     rows = [
@@ -185,7 +174,7 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
     old = seeded_stack.bulk_seed([ProfileSeed("archived", 60, users=6, id_prefix="old")])
     # bob was erased long before the backup and learned again since: restored normally.
     record_erasures(tmp_path, server, ["bob"], datetime.now(UTC) - timedelta(days=1))
-    before = _rows_by_id(url)
+    before = rows_by_id(url)
 
     regen = profile_regeneration(
         RegenerationParams(reflexio_url=url, backup_dir=tmp_path / "regen"), return_state=True
@@ -210,7 +199,7 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
     carol = {pid for pid, (_, user, _) in before.items() if user == "carol"}
     bob = {pid for pid, (_, user, _) in before.items() if user == "bob"}
     assert carol and bob and not carol & touched["deleted"]
-    now = _rows_by_id(url)
+    now = rows_by_id(url)
     undo = touched["promoted"] & now.keys()
     assert undo and not {p for p, (_, u, _) in now.items() if u == "carol"}
 
@@ -235,10 +224,10 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
         "pending left": 0,
     }
     assert "(carol)" in dry.message and f"{len(newer)} learned since the backup kept" in dry.message
-    assert _rows_by_id(url) == now, "a dry run writes nothing"
+    assert rows_by_id(url) == now, "a dry run writes nothing"
 
     done = restore()
-    after = _rows_by_id(url)
+    after = rows_by_id(url)
     backed_up = {pid: row for pid, row in before.items() if pid not in carol}
     assert {pid: after.get(pid) for pid in backed_up} == backed_up, "the backup is back"
     assert bob <= after.keys()
@@ -250,9 +239,9 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
     assert "checked by id" in done.message and "(carol)" in done.message
 
     assert restore(dry_run=True, delete_newer=True).result()["newer"] == len(newer)
-    assert _rows_by_id(url) == after, "a dry run writes nothing"
+    assert rows_by_id(url) == after, "a dry run writes nothing"
     restore(delete_newer=True)
-    assert _rows_by_id(url) == backed_up, "the newer rows are deleted, nothing else"
+    assert rows_by_id(url) == backed_up, "the newer rows are deleted, nothing else"
 
 
 def _add_archived(url: str, users: tuple[str, ...], per_user: int) -> set[str]:
@@ -299,7 +288,7 @@ def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, pref
     url = seeded_stack.url
     old = _add_archived(url, ("alice", "dave", "erin", "frank"), 2)
     _no_erasures_yet(tmp_path / "records", url)
-    before = _rows_by_id(url)
+    before = rows_by_id(url)
     by_user = {u: {p for p, (_, user, _) in before.items() if user == u} for u in CONVERSATIONS}
     assert by_user["erin"] - old, "erin has CURRENT rows for the run to archive"
 
@@ -310,7 +299,7 @@ def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, pref
     manifest = Path(regen.result().backup)
     touched = {k: set(v) for k, v in read_touched_ids(regen.result().touched.ids_file).items()}
     assert old <= touched["deleted"] and touched["promoted"]
-    upgraded = _rows_by_id(url)
+    upgraded = rows_by_id(url)
     alice_archived = sorted(by_user["alice"] & touched["archived"])[:1]
     bob_promoted = sorted(p for p in touched["promoted"] if upgraded[p][1] == "bob")[:1]
     dave_archived = sorted(by_user["dave"] & touched["archived"])[:2]
@@ -321,7 +310,7 @@ def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, pref
         assert erased.deleted_counts.get("profiles"), erased
         client.delete_profiles([*alice_archived, *bob_promoted])  # users deleting rows
     _expire(seeded_stack.server.db_path, set(dave_archived))
-    now = _rows_by_id(url)
+    now = rows_by_id(url)
     erin_backed = by_user["erin"]
     gone = erin_backed | set(alice_archived) | set(dave_archived)
     assert {p: now[p] for p in gone & now.keys()} == {}
@@ -337,7 +326,7 @@ def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, pref
 
     dry = restore(dry_run=True)
     assert dry.is_completed(), dry.message
-    assert _rows_by_id(url) == now, "a dry run writes nothing"
+    assert rows_by_id(url) == now, "a dry run writes nothing"
     counts = dry.result()
     assert counts["gone since backup"] == len(gone), (counts, sorted(gone))
     assert counts["re-create"] == len(touched["deleted"] - erin_backed)
@@ -348,7 +337,7 @@ def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, pref
     assert not done.message.startswith("Repaired"), "no restore was left unfinished"
     assert "checked by id" in done.message
     assert f"gone since the backup, not re-created: {len(gone)}" in done.message
-    after = _rows_by_id(url)
+    after = rows_by_id(url)
     assert not gone & after.keys(), "nothing gone since the backup came back"
     assert not {p for p, r in after.items() if r[1] == "erin"}, "erin stays erased"
     kept = {pid: row for pid, row in before.items() if pid not in gone}
@@ -357,7 +346,7 @@ def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, pref
 
     again = restore()
     assert again.is_completed(), again.message
-    assert _rows_by_id(url) == after, "a second restore changes nothing"
+    assert rows_by_id(url) == after, "a second restore changes nothing"
 
 
 PROMOTED_AT_SIZE = 25_000
@@ -387,7 +376,7 @@ def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
     request, finished by the next restore from the journal, checked by id."""
     url = seeded_stack.url
     records = tmp_path / "records"
-    before = _rows_by_id(url)
+    before = rows_by_id(url)
     archived = {p for p, (status, user, _) in before.items() if user in {"alice", "bob"}}
     assert archived and all(before[p][0] is None for p in archived), "CURRENT rows"
     seeds = [
@@ -411,7 +400,7 @@ def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
         _archive(seeded_stack.server.db_path, archived)
         newer = set(seeds[1].ids())
         assert len(promoted | archived) > 25_000 and len(promoted) > 2 * MAX_IDS_PER_DELETE
-        now = _rows_by_id(url)
+        now = rows_by_id(url)
         assert promoted | newer <= now.keys()
         assert {now[p][0] for p in archived} == {"archived"}
 
@@ -432,7 +421,7 @@ def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
         assert refused.message.startswith("Restore failed: No erasure record ")
         assert "assume_no_erasures=true" in refused.message
         assert refused.message.endswith("Nothing was written.")
-        assert _rows_by_id(url) == now
+        assert rows_by_id(url) == now
         _no_erasures_yet(records, proxy.url)
 
         # The second delete request fails (a 400 is not retried): the run stops part-way.
@@ -440,7 +429,7 @@ def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
             partial = restore()
         assert partial.is_failed(), partial.message
         assert "the next writer on this server runs the restore again" in partial.message
-        left = _rows_by_id(url).keys()
+        left = rows_by_id(url).keys()
         assert 0 < len(promoted & left) < len(promoted), "the run stopped part-way"
 
         done = restore()
@@ -451,5 +440,5 @@ def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
     assert "checked by id" in done.message
     assert f"delete {len(promoted & left)} promoted by the backed-up run" in done.message
     assert f"{len(newer)} learned since the backup deleted" in done.message
-    assert _rows_by_id(url) == before, "exactly the backed-up rows, by id, status and content"
+    assert rows_by_id(url) == before, "exactly the backed-up rows, by id, status and content"
     assert len(deletes) == 2 + 4 + 1  # 5,000 and a refused one; then 4 x 5,000, and 2,000

@@ -1,9 +1,10 @@
-"""Run one profile or playbook regeneration, one restore, or one prompt check, in this process (the
-crash tests SIGKILL it).
+"""Run one profile or playbook regeneration, one restore, one clear-user-data, or one prompt
+check, in this process (the crash tests SIGKILL it).
 
     python -m tests.reliability.driver '{"reflexio_url": ..., "backup_dir": ...}'
     python -m tests.reliability.driver playbooks '{"reflexio_url": ..., "backup_dir": ...}'
     python -m tests.reliability.driver restore '{"reflexio_url": ..., "backup_file": ...}'
+    python -m tests.reliability.driver clear-users '{"reflexio_url": ..., "user_ids": ...}'
     python -m tests.reliability.driver prompt-check --config ... --reflexio-url ...
 
 Prints "READY" once imported, then "FINAL <state type or exit code> <message>" at the end.
@@ -11,8 +12,19 @@ Prints "READY" once imported, then "FINAL <state type or exit code> <message>" a
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+
+FLOWS = {
+    "profiles": ("profile_regeneration", "RegenerationParams"),
+    "playbooks": ("playbook_regeneration", "PlaybookRegenerationParams"),
+    "restore": ("restore", "RestoreParams"),
+    "clear-users": ("clear_users", "ClearUsersParams"),
+}
+"""Mode -> (its module in flows/, its parameters' class in flows.params)."""
+FLOW_NAMES = {"restore": "restore_profiles"}
+"""The flow of a module not named like it (the others are their module's namesake)."""
 
 
 def main() -> None:
@@ -23,31 +35,13 @@ def main() -> None:
         print(f"FINAL {cli(sys.argv[1:])}", flush=True)
         return
 
-    if sys.argv[1] == "restore":
-        from flows.params import RestoreParams
-        from flows.restore import restore_profiles
-
-        print("READY", flush=True)
-        state = restore_profiles(RestoreParams(**json.loads(sys.argv[2])), return_state=True)
-        print(f"FINAL {state.type.value} {state.message}", flush=True)
-        return
-
-    if sys.argv[1] == "playbooks":
-        from flows.params import PlaybookRegenerationParams
-        from flows.playbook_regeneration import playbook_regeneration
-
-        print("READY", flush=True)
-        params = PlaybookRegenerationParams(**json.loads(sys.argv[2]))
-        state = playbook_regeneration(params, return_state=True)
-        print(f"FINAL {state.type.value} {state.message}", flush=True)
-        return
-
-    from flows.params import RegenerationParams
-    from flows.profile_regeneration import profile_regeneration
-
+    mode, raw = (sys.argv[1], sys.argv[2]) if sys.argv[1] in FLOWS else ("profiles", sys.argv[1])
+    module_name, params_name = FLOWS[mode]
+    module = importlib.import_module(f"flows.{module_name}")
+    params = getattr(importlib.import_module("flows.params"), params_name)(**json.loads(raw))
+    flow = getattr(module, FLOW_NAMES.get(mode, module_name))
     print("READY", flush=True)
-    params = RegenerationParams(**json.loads(sys.argv[1]))
-    state = profile_regeneration(params, return_state=True)
+    state = flow(params, return_state=True)
     print(f"FINAL {state.type.value} {state.message}", flush=True)
 
 

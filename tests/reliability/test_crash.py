@@ -76,7 +76,7 @@ VERIFICATION_NONSENSE = {
 
 def _start(proxy: FaultProxy, backup_dir: Path, *driver: str, **extra) -> subprocess.Popen:
     params = {"reflexio_url": proxy.url, "backup_dir": str(backup_dir), **extra}
-    if driver == ("restore",):  # its params are given whole in `extra`
+    if driver in (("restore",), ("clear-users",)):  # their params are given whole in `extra`
         params = {"reflexio_url": proxy.url, **extra}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.driver", *driver, json.dumps(params)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -188,6 +189,26 @@ def test_close_wakes_held_requests_and_frees_the_port(upstream):
     assert errors and isinstance(errors[0], httpx.TransportError)
     with pytest.raises(httpx.ConnectError):
         httpx.get(proxy.url, timeout=1)
+
+
+def test_a_request_held_when_the_proxy_closes_never_reaches_the_server(upstream):
+    """The crash tests kill the client of a held request: closing the proxy must not then
+    deliver it to the server (a re-create or delete of a dead run arriving after the test)."""
+    proxy = FaultProxy(upstream.url).start()
+    proxy.add(fault="delay", delay_s=60, path="/held")
+    thread = threading.Thread(target=lambda: _quietly(proxy, "/held"))
+    thread.start()
+    proxy.wait_for(lambda r: r.path == "/held", 5)
+    proxy.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert [path for _, path, _ in upstream.hits] == []
+
+
+def _quietly(proxy: FaultProxy, path: str) -> None:
+    """GET `path` through the proxy; a dropped connection is expected."""
+    with _client(proxy, timeout=30) as client, contextlib.suppress(httpx.TransportError):
+        client.get(path)
 
 
 def test_stops_by_itself_after_its_lifetime(upstream):
