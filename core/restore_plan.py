@@ -146,6 +146,7 @@ def plan_restore(
     backed: set[str] = set()
     deleted_by_run: dict[str, str | None] = {}
     expected_users: set[str | None] = set()
+    changed = run.changed if run is not None else None  # a union: once, not once a row
     for row in backup_rows:
         pid, status, user = row["profile_id"], row_status(row), row.get("user_id")
         backed.add(pid)
@@ -155,7 +156,7 @@ def plan_restore(
                 plan.erased_users.add(user)
             continue
         here = server.get(pid)
-        by_run = pid in run.changed if run is not None else status != "pending"
+        by_run = pid in changed if changed is not None else status != "pending"
         if run is not None and status != "pending" and pid not in run.deleted:
             expected_users.add(user)  # the run left this row on the server
         if status == "pending" and (here is None or not by_run):
