@@ -105,7 +105,8 @@ def _repair_and_say(
         catalogue.EVENT_RUN_REPAIRED,
         url,
         run_flow_run_id=journal.flow_run_id,
-        step=journal.step,
+        kind=journal.kind,
+        step=journal.step if journal.kind in ("profiles", "user_playbooks") else None,
         complete=not unfinished,
     )
     return done, not unfinished
