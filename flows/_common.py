@@ -76,10 +76,9 @@ def make_engine(
     the prompt check)."""
     settings = params.settings()
     summary = RunSummary(title=title, server=settings.url)
-    ops = PrefectOps(
-        settings, kind, params.notification_block, partial(ensure_still_held, settings.url)
-    )
-    journal = PrefectJournal(settings.url) if journaled else None
+    guard = partial(ensure_still_held, settings.url)
+    ops = PrefectOps(settings, kind, params.notification_block, guard)
+    journal = PrefectJournal(settings.url, guard) if journaled else None
     return Engine(ops, params, summary, run_id(), journal=journal)
 
 

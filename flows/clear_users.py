@@ -27,7 +27,7 @@ from core.identity import server_key
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import run_id as flow_run_id
-from flows.lock import holds_server_lock
+from flows.lock import ensure_still_held, holds_server_lock
 from flows.params import ClearUsersParams
 from tasks.backups import BackupLocationError, open_location
 from tasks.clear_users import (
@@ -72,8 +72,10 @@ def clear_users(params: ClearUsersParams) -> State:
         logger.error("%s", exc)
         return Failed(message=str(exc))
     again = {**params.run_again(), "listed_before": before.listed(params.user_ids)}
+    ensure_still_held(settings.url)
     journal_run_again(settings.url, "clear_users", flow_run_id(), again)
     for report in reports:
+        ensure_still_held(settings.url)
         report.server_deleted = clear_user(settings, report.user_id)
 
     after = inventory(settings)
@@ -95,6 +97,7 @@ def clear_users(params: ClearUsersParams) -> State:
                 report.leftover_playbooks,
             )
     if leftover_profiles or leftover_playbooks:
+        ensure_still_held(settings.url)
         delete_leftovers(settings, sorted(set(leftover_profiles)), sorted(set(leftover_playbooks)))
         final = inventory(settings)
     else:
@@ -120,6 +123,7 @@ def clear_users(params: ClearUsersParams) -> State:
         message = f"Rows of these users remain after clearing and deleting by id: {still}"
         logger.error("%s", message)
         return Failed(message=message, data=summary)
+    ensure_still_held(settings.url)
     delete_journal(settings.url)
     anonymised = sum(r.anonymised for r in reports)
     message = f"Cleared {len(reports)} user(s); nothing of theirs remains" + (

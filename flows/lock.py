@@ -28,7 +28,11 @@ Built on the Prefect client's lease calls rather than `prefect.concurrency.sync.
   its rollback; with renewal failures non-fatal, Prefect only logs them. Here a renewal
   failure never interrupts a step, and the holder learns of it (`Held.lost`): the run's
   next destructive step is refused (`ensure_still_held` raises LockLost), so it stops at a
-  safe point, and its summary and final message say the lock was lost.
+  safe point, and its summary and final message say the lock was lost. Every writer asks
+  before each write and before it saves or removes the run journal (which may be another
+  writer's by then): the engine through its ops and journal sink, the sweep before each
+  generation, restore before each page of re-created rows and each delete, clear-user-data
+  before each user.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from deployments import catalogue
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import run_id as flow_run_id
-from flows.lock import holds_server_lock
+from flows.lock import LockLost, ensure_still_held, holds_server_lock
 from flows.params import RestoreParams
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks import events
@@ -85,6 +85,7 @@ def _write(settings: ReflexioSettings, backup: Backup, ids: set[str]) -> None:
     """Write the backed-up rows with these ids as they were backed up, a page at a time."""
     rows = (r for r in backup.iter_rows() if r["profile_id"] in ids)
     for page in in_batches(rows, RECREATE_BATCH):
+        ensure_still_held(settings.url)
         add_profiles(settings, page)
 
 
@@ -192,11 +193,14 @@ def restore_profiles(params: RestoreParams) -> State:
             )
             return Completed(message=summary.decision, data=plan.counts())
         get_run_logger().info("Restoring: will %s.", _actions(plan, params.delete_newer))
+        ensure_still_held(settings.url)
         journal_run_again(settings.url, "restore", flow_run_id(), params.run_again())
         written = True
         _write(settings, inputs.backup, plan.write)
+        ensure_still_held(settings.url)
         delete_profiles_in_batches(settings, sorted(plan.undo))
         if params.delete_newer:
+            ensure_still_held(settings.url)
             delete_profiles_in_batches(settings, sorted(plan.newer))
         summary.counts_after = profile_counts(settings).as_dict()
         server_after = _server_rows(settings)
@@ -216,12 +220,16 @@ def restore_profiles(params: RestoreParams) -> State:
                 "The next writer on this server runs it again (run journal), or run it again."
             )
             return Failed(message=summary.decision, data=plan.counts())
+        ensure_still_held(settings.url)
         delete_journal(settings.url)
         summary.decision = (
             f"Restored from {params.backup_file}, checked by id: "
             f"{_actions(plan, params.delete_newer)}."
         )
         return Completed(message=summary.decision, data=plan.counts())
+    except LockLost as exc:
+        summary.decision = f"Restore stopped: {exc}" + ("" if written else " Nothing was written.")
+        return Failed(message=summary.decision)
     except (ValueError, ReflexioError) as exc:
         after = (
             "Rows may have been written: the next writer on this server runs the restore again "

@@ -18,6 +18,7 @@ so it leaves nothing to undo, and the operator sweeps that source again.
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, Protocol
 
 from prefect import flow
@@ -75,7 +76,7 @@ class PrefectSweepOps(PrefectJournal):
     """SweepOps as Prefect tasks on one server, its journal on the Prefect API."""
 
     def __init__(self, settings: ReflexioSettings, notification_block: str) -> None:
-        super().__init__(settings.url)
+        super().__init__(settings.url, partial(ensure_still_held, settings.url))
         self.settings = settings
         self.notification_block = notification_block
 

@@ -5,6 +5,7 @@ so every writer of that server finds it from any machine that uses the same Pref
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from core.identity import server_key
@@ -58,13 +59,18 @@ def journal_run_again(
 
 
 class PrefectJournal:
-    """The engine's journal sink on the Prefect API for one server."""
+    """A writer's journal sink on the Prefect API for one server. `before_write` runs
+    before every save and removal (flows.lock.ensure_still_held: a run that lost the
+    server's lock must not touch the journal, which may be another writer's by then)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, before_write: Callable[[], None]) -> None:
         self.url = url
+        self.before_write = before_write
 
     def save(self, journal: RunJournal) -> None:
+        self.before_write()
         save_journal(self.url, journal)
 
     def clear(self) -> None:
+        self.before_write()
         delete_journal(self.url)

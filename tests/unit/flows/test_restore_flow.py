@@ -16,6 +16,7 @@ from core.backup import BackupWriter
 from core.erasures import erasure_name, record_erasures
 from core.state import Counts, ExpectedState
 from core.touched import touched_name, write_touched_ids
+from flows.lock import LockLost
 from flows.params import RestoreParams
 from tasks.journal import delete_journal, load_journal
 from tests.unit.flows.fake_server import profile
@@ -321,3 +322,27 @@ def test_rows_gone_since_the_backup_stay_gone_and_are_counted(
     gone = {"c-ann-0", "c-ben-0", "c-ben-1", "a-ben"}
     assert server.state() == {p: s for p, s in expected.items() if p not in gone}
     assert "ben" in published[-1] and "c-ann-0" in published[-1]
+
+
+def test_a_restore_that_loses_the_lock_stops_before_its_next_write_and_keeps_its_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: list[str]
+):
+    """The lease is lost while the rows are re-created: no delete is sent, the journal
+    stays for the next writer (who runs the restore again), and the run says so."""
+    manifest, server = regenerate(tmp_path)
+    serve(monkeypatch, server)
+
+    def ensure_still_held(url: str) -> None:
+        if server.writes:
+            raise LockLost("Stopped before a write: the server lock was lost.")
+
+    monkeypatch.setattr(restore_module, "ensure_still_held", ensure_still_held)
+
+    state = run(backup_file=manifest, records_dir=tmp_path, assume_no_erasures=True)
+
+    assert state.is_failed()
+    assert state.message == "Restore stopped: Stopped before a write: the server lock was lost."
+    assert server.writes == ["add 9"], "the re-creation ran; no delete after the lock was lost"
+    journal = load_journal(URL)
+    assert journal is not None and journal.kind == "restore"
+    delete_journal(URL)
