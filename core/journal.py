@@ -78,7 +78,8 @@ class RunJournal:
     sweeping: str = ""
     """Sweep: the step whose manual generation was sent and has not ended ("": none)."""
     sweeping_since: int = 0
-    """Sweep: epoch seconds just before that step's generation was sent."""
+    """Sweep: the server's start time (epoch seconds) of the last operation in that step's
+    slot before its generation was sent (0: none); only a later one can be this step's."""
 
     def started_rerun(self, operation_id: str) -> RunJournal:
         """The journal once a rerun has started."""
@@ -88,9 +89,10 @@ class RunJournal:
         """The journal before the upgrade is sent."""
         return replace(self, step="upgrade", touched=touched, live=live)
 
-    def sweep_started(self, step: str, at: int) -> RunJournal:
-        """The journal before a sweep step's manual generation is sent."""
-        return replace(self, sweeping=step, sweeping_since=at)
+    def sweep_started(self, step: str, after: int) -> RunJournal:
+        """The journal before a sweep step's manual generation is sent (`after`: see
+        `sweeping_since`)."""
+        return replace(self, sweeping=step, sweeping_since=after)
 
     def sweep_ended(self, step: str, ok: bool) -> RunJournal:
         """The journal once a sweep step has ended (ok: it is never run again)."""

@@ -16,7 +16,6 @@ server ends the sweep Failed as before, without a journal: a sweep only adds CUR
 so it leaves nothing to undo, and the operator sweeps that source again.
 """
 
-import time
 from collections.abc import Iterator
 from functools import partial
 from typing import Any, Protocol
@@ -40,6 +39,7 @@ from tasks.server import read_operation_status
 from tasks.sweep import (
     H3_NOTE,
     H8_NOTE,
+    SERVICES,
     Prerequisites,
     Snapshot,
     StepResult,
@@ -166,7 +166,9 @@ def run_sweep(ops: SweepOps, params: SweepParams, journal: RunJournal) -> State:
                 step.status = "skipped"
                 step.message = f"done by the sweep that died (flow run {journal.flow_run_id})"
             else:
-                journal = journal.sweep_started(key, int(time.time()))
+                previous = ops.operation(SERVICES[step.kind])
+                after = int(previous.started_at) if previous is not None else 0
+                journal = journal.sweep_started(key, after)
                 ops.save(journal)
                 step = ops.generate(step, params.spacing_s)
                 journal = journal.sweep_ended(key, step.status == "ok")

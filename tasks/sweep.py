@@ -25,7 +25,6 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from core.check_undo import CLOCK_SKEW_S
 from deployments.catalogue import PACED_ROUTES
 from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.errors import ReflexioError
@@ -265,8 +264,8 @@ def step_key(step: StepResult) -> str:
 
 
 def shows_step(status: OperationStatus | None, step: StepResult, since: int) -> bool:
-    """Whether a service's slot shows this step's manual generation, started after `since`
-    (epoch seconds, allowing for CLOCK_SKEW_S between the server's and the runner's clocks)."""
+    """Whether a service's slot shows this step's manual generation: started after `since`,
+    the slot's last start before the step was sent (both the server's clock)."""
     if status is None:
         return False
     sent = status.request_params
@@ -274,7 +273,7 @@ def shows_step(status: OperationStatus | None, step: StepResult, since: int) -> 
         sent.get("mode") == "manual_regular"
         and sent.get("source") == step.source
         and (step.kind == "profiles" or sent.get("agent_version") == step.agent_version)
-        and status.started_at >= since - CLOCK_SKEW_S
+        and status.started_at > since
     )
 
 

@@ -103,7 +103,12 @@ def slot(status: str, *, mode: str = "manual_regular", source: str = "email") ->
 
 def killed_at(step: str) -> RunJournal:
     """The journal a sweep leaves when it dies once `step`'s generation was sent."""
-    server = FakeSweep(kill_at=step)
+    return killed_at_with(step, {})
+
+
+def killed_at_with(step: str, slots: dict[str, OperationStatus]) -> RunJournal:
+    """As `killed_at`, with the server's slots showing `slots` throughout."""
+    server = FakeSweep(kill_at=step, slots=slots)
     with pytest.raises(Killed):
         run_sweep(server, params(), journal())
     assert server.entry is not None, "a sweep killed after its first write leaves its journal"
@@ -154,7 +159,7 @@ def test_a_killed_sweep_keeps_its_journal_with_the_steps_done_and_the_one_sent()
 
     assert entry.kind == "sweep"
     assert entry.swept == (STEPS[0], STEPS[1])
-    assert entry.sweeping == STEPS[2] and entry.sweeping_since > 0
+    assert entry.sweeping == STEPS[2] and entry.sweeping_since == 0  # an empty slot before it
 
 
 def test_the_repair_runs_only_the_steps_not_done():
@@ -167,6 +172,22 @@ def test_the_repair_runs_only_the_steps_not_done():
     assert server.generated == [STEPS[2], STEPS[3]]
     assert f"step {STEPS[2]}: the server shows no completed generation of it, run again" in done
     assert server.entry is None  # finished: the journal is removed
+
+
+def test_an_earlier_generation_of_the_same_step_is_not_taken_for_the_dead_ones():
+    """An earlier sweep's generation of the same step is the slot's last operation when the
+    dead sweep journaled the step (killed before it was sent): the repair runs it again."""
+    earlier = slot("completed").model_copy(update={"started_at": SENT_AT})
+    entry = killed_at_with(STEPS[2], {"profile_generation": earlier})
+    assert entry.sweeping == STEPS[2] and entry.sweeping_since == SENT_AT
+    entry = replace(entry, parameters=params().run_again())
+    server = FakeSweep(slots={"profile_generation": earlier})
+
+    done, unfinished = finish_sweep(URL, entry, server)
+
+    assert not unfinished, done
+    assert server.generated == [STEPS[2], STEPS[3]]
+    assert "the server shows no completed generation of it, run again" in done
 
 
 def test_the_repair_waits_for_the_generation_the_dead_sweep_left_running():
