@@ -25,8 +25,9 @@ test: install-server
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -m "not slow" -n 2 --dist loadfile
 
-## Lint, then every test, the slow production-size cases included.
+## Lint, then every test, the slow production-size cases included; fails when the reliability
+## tally is below its bars (tests/tally.py).
 test-all: install-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --tally-bars

@@ -19,7 +19,10 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 from local_stack.seed import seed
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tests.reliability.helpers import CATEGORIES, MEASURED
+
+pytest_plugins = ["pytester", "tests.tally"]
+"""pytester (tests of the test tooling) and the reliability tally (claims count only for
+tests that pass; bars for `make test-all`)."""
 
 SEEDED = "seeded"
 SEEDED_COUNTS: dict[str, int] = {}
@@ -82,30 +85,3 @@ def no_run_journal_left(request: pytest.FixtureRequest) -> None:
         for document in client.read_block_documents(include_secrets=False):
             if (document.name or "").startswith("reflexio-run-journal-"):
                 client.delete_block_document(document.id)
-
-
-# --- the reliability suite's tally (tests/reliability/helpers.MEASURED) -------------------
-# Here, not in tests/reliability/conftest.py: under pytest-xdist (`make test`) the controller
-# process collects nothing, so only this conftest is loaded there. Each worker sends its
-# counts back when it finishes; the controller adds them up and prints them.
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """In an xdist worker: hand this worker's tally to the controller."""
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:
-        workeroutput["measured"] = dict(MEASURED)
-
-
-def pytest_testnodedown(node: object, error: object) -> None:
-    """In the xdist controller: add a finished worker's tally."""
-    MEASURED.update(getattr(node, "workeroutput", {}).get("measured", {}))
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the tally at the end of a run that included reliability tests."""
-    if not MEASURED:
-        return
-    terminalreporter.section("reliability: measured by this run")
-    for category in CATEGORIES:
-        terminalreporter.write_line(f"{category:40} {MEASURED.get(category, 0)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,20 +21,9 @@ from core.outcome import Decision, RegenerationOutcome
 from core.touched import read_touched_ids
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.integration.pipeline_helpers import profile_rows, run_backup
+from tests.tally import claim
 
-MEASURED: Counter[str] = Counter()
-"""What this run of the suite proved, by category (printed at the end by conftest.py); a
-test adds to it after its assertions passed, so the counts are of cases that held."""
-CATEGORIES = (
-    "fault x call point cases",
-    "faults fired",
-    "crash points recovered",
-    "bad inputs refused, nothing written",
-    "pairs of writers started at once",
-    "runs scanned for secrets",
-    "runs checked by id, nothing lost",
-)
-
+CHECKED_BY_ID = "test cases checked by id, nothing lost"
 UPGRADE = "upgrade_all_profiles"
 DOWNGRADE = "downgrade_all_profiles"
 
@@ -82,13 +71,13 @@ def assert_consistent(url: str, before: Snapshot, api_key: str | None = None) ->
     current = rows(url, "current", api_key=api_key)
     if {r["profile_id"] for r in current} == before.ids:
         assert by_user(current) == by_user(before.current)
-        MEASURED["runs checked by id, nothing lost"] += 1
+        claim(CHECKED_BY_ID)
         return "unchanged"
     archived = rows(url, "archived", api_key=api_key)
     assert not ({r["profile_id"] for r in current} & before.ids), "half-applied: old and new mixed"
     assert {r["profile_id"] for r in archived} == before.ids, "old CURRENT not all archived"
     assert set(by_user(current)) >= set(by_user(before.current)), "a user lost every profile"
-    MEASURED["runs checked by id, nothing lost"] += 1
+    claim(CHECKED_BY_ID)
     return "upgraded"
 
 
@@ -156,14 +145,14 @@ def assert_rows_as_the_run_says(url: str, kind: Kind, before: KindRows, state: A
             )
         if kind.candidate_deleted_when_not_upgraded:
             assert ids(after, "pending") <= ids(before, "pending"), "the candidate was left"
-    MEASURED["runs checked by id, nothing lost"] += 1
+    claim(CHECKED_BY_ID)
     return outcome.decision
 
 
 def assert_equals_backup(url: str, backup: list[dict[str, Any]]) -> None:
     now = rows(url, "current", "archived")
     assert comparable(now, PROFILE_KEYS) == comparable(backup, PROFILE_KEYS)
-    MEASURED["runs checked by id, nothing lost"] += 1
+    claim(CHECKED_BY_ID)
 
 
 Fired = list[tuple[str | None, str, str]]
@@ -175,13 +164,14 @@ def fired_faults(proxy: Any) -> Fired:
 
 
 def count_faults(fired: Fired) -> None:
-    """Count faults and distinct fault x call points (after the case's checks passed)."""
-    MEASURED["faults fired"] += len(fired)
-    MEASURED["fault x call point cases"] += len(set(fired))
+    """Claim the faults and distinct fault x call points that fired (tests/tally.py: they
+    count only if the test passes)."""
+    claim("faults fired", len(fired))
+    claim("fault x call point cases", len(set(fired)))
 
 
 def record_faults(proxy: Any) -> None:
-    """Count the faults that fired through `proxy` (call it after the checks)."""
+    """Claim the faults that fired through `proxy` (they count only if the test passes)."""
     count_faults(fired_faults(proxy))
 
 

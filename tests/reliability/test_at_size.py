@@ -28,7 +28,6 @@ from local_stack.stack import LocalStack
 from tests.integration.pipeline_helpers import LIVE_LINES, users_talk_during_rerun
 from tests.reliability.conftest import ROWS_PER_STATUS
 from tests.reliability.helpers import (
-    MEASURED,
     assert_rows_as_the_run_says,
     kind_rows,
     record_faults,
@@ -39,6 +38,7 @@ from tests.reliability.test_writer_pairs import (
     assert_one_wrote_the_other_was_refused,
     start_together,
 )
+from tests.tally import claim
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -106,7 +106,7 @@ def test_stale_rows_without_leave_to_discard_them_are_refused_and_nothing_writte
     assert [r for r in proxy.records if r.method != "GET"] == []
     assert assert_rows_as_the_run_says(url, PROFILES, before, state) is Decision.REFUSED
     assert kind_rows(url, PROFILES)["pending"] == before["pending"]
-    MEASURED["bad inputs refused, nothing written"] += 1
+    claim("bad inputs sent to the server, nothing written")
 
 
 def test_a_run_killed_mid_backup_is_finished_by_the_next_run(
@@ -122,7 +122,7 @@ def test_a_run_killed_mid_backup_is_finished_by_the_next_run(
     state = profile_regeneration(_params(proxy.url, tmp_path / "next"), return_state=True)
     assert state.is_completed(), state.message
     assert assert_rows_as_the_run_says(url, PROFILES, before, state) is Decision.UPGRADED
-    MEASURED["crash points recovered"] += 1
+    claim("crash points recovered")
 
 
 def test_a_regeneration_and_clear_user_data_at_once(

@@ -97,7 +97,7 @@ def test_bad_parameters_are_refused_naming_the_field(case, measured):
     with pytest.raises(ValidationError) as info:
         model(**values)
     assert field in str(info.value)
-    measured["bad inputs refused, nothing written"] += 1
+    measured["bad inputs refused before any request"] += 1
 
 
 def test_bad_parameters_through_the_flow_send_nothing(stack, prefect_api, proxy, measured):
@@ -110,7 +110,7 @@ def test_bad_parameters_through_the_flow_send_nothing(stack, prefect_api, proxy,
             profile_regeneration(params={"reflexio_url": proxy.url, **values})
         assert "similarity_threshold" in str(info.value) or "start_time" in str(info.value)
     assert proxy.records == []
-    measured["bad inputs refused, nothing written"] += 2
+    measured["bad inputs sent to the server, nothing written"] += 2
 
 
 def test_unknown_source_fails_cleanly_without_upgrading(
@@ -126,7 +126,7 @@ def test_unknown_source_fails_cleanly_without_upgrading(
     assert "No interactions found" in state.message and "Nothing was upgraded" in state.message
     assert proxy.count("POST", UPGRADE) == 0
     assert assert_consistent(clean_stack.url, before) == "unchanged"
-    measured["bad inputs refused, nothing written"] += 1
+    measured["bad inputs sent to the server, nothing written"] += 1
 
 
 # --- CLI -----------------------------------------------------------------------------------
@@ -169,14 +169,14 @@ def test_cli_bad_inputs_exit_3_with_distinct_messages(
         messages[name] = output
     assert len(set(messages.values())) == len(cases)
     assert proxy.calls(method="POST") == []
-    measured["bad inputs refused, nothing written"] += len(cases)
+    measured["bad inputs sent to the server, nothing written"] += len(cases)
 
 
 def test_cli_usage_error_is_not_confused_with_a_stall(capsys, measured):
     with pytest.raises(SystemExit) as info:
         cli_main(["prompt-check"])
     assert info.value.code == 3
-    measured["bad inputs refused, nothing written"] += 1
+    measured["bad inputs refused before any request"] += 1
 
 
 # --- malformed server answers ------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_malformed_answers_before_any_write_fail_cleanly(
         assert expected in state.message and "Traceback" not in state.message
         assert len(proxy.faults()) == 1
         assert proxy.calls(method="POST") == []
-        measured["bad inputs refused, nothing written"] += 1
+        measured["bad inputs sent to the server, nothing written"] += 1
 
 
 def test_unreadable_upgrade_answer_is_verified_or_rolled_back(
@@ -231,5 +231,5 @@ def test_unreadable_upgrade_answer_is_verified_or_rolled_back(
     outcome = assert_consistent(clean_stack.url, before)  # the data itself is whole
     assert state.is_completed() or "rolled back" in state.message, state.message
     assert outcome == ("upgraded" if state.is_completed() else "unchanged")
-    measured["bad inputs refused, nothing written"] += 1
+    measured["bad inputs sent to the server, nothing written"] += 1
     measured["fault x call point cases"] += 1

@@ -33,8 +33,9 @@ from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.journal import load_journal
 from tasks.server import DELETE_BATCH, RECREATE_BATCH
 from tests.integration.pipeline_helpers import profile_rows, rows_by_id
-from tests.reliability.helpers import MEASURED, restore_dry_run
+from tests.reliability.helpers import CHECKED_BY_ID, restore_dry_run
 from tests.reliability.test_crash import REPAIRED, crash_after
+from tests.tally import claim
 
 pytestmark = pytest.mark.reliability
 
@@ -108,8 +109,8 @@ def test_sigkill_mid_restore_then_the_next_writer_finishes_it(
     assert "Dry run, nothing written; would re-create 0, re-status 0, delete 0" in state.message
     assert rows_by_id(url) == before, "exactly the backed-up rows, by id, status and content"
     assert load_journal(proxy.url) is None
-    MEASURED["crash points recovered"] += 2
-    MEASURED["runs checked by id, nothing lost"] += 1
+    claim("crash points recovered", 2)
+    claim(CHECKED_BY_ID)
     with ReflexioClient(ReflexioSettings(url=url)) as client:  # as the seed had it
         client.delete_profiles(sorted(old))
 
@@ -169,5 +170,5 @@ def test_sigkill_mid_clear_user_data_then_the_next_writer_erases_the_rest(
     assert _of(after_profiles, erase, keep=False) == _of(profiles, erase, keep=False)
     assert _of(after_playbooks, erase, keep=False) == _of(playbooks, erase, keep=False)
     assert load_journal(proxy.url) is None
-    MEASURED["crash points recovered"] += 1
-    MEASURED["runs checked by id, nothing lost"] += 1
+    claim("crash points recovered")
+    claim(CHECKED_BY_ID)

@@ -43,13 +43,14 @@ from tasks.check_record import load_record
 from tests.integration.pipeline_helpers import config_bytes, profile_rows
 from tests.integration.test_prompt_change import CANDIDATE
 from tests.reliability.helpers import (
-    MEASURED,
+    CHECKED_BY_ID,
     KindRows,
     assert_rows_as_the_run_says,
     count_faults,
     fired_faults,
     kind_rows,
 )
+from tests.tally import claim
 
 pytestmark = pytest.mark.reliability
 
@@ -328,7 +329,7 @@ def test_a_fault_at_a_writers_call_point_leaves_the_rows_as_the_run_says(
         assert again.is_completed(), (state.message, again.message)
     case.check_done(url)
     count_faults(fired)  # counted only once every check of the case held
-    MEASURED["runs checked by id, nothing lost"] += 1
+    claim(CHECKED_BY_ID)
 
 
 @pytest.mark.slow  # a check of the check, not of a writer

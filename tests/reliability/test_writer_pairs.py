@@ -41,7 +41,7 @@ from flows.sweep import manual_sweep
 from local_stack.fault_proxy import FaultProxy
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.integration.pipeline_helpers import profile_rows
-from tests.reliability.helpers import MEASURED
+from tests.tally import claim
 
 pytestmark = pytest.mark.reliability
 
@@ -195,4 +195,4 @@ def assert_one_wrote_the_other_was_refused(proxy: FaultProxy, states: dict[str, 
     sent = {r.path.split("?")[0].rsplit("/", 1)[-1] for r in proxy.records if r.method != "GET"}
     only_loser = WRITERS[loser][1] - WRITERS[winner][1]
     assert not sent & only_loser, (loser, sent & only_loser)
-    MEASURED["pairs of writers started at once"] += 1
+    claim("pairs of writers started at once")
