@@ -90,6 +90,19 @@ class LocalStack:
         self.llm.reset()
         self.server.start()
 
+    def export_snapshot(self, name: str, target: Path) -> None:
+        """Copy the snapshot ``name`` to ``target`` (another stack can ``import_snapshot``)."""
+        shutil.copytree(self.server.state_dir / "snapshots" / name, target)
+
+    def import_snapshot(self, name: str, source: Path) -> None:
+        """Take an exported snapshot as this stack's snapshot ``name`` and ``restore`` it.
+        The data holds no address: the server finds the stand-in LLM through its
+        environment."""
+        target = self.server.state_dir / "snapshots" / name
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+        self.restore(name)
+
     def bulk_seed(self, specs: Sequence[Seed]) -> SeedResult:
         """Write rows straight into the server's DB (stopping it meanwhile, ~4 s + ~6 s)."""
         self.server.stop()
