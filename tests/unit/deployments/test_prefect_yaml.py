@@ -206,3 +206,15 @@ def test_the_silence_automations_watch_the_scheduled_regenerations_and_the_stall
     assert scheduled == set(NIGHTLY_DEPLOYMENTS)
     watch = [d for d in DEPLOYMENTS if d["entrypoint"].endswith(":stall_watch")]
     assert [s["interval"] for d in watch for s in d["schedules"]] == [300]
+
+
+def test_the_ci_trigger_runs_the_prompt_check_deployment():
+    """`reflexio-pipelines trigger-prompt-check` (and the example workflow) run a deployment
+    that prefect.yaml defines, of the prompt-change flow."""
+    from deployments.catalogue import PROMPT_CHECK_DEPLOYMENT
+    from flows.prompt_change import prompt_change
+
+    (check,) = [d for d in DEPLOYMENTS if d["entrypoint"].endswith(":prompt_change")]
+    assert f"{prompt_change.name}/{check['name']}" == PROMPT_CHECK_DEPLOYMENT
+    workflow = (ROOT / ".github" / "workflows" / "prompt-check.yml").read_text()
+    assert f"trigger-prompt-check\n          --deployment {PROMPT_CHECK_DEPLOYMENT}" in workflow
