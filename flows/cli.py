@@ -169,7 +169,6 @@ def unshared_note() -> str | None:
 
 def prompt_check(args: argparse.Namespace) -> int:
     """Run the prompt check here; print the verdict; write the report; return the exit code."""
-    from flows.params import PromptChangeParams
     from flows.prompt_change import PromptCheckResult, Verdict, prompt_change
 
     values = _checked(args)
@@ -178,7 +177,7 @@ def prompt_check(args: argparse.Namespace) -> int:
     note = unshared_note()
     if note:
         print(note, file=sys.stderr)
-    state = prompt_change(**dict(PromptChangeParams(**values)), return_state=True)
+    state = prompt_change(**values, return_state=True)
     result = state.result(raise_on_failure=False)
     if not isinstance(result, PromptCheckResult):
         print(f"error: the prompt check crashed: {state.message}", file=sys.stderr)
