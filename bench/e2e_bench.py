@@ -13,7 +13,7 @@ fixed delay per LLM call, and time:
           call: on reflexio-ai 0.2.32 the first read of the stall state makes every later
           LLM call of that server process cost more (RESULTS.md), so (b)/(a') is the cost of
           orchestration alone and (b)/(a) what a user sees on a freshly started server;
-(b) flow: ``profile_regeneration(RegenerationParams(...), return_state=True)`` (stall check,
+(b) flow: ``profile_regeneration(..., return_state=True)`` (stall check,
           guard, rerun, gate, backup, upgrade, verify) in a subprocess of this project's
           Python (timed inside, imports excluded; ``--flow-in-process`` runs it here instead),
           against a ``prefect_test_harness()`` API started once before all runs (start-up
@@ -106,9 +106,9 @@ from pathlib import Path
 from bench.e2e_bench import task_breakdown
 from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
-params = RegenerationParams(reflexio_url=sys.argv[1], backup_dir=Path(sys.argv[2]))
+params = dict(reflexio_url=sys.argv[1], backup_dir=Path(sys.argv[2]))
 t0 = time.perf_counter()
-state = profile_regeneration(params, return_state=True)
+state = profile_regeneration(**params, return_state=True)
 wall = time.perf_counter() - t0
 print(json.dumps({
     "wall_s": wall, "outcome": f"{state.type.value}: {state.message or ''}",
@@ -164,12 +164,11 @@ def run_flow_subprocess(url: str, backup_dir: Path) -> tuple[float, str, dict[st
 
 def run_flow(url: str, backup_dir: Path) -> tuple[float, str, dict[str, float]]:
     """The profile regeneration flow in this process; wall time measured around the call."""
-    from flows.params import RegenerationParams
     from flows.profile_regeneration import profile_regeneration
 
-    params = RegenerationParams(reflexio_url=url, backup_dir=backup_dir)
+    params = dict(reflexio_url=url, backup_dir=backup_dir)
     t0 = time.perf_counter()
-    state = profile_regeneration(params, return_state=True)
+    state = profile_regeneration(**params, return_state=True)
     wall = time.perf_counter() - t0
     outcome = f"{state.type.value}: {(state.message or '')[:120]}"
     return wall, outcome, task_breakdown(state.state_details.flow_run_id)

@@ -63,7 +63,6 @@ def restore_in_child(url: str, manifest: str, records: str, dry_run: str) -> dic
     sent to the server (counted and timed per route by wrapping httpx.Client.send)."""
     import httpx
 
-    from flows.params import RestoreParams
     from flows.restore import restore_profiles
 
     sent: Counter[str] = Counter()
@@ -82,11 +81,11 @@ def restore_in_child(url: str, manifest: str, records: str, dry_run: str) -> dic
 
     httpx.Client.send = counted  # type: ignore[method-assign]
     rss_before = _peak_rss_mb(os.getpid())
-    params = RestoreParams(
+    params = dict(
         backup_file=manifest, reflexio_url=url, records_dir=records, dry_run=dry_run == "dry"
     )
     started = time.perf_counter()
-    state = restore_profiles(params, return_state=True)
+    state = restore_profiles(**params, return_state=True)
     wall = time.perf_counter() - started
     return {
         "restore_s": round(wall, 1),

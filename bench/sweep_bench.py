@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.e2e_bench import load_average
-from flows.params import SweepParams
 from local_stack.seed import seed
 from local_stack.stack import LocalStack
 from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN
@@ -49,17 +48,15 @@ def most_in_a_minute(starts: list[float]) -> int:
 
 SWEEP_PROCESS = """
 import json, sys
-from flows.params import SweepParams
 from flows.sweep import manual_sweep
-params = SweepParams.model_validate_json(sys.argv[1])
-state = manual_sweep(params=params, return_state=True)
+state = manual_sweep(**json.loads(sys.argv[1]), return_state=True)
 summary = state.result(raise_on_failure=False)
 print(json.dumps({"state": f"{state.type.value}: {(state.message or '')[:160]}",
                   **(summary if isinstance(summary, dict) else {})}))
 """
 
 
-def run_sweeps(params: Any, count: int) -> tuple[list[dict[str, Any]], float]:
+def run_sweeps(params: dict[str, Any], count: int) -> tuple[list[dict[str, Any]], float]:
     """`count` sweeps started at once, each in its own process on this Prefect API."""
     from prefect.settings import PREFECT_API_URL
 
@@ -67,7 +64,7 @@ def run_sweeps(params: Any, count: int) -> tuple[list[dict[str, Any]], float]:
     t0 = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", SWEEP_PROCESS, params.model_dump_json()],
+            [sys.executable, "-c", SWEEP_PROCESS, json.dumps(params)],
             env=env,
             stdout=subprocess.PIPE,
             text=True,
@@ -103,7 +100,7 @@ def main() -> None:
         seed(stack.url, sources=tuple(sources))
         log = stack.server.log_path
         log_offset = log.stat().st_size
-        params = SweepParams(
+        params = dict(
             sources=sources,
             reflexio_url=stack.url,
             manual_calls_per_minute=args.calls_per_minute,
@@ -114,7 +111,7 @@ def main() -> None:
             outputs, wall = run_sweeps(params, args.sweeps)
         else:
             t0 = time.perf_counter()
-            state = manual_sweep(params=params, return_state=True)
+            state = manual_sweep(**params, return_state=True)
             wall = time.perf_counter() - t0
             summary = state.result(raise_on_failure=False)
             outputs = [{"state": f"{state.type.value}: {(state.message or '')[:160]}", **summary}]

@@ -11,6 +11,8 @@ SECRET_BLOCK = "reflexio-api-key"
 NOTIFICATION_BLOCK = "reflexio-alerts"
 FLOW_TAG = "reflexio"
 
+PROMPT_CHECK_DEPLOYMENT = "prompt-change/prompt-check"
+"""flow/deployment that `reflexio-pipelines trigger-prompt-check` runs (prefect.yaml)."""
 NIGHTLY_DEPLOYMENTS = ("nightly", "nightly-per-agent-version")
 """The scheduled regenerations (prefect.yaml) watched for silence: no completed run in 26 h."""
 PACED_ROUTES = {
@@ -69,9 +71,12 @@ def restore_artifact(url: str) -> str:
     return f"restore-{server_slug(url)}-summary"
 
 
+PROMPT_CHECK_ARTIFACT_PREFIX = "prompt-check-"
+
+
 def prompt_check_artifact(url: str) -> str:
     """Report artifact key of the prompt check on one server."""
-    return f"prompt-check-{server_slug(url)}"
+    return f"{PROMPT_CHECK_ARTIFACT_PREFIX}{server_slug(url)}"
 
 
 def run_journal_block(url: str) -> str:

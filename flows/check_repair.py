@@ -21,7 +21,6 @@ from core.check_record import CheckRecord, RecordError
 from core.check_undo import RunningRerun, Undo, undo_check
 from core.touched import touched_name
 from deployments import catalogue
-from flows.params import RestoreParams
 from flows.stored_repair import NotRepaired, StoredRepair
 from reflexio_api import ReflexioSettings
 from reflexio_api.models import ServiceName
@@ -94,13 +93,13 @@ class PrefectCheckOps:
         # there is accepted. Users erased through the API directly are still not brought
         # back: the restore re-creates only rows the check's upgrade deleted, never those
         # of a user who has no row left on the server.
-        params = RestoreParams(
+        state = restore_profiles(
             backup_file=backup,
             reflexio_url=self.settings.url,
             records_dir=folder_of(backup),
             assume_no_erasures=True,
+            return_state=True,
         )
-        state = restore_profiles(params, return_state=True)
         if not state.is_completed():
             raise RuntimeError(f"the restore from {backup} did not finish: {state.message}")
         return str(state.message)

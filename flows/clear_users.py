@@ -27,6 +27,7 @@ from core.identity import server_key
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import run_id as flow_run_id
+from flows.flat_params import flat_parameters
 from flows.lock import ensure_still_held, holds_server_lock
 from flows.params import ClearUsersParams
 from tasks.backups import BackupLocationError, open_location
@@ -49,6 +50,7 @@ ARTIFACT_KEY = "clear-users-summary"
     timeout_seconds=FLOW_TIMEOUT_S["clear-user-data"],
     validate_parameters=True,
 )
+@flat_parameters(ClearUsersParams)
 @holds_server_lock
 def clear_users(params: ClearUsersParams) -> State:
     """Erase the users' rows; Completed when nothing of theirs remains, else Failed."""

@@ -24,7 +24,6 @@ PORT = 8081
 def main() -> int:
     """Run the nightly job; returns the process exit code."""
     from core.kinds import PROFILES, user_playbooks
-    from flows.params import PlaybookRegenerationParams, RegenerationParams
     from flows.playbook_regeneration import playbook_regeneration
     from flows.profile_regeneration import profile_regeneration
     from local_stack.seed import seed
@@ -41,14 +40,11 @@ def main() -> int:
         print(f"Reflexio server: {stack.url}")
         results = []
         profile_state = profile_regeneration(
-            RegenerationParams(reflexio_url=stack.url, backup_dir=backups), return_state=True
+            reflexio_url=stack.url, backup_dir=str(backups), return_state=True
         )
         results.append(("profile-regeneration", profile_state, PROFILES.artifact_prefix(stack.url)))
         playbook_state = playbook_regeneration(
-            PlaybookRegenerationParams(
-                reflexio_url=stack.url, backup_dir=backups, agent_version="v1"
-            ),
-            return_state=True,
+            reflexio_url=stack.url, backup_dir=str(backups), agent_version="v1", return_state=True
         )
         results.append(
             (

@@ -1,10 +1,10 @@
-"""Typed flow parameters: the Prefect UI renders these pydantic models as forms."""
+"""Typed flow parameters: each model is one flow's form, one field per parameter
+(flows/flat_params.py makes its fields the flow's parameters)."""
 
 from __future__ import annotations
 
 import os
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -12,13 +12,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
 from deployments.catalogue import FLOW_TIMEOUT_S, NOTIFICATION_BLOCK, WORK_MARGIN_S
-from gate import GatePolicy, GatePolicyError
+from gate import GatePolicy, GatePolicyOverrides
 from reflexio_api import ReflexioSettings
 from tasks.backups import check_file_location, check_location, default_backup_location
 from tasks.clear_users import Listed
@@ -74,7 +75,7 @@ class RegenerationParams(WriterParams):
     """Profile regeneration: rerun -> gate -> backup -> upgrade -> verify (rollback)."""
 
     sources: list[str] = Field(
-        default_factory=list,
+        [],
         description="Rerun only these interaction sources (one rerun per source, in order); "
         "empty: all interactions.",
     )
@@ -85,9 +86,10 @@ class RegenerationParams(WriterParams):
         description="Rerun and gate only, then delete the PENDING rows this run created; "
         "no backup, no upgrade. CURRENT is never touched.",
     )
-    gate_policy: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Overrides of the gate thresholds (GatePolicy field: value).",
+    gate_policy: GatePolicyOverrides = Field(  # type: ignore[valid-type]
+        GatePolicyOverrides(),
+        description="Gate thresholds that differ from the defaults (docs/gate.md); empty "
+        "ones keep theirs.",
     )
     discard_stale_pending: bool = Field(
         False,
@@ -158,15 +160,6 @@ class RegenerationParams(WriterParams):
             "on_warn: 'upgrade' (was allow_warn=true), 'refuse' (was allow_warn=false) or "
             "'ask' (pause for an operator's approval)",
         )
-
-    @field_validator("gate_policy")
-    @classmethod
-    def _valid_policy(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            GatePolicy().with_overrides(value)
-        except GatePolicyError as exc:
-            raise ValueError(str(exc)) from None
-        return value
 
     @field_validator("sources")
     @classmethod
@@ -319,7 +312,11 @@ class StallWatchParams(ServerParams):
 class PromptChangeParams(WriterParams):
     """A candidate config to try; the Prefect UI renders this as the run form."""
 
-    config_file: Path = Field(description="Candidate Reflexio config (JSON or YAML).")
+    candidate_config: SecretStr = Field(
+        description="The candidate Reflexio config: its text, a YAML or JSON mapping merged over "
+        "the server's config at the top level (e.g. --param candidate_config=\"$(cat "
+        'candidate.yaml)"). Kept secret: it may hold credentials.',
+    )
     agent_version: str | None = Field(
         None, description="Also regenerate this agent_version's playbooks; empty: profiles only."
     )
@@ -327,7 +324,11 @@ class PromptChangeParams(WriterParams):
     promote: bool = Field(
         False, description="Upgrade when every gate passes; else dry run and restore the config."
     )
-    gate_policy: dict[str, Any] = Field(default_factory=dict, description="Gate overrides.")
+    gate_policy: GatePolicyOverrides = Field(  # type: ignore[valid-type]
+        GatePolicyOverrides(),
+        description="Gate thresholds that differ from the defaults (docs/gate.md); empty "
+        "ones keep theirs.",
+    )
     allow_warn: bool = Field(
         False,
         description="Pass on a 'warn' gate verdict (with promote: upgrade). The check never "
@@ -390,12 +391,12 @@ class SweepParams(WriterParams):
         "source does not stop the others.",
     )
     kinds: list[SweepKind] = Field(
-        default_factory=lambda: ["profiles", "playbooks"],
+        ["profiles", "playbooks"],
         min_length=1,
         description="What to generate for each source: profiles, playbooks or both.",
     )
     agent_versions: list[str] = Field(
-        default_factory=lambda: ["v1"],
+        ["v1"],
         description="Agent versions whose user playbooks are generated (kinds: playbooks).",
     )
     require_manual_trigger: bool = Field(
@@ -466,8 +467,8 @@ class ClearUsersParams(WriterParams):
         "erasing), so that a restore on this server does not bring the users back: a "
         "directory, URL or block:<name>; empty: REFLEXIO_BACKUP_DIR, else ./backups.",
     )
-    listed_before: dict[str, Listed] = Field(
-        default_factory=dict,
+    listed_before: SkipJsonSchema[dict[str, Listed]] = Field(
+        {},
         description="Leave empty: set by the run journal when a run of this erasure died "
         "half-way. Per user, the profile and user-playbook ids that run listed before "
         "clearing: rows among them that clear_user_data anonymised (H9) are deleted by id.",

@@ -20,10 +20,8 @@ from core.kinds import user_playbooks
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import run_regeneration
+from flows.flat_params import flat_parameters
 from flows.params import PlaybookRegenerationParams
-
-DEFAULT_PARAMS = PlaybookRegenerationParams()
-"""The form's defaults (safe: only_affected_users, no discard, no dry run)."""
 
 
 @flow(
@@ -32,8 +30,10 @@ DEFAULT_PARAMS = PlaybookRegenerationParams()
     timeout_seconds=FLOW_TIMEOUT_S["playbook-regeneration"],
     validate_parameters=True,
 )
-def playbook_regeneration(params: PlaybookRegenerationParams = DEFAULT_PARAMS) -> State:
-    """Regenerate one agent_version's user playbooks safely, then aggregate.
+@flat_parameters(PlaybookRegenerationParams)
+def playbook_regeneration(params: PlaybookRegenerationParams) -> State:
+    """Regenerate one agent_version's user playbooks safely, then aggregate. One parameter
+    per PlaybookRegenerationParams field.
 
     dry_run: backup + rerun + gate, no upgrade, no aggregation. Unlike profiles, the PENDING
     rows are kept: the rerun has already tombstoned the CURRENT rows it re-derived (H6), and

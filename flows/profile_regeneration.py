@@ -21,10 +21,8 @@ from core.kinds import PROFILES
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import run_regeneration
+from flows.flat_params import flat_parameters
 from flows.params import RegenerationParams
-
-DEFAULT_PARAMS = RegenerationParams()
-"""The form's defaults (safe: only_affected_users, no discard, no dry run)."""
 
 
 @flow(
@@ -33,8 +31,11 @@ DEFAULT_PARAMS = RegenerationParams()
     timeout_seconds=FLOW_TIMEOUT_S["profile-regeneration"],
     validate_parameters=True,
 )
-def profile_regeneration(params: RegenerationParams = DEFAULT_PARAMS) -> State:
-    """Regenerate profiles safely (see the module docstring for every end state).
+@flat_parameters(RegenerationParams)
+def profile_regeneration(params: RegenerationParams) -> State:
+    """Regenerate profiles safely (see the module docstring for every end state). One
+    parameter per RegenerationParams field; the defaults are safe (only_affected_users, no
+    discard, no dry run).
 
     dry_run: backup + rerun + gate, then the PENDING rows this run created are deleted; no
     upgrade. A rerun always writes PENDING rows, so "dry" means "leaves no trace", not

@@ -22,13 +22,13 @@ candidate is promoted; a check killed on the way leaves it for the next run
 The verdict is the flow's final state and, through ``flows.cli``, the process exit code.
 """
 
+import hashlib
 import json
 import socket
 import time
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -48,6 +48,7 @@ from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import STALLED_STATE_NAME, make_engine, publish_summary, run_id, run_step
 from flows.check_repair import undo_and_forget
+from flows.flat_params import flat_parameters
 from flows.lock import ServerBusy, server_lock
 from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
 from flows.stored_repair import NotRepaired
@@ -69,30 +70,55 @@ class Verdict(IntEnum):
     BUSY = 5
 
 
+REPORT_TITLE = "# Prompt check: "
+
+
+def report_title(verdict: Verdict) -> str:
+    """The report's first line: it names the verdict (`verdict_of` reads it back)."""
+    return f"{REPORT_TITLE}{verdict.name}"
+
+
+def verdict_of(report: str) -> Verdict | None:
+    """The verdict a report's first line names (None: not a prompt-check report)."""
+    first = report.split("\n", 1)[0]
+    name = first.removeprefix(REPORT_TITLE)
+    return Verdict[name] if first != name and name in Verdict.__members__ else None
+
+
 class ConfigFileError(ValueError):
-    """The candidate config file is missing or not a JSON/YAML mapping."""
+    """The candidate config is not a JSON/YAML mapping."""
 
 
-def load_candidate_config(path: Path) -> dict[str, Any]:
-    """Read a candidate config (JSON or YAML mapping); clear error when it is unusable."""
-    if not path.is_file():
-        raise ConfigFileError(
-            f"Candidate config {path} does not exist; pass the path of a JSON or YAML file."
-        )
-    text = path.read_text()
+def load_candidate_config(text: str) -> dict[str, Any]:
+    """Read a candidate config's text (JSON when it starts with '{', else YAML, a mapping);
+    clear error when it is unusable. The text itself is never in the message."""
+    kind = "JSON" if text.lstrip().startswith("{") else "YAML"
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigFileError(
-            f"Candidate config {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
-            f": {str(exc).splitlines()[0]}. Fix the file and run again."
-        ) from None
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigFileError(_invalid(kind, exc.lineno, exc.colno)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise ConfigFileError(_invalid(kind, line, column)) from None
     if not isinstance(data, dict) or not data:
         raise ConfigFileError(
-            f"Candidate config {path} must be a non-empty mapping of Reflexio config fields "
+            "The candidate config must be a non-empty mapping of Reflexio config fields "
             f"(e.g. profile_extractor_config: ...), not {type(data).__name__}."
         )
     return data
+
+
+def _invalid(kind: str, line: int | None, column: int | None) -> str:
+    at = f" at line {line}, column {column}" if line else ""
+    return f"The candidate config is not valid {kind}{at}. Fix it and run again."
+
+
+def describe_config(text: str) -> str:
+    """What names a candidate config in a report without showing it (it may hold
+    credentials): its size and the start of its SHA-256."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{len(text.splitlines())} lines, sha256 {digest}"
 
 
 class PromptCheckResult(BaseModel):
@@ -276,11 +302,11 @@ def _aggregate(settings: ReflexioSettings, params: PromptChangeParams) -> str:
 
 def _report(params: PromptChangeParams, verdict: Verdict, message: str, runs: Runs) -> str:
     lines = [
-        f"# Prompt check: {verdict.name}",
+        report_title(verdict),
         "",
         f"**{message}**",
         "",
-        f"- candidate config: `{params.config_file}`",
+        f"- candidate config: {describe_config(params.candidate_config.get_secret_value())}",
         f"- promote: {params.promote}",
     ]
     for name, outcome in runs:
@@ -301,7 +327,7 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
     for expected failures: bad input, another writer busy, an earlier check that could not
     be undone, stall, gate failure, server errors). The server's lock is held throughout."""
     try:
-        candidate = load_candidate_config(params.config_file)
+        candidate = load_candidate_config(params.candidate_config.get_secret_value())
     except ConfigFileError as exc:
         return _result(params, Verdict.BAD_INPUT, str(exc))
     settings = params.settings()
@@ -394,6 +420,7 @@ def _not_promoted(
     timeout_seconds=FLOW_TIMEOUT_S["prompt-change"],
     validate_parameters=True,
 )
+@flat_parameters(PromptChangeParams)
 def prompt_change(params: PromptChangeParams) -> State:
     """Try a candidate config: regenerate, gate, promote only when allowed (module docstring).
 
@@ -407,7 +434,7 @@ def prompt_change(params: PromptChangeParams) -> State:
         result = PromptCheckResult(
             verdict=Verdict.ERROR,
             message=message,
-            report_markdown=f"# Prompt check: ERROR\n\n{message}\n",
+            report_markdown=f"{report_title(Verdict.ERROR)}\n\n{message}\n",
         )
     create_markdown_artifact(
         result.report_markdown,

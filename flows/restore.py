@@ -50,6 +50,7 @@ from deployments import catalogue
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import run_id as flow_run_id
+from flows.flat_params import flat_parameters
 from flows.lock import LockLost, ensure_still_held, holds_server_lock
 from flows.params import RestoreParams
 from reflexio_api import ReflexioError, ReflexioSettings
@@ -162,6 +163,7 @@ def _report(summary: RunSummary, inputs: RestoreInputs, plan: RestorePlan) -> No
     timeout_seconds=FLOW_TIMEOUT_S["restore-profiles"],
     validate_parameters=True,
 )
+@flat_parameters(RestoreParams)
 @holds_server_lock
 def restore_profiles(params: RestoreParams) -> State:
     """Undo the backed-up run from its backup, keeping rows learned since by default and

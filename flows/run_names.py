@@ -2,8 +2,8 @@
 the server (`host:port`, as `core.identity.server_key` spells it) and the kind,
 agent_version, sources or users, e.g. `playbooks v2 @ 10.0.0.5:8081 (dry run)`.
 
-Each function is a Prefect `flow_run_name` callable: it reads the run's `params` (a dict from
-a deployment or the UI form, or the model itself from a direct call). A name is never worth
+Each function is a Prefect `flow_run_name` callable: it reads the run's flat parameters
+(flows/flat_params.py). A name is never worth
 failing a run for: parameters too broken to name fall back to the flow's own name, and the
 run then fails on its parameters as it would have.
 """
@@ -14,17 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect.runtime import flow_run
-from pydantic import BaseModel
 
 from core.identity import server_key
 from reflexio_api import ReflexioSettings
 
 
 def _params() -> dict[str, Any]:
-    raw = flow_run.parameters.get("params")
-    if isinstance(raw, BaseModel):
-        return raw.model_dump()
-    return dict(raw or {})
+    return dict(flow_run.parameters)
 
 
 def _server(params: dict[str, Any]) -> str:

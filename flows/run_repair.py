@@ -64,19 +64,13 @@ def _run_again(url: str, journal: RunJournal) -> tuple[str, bool]:
     said, and whether it is still unfinished. Imported here: both flows import flows.lock,
     which imports this module."""
     if journal.kind == "restore":
-        from flows.params import RestoreParams
         from flows.restore import restore_profiles
 
-        state = restore_profiles(
-            RestoreParams(reflexio_url=url, **journal.parameters), return_state=True
-        )
+        state = restore_profiles(reflexio_url=url, **journal.parameters, return_state=True)
     else:
         from flows.clear_users import clear_users
-        from flows.params import ClearUsersParams
 
-        state = clear_users(
-            ClearUsersParams(reflexio_url=url, **journal.parameters), return_state=True
-        )
+        state = clear_users(reflexio_url=url, **journal.parameters, return_state=True)
     return f"ran it again: {state.message}", not state.is_completed()
 
 

@@ -31,6 +31,7 @@ from prefect.variables import Variable
 from core.identity import server_slug
 from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
+from flows.flat_params import flat_parameters
 from flows.params import StallWatchParams
 from reflexio_api import TransientError
 from reflexio_api.models import StallState
@@ -140,9 +141,9 @@ def _unreachable(
     timeout_seconds=FLOW_TIMEOUT_S["stall-watch"],
     validate_parameters=True,
 )
-def stall_watch(params: StallWatchParams | None = None) -> State:
+@flat_parameters(StallWatchParams)
+def stall_watch(params: StallWatchParams) -> State:
     """One look at the stall flag; notify a new stall once, a recovery once."""
-    params = params or StallWatchParams()
     logger = get_run_logger()
     settings = params.settings()
     name = variable_name(settings.url)

@@ -29,6 +29,7 @@ from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import run_id
 from flows._common import stalled as stalled_state
+from flows.flat_params import flat_parameters
 from flows.lock import ensure_still_held, holds_server_lock
 from flows.params import SweepParams
 from flows.stored_repair import run_logger
@@ -220,6 +221,7 @@ def _final(steps: list[StepResult], params: SweepParams) -> State:
     timeout_seconds=FLOW_TIMEOUT_S["manual-generation-sweep"],
     validate_parameters=True,
 )
+@flat_parameters(SweepParams)
 @holds_server_lock
 def manual_sweep(params: SweepParams) -> State:
     """Sweep the given sources; Completed with the summary, or Failed naming what failed."""

@@ -6,7 +6,7 @@ Pure pandas + scikit-learn + pydantic; no Prefect, no HTTP.
 from gate.checks import Check, Severity
 from gate.evaluate import evaluate, with_rerun_yield
 from gate.frames import FrameBuilder, frame_from_rows, normalize_frame
-from gate.policy import GatePolicy, GatePolicyError
+from gate.policy import GatePolicy, GatePolicyError, GatePolicyOverrides
 from gate.report import Example, GateReport
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "FrameBuilder",
     "GatePolicy",
     "GatePolicyError",
+    "GatePolicyOverrides",
     "GateReport",
     "Severity",
     "evaluate",

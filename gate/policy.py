@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    create_model,
+    model_serializer,
+    model_validator,
+)
 
 
 class GatePolicyError(ValueError):
@@ -91,11 +100,56 @@ class GatePolicy(BaseModel):
         except ValidationError as exc:
             raise GatePolicyError(f"invalid gate policy in {path}: {_describe(exc)}") from None
 
-    def with_overrides(self, overrides: dict[str, Any] | None) -> GatePolicy:
+    def with_overrides(self, overrides: GatePolicyOverrides | dict[str, Any] | None) -> GatePolicy:
         """Return a copy with `overrides` applied, validated like the defaults."""
+        if isinstance(overrides, BaseModel):
+            overrides = overrides.model_dump()
         if not overrides:
             return self
         try:
             return type(self).model_validate({**self.model_dump(), **overrides})
         except ValidationError as exc:
             raise GatePolicyError(f"invalid gate policy override: {_describe(exc)}") from None
+
+
+class _Overrides(BaseModel):
+    """What GatePolicyOverrides adds to the thresholds: unknown names refused by name,
+    the defaults with the overrides applied validated as a whole (warn before fail), and
+    only the thresholds given kept when dumped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(GatePolicy.model_fields))
+            if unknown:
+                raise ValueError(
+                    f"unknown gate threshold(s) {', '.join(unknown)}; the thresholds are "
+                    f"{', '.join(GatePolicy.model_fields)} (docs/gate.md)"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _applies(self) -> Self:
+        GatePolicy().with_overrides(self)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+GatePolicyOverrides = create_model(
+    "GatePolicyOverrides",
+    __base__=_Overrides,
+    __doc__="Some of the gate's thresholds, each typed and bounded as in GatePolicy; a "
+    "threshold left empty keeps its default (or the policy it is applied to).",
+    **{
+        name: (Annotated[field.annotation, *field.metadata] | None, None)  # type: ignore[misc]
+        for name, field in GatePolicy.model_fields.items()
+    },
+)
+"""A form of the gate's thresholds: every GatePolicy field, optional; the flows apply it to
+the default policy."""

@@ -281,7 +281,7 @@ def main() -> int:
             "//button[contains(@class, 'p-overflow-menu-item')"
             " and normalize-space(.)='Custom run']",
         )
-        b.wait_text(step, "Reflexio Url", "Dry Run")
+        b.wait_text(step, "reflexio_url", "dry_run", "gate_policy")
         b.shot("custom-run-form")
 
         step = "fill the parameters form"
@@ -309,7 +309,7 @@ def main() -> int:
 
         step = "check the run's parameters came from the form"
         run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()
-        params = run["parameters"].get("params") or {}
+        params = run["parameters"]
         if params.get("reflexio_url") != stack.url or params.get("dry_run") is not True:
             raise StepFailed(step, f"run parameters are {run['parameters']!r}")
 
@@ -414,10 +414,11 @@ def form_property(label: str) -> str:
 
 
 def fill_form(b: Browser, step: str, url: str) -> None:
-    """In the rendered params form: reflexio_url := ``url`` (str branch), dry_run := on."""
+    """In the rendered form (one field per parameter): reflexio_url := ``url`` (str branch),
+    dry_run := on."""
     from selenium.webdriver.common.keys import Keys
 
-    prop = form_property("Reflexio Url (Optional)")
+    prop = form_property("reflexio_url (Optional)")
     # reflexio_url is `str | None`: the form shows a str/None switch, None selected.
     b.click(step, f"{prop}//button[normalize-space(.)='str']")
     field = b.find(step, f"{prop}//*[self::input or self::textarea]")
@@ -426,7 +427,7 @@ def fill_form(b: Browser, step: str, url: str) -> None:
     field.send_keys(url)
     wait_until(step, lambda: field.get_attribute("value") == url, 10)
 
-    switch = b.find(step, f"{form_property('Dry Run (Optional)')}//*[@role='switch']")
+    switch = b.find(step, f"{form_property('dry_run (Optional)')}//*[@role='switch']")
     if switch.get_attribute("aria-checked") != "true":
         b.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", switch)
         switch.click()
@@ -480,7 +481,7 @@ def answer_approval(
     }
     r = httpx.post(
         f"{api}/deployments/{dep_id}/create_flow_run",
-        json={"parameters": {"params": params}},
+        json={"parameters": params},
         timeout=10,
     )
     r.raise_for_status()

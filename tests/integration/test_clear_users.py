@@ -40,9 +40,9 @@ def test_clear_removes_everything_and_reports_h9_leftovers(
         others_before = len(client.list_profiles("current", user_id="bob"))
 
     state = clear_users(
-        params=ClearUsersParams(
-            user_ids=["alice", " carol "], reflexio_url=seeded_stack.url, records_dir=tmp_path
-        ),
+        user_ids=["alice", " carol "],
+        reflexio_url=seeded_stack.url,
+        records_dir=tmp_path,
         return_state=True,
     )
 
@@ -78,7 +78,7 @@ def test_bad_input_through_the_flow_fails_without_writes(
     with _client(seeded_stack) as client:
         before = client.get_profile_statistics()
     state = clear_users(
-        params={"user_ids": ["alice", ""], "reflexio_url": seeded_stack.url}, return_state=True
+        **{"user_ids": ["alice", ""], "reflexio_url": seeded_stack.url}, return_state=True
     )
     assert state.is_failed()
     assert "user_ids" in state.message
@@ -96,9 +96,9 @@ def test_an_erasure_that_cannot_be_recorded_erases_nobody(
         assert client.list_profiles("current", user_id="alice")
 
     state = clear_users(
-        params=ClearUsersParams(
-            user_ids=["alice"], reflexio_url=seeded_stack.url, records_dir=blocker
-        ),
+        user_ids=["alice"],
+        reflexio_url=seeded_stack.url,
+        records_dir=blocker,
         return_state=True,
     )
 

@@ -13,7 +13,6 @@ from core.backup import open_backup
 from core.kinds import PROFILE_KEYS, comparable
 from core.outcome import Decision
 from core.touched import read_touched_ids
-from flows.params import RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
 from flows.restore import restore_profiles
 from local_stack.bulk_seed import ProfileSeed
@@ -58,9 +57,7 @@ def large_stack(stack: LocalStack, large) -> LocalStack:
 
 
 def _nightly_run(url: str, backup_dir: Path):
-    state = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=backup_dir), return_state=True
-    )
+    state = profile_regeneration(reflexio_url=url, backup_dir=backup_dir, return_state=True)
     assert state.is_completed(), state.message
     outcome = state.result()
     assert outcome.decision is Decision.UPGRADED
@@ -99,12 +96,10 @@ def test_restore_at_size_brings_every_row_back(large_stack, prefect_api, tmp_pat
     outcome = _nightly_run(url, tmp_path)
 
     restored = restore_profiles(
-        RestoreParams(
-            reflexio_url=url,
-            backup_file=outcome.backup,
-            records_dir=tmp_path,
-            assume_no_erasures=True,  # nobody was erased: there is no record to read
-        ),
+        reflexio_url=url,
+        backup_file=outcome.backup,
+        records_dir=tmp_path,
+        assume_no_erasures=True,  # nobody was erased: there is no record to read,
         return_state=True,
     )
 
@@ -133,9 +128,7 @@ def test_a_listing_that_does_not_add_up_stops_the_run_before_any_write(
             times=None,
             transform=drop_one_row,
         )
-        state = profile_regeneration(
-            RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path), return_state=True
-        )
+        state = profile_regeneration(reflexio_url=proxy.url, backup_dir=tmp_path, return_state=True)
         writes = [r for r in proxy.calls() if r.method != "GET"]
 
     assert state.is_failed()
@@ -182,9 +175,7 @@ def test_a_row_the_server_did_not_promote_is_caught_by_id_and_rolled_back(
         proxy.add(
             fault="body", method="POST", path="upgrade_all_profiles", transform=leave_one_pending
         )
-        state = profile_regeneration(
-            RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path), return_state=True
-        )
+        state = profile_regeneration(reflexio_url=proxy.url, backup_dir=tmp_path, return_state=True)
 
     assert state.is_failed()
     outcome = state.result(raise_on_failure=False)

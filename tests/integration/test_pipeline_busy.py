@@ -18,7 +18,6 @@ import pytest
 
 from core.kinds import PROFILES
 from core.outcome import Decision
-from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.bulk_seed import ProfileSeed
 from local_stack.seed import conversation_turns
@@ -132,11 +131,11 @@ def test_a_nightly_on_a_busy_server_upgrades_and_keeps_what_users_teach(
     before = kind_rows(url, PROFILES)
     assert len(before["current"]) >= ROWS_PER_STATUS
     assert len(before["archived"]) >= ROWS_PER_STATUS
-    params = RegenerationParams(reflexio_url=url, backup_dir=tmp_path, sources=["chat"])
+    params = dict(reflexio_url=url, backup_dir=tmp_path, sources=["chat"])
     began = time.time()
     with UsersTalk(url) as talk:
         time.sleep(2)  # the counts move from the run's first read on
-        state = profile_regeneration(params, return_state=True)
+        state = profile_regeneration(**params, return_state=True)
         ended = time.time()
     took = ended - began
 

@@ -14,7 +14,6 @@ from prefect.states import State
 from core.backup import open_backup
 from core.outcome import Decision
 from core.touched import read_touched_ids
-from flows.params import PlaybookRegenerationParams, RegenerationParams
 from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import profile_regeneration
 from local_stack.stack import LocalStack
@@ -56,11 +55,11 @@ def test_profiles_users_teach_during_the_rerun_stay_current(
 ):
     url = seeded_stack.url
     before = _current(url)
-    params = RegenerationParams(reflexio_url=url, backup_dir=tmp_path, only_affected_users=False)
+    params = dict(reflexio_url=url, backup_dir=tmp_path, only_affected_users=False)
     outcome = _run_while_users_talk(
         seeded_stack,
         "profile_generation",
-        lambda: profile_regeneration(params, return_state=True),
+        lambda: profile_regeneration(**params, return_state=True),
     )
 
     after = _current(url)
@@ -84,7 +83,9 @@ def test_a_single_source_run_keeps_the_other_source_current(
     email = {i: r for i, r in _current(url).items() if r["source"] == "email"}
     assert email, "the seed publishes every user over chat and email"
     state = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=tmp_path, sources=["chat"]),
+        reflexio_url=url,
+        backup_dir=tmp_path,
+        sources=["chat"],
         return_state=True,
     )
     outcome = state.result(raise_on_failure=False)
@@ -109,7 +110,9 @@ def test_a_playbook_rerun_that_times_out_puts_tombstoned_rows_back(
     before = {(r["user_id"], r["content"]) for r in _playbooks(url) if r["status"] is None}
     seeded_stack.llm.configure(delay_s=0.5)
     state = playbook_regeneration(
-        PlaybookRegenerationParams(reflexio_url=url, backup_dir=tmp_path, operation_timeout_s=4),
+        reflexio_url=url,
+        backup_dir=tmp_path,
+        operation_timeout_s=4,
         return_state=True,
     )
     seeded_stack.llm.configure(delay_s=0)
@@ -128,14 +131,14 @@ def test_playbooks_users_teach_during_the_rerun_stay_current(
     seeded_stack: LocalStack, prefect_api, tmp_path: Path
 ):
     url = seeded_stack.url
-    params = PlaybookRegenerationParams(reflexio_url=url, backup_dir=tmp_path, aggregate=False)
+    params = dict(reflexio_url=url, backup_dir=tmp_path, aggregate=False)
     # Only the new user talks: a live playbook extraction of a user the rerun is working
     # on at that moment fails that user's rerun (observed on 0.2.32), which is not what
     # this test is about. Profiles take both users (above).
     outcome = _run_while_users_talk(
         seeded_stack,
         "playbook_generation",
-        lambda: playbook_regeneration(params, return_state=True),
+        lambda: playbook_regeneration(**params, return_state=True),
         users=("newcomer",),
         delay_s=0.4,
     )

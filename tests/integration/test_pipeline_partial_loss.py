@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.outcome import Decision
-from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.seed import CONVERSATIONS, seed, synthetic_users
 from local_stack.stack import LocalStack
@@ -66,13 +66,13 @@ def _current_ids(url: str) -> set[str]:
 
 
 def _assert_partial_loss_not_upgraded(
-    stack: LocalStack, params: RegenerationParams, *caught_by: str
+    stack: LocalStack, params: dict[str, Any], *caught_by: str
 ) -> None:
     assert len(USERS) == 20 and len(DROPPED) / len(USERS) >= 0.3, DROPPED
     current = _current_ids(stack.url)
     assert {r["user_id"] for r in profile_rows(stack.url, "current")} == set(USERS)
     stack.llm.configure(mode="rate_limit", error_fraction=ERROR_FRACTION)
-    state = profile_regeneration(params, return_state=True)
+    state = profile_regeneration(**params, return_state=True)
     outcome = state.result(raise_on_failure=False)
     assert outcome.decision is Decision.GATE_BLOCKED, state.message
     assert state.is_failed() and "CURRENT untouched" in state.message
@@ -86,7 +86,7 @@ def _assert_partial_loss_not_upgraded(
 def test_default_run_does_not_upgrade_a_silent_partial_loss(
     twenty_users: LocalStack, prefect_api: None, tmp_path: Path
 ) -> None:
-    params = RegenerationParams(reflexio_url=twenty_users.url, backup_dir=tmp_path)
+    params = dict(reflexio_url=twenty_users.url, backup_dir=tmp_path)
     kept = len(USERS) - len(DROPPED)
     _assert_partial_loss_not_upgraded(
         twenty_users, params, f"rerun yield: {kept} of the {len(USERS)} users the rerun processed"
@@ -97,8 +97,6 @@ def test_default_run_does_not_upgrade_a_silent_partial_loss(
 def test_silent_partial_loss_fails_the_gate_when_every_user_is_compared(
     twenty_users: LocalStack, prefect_api: None, tmp_path: Path
 ) -> None:
-    params = RegenerationParams(
-        reflexio_url=twenty_users.url, backup_dir=tmp_path, only_affected_users=False
-    )
+    params = dict(reflexio_url=twenty_users.url, backup_dir=tmp_path, only_affected_users=False)
     coverage = f"coverage: {len(DROPPED)} of {len(USERS)} users"
     _assert_partial_loss_not_upgraded(twenty_users, params, coverage, "volume:")

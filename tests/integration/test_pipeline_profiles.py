@@ -10,7 +10,6 @@ from prefect.client.orchestration import get_client
 from core.backup import open_backup
 from core.kinds import PROFILE_KEYS, PROFILES, comparable
 from core.outcome import Decision
-from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.integration.pipeline_helpers import (
@@ -42,10 +41,8 @@ def hook(prefect_api):
 def test_happy_path_replaces_current_and_backs_up(seeded_stack, prefect_api, hook, tmp_path: Path):
     url = seeded_stack.url
     before = profile_rows(url, "current", "archived")
-    params = RegenerationParams(
-        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
-    )
-    state = profile_regeneration(params, return_state=True)
+    params = dict(reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block)
+    state = profile_regeneration(**params, return_state=True)
     assert state.is_completed(), state.message
     after_current = profile_rows(url, "current")
     assert {r["profile_id"] for r in after_current}.isdisjoint({r["profile_id"] for r in before})
@@ -75,10 +72,8 @@ def test_gate_rejection_leaves_current_untouched(seeded_stack, prefect_api, hook
     url = seeded_stack.url
     current = _ids(url, "current")
     seeded_stack.llm.configure(style="junk")
-    params = RegenerationParams(
-        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
-    )
-    state = profile_regeneration(params, return_state=True)
+    params = dict(reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block)
+    state = profile_regeneration(**params, return_state=True)
     assert state.is_failed()
     assert "Gate verdict FAIL" in state.message and "CURRENT untouched" in state.message
     assert _ids(url, "current") == current
@@ -91,11 +86,9 @@ def test_stall_stops_before_any_write_and_notifies_once(seeded_stack, prefect_ap
     seeded_stack.set_stall("auth_error", "provider said 401")
     calls = dict(seeded_stack.llm.state.calls)
     stats = _stats(url)
-    params = RegenerationParams(
-        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
-    )
+    params = dict(reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block)
     for _ in range(2):
-        state = profile_regeneration(params, return_state=True)
+        state = profile_regeneration(**params, return_state=True)
         assert state.is_failed() and state.name == "Stalled"
         assert state.message.startswith("Learning is stalled: auth_error")
     assert dict(seeded_stack.llm.state.calls) == calls
@@ -117,16 +110,14 @@ def test_llm_auth_error_during_rerun_is_caught_before_upgrade(
     Variable.unset(_variable_name(ReflexioSettings(url=url)))
     current = _ids(url, "current")
     seeded_stack.llm.configure(mode="auth_error")
-    params = RegenerationParams(
-        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
-    )
-    state = profile_regeneration(params, return_state=True)
+    params = dict(reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block)
+    state = profile_regeneration(**params, return_state=True)
     assert state.is_failed() and state.name == "Stalled"
     assert state.message.startswith("Learning is stalled: no_output (inferred")
     assert _ids(url, "current") == current
     assert _stats(url).pending_count == 0
     assert len(hook.posts) == 1
-    again = profile_regeneration(params, return_state=True)
+    again = profile_regeneration(**params, return_state=True)
     assert again.is_failed() and "already notified" in again.message
     assert len(hook.posts) == 1
 
@@ -140,15 +131,13 @@ def test_stale_pending_is_refused_then_discarded_on_request(
         client.wait_for_operation("profile_generation", op.operation_id, 120)
     stale = _ids(url, "pending")
     assert stale
-    params = RegenerationParams(
-        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
-    )
-    state = profile_regeneration(params, return_state=True)
+    params = dict(reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block)
+    state = profile_regeneration(**params, return_state=True)
     assert state.is_failed() and "already PENDING" in state.message
     assert "discard_stale_pending=True" in state.message
     assert _ids(url, "pending") == stale
-    params = params.model_copy(update={"discard_stale_pending": True, "dry_run": True})
-    state = profile_regeneration(params, return_state=True)
+    params = {**params, "discard_stale_pending": True, "dry_run": True}
+    state = profile_regeneration(**params, return_state=True)
     assert state.is_completed(), state.message
     assert "Dry run" in state.message
     assert _stats(url).pending_count == 0
@@ -172,10 +161,8 @@ def test_failure_after_upgrade_rolls_back_to_the_backup(
         raise RuntimeError("injected verification crash")
 
     monkeypatch.setattr(module, "verify_ids", broken)
-    params = RegenerationParams(
-        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block
-    )
-    state = profile_regeneration(params, return_state=True)
+    params = dict(reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block)
+    state = profile_regeneration(**params, return_state=True)
     assert state.is_failed()
     assert (
         "rolled back" in state.message
@@ -193,8 +180,8 @@ def test_failed_notification_is_surfaced_and_retried_next_run(seeded_stack, pref
     seeded_stack.set_stall("billing_error")
     with WebhookReceiver(status=500) as broken:
         block = save_webhook_block(broken.url)
-        params = RegenerationParams(reflexio_url=url, backup_dir=tmp_path, notification_block=block)
-        state = profile_regeneration(params, return_state=True)
+        params = dict(reflexio_url=url, backup_dir=tmp_path, notification_block=block)
+        state = profile_regeneration(**params, return_state=True)
     assert state.is_failed() and state.message.startswith("Learning is stalled: billing_error")
     assert "notification FAILED" in state.message and "HTTP 500" in state.message
     assert "secret-token" not in state.message

@@ -32,7 +32,6 @@ from core.kinds import PROFILE_KEYS, comparable
 from core.state import ExpectedState
 from core.touched import read_touched_ids, write_touched_ids
 from flows.clear_users import clear_users
-from flows.params import ClearUsersParams, RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
 from flows.restore import restore_profiles
 from local_stack.bulk_seed import ProfileSeed
@@ -84,9 +83,7 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     before = profile_rows(url, "current", "archived")
     backup_file, dry_run_file = write_backup(tmp_path / "by-hand", url, before)
 
-    state = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=tmp_path / "regen"), return_state=True
-    )
+    state = profile_regeneration(reflexio_url=url, backup_dir=tmp_path / "regen", return_state=True)
     assert state.is_completed(), state.message
     regen_backup = run_backup(tmp_path / "regen")
     backed_up = list(open_backup(regen_backup).iter_rows())
@@ -97,7 +94,9 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     # A hand-made backup has no touched-ids file: refused, since every missing row would be
     # re-created (rows users deleted or expired since included).
     refused = restore_profiles(
-        RestoreParams(backup_file=backup_file, reflexio_url=url, records_dir=tmp_path / "r"),
+        backup_file=backup_file,
+        reflexio_url=url,
+        records_dir=tmp_path / "r",
         return_state=True,
     )
     assert refused.is_failed() and refused.message.startswith("Restore failed: "), refused.message
@@ -111,7 +110,10 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     # delete_newer brings the backup back exactly.
     accept = {"recreate_missing": True, "assume_no_erasures": True}
     dry = restore_profiles(
-        RestoreParams(backup_file=dry_run_file, reflexio_url=url, dry_run=True, **accept),
+        backup_file=dry_run_file,
+        reflexio_url=url,
+        dry_run=True,
+        **accept,
         return_state=True,
     )
     assert dry.is_completed() and "Dry run, nothing written" in dry.message, dry.message
@@ -122,7 +124,10 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     )
 
     done = restore_profiles(
-        RestoreParams(backup_file=backup_file, reflexio_url=url, delete_newer=True, **accept),
+        backup_file=backup_file,
+        reflexio_url=url,
+        delete_newer=True,
+        **accept,
         return_state=True,
     )
     assert done.is_completed(), done.message
@@ -133,9 +138,10 @@ def test_restore_brings_back_the_backed_up_rows(seeded_stack, prefect_api, tmp_p
     )
 
     again = restore_profiles(
-        RestoreParams(
-            backup_file=regen_backup, reflexio_url=url, dry_run=True, assume_no_erasures=True
-        ),
+        backup_file=regen_backup,
+        reflexio_url=url,
+        dry_run=True,
+        assume_no_erasures=True,
         return_state=True,
     )
     assert again.message == (
@@ -176,9 +182,7 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
     record_erasures(tmp_path, server, ["bob"], datetime.now(UTC) - timedelta(days=1))
     before = rows_by_id(url)
 
-    regen = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=tmp_path / "regen"), return_state=True
-    )
+    regen = profile_regeneration(reflexio_url=url, backup_dir=tmp_path / "regen", return_state=True)
     assert regen.is_completed(), regen.message
     manifest = Path(regen.result().backup)
     touched = {k: set(v) for k, v in read_touched_ids(regen.result().touched.ids_file).items()}
@@ -192,7 +196,9 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
         ).profile_ids("current")
     )
     erased = clear_users(
-        ClearUsersParams(user_ids=["carol"], reflexio_url=url, records_dir=tmp_path),
+        user_ids=["carol"],
+        reflexio_url=url,
+        records_dir=tmp_path,
         return_state=True,
     )
     assert erased.is_completed(), erased.message
@@ -205,7 +211,10 @@ def test_default_restore_keeps_newer_rows_and_erased_users_erased(
 
     def restore(**params):
         state = restore_profiles(
-            RestoreParams(backup_file=manifest, reflexio_url=url, records_dir=tmp_path, **params),
+            backup_file=manifest,
+            reflexio_url=url,
+            records_dir=tmp_path,
+            **params,
             return_state=True,
         )
         assert state.is_completed(), state.message
@@ -292,9 +301,7 @@ def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, pref
     by_user = {u: {p for p, (_, user, _) in before.items() if user == u} for u in CONVERSATIONS}
     assert by_user["erin"] - old, "erin has CURRENT rows for the run to archive"
 
-    regen = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=tmp_path / "regen"), return_state=True
-    )
+    regen = profile_regeneration(reflexio_url=url, backup_dir=tmp_path / "regen", return_state=True)
     assert regen.is_completed(), regen.message
     manifest = Path(regen.result().backup)
     touched = {k: set(v) for k, v in read_touched_ids(regen.result().touched.ids_file).items()}
@@ -318,9 +325,10 @@ def test_restore_resurrects_nothing_erased_deleted_or_expired(seeded_stack, pref
 
     def restore(**params):
         return restore_profiles(
-            RestoreParams(
-                backup_file=manifest, reflexio_url=url, records_dir=tmp_path / "records", **params
-            ),
+            backup_file=manifest,
+            reflexio_url=url,
+            records_dir=tmp_path / "records",
+            **params,
             return_state=True,
         )
 
@@ -406,12 +414,10 @@ def test_a_restore_that_deletes_more_than_10000_rows_finishes_and_resumes(
 
         def restore() -> Any:
             return restore_profiles(
-                RestoreParams(
-                    backup_file=manifest,
-                    reflexio_url=proxy.url,
-                    records_dir=records,
-                    delete_newer=True,
-                ),
+                backup_file=manifest,
+                reflexio_url=proxy.url,
+                records_dir=records,
+                delete_newer=True,
                 return_state=True,
             )
 

@@ -15,7 +15,6 @@ from prefect.filesystems import RemoteFileSystem
 
 from core.backup import open_backup
 from core.identity import server_slug
-from flows.params import RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
 from flows.restore import restore_profiles
 from tests.integration.pipeline_helpers import profile_rows
@@ -77,9 +76,7 @@ def test_regeneration_backs_up_to_s3_prunes_and_restore_reads_it_back(
         "AWS_ENDPOINT_URL": s3_endpoint,
     }.items():
         monkeypatch.setenv(name, value)
-    state = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=PREFIX), return_state=True
-    )
+    state = profile_regeneration(reflexio_url=url, backup_dir=PREFIX, return_state=True)
     assert state.is_completed(), state.message
     regen = state.result()
     assert regen.backup is not None and regen.backup.startswith(f"{PREFIX}/profiles-{slug}-")
@@ -103,12 +100,10 @@ def test_regeneration_backs_up_to_s3_prunes_and_restore_reads_it_back(
     ).save("it-s3-backups", overwrite=True)
     backup_file = f"block:it-s3-backups/{stem}.manifest.json"
     state = restore_profiles(
-        RestoreParams(
-            backup_file=backup_file,
-            reflexio_url=url,
-            records_dir="block:it-s3-backups",
-            assume_no_erasures=True,  # nobody was erased: there is no record to read
-        ),
+        backup_file=backup_file,
+        reflexio_url=url,
+        records_dir="block:it-s3-backups",
+        assume_no_erasures=True,  # nobody was erased: there is no record to read,
         return_state=True,
     )
 

@@ -15,7 +15,6 @@ import tasks.server
 from core.backup import open_backup
 from core.outcome import Decision
 from core.touched import read_touched_ids
-from flows.params import PlaybookRegenerationParams, RegenerationParams
 from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import profile_regeneration
 from local_stack.bulk_seed import ProfileSeed
@@ -46,9 +45,7 @@ def archived_stack(seeded_stack: LocalStack, monkeypatch) -> LocalStack:
 
 
 def _run(url: str, backup_dir: Path):
-    state = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=backup_dir), return_state=True
-    )
+    state = profile_regeneration(reflexio_url=url, backup_dir=backup_dir, return_state=True)
     return state, state.result(raise_on_failure=False)
 
 
@@ -159,9 +156,9 @@ def test_a_failed_read_after_a_playbook_rerun_puts_every_tombstoned_playbook_bac
             times=5,
         )
         state = playbook_regeneration(
-            PlaybookRegenerationParams(
-                reflexio_url=proxy.url, backup_dir=tmp_path, aggregate=False
-            ),
+            reflexio_url=proxy.url,
+            backup_dir=tmp_path,
+            aggregate=False,
             return_state=True,
         )
         assert proxy.calls("POST", "upgrade_all_user_playbooks") == []

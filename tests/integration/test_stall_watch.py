@@ -10,7 +10,6 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.variables import Variable
 
 import flows.stall_watch as watch_module
-from flows.params import StallWatchParams
 from flows.stall_watch import UNREACHABLE_STATE_NAME, stall_watch, variable_name
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
@@ -42,8 +41,8 @@ def clean_stack(seeded_stack: LocalStack) -> Iterator[LocalStack]:
 
 
 def _watch(stack: LocalStack):
-    params = StallWatchParams(reflexio_url=stack.url, notification_block="stall-watch-test")
-    return stall_watch(params=params, return_state=True)
+    params = dict(reflexio_url=stack.url, notification_block="stall-watch-test")
+    return stall_watch(**params, return_state=True)
 
 
 def test_notifies_once_per_stall_and_once_on_recovery(
@@ -98,16 +97,16 @@ def test_an_unreachable_server_is_notified_once_per_outage_and_once_when_back(
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     Variable.unset(variable_name(url))
-    params = StallWatchParams(reflexio_url=url, notification_block="stall-watch-test")
+    params = dict(reflexio_url=url, notification_block="stall-watch-test")
     try:
-        down = [stall_watch(params=params, return_state=True) for _ in range(2)]
+        down = [stall_watch(**params, return_state=True) for _ in range(2)]
         assert [s.name for s in down] == [UNREACHABLE_STATE_NAME] * 2
         assert all(s.is_failed() for s in down)
         assert len(receiver.posts) == 1, receiver.posts
         assert receiver.posts[0]["subject"] == f"Reflexio server unreachable: {url}"
 
         with LocalStack(port=port, state_dir=tmp_path):
-            back = [stall_watch(params=params, return_state=True) for _ in range(2)]
+            back = [stall_watch(**params, return_state=True) for _ in range(2)]
         assert all(s.is_completed() for s in back), [s.message for s in back]
         assert [b["subject"] for b in receiver.posts[1:]] == [
             f"Reflexio server reachable again: {url}"

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from flows.clear_users import clear_users
-from flows.params import ClearUsersParams, SweepParams
 from flows.sweep import ARTIFACT_KEY, PrefectSweepOps, manual_sweep
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
@@ -67,7 +66,7 @@ def _summary(state: Any) -> dict[str, Any]:
 @pytest.mark.slow  # CI: test_one_failing_source_does_not_stop_the_others, the sweep fault case
 def test_sweep_happy_path_measures_each_step(manual_trigger_on: LocalStack, prefect_api: None):
     stack = manual_trigger_on
-    params = SweepParams(
+    params = dict(
         sources=["chat", "email"],
         agent_versions=["v1"],
         require_manual_trigger=True,
@@ -80,7 +79,7 @@ def test_sweep_happy_path_measures_each_step(manual_trigger_on: LocalStack, pref
         _alice_moves(client, "email")
         chat_before = len(client.list_profiles("current", source="chat"))
 
-    state = manual_sweep(params=params, return_state=True)
+    state = manual_sweep(**params, return_state=True)
 
     assert state.is_completed(), state.message
     rows = _summary(state)["steps"]
@@ -116,9 +115,9 @@ def test_missing_prerequisite_says_how_and_generates_nothing(stack: LocalStack, 
         assert client.get_config()["profile_extractor_config"]["manual_trigger"] is False
 
     state = manual_sweep(
-        params=SweepParams(
-            sources=["chat"], require_manual_trigger=True, reflexio_url=seeded_stack.url
-        ),
+        sources=["chat"],
+        require_manual_trigger=True,
+        reflexio_url=seeded_stack.url,
         return_state=True,
     )
 
@@ -147,12 +146,10 @@ def test_one_failing_source_does_not_stop_the_others(
     monkeypatch.setattr(ReflexioClient, "manual_playbook_generation", failing_for_email)
 
     state = manual_sweep(
-        params=SweepParams(
-            sources=["email", "chat"],
-            kinds=["playbooks"],
-            reflexio_url=seeded_stack.url,
-            manual_calls_per_minute=120,
-        ),
+        sources=["email", "chat"],
+        kinds=["playbooks"],
+        reflexio_url=seeded_stack.url,
+        manual_calls_per_minute=120,
         return_state=True,
     )
 
@@ -169,12 +166,10 @@ def test_unknown_source_in_enabled_list_fails_only_that_source(
 ):
     with extractor_config(seeded_stack, request_sources_enabled=["chat"]):
         state = manual_sweep(
-            params=SweepParams(
-                sources=["chat", "fax"],
-                kinds=["profiles"],
-                reflexio_url=seeded_stack.url,
-                manual_calls_per_minute=120,
-            ),
+            sources=["chat", "fax"],
+            kinds=["profiles"],
+            reflexio_url=seeded_stack.url,
+            manual_calls_per_minute=120,
             return_state=True,
         )
     assert state.is_failed()
@@ -189,11 +184,9 @@ def test_stalled_server_ends_failed_before_generating(stack: LocalStack, prefect
     calls_before = dict(seeded_stack.llm.state.calls)
     try:
         state = manual_sweep(
-            params=SweepParams(
-                sources=["chat"],
-                reflexio_url=seeded_stack.url,
-                notification_block="no-such-block",
-            ),
+            sources=["chat"],
+            reflexio_url=seeded_stack.url,
+            notification_block="no-such-block",
             return_state=True,
         )
     finally:
@@ -230,7 +223,7 @@ def test_a_sweep_that_dies_after_its_first_source_is_finished_by_the_next_writer
             raise RuntimeError("the sweep's process died here")
         return real_step(self, step, spacing_s)
 
-    params = SweepParams(
+    params = dict(
         sources=["chat", "email"],
         kinds=["profiles"],
         reflexio_url=stack.url,
@@ -238,7 +231,7 @@ def test_a_sweep_that_dies_after_its_first_source_is_finished_by_the_next_writer
     )
     with monkeypatch.context() as dying:
         dying.setattr(PrefectSweepOps, "generate", dies_on_email)
-        assert manual_sweep(params=params, return_state=True).is_failed()
+        assert manual_sweep(**params, return_state=True).is_failed()
     assert sent == ["chat"]
     journal = load_journal(stack.url)
     assert journal is not None and journal.kind == "sweep"
@@ -249,9 +242,9 @@ def test_a_sweep_that_dies_after_its_first_source_is_finished_by_the_next_writer
         before = {p.profile_id for p in client.list_profiles("current")}
 
     state = clear_users(
-        ClearUsersParams(
-            user_ids=["nobody-has-this-id"], records_dir=str(tmp_path), reflexio_url=stack.url
-        ),
+        user_ids=["nobody-has-this-id"],
+        records_dir=str(tmp_path),
+        reflexio_url=stack.url,
         return_state=True,
     )
 

@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 
-from flows.params import SweepParams
 from flows.sweep import manual_sweep
 from local_stack.stack import LocalStack
 from tasks.sweep import SERVER_MANUAL_LIMIT_PER_MIN
@@ -23,12 +22,12 @@ def test_six_manual_calls_stay_under_the_limit(tmp_path, prefect_api: None):
     recorded start times), not on wall-clock totals; timings belong in bench/.
     """
     with LocalStack(rate_limits=True, state_dir=tmp_path) as limited:
-        params = SweepParams(
+        params = dict(
             sources=[f"s{i}" for i in range(6)],
             kinds=["profiles"],
             reflexio_url=limited.url,
         )
-        state = manual_sweep(params=params, return_state=True)
+        state = manual_sweep(**params, return_state=True)
 
     assert state.is_completed(), state.message
     rows = state.result()["steps"]

@@ -17,12 +17,12 @@ import json
 import sys
 
 FLOWS = {
-    "profiles": ("profile_regeneration", "RegenerationParams"),
-    "playbooks": ("playbook_regeneration", "PlaybookRegenerationParams"),
-    "restore": ("restore", "RestoreParams"),
-    "clear-users": ("clear_users", "ClearUsersParams"),
+    "profiles": "profile_regeneration",
+    "playbooks": "playbook_regeneration",
+    "restore": "restore",
+    "clear-users": "clear_users",
 }
-"""Mode -> (its module in flows/, its parameters' class in flows.params)."""
+"""Mode -> its module in flows/."""
 FLOW_NAMES = {"restore": "restore_profiles"}
 """The flow of a module not named like it (the others are their module's namesake)."""
 
@@ -36,12 +36,11 @@ def main() -> None:
         return
 
     mode, raw = (sys.argv[1], sys.argv[2]) if sys.argv[1] in FLOWS else ("profiles", sys.argv[1])
-    module_name, params_name = FLOWS[mode]
+    module_name = FLOWS[mode]
     module = importlib.import_module(f"flows.{module_name}")
-    params = getattr(importlib.import_module("flows.params"), params_name)(**json.loads(raw))
     flow = getattr(module, FLOW_NAMES.get(mode, module_name))
     print("READY", flush=True)
-    state = flow(params, return_state=True)
+    state = flow(**json.loads(raw), return_state=True)
     print(f"FINAL {state.type.value} {state.message}", flush=True)
 
 

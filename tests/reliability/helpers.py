@@ -201,12 +201,9 @@ def release_lock(url: str) -> None:
 def restore_dry_run(url: str, **params: Any) -> Any:
     """The state of a restore dry run (`params`: RestoreParams' fields): the cheapest next
     writer, which repairs whatever the run journal names first, then only reads."""
-    from flows.params import RestoreParams
     from flows.restore import restore_profiles
 
-    return restore_profiles(
-        RestoreParams(reflexio_url=url, dry_run=True, **params), return_state=True
-    )
+    return restore_profiles(reflexio_url=url, dry_run=True, **params, return_state=True)
 
 
 def prefect_env() -> dict[str, str]:

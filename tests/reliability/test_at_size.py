@@ -15,12 +15,12 @@ Every case checks the rows by id (helpers.assert_rows_as_the_run_says). All are 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.kinds import PROFILES, user_playbooks
 from core.outcome import Decision
-from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.bulk_seed import SeedResult
 from local_stack.fault_proxy import FaultProxy
@@ -51,10 +51,8 @@ def short_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REFLEXIO_READ_TIMEOUT_S", str(READ_TIMEOUT_S))
 
 
-def _params(url: str, work: Path, **extra) -> RegenerationParams:
-    return RegenerationParams(
-        reflexio_url=url, backup_dir=str(work), notification_block="none", **extra
-    )
+def _params(url: str, work: Path, **extra) -> dict[str, Any]:
+    return dict(reflexio_url=url, backup_dir=str(work), notification_block="none", **extra)
 
 
 def test_a_nightly_run_with_faults_stale_rows_and_users_talking_loses_nothing(
@@ -77,7 +75,7 @@ def test_a_nightly_run_with_faults_stale_rows_and_users_talking_loses_nothing(
     talked = users_talk_during_rerun(url, "profile_generation")
 
     params = _params(proxy.url, tmp_path, discard_stale_pending=True)
-    state = profile_regeneration(params, return_state=True)
+    state = profile_regeneration(**params, return_state=True)
 
     stale_production_stack.llm.configure(delay_s=0)
     assert talked.wait(60)
@@ -99,7 +97,7 @@ def test_stale_rows_without_leave_to_discard_them_are_refused_and_nothing_writte
     url = stale_production_stack.url
     before = kind_rows(url, PROFILES)
 
-    state = profile_regeneration(_params(proxy.url, tmp_path), return_state=True)
+    state = profile_regeneration(**_params(proxy.url, tmp_path), return_state=True)
 
     assert state.is_failed()
     assert "discard_stale_pending=True" in (state.message or ""), state.message
@@ -119,7 +117,7 @@ def test_a_run_killed_mid_backup_is_finished_by_the_next_run(
 
     assert kind_rows(url, PROFILES) == before  # killed before any write
     release_lock(proxy.url)  # the killed run's lease would hold the lock for 60 s more
-    state = profile_regeneration(_params(proxy.url, tmp_path / "next"), return_state=True)
+    state = profile_regeneration(**_params(proxy.url, tmp_path / "next"), return_state=True)
     assert state.is_completed(), state.message
     assert assert_rows_as_the_run_says(url, PROFILES, before, state) is Decision.UPGRADED
     claim("crash points recovered")

@@ -85,7 +85,7 @@ BAD_PARAMS = {
     "clear of a blank user id": (ClearUsersParams, {"user_ids": ["ann", " "]}, "blank"),
     "prompt check that regenerates nothing": (
         PromptChangeParams,
-        {"config_file": "candidate.yaml", "regenerate_profiles": False},
+        {"candidate_config": "window_size: 10\n", "regenerate_profiles": False},
         "regenerate",
     ),
 }
@@ -107,7 +107,7 @@ def test_bad_parameters_through_the_flow_send_nothing(stack, prefect_api, proxy,
         {"start_time": T0, "end_time": T0.replace(day=1)},
     ):
         with pytest.raises(Exception) as info:
-            profile_regeneration(params={"reflexio_url": proxy.url, **values})
+            profile_regeneration(reflexio_url=proxy.url, **values)
         assert "similarity_threshold" in str(info.value) or "start_time" in str(info.value)
     assert proxy.records == []
     measured["bad inputs sent to the server, nothing written"] += 2
@@ -118,10 +118,8 @@ def test_unknown_source_fails_cleanly_without_upgrading(
 ):
     """Sources cannot be validated offline; the server's rerun finds nothing and fails."""
     before = Snapshot.take(clean_stack.url)
-    params = RegenerationParams(
-        reflexio_url=proxy.url, sources=["no-such-source"], backup_dir=tmp_path
-    )
-    state = profile_regeneration(params, return_state=True)
+    params = dict(reflexio_url=proxy.url, sources=["no-such-source"], backup_dir=tmp_path)
+    state = profile_regeneration(**params, return_state=True)
     assert state.is_failed(), state.message
     assert "No interactions found" in state.message and "Nothing was upgraded" in state.message
     assert proxy.count("POST", UPGRADE) == 0
@@ -206,11 +204,11 @@ def test_malformed_answers_before_any_write_fail_cleanly(
             "pending_count",
         ),
     ]
-    params = RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path)
+    params = dict(reflexio_url=proxy.url, backup_dir=tmp_path)
     for rule, expected in cases:
         proxy.clear()
         proxy.add(**rule)
-        state = profile_regeneration(params, return_state=True)
+        state = profile_regeneration(**params, return_state=True)
         assert state.is_failed(), state.message
         assert state.message.startswith("Stopped on a Reflexio error"), state.message
         assert expected in state.message and "Traceback" not in state.message
@@ -224,9 +222,7 @@ def test_unreadable_upgrade_answer_is_verified_or_rolled_back(
 ):
     before = Snapshot.take(clean_stack.url)
     proxy.add(fault="html", path=UPGRADE, forward=True)
-    state = profile_regeneration(
-        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path), return_state=True
-    )
+    state = profile_regeneration(reflexio_url=proxy.url, backup_dir=tmp_path, return_state=True)
     assert proxy.count("POST", UPGRADE) == 1
     outcome = assert_consistent(clean_stack.url, before)  # the data itself is whole
     assert state.is_completed() or "rolled back" in state.message, state.message

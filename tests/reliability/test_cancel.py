@@ -121,9 +121,7 @@ def test_a_cancel_through_the_api_mid_upgrade_then_the_next_writer_repairs(
         _wait("the served deployment", _deployment_ready, 120)
         proxy.add(fault="delay", delay_s=HOLD_S, path=UPGRADE, method="POST", after=True)
         params = {"reflexio_url": proxy.url, "backup_dir": str(tmp_path / "cancelled")}
-        run = run_deployment(
-            f"profile-regeneration/{DEPLOYMENT}", parameters={"params": params}, timeout=0
-        )
+        run = run_deployment(f"profile-regeneration/{DEPLOYMENT}", parameters=params, timeout=0)
         # The server applied the upgrade; its answer is held at the proxy.
         proxy.wait_for(lambda r: r.fault == "delay" and r.upstream_status is not None, 300)
         running = _flow_run_processes(served.pid)

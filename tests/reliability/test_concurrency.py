@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from typing import Any
 
 import pytest
 
 from deployments.catalogue import lock_name
-from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.fault_proxy import FaultProxy
 from reflexio_api import ReflexioClient, ReflexioSettings
@@ -22,15 +22,15 @@ LOSER_WAIT_S = 5.0
 """How long the loser waits for the lock before it is refused."""
 
 
-def _together(*params: RegenerationParams) -> list:
+def _together(*params: dict[str, Any]) -> list:
     """Start one flow run per params in threads released by one barrier (each thread runs in
     a copy of this context, so all use the test's Prefect API)."""
     barrier = threading.Barrier(len(params))
     states: list = [None] * len(params)
 
-    def run(i: int, p: RegenerationParams) -> None:
+    def run(i: int, p: dict[str, Any]) -> None:
         barrier.wait()
-        states[i] = profile_regeneration(p, return_state=True)
+        states[i] = profile_regeneration(**p, return_state=True)
 
     threads = [
         threading.Thread(target=contextvars.copy_context().run, args=(run, i, p))
@@ -54,7 +54,7 @@ def test_two_runs_on_one_server_one_is_refused(clean_stack, prefect_api, proxy, 
     try:
         states = _together(
             *(
-                RegenerationParams(
+                dict(
                     reflexio_url=proxy.url,
                     backup_dir=tmp_path / str(i),
                     lock_timeout_s=LOSER_WAIT_S,
@@ -81,8 +81,8 @@ def test_two_urls_for_one_server_never_both_upgrade(clean_stack, prefect_api, tm
     clean_stack.llm.configure(delay_s=0.3)
     with FaultProxy(clean_stack.url) as one, FaultProxy(clean_stack.url) as two:
         states = _together(
-            RegenerationParams(reflexio_url=one.url, backup_dir=tmp_path / "1"),
-            RegenerationParams(reflexio_url=two.url, backup_dir=tmp_path / "2"),
+            dict(reflexio_url=one.url, backup_dir=tmp_path / "1"),
+            dict(reflexio_url=two.url, backup_dir=tmp_path / "2"),
         )
         upgrades = one.count("POST", UPGRADE) + two.count("POST", UPGRADE)
     clean_stack.llm.configure(delay_s=0)
@@ -101,9 +101,7 @@ def test_run_during_someone_elses_rerun_is_refused_without_writing(
     clean_stack.llm.configure(delay_s=0.5)
     with ReflexioClient(ReflexioSettings(url=clean_stack.url)) as client:
         op = client.rerun_profile_generation()
-        state = profile_regeneration(
-            RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path), return_state=True
-        )
+        state = profile_regeneration(reflexio_url=proxy.url, backup_dir=tmp_path, return_state=True)
         clean_stack.llm.configure(delay_s=0)
         client.wait_for_operation("profile_generation", op.operation_id, 180)
         pending = [p.profile_id for p in client.list_profiles("pending")]

@@ -35,7 +35,6 @@ from pathlib import Path
 import pytest
 
 from core.kinds import user_playbooks
-from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.bulk_seed import ProfileSeed
 from local_stack.fault_proxy import FaultProxy, Record
@@ -234,7 +233,7 @@ def test_sigkill_at_each_journal_step_then_the_next_writer_repairs(
 
     # The next run keeps 4's upgrade too, then does its own, verified.
     state = profile_regeneration(
-        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / "5"), return_state=True
+        reflexio_url=proxy.url, backup_dir=tmp_path / "5", return_state=True
     )
     assert state.is_completed(), state.message
     assert state.message.startswith(f"{REPAIRED} profile regeneration"), state.message
@@ -283,7 +282,9 @@ def test_sigkill_mid_rollback_then_the_next_writer_repairs(
     # The next writer repairs by id from the journal, then does its own run (dry: the
     # state it leaves is the repaired one).
     state = profile_regeneration(
-        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / "next", dry_run=True),
+        reflexio_url=proxy.url,
+        backup_dir=tmp_path / "next",
+        dry_run=True,
         return_state=True,
     )
     assert state.is_completed(), state.message
@@ -318,7 +319,9 @@ def test_sigkill_after_a_playbook_rerun_then_the_next_writer_puts_tombstones_bac
     assert current_now() != current, "the rerun tombstoned CURRENT playbooks (H6)"
 
     state = profile_regeneration(
-        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / "next", dry_run=True),
+        reflexio_url=proxy.url,
+        backup_dir=tmp_path / "next",
+        dry_run=True,
         return_state=True,
     )
     assert state.is_completed(), state.message

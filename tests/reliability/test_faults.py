@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 
-from flows.params import RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
 from flows.restore import restore_profiles
 from local_stack.bulk_seed import ProfileSeed
@@ -38,10 +37,8 @@ def short_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _run(proxy: FaultProxy, tmp_path, **extra):
-    params = RegenerationParams(
-        reflexio_url=proxy.url, backup_dir=tmp_path, notification_block="none", **extra
-    )
-    return profile_regeneration(params, return_state=True)
+    params = dict(reflexio_url=proxy.url, backup_dir=tmp_path, notification_block="none", **extra)
+    return profile_regeneration(**params, return_state=True)
 
 
 def _fired(proxy: FaultProxy) -> list[str]:
@@ -158,12 +155,10 @@ def test_a_rollback_whose_recreate_fails_says_what_differs_and_restore_finishes_
     record_faults(proxy)
     proxy.clear()  # the server takes re-creates again
     restored = restore_profiles(
-        RestoreParams(
-            reflexio_url=proxy.url,
-            backup_file=manifest,
-            records_dir=tmp_path,
-            assume_no_erasures=True,  # nobody was erased here: no record
-        ),
+        reflexio_url=proxy.url,
+        backup_file=manifest,
+        records_dir=tmp_path,
+        assume_no_erasures=True,  # nobody was erased here: no record,
         return_state=True,
     )
     assert restored.is_completed(), restored.message

@@ -31,7 +31,6 @@ import pytest
 
 from flows.clear_users import clear_users
 from flows.cli import main as cli_main
-from flows.params import ClearUsersParams, RegenerationParams, RestoreParams
 from flows.profile_regeneration import profile_regeneration
 from flows.restore import restore_profiles
 from local_stack.fault_proxy import FaultProxy
@@ -134,9 +133,7 @@ def test_a_killed_prompt_check_is_undone_by_the_next_run(
     _crash_at(proxy, "after-apply", _check_args(proxy, tmp_path, "1"))
     assert config_bytes(url) != config, "the candidate should be on the server"
     assert load_record(proxy.url) is not None
-    state = clear_users(
-        ClearUsersParams(reflexio_url=proxy.url, user_ids=["nobody-at-all"]), return_state=True
-    )
+    state = clear_users(reflexio_url=proxy.url, user_ids=["nobody-at-all"], return_state=True)
     assert state.is_completed() and state.message.startswith(UNDID), state.message
     _assert_undone(url, before, config, proxy.url)
 
@@ -149,13 +146,11 @@ def test_a_killed_prompt_check_is_undone_by_the_next_run(
     # The dry run is only the writer that undoes the dead check first; the check died before
     # its upgrade, so its backup has no touched-ids file: both risks accepted for the dry run.
     state = restore_profiles(
-        RestoreParams(
-            reflexio_url=proxy.url,
-            backup_file=backup_file,
-            dry_run=True,
-            recreate_missing=True,
-            assume_no_erasures=True,
-        ),
+        reflexio_url=proxy.url,
+        backup_file=backup_file,
+        dry_run=True,
+        recreate_missing=True,
+        assume_no_erasures=True,
         return_state=True,
     )
     assert state.is_completed() and state.message.startswith(UNDID), state.message
@@ -176,7 +171,9 @@ def test_a_killed_prompt_check_is_undone_by_the_next_run(
     _crash_at(proxy, "during-promote", _check_args(proxy, tmp_path, "4", "--promote"))
     assert {r["profile_id"] for r in rows(url, "current")}.isdisjoint(before.ids)
     state = profile_regeneration(
-        RegenerationParams(reflexio_url=proxy.url, backup_dir=tmp_path / "4b", dry_run=True),
+        reflexio_url=proxy.url,
+        backup_dir=tmp_path / "4b",
+        dry_run=True,
         return_state=True,
     )
     assert state.is_completed() and state.message.startswith(UNDID), state.message

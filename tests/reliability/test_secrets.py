@@ -16,7 +16,6 @@ from core.backup import open_backup
 from core.check_record import CheckRecord
 from core.identity import server_key
 from flows.cli import main as cli_main
-from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.seed import CONVERSATIONS, seed
 from local_stack.stack import LocalStack
@@ -92,16 +91,16 @@ def test_no_secret_anywhere(
     with WebhookReceiver() as hook:
         hook_url = hook.url.rsplit("/hook/", 1)[0] + f"/hook/{TOKEN}"
         block = save_webhook_block(hook_url)
-        params = RegenerationParams(
+        params = dict(
             reflexio_url=url, backup_dir=tmp_path, notification_block=block, notify_on_pass=True
         )
         # 1. a full regeneration with the key, notifying on success.
-        state = profile_regeneration(params, return_state=True)
+        state = profile_regeneration(**params, return_state=True)
         assert state.is_completed(), state.message
         texts.append(state.message)
         # 2. a stall: notified through the webhook.
         keyed_stack.set_stall("auth_error", "provider said 401")
-        state = profile_regeneration(params, return_state=True)
+        state = profile_regeneration(**params, return_state=True)
         assert state.is_failed() and "stalled" in state.message.lower(), state.message
         texts.append(state.message)
         keyed_stack.clear_stall()
@@ -109,13 +108,13 @@ def test_no_secret_anywhere(
         texts += [str(p) for p in hook.posts]
     # 3. the webhook is gone: the notification fails (its error must not name the URL).
     keyed_stack.set_stall("billing_error", "quota")
-    state = profile_regeneration(params, return_state=True)
+    state = profile_regeneration(**params, return_state=True)
     texts.append(state.message)
     assert "FAILED" in state.message or "failed" in state.message, state.message
     keyed_stack.clear_stall()
     # 4. a rejected key: the AuthError's text.
     monkeypatch.setenv("REFLEXIO_API_KEY", WRONG_KEY)
-    state = profile_regeneration(params, return_state=True)
+    state = profile_regeneration(**params, return_state=True)
     assert state.is_failed() and "401" in state.message, state.message
     texts.append(state.message)
     monkeypatch.setenv("REFLEXIO_API_KEY", API_KEY)

@@ -24,14 +24,6 @@ from core.backup import BackupWriter
 from core.kinds import PROFILE_KEYS, PROFILES, Kind, comparable, user_playbooks
 from core.outcome import Decision
 from flows.clear_users import clear_users
-from flows.params import (
-    ClearUsersParams,
-    PlaybookRegenerationParams,
-    PromptChangeParams,
-    RegenerationParams,
-    RestoreParams,
-    SweepParams,
-)
 from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import profile_regeneration
 from flows.prompt_change import prompt_change
@@ -130,10 +122,8 @@ class Profiles(Regeneration):
     kind = PROFILES
 
     def run(self, proxy_url: str, work: Path) -> Any:
-        params = RegenerationParams(
-            reflexio_url=proxy_url, backup_dir=str(work), notification_block="none"
-        )
-        self.last = profile_regeneration(params, return_state=True)
+        params = dict(reflexio_url=proxy_url, backup_dir=str(work), notification_block="none")
+        self.last = profile_regeneration(**params, return_state=True)
         return self.last
 
 
@@ -153,13 +143,13 @@ class Playbooks(Regeneration):
         assert kind_rows(url, self.other) == self.other_rows
 
     def run(self, proxy_url: str, work: Path) -> Any:
-        params = PlaybookRegenerationParams(
+        params = dict(
             reflexio_url=proxy_url,
             agent_version="v1",
             backup_dir=str(work),
             notification_block="none",
         )
-        self.last = playbook_regeneration(params, return_state=True)
+        self.last = playbook_regeneration(**params, return_state=True)
         return self.last
 
 
@@ -179,14 +169,14 @@ class PromptCheck(Case):
         self.proxy_url = proxy_url
 
     def run(self, proxy_url: str, work: Path) -> Any:
-        params = PromptChangeParams(
+        params = dict(
             reflexio_url=proxy_url,
-            config_file=self.candidate,
+            candidate_config=self.candidate.read_text(),
             agent_version="v1",
             backup_dir=str(work / "backups"),
             notification_block="none",
         )
-        return prompt_change(params, return_state=True)
+        return prompt_change(**params, return_state=True)
 
     def check_done(self, url: str) -> None:
         assert config_bytes(url) == self.config
@@ -215,14 +205,14 @@ class Restore(Case):
     def run(self, proxy_url: str, work: Path) -> Any:
         # A hand-made backup (no touched-ids file) that must bring back a row deleted
         # since: exactly the risk recreate_missing accepts.
-        params = RestoreParams(
+        params = dict(
             reflexio_url=proxy_url,
             backup_file=self.manifest,
             records_dir=str(work),
             recreate_missing=True,
             assume_no_erasures=True,
         )
-        return restore_profiles(params, return_state=True)
+        return restore_profiles(**params, return_state=True)
 
     def check_done(self, url: str) -> None:
         now = profile_rows(url, "current", "archived")
@@ -236,10 +226,8 @@ class Clear(Case):
         self.user = sorted({r["user_id"] for r in profile_rows(url, "current")})[0]
 
     def run(self, proxy_url: str, work: Path) -> Any:
-        params = ClearUsersParams(
-            reflexio_url=proxy_url, user_ids=[self.user], records_dir=str(work)
-        )
-        return clear_users(params, return_state=True)
+        params = dict(reflexio_url=proxy_url, user_ids=[self.user], records_dir=str(work))
+        return clear_users(**params, return_state=True)
 
     def check_done(self, url: str) -> None:
         rows = profile_rows(url, "current", "pending", "archived")
@@ -254,13 +242,13 @@ class Sweep(Case):
         self.before = {r["profile_id"] for r in profile_rows(url, "current")}
 
     def run(self, proxy_url: str, work: Path) -> Any:
-        params = SweepParams(
+        params = dict(
             reflexio_url=proxy_url,
             sources=["chat"],
             kinds=["profiles"],
             manual_calls_per_minute=120,
         )
-        return manual_sweep(params, return_state=True)
+        return manual_sweep(**params, return_state=True)
 
     def check_done(self, url: str) -> None:
         assert self.before <= {r["profile_id"] for r in profile_rows(url, "current")}
@@ -341,8 +329,8 @@ def test_the_check_by_id_catches_a_row_lost_behind_the_runs_back(
     url = clean_stack.url
     case = Profiles()
     case.setup(url, url, tmp_path)
-    params = RegenerationParams(reflexio_url=url, backup_dir=str(tmp_path), sources=["chat"])
-    state = profile_regeneration(params, return_state=True)
+    params = dict(reflexio_url=url, backup_dir=str(tmp_path), sources=["chat"])
+    state = profile_regeneration(**params, return_state=True)
     assert assert_rows_as_the_run_says(url, PROFILES, case.before, state) is Decision.UPGRADED
     current = kind_rows(url, PROFILES)["current"]
     spared = next(r["profile_id"] for r in current if r["source"] == "email")

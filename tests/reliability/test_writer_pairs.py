@@ -25,14 +25,6 @@ import pytest
 from core.backup import BackupWriter
 from deployments.catalogue import lock_name
 from flows.clear_users import clear_users
-from flows.params import (
-    ClearUsersParams,
-    PlaybookRegenerationParams,
-    PromptChangeParams,
-    RegenerationParams,
-    RestoreParams,
-    SweepParams,
-)
 from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import profile_regeneration
 from flows.prompt_change import prompt_change
@@ -55,21 +47,19 @@ Run = Callable[[], Any]
 
 
 def _profiles(url: str, work: Path) -> Run:
-    params = RegenerationParams(
-        reflexio_url=url, backup_dir=str(work), dry_run=True, lock_timeout_s=LOSER_WAIT_S
-    )
-    return lambda: profile_regeneration(params, return_state=True)
+    params = dict(reflexio_url=url, backup_dir=str(work), dry_run=True, lock_timeout_s=LOSER_WAIT_S)
+    return lambda: profile_regeneration(**params, return_state=True)
 
 
 def _playbooks(url: str, work: Path) -> Run:
-    params = PlaybookRegenerationParams(
+    params = dict(
         reflexio_url=url,
         agent_version="v1",
         backup_dir=str(work),
         dry_run=True,
         lock_timeout_s=LOSER_WAIT_S,
     )
-    return lambda: playbook_regeneration(params, return_state=True)
+    return lambda: playbook_regeneration(**params, return_state=True)
 
 
 def _restore(url: str, work: Path) -> Run:
@@ -77,7 +67,7 @@ def _restore(url: str, work: Path) -> Run:
     change, after reading every row under the lock."""
     with BackupWriter(work, "profiles", url, "pairs-0001") as writer:
         writer.write(profile_rows(url, "current", "archived"))
-    params = RestoreParams(
+    params = dict(
         reflexio_url=url,
         backup_file=writer.info.manifest_path,
         records_dir=str(work),
@@ -85,40 +75,41 @@ def _restore(url: str, work: Path) -> Run:
         recreate_missing=True,  # a hand-made backup: no touched-ids file
         assume_no_erasures=True,
     )
-    return lambda: restore_profiles(params, return_state=True)
+    return lambda: restore_profiles(**params, return_state=True)
 
 
 def _clear(url: str, work: Path) -> Run:
-    params = ClearUsersParams(
+    params = dict(
         reflexio_url=url,
         user_ids=["nobody-in-pairs"],
         records_dir=str(work),
         lock_timeout_s=LOSER_WAIT_S,
     )
-    return lambda: clear_users(params, return_state=True)
+    return lambda: clear_users(**params, return_state=True)
 
 
 def _sweep(url: str, work: Path) -> Run:
-    params = SweepParams(
+    params = dict(
         reflexio_url=url,
         sources=["chat"],
         kinds=["profiles"],
         manual_calls_per_minute=120,
         lock_timeout_s=LOSER_WAIT_S,
     )
-    return lambda: manual_sweep(params, return_state=True)
+    return lambda: manual_sweep(**params, return_state=True)
 
 
 def _prompt_check(url: str, work: Path) -> Run:
     """A dry check of a candidate that changes nothing (the server's own window_size)."""
     with ReflexioClient(ReflexioSettings(url=url)) as client:
         config = client.get_config()
-    candidate = work / "candidate.json"
-    candidate.write_text(json.dumps({"window_size": config["window_size"]}))
-    params = PromptChangeParams(
-        reflexio_url=url, config_file=candidate, backup_dir=str(work), lock_timeout_s=LOSER_WAIT_S
+    params = dict(
+        reflexio_url=url,
+        candidate_config=json.dumps({"window_size": config["window_size"]}),
+        backup_dir=str(work),
+        lock_timeout_s=LOSER_WAIT_S,
     )
-    return lambda: prompt_change(params, return_state=True)
+    return lambda: prompt_change(**params, return_state=True)
 
 
 WRITERS: dict[str, tuple[Callable[[str, Path], Run], frozenset[str]]] = {

@@ -1,4 +1,5 @@
-"""prefect.yaml: every entrypoint imports, every parameter set fits its flow's signature.
+"""prefect.yaml: every entrypoint imports, every parameter set fits its flow's signature,
+and a schedule sets only what differs from its deployment's flat parameters.
 
 An entrypoint whose file does not exist yet is xfail (strict): the day the file lands the
 mark disappears and the test must pass for real.
@@ -59,6 +60,41 @@ def test_entrypoint_imports_and_parameters_fit(deployment: dict[str, Any], monke
         flow.validate_parameters(values)  # raises ParameterTypeError on a bad value
 
 
+def _model_of(deployment: dict[str, Any]) -> type:
+    """The parameter model behind a deployment's flow (flows/flat_params.py)."""
+    from flows import params
+
+    models = {
+        "profile_regeneration": params.RegenerationParams,
+        "playbook_regeneration": params.PlaybookRegenerationParams,
+        "manual_sweep": params.SweepParams,
+        "stall_watch": params.StallWatchParams,
+        "clear_users": params.ClearUsersParams,
+        "restore_profiles": params.RestoreParams,
+        "prompt_change": params.PromptChangeParams,
+    }
+    return models[deployment["entrypoint"].rsplit(":", 1)[1]]
+
+
+@pytest.mark.parametrize(
+    "deployment", [d for d in DEPLOYMENTS if d.get("schedules")], ids=lambda d: d["name"]
+)
+def test_a_schedule_sets_only_what_differs_and_inherits_the_rest(deployment: dict[str, Any]):
+    """Prefect merges a schedule's parameters over the deployment's by top-level name: each
+    scheduled run's parameters are the deployment's, with the schedule's few fields
+    replaced, and build the model with both."""
+    from flows.flat_params import build
+
+    base = deployment.get("parameters") or {}
+    for schedule in deployment["schedules"]:
+        own = schedule.get("parameters") or {}
+        repeated = {k for k, v in own.items() if base.get(k) == v}
+        assert not repeated, f"{schedule['slug']} repeats its deployment's {repeated}"
+        model = build(_model_of(deployment), {**base, **own})
+        for name, value in {**base, **own}.items():
+            assert getattr(model, name) == value, (schedule["slug"], name)
+
+
 def test_deployment_names_are_unique_per_flow():
     pairs = [(d["entrypoint"], d["name"]) for d in DEPLOYMENTS]
     assert len(pairs) == len(set(pairs))
@@ -92,7 +128,7 @@ def test_regenerations_run_one_at_a_time_and_enqueue():
 
 def test_sweeps_have_one_schedule_per_source():
     (sweep,) = [d for d in DEPLOYMENTS if d["entrypoint"] == "flows/sweep.py:manual_sweep"]
-    per_schedule = [s["parameters"]["params"]["sources"] for s in sweep["schedules"]]
+    per_schedule = [s["parameters"]["sources"] for s in sweep["schedules"]]
     assert all(len(sources) == 1 for sources in per_schedule)
     assert len({sources[0] for sources in per_schedule}) == len(per_schedule)
 
@@ -103,7 +139,7 @@ def test_playbook_schedules_cover_each_agent_version_once():
         for d in DEPLOYMENTS
         if d["entrypoint"] == "flows/playbook_regeneration.py:playbook_regeneration"
     ]
-    versions = [s["parameters"]["params"]["agent_version"] for s in playbooks["schedules"]]
+    versions = [s["parameters"]["agent_version"] for s in playbooks["schedules"]]
     assert len(versions) == len(set(versions))
 
 
@@ -149,12 +185,10 @@ def test_nightly_regenerations_ask_on_warn_and_playbooks_wait_for_the_answer():
 
     found = {d["entrypoint"]: d for d in DEPLOYMENTS if d["entrypoint"] in REGENERATION}
     profiles = found["flows/profile_regeneration.py:profile_regeneration"]
-    profile_params = [
-        RegenerationParams(**values["params"]) for _, values in _parameter_sets(profiles)
-    ]
+    profile_params = [RegenerationParams(**values) for _, values in _parameter_sets(profiles)]
     playbooks = found["flows/playbook_regeneration.py:playbook_regeneration"]
     playbook_params = [
-        PlaybookRegenerationParams(**values["params"]) for _, values in _parameter_sets(playbooks)
+        PlaybookRegenerationParams(**values) for _, values in _parameter_sets(playbooks)
     ]
     assert {p.on_warn for p in profile_params + playbook_params} == {"ask"}
     longest_wait = max(p.approval_timeout_s for p in profile_params)
@@ -172,3 +206,15 @@ def test_the_silence_automations_watch_the_scheduled_regenerations_and_the_stall
     assert scheduled == set(NIGHTLY_DEPLOYMENTS)
     watch = [d for d in DEPLOYMENTS if d["entrypoint"].endswith(":stall_watch")]
     assert [s["interval"] for d in watch for s in d["schedules"]] == [300]
+
+
+def test_the_ci_trigger_runs_the_prompt_check_deployment():
+    """`reflexio-pipelines trigger-prompt-check` (and the example workflow) run a deployment
+    that prefect.yaml defines, of the prompt-change flow."""
+    from deployments.catalogue import PROMPT_CHECK_DEPLOYMENT
+    from flows.prompt_change import prompt_change
+
+    (check,) = [d for d in DEPLOYMENTS if d["entrypoint"].endswith(":prompt_change")]
+    assert f"{prompt_change.name}/{check['name']}" == PROMPT_CHECK_DEPLOYMENT
+    workflow = (ROOT / ".github" / "workflows" / "prompt-check.yml").read_text()
+    assert f"trigger-prompt-check\n          --deployment {PROMPT_CHECK_DEPLOYMENT}" in workflow

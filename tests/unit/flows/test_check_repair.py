@@ -68,7 +68,8 @@ def test_a_writer_undoes_the_check_says_so_and_removes_the_record(
     monkeypatch.setattr(check_repair.events, "emit", lambda name, u, **p: events.append(p))
 
     state = restore_profiles(
-        RestoreParams(reflexio_url=url, backup_file=tmp_path / "none.manifest.json"),
+        reflexio_url=url,
+        backup_file=tmp_path / "none.manifest.json",
         return_state=True,
     )
 
@@ -96,7 +97,8 @@ def test_an_undo_that_cannot_finish_keeps_the_record_and_stops_the_writer(
     save_record(url, record())
 
     state = restore_profiles(
-        RestoreParams(reflexio_url=url, backup_file=tmp_path / "none.manifest.json"),
+        reflexio_url=url,
+        backup_file=tmp_path / "none.manifest.json",
         return_state=True,
     )
 
@@ -134,8 +136,8 @@ def test_the_undo_restores_only_after_an_upgrade_that_was_sent(tmp_path, monkeyp
 
     seen: list[RestoreParams] = []
 
-    def restore(params: RestoreParams, return_state: bool) -> object:
-        seen.append(params)
+    def restore(return_state: bool, **values: object) -> object:
+        seen.append(RestoreParams(**values))
         return Completed(message="Restored")
 
     monkeypatch.setattr(flows.restore, "restore_profiles", restore)

@@ -25,12 +25,6 @@ from flows import lock
 from flows.clear_users import clear_users
 from flows.lock import ServerBusy, ensure_lock, holds_server_lock, lost_reason, server_lock
 from flows.params import (
-    ClearUsersParams,
-    PlaybookRegenerationParams,
-    PromptChangeParams,
-    RegenerationParams,
-    RestoreParams,
-    SweepParams,
     WriterParams,
 )
 from flows.playbook_regeneration import playbook_regeneration
@@ -224,36 +218,42 @@ def test_ensure_lock_creates_once_and_puts_back_one_active_slot(prefect_api, url
     assert ensure_lock(other) == "exists"
 
 
-def _candidate(tmp_path: Path) -> Path:
-    path = tmp_path / "candidate.yaml"
-    path.write_text("profile_extractor_config:\n  extraction_prompt: be brief\n")
-    return path
+CANDIDATE = "profile_extractor_config:\n  extraction_prompt: be brief\n"
 
 
 WRITERS: dict[str, Callable[[str, Path], State]] = {
     "profile-regeneration": lambda url, tmp: profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=tmp, lock_timeout_s=0.5),
+        reflexio_url=url,
+        backup_dir=tmp,
+        lock_timeout_s=0.5,
         return_state=True,
     ),
     "playbook-regeneration": lambda url, tmp: playbook_regeneration(
-        PlaybookRegenerationParams(reflexio_url=url, backup_dir=tmp, lock_timeout_s=0.5),
+        reflexio_url=url,
+        backup_dir=tmp,
+        lock_timeout_s=0.5,
         return_state=True,
     ),
     "restore-profiles": lambda url, tmp: restore_profiles(
-        RestoreParams(reflexio_url=url, backup_file=tmp / "b.json", lock_timeout_s=0.5),
+        reflexio_url=url,
+        backup_file=tmp / "b.json",
+        lock_timeout_s=0.5,
         return_state=True,
     ),
     "clear-user-data": lambda url, tmp: clear_users(
-        ClearUsersParams(reflexio_url=url, user_ids=["alice"], lock_timeout_s=0.5),
+        reflexio_url=url,
+        user_ids=["alice"],
+        lock_timeout_s=0.5,
         return_state=True,
     ),
     "manual-generation-sweep": lambda url, tmp: manual_sweep(
-        SweepParams(reflexio_url=url, sources=["chat"], lock_timeout_s=0.5), return_state=True
+        reflexio_url=url, sources=["chat"], lock_timeout_s=0.5, return_state=True
     ),
     "prompt-change": lambda url, tmp: prompt_change(
-        PromptChangeParams(
-            reflexio_url=url, config_file=_candidate(tmp), backup_dir=tmp, lock_timeout_s=0.5
-        ),
+        reflexio_url=url,
+        candidate_config=CANDIDATE,
+        backup_dir=tmp,
+        lock_timeout_s=0.5,
         return_state=True,
     ),
 }

@@ -92,24 +92,6 @@ def test_failed_delivery_is_raised_without_the_url():
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_flows_expose_a_typed_form():
-    from prefect.utilities.callables import parameter_schema
-
-    from flows.playbook_regeneration import playbook_regeneration
-    from flows.profile_regeneration import profile_regeneration
-    from flows.restore import restore_profiles
-
-    for flow_, model in (
-        (profile_regeneration, "RegenerationParams"),
-        (playbook_regeneration, "PlaybookRegenerationParams"),
-        (restore_profiles, "RestoreParams"),
-    ):
-        schema = parameter_schema(flow_.fn).model_dump()
-        assert schema["properties"]["params"]["$ref"].endswith(model)
-        fields = schema["definitions"][model]["properties"]
-        assert "reflexio_url" in fields and "api_key" not in fields
-
-
 def test_a_repeated_source_is_refused_before_any_rerun() -> None:
     import pytest
     from pydantic import ValidationError
@@ -128,5 +110,7 @@ def test_playbook_form_refuses_only_affected_users_and_says_why():
 
 def test_a_prompt_check_that_regenerates_nothing_is_refused() -> None:
     with pytest.raises(ValidationError, match="nothing to regenerate"):
-        PromptChangeParams(config_file="c.yaml", regenerate_profiles=False)
-    assert PromptChangeParams(config_file="c.yaml", regenerate_profiles=False, agent_version="v1")
+        PromptChangeParams(candidate_config="window_size: 10", regenerate_profiles=False)
+    assert PromptChangeParams(
+        candidate_config="window_size: 10", regenerate_profiles=False, agent_version="v1"
+    )

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 import flows.run_names as run_names
 from deployments.catalogue import FLOW_TIMEOUT_S, WORK_MARGIN_S
 from flows.clear_users import clear_users
-from flows.params import PlaybookRegenerationParams, RegenerationParams
+from flows.params import RegenerationParams
 from flows.playbook_regeneration import playbook_regeneration
 from flows.profile_regeneration import profile_regeneration
 from flows.prompt_change import prompt_change
@@ -30,7 +30,7 @@ FLOWS = [
 
 
 def named(monkeypatch, namer, params) -> str:
-    monkeypatch.setattr(run_names, "flow_run", SimpleNamespace(parameters={"params": params}))
+    monkeypatch.setattr(run_names, "flow_run", SimpleNamespace(parameters=params or {}))
     return namer()
 
 
@@ -39,7 +39,7 @@ def test_names_say_kind_scope_and_server(monkeypatch):
     assert named(monkeypatch, run_names.profiles, {"reflexio_url": url, "dry_run": True}) == (
         "profiles (dry run) @ 127.0.0.1:8081"
     )
-    v2 = PlaybookRegenerationParams(agent_version="v2", reflexio_url="http://10.0.0.5:9000")
+    v2 = {"agent_version": "v2", "reflexio_url": "http://10.0.0.5:9000"}
     assert named(monkeypatch, run_names.playbooks, v2) == "playbooks v2 @ 10.0.0.5:9000"
     sweep = {"reflexio_url": url, "sources": ["chat", "email"], "kinds": ["profiles"]}
     assert named(monkeypatch, run_names.sweep, sweep) == (
