@@ -2,15 +2,15 @@
 
 On a live server users keep talking while a rerun works, and the server files what it
 learns as new CURRENT rows (H14). The upgrade archives every CURRENT row of the users it
-promotes, those fresh rows included. A run limited to some sources or a time window
-regenerates only that part, but the upgrade archives the user's other rows too.
+promotes, those fresh rows included. A run limited to some sources regenerates only
+their rows, but the upgrade archives the user's rows of other sources too.
 
 So, right before the upgrade, one pass over the rows picks:
 
 - **live rows**: CURRENT or ARCHIVED rows the run did not see before its rerun (new ids),
   and CURRENT rows changed since the rerun started (timestamp at or after its start). They
   are saved to a file of their own, since the backup predates them.
-- **out-of-scope rows**: CURRENT rows the run's sources or time window do not cover.
+- **out-of-scope rows**: CURRENT rows of sources the run does not regenerate.
 
 After the upgrade, the ones it archived are made CURRENT again (`rows_to_keep`).
 """
@@ -22,35 +22,35 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from core.kinds import Kind, row_status
 from core.state import IdSnapshot, name_ids
+from gate.scope import unsourced
 
 
 @dataclass(frozen=True)
 class Scope:
     """What a run regenerates: some sources, a time window, or everything.
 
-    A row is in the window when its timestamp (profiles: last modified; user playbooks:
-    created) lies in it: the server does not say which conversations a row came from in a
-    form the listing can filter on."""
+    Only sources scope rows: a row carries the source of the request that wrote it. A time
+    window scopes the interactions the rerun reads, not rows: a row's timestamp is when it
+    was last written (every upgrade stamps every row it promotes), not when what it says
+    was learned, so the upgrade replaces every CURRENT row of the users it promotes. A row
+    without a source (written by a rerun over every source, H15) is in scope only when the
+    run was told to replace such rows (`unsourced`)."""
 
     sources: tuple[str, ...] = ()
     start: int | None = None
     end: int | None = None
+    unsourced: bool = False
 
-    @property
-    def everything(self) -> bool:
-        """No source list and no window."""
-        return not self.sources and self.start is None and self.end is None
-
-    def covers(self, kind: Kind, row: Mapping[str, Any]) -> bool:
-        """Whether the run regenerates this row's part of the data."""
-        if self.sources and row.get("source") not in self.sources:
-            return False
-        stamp = kind.timestamp(row)
-        if self.start is not None and (stamp is None or stamp < self.start):
-            return False
-        return not (self.end is not None and (stamp is None or stamp > self.end))
+    def covers(self, row: Mapping[str, Any]) -> bool:
+        """Whether the upgrade may replace this row with the run's candidate."""
+        if not self.sources:
+            return True
+        source = row.get("source")
+        return self.unsourced if not source else source in self.sources
 
     def describe(self) -> str:
         """The scope in words, for messages."""
@@ -60,6 +60,49 @@ class Scope:
         if self.start is not None or self.end is not None:
             parts.append(f"time window {self.start or '-'}..{self.end or '-'} (epoch s)")
         return " and ".join(parts) or "everything"
+
+
+def unsourced_refusal(scope: Scope, baseline: pd.DataFrame, label: str) -> str | None:
+    """Why a run scoped to sources must not go on while CURRENT rows (`baseline`, read with
+    source-less rows) carry no source (H15), and what to do; None when it may."""
+    if not scope.sources or scope.unsourced:
+        return None
+    rows = baseline[unsourced(baseline)]
+    if rows.empty:
+        return None
+    return (
+        f"Refusing to regenerate {scope.describe()}: {len(rows)} CURRENT {label} of "
+        f"{rows['user_id'].nunique()} user(s) carry no source (a rerun without sources wrote "
+        "them, H15), so this run cannot tell which of them its sources taught. Kept, they "
+        "would stay next to the new rows that learn part of the same facts again; replaced, "
+        "the facts they hold from other sources go with them. Nothing was written to the "
+        "server. Run without sources (every source regenerated together), or set "
+        "replace_unsourced_rows=true to let the upgrade replace the source-less rows of the "
+        "users this run regenerates (the gate then compares the candidate with them)."
+    )
+
+
+def replaced_beyond_candidate(scope: Scope, at_stake: pd.DataFrame, label: str) -> list[str]:
+    """What the upgrade replaces beyond what the candidate was learned from, in words: rows
+    without a source (replace_unsourced_rows) and, in a time window, rows of any
+    timestamp. `at_stake`: the CURRENT rows the upgrade archives (the gate's baseline)."""
+    notes = []
+    bare = at_stake[unsourced(at_stake)] if scope.sources else at_stake.iloc[0:0]
+    if not bare.empty:
+        notes.append(
+            f"{len(bare)} CURRENT {label} of {bare['user_id'].nunique()} user(s) carry no "
+            f"source (H15) and are replaced by this candidate, learned from "
+            f"{', '.join(scope.sources)} only (replace_unsourced_rows): what they hold from "
+            "other sources is not learned again by this run."
+        )
+    if scope.start is not None or scope.end is not None:
+        notes.append(
+            f"The {scope.describe()} limits the interactions the rerun read, not the rows the "
+            "upgrade replaces: every CURRENT row it archives, whatever its timestamp, is the "
+            f"gate's baseline ({len(at_stake)} {label} of {at_stake['user_id'].nunique()} "
+            "user(s))."
+        )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -92,7 +135,7 @@ class LiveRows:
                 continue
             if self._is_live(kind, row_id, status, row):
                 self.rows[row_id] = dict(row)
-            elif status == "current" and not self.rule.scope.covers(kind, row):
+            elif status == "current" and not self.rule.scope.covers(row):
                 self.out_of_scope.add(row_id)
 
     def _is_live(self, kind: Kind, row_id: str, status: str, row: Mapping[str, Any]) -> bool:
