@@ -15,7 +15,7 @@ from core.kinds import Kind
 from core.listing import ListingNotProven
 from core.outcome import Decision, RegenerationOutcome
 from core.regeneration import Engine, Refused
-from flows.lock import Held, ServerBusy, ensure_still_held, server_lock
+from flows.lock import Held, ServerBusy, ensure_still_held, lock_busy, server_lock
 from flows.params import RegenerationParams
 from flows.stored_repair import NotRepaired
 from reflexio_api import IncompleteListing, ReflexioError
@@ -105,6 +105,7 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
     summary = engine.summary
     outcome: RegenerationOutcome | None = None
     held: Held | None = None
+    busy = False
     try:
         with server_lock(engine.ops.url, params.lock_timeout_s) as held:
             outcome = run_step(engine, engine.run)
@@ -114,6 +115,7 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
             if outcome.succeeded:
                 apply_retention(params, engine.ops.url, engine.run_id, summary)
     except (ServerBusy, NotRepaired) as exc:
+        busy = isinstance(exc, ServerBusy)
         outcome = engine.outcome(Decision.REFUSED, str(exc))
     finally:
         if held is not None and held.lost:
@@ -121,4 +123,4 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
         if outcome is None:
             summary.decision = "Crashed before deciding; see the logs."
         publish_summary(engine)
-    return final_state(outcome)
+    return lock_busy(outcome.message, outcome) if busy else final_state(outcome)

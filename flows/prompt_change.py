@@ -48,7 +48,7 @@ from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows._common import STALLED_STATE_NAME, make_engine, publish_summary, run_id, run_step
 from flows.check_repair import undo_and_forget
-from flows.lock import ServerBusy, server_lock
+from flows.lock import ServerBusy, lock_busy, server_lock
 from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
 from flows.stored_repair import NotRepaired
 from reflexio_api import ReflexioError, ReflexioSettings
@@ -417,5 +417,7 @@ def prompt_change(params: PromptChangeParams) -> State:
     get_run_logger().info("Decision: %s: %s", result.verdict.name, result.message)
     if result.verdict is Verdict.PASS:
         return Completed(message=result.message, data=result)
+    if result.verdict is Verdict.BUSY:
+        return lock_busy(result.message, result)
     name = STALLED_STATE_NAME if result.verdict is Verdict.STALL else "Failed"
     return Failed(name=name, message=result.message, data=result)

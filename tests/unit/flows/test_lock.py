@@ -18,12 +18,20 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.context import get_run_context
 from prefect.states import Completed, State
 
 from deployments.catalogue import lock_name
 from flows import lock
 from flows.clear_users import clear_users
-from flows.lock import ServerBusy, ensure_lock, holds_server_lock, lost_reason, server_lock
+from flows.lock import (
+    LOCK_BUSY_STATE_NAME,
+    ServerBusy,
+    ensure_lock,
+    holds_server_lock,
+    lost_reason,
+    server_lock,
+)
 from flows.params import (
     ClearUsersParams,
     PlaybookRegenerationParams,
@@ -193,6 +201,30 @@ def test_a_writer_flow_whose_lock_was_lost_finishes_and_says_so(prefect_api, url
     assert f"The server lock '{lock_name(url)}' was lost" in state.message
 
 
+def test_the_lease_names_the_flow_run_that_holds_it(prefect_api, url, monkeypatch):
+    sent: list[object] = []
+    increment = SyncPrefectClient.increment_concurrency_slots_with_lease
+
+    def spy(self: SyncPrefectClient, *args: object, **kwargs: object) -> httpx.Response:
+        sent.append(kwargs.get("holder"))
+        return increment(self, *args, **kwargs)  # the real call: the API accepts the holder
+
+    monkeypatch.setattr(SyncPrefectClient, "increment_concurrency_slots_with_lease", spy)
+
+    @flow(name="test-holder")
+    def writer() -> str:
+        with server_lock(url, 5):
+            return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+
+    state = writer(return_state=True)
+    run_id = state.result()
+    (holder,) = sent
+    assert holder is not None and (holder.type, str(holder.id)) == ("flow_run", run_id)
+    with server_lock(url, 5):  # outside a flow run there is no holder to name
+        pass
+    assert sent[-1] is None
+
+
 def test_lost_reason():
     request = httpx.Request("POST", "http://prefect/api")
     gone = httpx.HTTPStatusError("gone", request=request, response=httpx.Response(410))
@@ -265,6 +297,7 @@ def test_every_writer_is_refused_while_another_holds_the_lock(prefect_api, url, 
     with held_elsewhere(url):
         state = WRITERS[writer](other_spelling, tmp_path)
     assert state.is_failed(), state.message
+    assert state.name == LOCK_BUSY_STATE_NAME  # not "Failed": the failed-run automation is quiet
     assert f"holds its lock '{lock_name(url)}'" in state.message, state.message
     assert "Nothing was written" in state.message
     if writer == "prompt-change":
