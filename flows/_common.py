@@ -26,6 +26,7 @@ from tasks.report import RunSummary
 from tasks.server import OperationRunning
 
 STALLED_STATE_NAME = "Stalled"
+DRY_RUN_STATE_NAME = "DryRun"
 
 
 def run_id() -> str:
@@ -44,8 +45,11 @@ def stalled(message: str, data: object = None) -> State:
 
 
 def final_state(outcome: RegenerationOutcome) -> State:
-    """Completed when the run did what was asked; Stalled on a stall; else Failed. The
-    outcome is the state's data."""
+    """Completed when the run did what was asked, named "DryRun" for a dry run (its event,
+    `prefect.flow-run.DryRun`, neither starts the playbook nightly nor counts as a nightly
+    done); Stalled on a stall; else Failed. The outcome is the state's data."""
+    if outcome.decision is Decision.DRY_RUN:
+        return Completed(name=DRY_RUN_STATE_NAME, message=outcome.message, data=outcome)
     if outcome.succeeded:
         return Completed(message=outcome.message, data=outcome)
     if outcome.decision is Decision.STALLED:
