@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 from prefect.blocks.system import Secret
@@ -19,6 +19,7 @@ from deployments.catalogue import (
     lock_name,
     rate_limit_name,
 )
+from tests.prefect_stubs import deploy_stub
 
 SECRET = "sk-test-do-not-print-1234"
 HOOK = "http://127.0.0.1:9/hook-with-token-abcdef"
@@ -82,21 +83,13 @@ def test_setup_twice_creates_each_object_once(
     assert "abcdef" not in out + err
 
 
-def _deploy(name: str) -> UUID:
-    """A deployment called `flow/deployment` (nothing runs it here)."""
-    flow_name, deployment = name.split("/")
-    with get_client(sync_client=True) as client:
-        flow_id = client.create_flow_from_name(flow_name)
-        return client.create_deployment(flow_id=flow_id, name=deployment)
-
-
 def test_after_deploying_setup_watches_and_chains_the_deployments_by_id(
     prefect_api: None, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.delenv("REFLEXIO_API_KEY", raising=False)
     monkeypatch.setenv("REFLEXIO_URL", URL)
-    ids = {name: _deploy(name) for name in (STALL_WATCH_DEPLOYMENT, *NIGHTLY_DEPLOYMENTS)}
-    _deploy("other-flow/nightly")  # same deployment name, another flow: never matched
+    ids = {name: deploy_stub(name) for name in (STALL_WATCH_DEPLOYMENT, *NIGHTLY_DEPLOYMENTS)}
+    deploy_stub("other-flow/nightly")  # same deployment name, another flow: never matched
     assert setup.main(["--webhook-url", HOOK]) == 0
     with get_client(sync_client=True) as client:
         found = {a.name: a for a in client.read_automations() if a.name.startswith("reflexio: ")}

@@ -9,8 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -46,6 +45,7 @@ from flows.profile_regeneration import profile_regeneration
 from flows.prompt_change import PromptCheckResult, Verdict, prompt_change
 from flows.restore import restore_profiles
 from flows.sweep import manual_sweep
+from tests.prefect_stubs import held_elsewhere
 
 _PORTS = itertools.count(901)
 
@@ -59,27 +59,6 @@ def url() -> str:
 def _active_slots(url: str) -> int:
     with get_client(sync_client=True) as client:
         return client.read_global_concurrency_limit_by_name(lock_name(url)).active_slots
-
-
-@contextmanager
-def held_elsewhere(url: str, hold_s: float = 300) -> Iterator[threading.Event]:
-    """Another writer (a thread with a context of its own) holds the lock until the block
-    ends or `hold_s` passes; yields the event that frees it."""
-    acquired, free = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with server_lock(url, 30):
-            acquired.set()
-            free.wait(hold_s)
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert acquired.wait(30), "the other writer never got the lock"
-    try:
-        yield free
-    finally:
-        free.set()
-        thread.join(30)
 
 
 def test_two_spellings_of_one_server_have_one_lock():

@@ -7,8 +7,6 @@ plugin, `json://`: the same code path and log lines as its Slack and Teams plugi
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +20,7 @@ from pydantic import SecretStr
 from local_stack.prefect_server import free_port
 from tasks import notify
 from tasks.notify import NotificationFailed, deliver, load_notification_block, send_notification
+from tests.integration.pipeline_helpers import WebhookReceiver
 
 
 class LoopbackApprise(AppriseNotificationBlock):
@@ -30,43 +29,17 @@ class LoopbackApprise(AppriseNotificationBlock):
     _block_type_slug = "test-loopback-apprise"
 
 
-class Hook:
-    """An HTTP server answering each POST with the next status of `statuses` (the last one
-    repeats); `posts` counts what it received."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.posts = 0
-        hook = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status = hook.statuses[min(hook.posts, len(hook.statuses) - 1)]
-                hook.posts += 1
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"json://127.0.0.1:{self.server.server_port}/hook-secret-token"
-
-    def __enter__(self) -> Hook:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def hook(request: pytest.FixtureRequest) -> Iterator[Hook]:
-    with Hook(request.param) as running:
+def hook(request: pytest.FixtureRequest) -> Iterator[WebhookReceiver]:
+    """A receiver answering the statuses given as the test's parameter (the last repeats)."""
+    *first, last = request.param
+    with WebhookReceiver(status=last, statuses=tuple(first)) as running:
         yield running
+
+
+def _json_url(receiver: WebhookReceiver) -> str:
+    """The receiver's URL for Apprise's JSON plugin."""
+    return receiver.url.replace("http://", "json://")
 
 
 def _block(url: str) -> LoopbackApprise:
@@ -80,19 +53,19 @@ def _block(url: str) -> LoopbackApprise:
 )
 def test_an_apprise_failure_is_classified_by_the_status_in_its_log(hook, transient, status):
     with pytest.raises(NotificationFailed) as failed:
-        deliver(_block(hook.url), "alerts", "subject", "body")
+        deliver(_block(_json_url(hook)), "alerts", "subject", "body")
     assert failed.value.transient is transient
     assert status in str(failed.value)
-    assert "secret-token" not in str(failed.value) and "127.0.0.1" not in str(failed.value)
-    assert hook.posts == 1
+    assert "secret-token-123" not in str(failed.value) and "127.0.0.1" not in str(failed.value)
+    assert len(hook.posts) == 1
 
 
 def test_an_apprise_connection_failure_is_transient():
-    url = f"json://127.0.0.1:{free_port()}/hook-secret-token"  # nothing listens
+    url = f"json://127.0.0.1:{free_port()}/hook/secret-token-123"  # nothing listens
     with pytest.raises(NotificationFailed) as failed:
         deliver(_block(url), "alerts", "subject", "body")
     assert failed.value.transient
-    assert "secret-token" not in str(failed.value) and "127.0.0.1" not in str(failed.value)
+    assert "secret-token-123" not in str(failed.value) and "127.0.0.1" not in str(failed.value)
 
 
 @flow(name="test-notify")
@@ -102,18 +75,18 @@ def _notify(block_name: str) -> None:
 
 @pytest.mark.parametrize("hook", [[503, 502, 200]], indirect=True)
 def test_a_transient_apprise_failure_is_sent_again(prefect_api, hook, monkeypatch):
-    monkeypatch.setattr(notify, "load_notification_block", lambda name: _block(hook.url))
+    monkeypatch.setattr(notify, "load_notification_block", lambda name: _block(_json_url(hook)))
     state = _notify("alerts", return_state=True)
     assert state.is_completed(), state.message
-    assert hook.posts == 3
+    assert len(hook.posts) == 3
 
 
 @pytest.mark.parametrize("hook", [[404, 200]], indirect=True)
 def test_a_refused_apprise_send_is_not_sent_again(prefect_api, hook, monkeypatch):
-    monkeypatch.setattr(notify, "load_notification_block", lambda name: _block(hook.url))
+    monkeypatch.setattr(notify, "load_notification_block", lambda name: _block(_json_url(hook)))
     state = _notify("alerts", return_state=True)
     assert state.is_failed()
-    assert hook.posts == 1
+    assert len(hook.posts) == 1
 
 
 def _fill(count: int) -> None:
