@@ -31,6 +31,7 @@ DEFAULT_PARAMS = PlaybookRegenerationParams()
     flow_run_name=run_names.playbooks,
     timeout_seconds=FLOW_TIMEOUT_S["playbook-regeneration"],
     validate_parameters=True,
+    persist_result=True,  # the outcome is read from the API after the run (docs)
 )
 def playbook_regeneration(params: PlaybookRegenerationParams = DEFAULT_PARAMS) -> State:
     """Regenerate one agent_version's user playbooks safely, then aggregate.

@@ -32,6 +32,7 @@ DEFAULT_PARAMS = RegenerationParams()
     flow_run_name=run_names.profiles,
     timeout_seconds=FLOW_TIMEOUT_S["profile-regeneration"],
     validate_parameters=True,
+    persist_result=True,  # the outcome is read from the API after the run (docs)
 )
 def profile_regeneration(params: RegenerationParams = DEFAULT_PARAMS) -> State:
     """Regenerate profiles safely (see the module docstring for every end state).

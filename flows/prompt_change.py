@@ -393,6 +393,7 @@ def _not_promoted(
     flow_run_name=run_names.prompt_check,
     timeout_seconds=FLOW_TIMEOUT_S["prompt-change"],
     validate_parameters=True,
+    persist_result=True,  # the outcome is read from the API after the run (docs)
 )
 def prompt_change(params: PromptChangeParams) -> State:
     """Try a candidate config: regenerate, gate, promote only when allowed (module docstring).

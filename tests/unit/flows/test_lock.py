@@ -282,3 +282,8 @@ def test_every_writer_is_refused_while_another_holds_the_lock(prefect_api, url, 
     if writer == "prompt-change":
         result = state.result(raise_on_failure=False)
         assert isinstance(result, PromptCheckResult) and result.verdict is Verdict.BUSY
+    if writer in ("profile-regeneration", "playbook-regeneration", "prompt-change"):
+        with get_client(sync_client=True) as client:  # as another process reads it
+            stored = client.read_flow_run(state.state_details.flow_run_id).state
+        assert stored.name == LOCK_BUSY_STATE_NAME
+        assert stored.result(raise_on_failure=False).message == state.message  # persisted
