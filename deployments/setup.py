@@ -300,58 +300,44 @@ def _deployment_automations(
     nightly_silence: timedelta,
 ) -> list[Automation]:
     """The silences, each matching its deployment by id."""
+
+    def silence(
+        name: str, deployment: str, expect: set[str], within: timedelta, subject: str, body: str
+    ) -> Automation:
+        return Automation(
+            name=f"reflexio: {name} silent",
+            description=f"No run of deployment '{deployment}' completed within the window.",
+            trigger=EventTrigger(
+                expect=expect,
+                match_related=runs_of(ids[deployment]),
+                posture=Posture.Proactive,
+                threshold=1,
+                within=within,
+            ),
+            actions=[notify(subject, body)],
+        )
+
     found: list[Automation] = []
     if STALL_WATCH_DEPLOYMENT in ids:
+        minutes = int(stall_watch_silence.total_seconds() // 60)
         found.append(
-            Automation(
-                name="reflexio: stall watch silent",
-                description=f"No run of '{STALL_WATCH_DEPLOYMENT}' completed within the window.",
-                trigger=EventTrigger(
-                    expect={
-                        "prefect.flow-run.Completed",
-                        f"prefect.flow-run.{UNREACHABLE_STATE_NAME}",
-                    },
-                    match_related=runs_of(ids[STALL_WATCH_DEPLOYMENT]),
-                    posture=Posture.Proactive,
-                    threshold=1,
-                    within=stall_watch_silence,
-                ),
-                actions=[
-                    notify(
-                        "Reflexio stall watch is silent",
-                        STALL_WATCH_SILENT_BODY.format(
-                            minutes=int(stall_watch_silence.total_seconds() // 60)
-                        ),
-                    )
-                ],
+            silence(
+                "stall watch",
+                STALL_WATCH_DEPLOYMENT,
+                {"prefect.flow-run.Completed", f"prefect.flow-run.{UNREACHABLE_STATE_NAME}"},
+                stall_watch_silence,
+                "Reflexio stall watch is silent",
+                STALL_WATCH_SILENT_BODY.format(minutes=minutes),
             )
         )
+    hours = int(nightly_silence.total_seconds() // 3600)
     for deployment in NIGHTLY_DEPLOYMENTS:
-        if deployment not in ids:
-            continue
-        short = deployment.split("/")[1]
-        found.append(
-            Automation(
-                name=f"reflexio: {short} silent",
-                description=f"No run of deployment '{deployment}' completed within the window.",
-                trigger=EventTrigger(
-                    expect={"prefect.flow-run.Completed"},
-                    match_related=runs_of(ids[deployment]),
-                    posture=Posture.Proactive,
-                    threshold=1,
-                    within=nightly_silence,
-                ),
-                actions=[
-                    notify(
-                        f"Reflexio '{short}' has not completed",
-                        NIGHTLY_SILENT_BODY.format(
-                            deployment=deployment,
-                            hours=int(nightly_silence.total_seconds() // 3600),
-                        ),
-                    )
-                ],
-            )
-        )
+        if deployment in ids:
+            body = NIGHTLY_SILENT_BODY.format(deployment=deployment, hours=hours)
+            short = deployment.split("/")[1]
+            subject = f"Reflexio '{short}' has not completed"
+            completed = {"prefect.flow-run.Completed"}
+            found.append(silence(short, deployment, completed, nightly_silence, subject, body))
     return found
 
 
