@@ -13,8 +13,13 @@ FLOW_TAG = "reflexio"
 
 PROMPT_CHECK_DEPLOYMENT = "prompt-change/prompt-check"
 """flow/deployment that `reflexio-pipelines trigger-prompt-check` runs (prefect.yaml)."""
-NIGHTLY_DEPLOYMENTS = ("nightly", "nightly-per-agent-version")
-"""The scheduled regenerations (prefect.yaml) watched for silence: no completed run in 26 h."""
+PROFILE_NIGHTLY = "profile-regeneration/nightly"
+PLAYBOOK_NIGHTLY = "playbook-regeneration/nightly-per-agent-version"
+STALL_WATCH_DEPLOYMENT = "stall-watch/every-5-minutes"
+NIGHTLY_DEPLOYMENTS = (PROFILE_NIGHTLY, PLAYBOOK_NIGHTLY)
+"""The nightly regenerations (prefect.yaml, `flow/deployment`) watched for silence: no
+completed run in 26 h. The profile nightly is scheduled; the playbook nightly runs when a
+run of the profile nightly ends Completed (deployments/setup.py)."""
 PACED_ROUTES = {
     "manual_profile_generation": 5,
     "manual_playbook_generation": 5,
@@ -46,7 +51,8 @@ FLOW_TIMEOUT_S = {
 """Each flow's timeout (a run past it ends TimedOut, which the failed-run automation
 reports). A regeneration's waits (lock, rerun, approval) must fit in its timeout with
 WORK_MARGIN_S to spare: its parameters are refused otherwise (flows/params.py). The stall
-watch must end before its next 5-minute run."""
+watch must end before its next 5-minute run, and its slowest run (every call failing slowly
+through its retries: flows/stall_watch.run_budget_s) must end before its timeout."""
 WORK_MARGIN_S = 2 * HOUR_S
 """What a regeneration keeps of its timeout for listing, backup, gate, upgrade and checks."""
 

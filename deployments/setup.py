@@ -23,7 +23,13 @@
     require_approval): it waits in the UI, and no answer is a rejection;
   - silence: stall-watch has not completed (or reported the server unreachable) for 15
     minutes, or a nightly deployment has not completed a run for 26 hours: the worker, the
-    schedule or the runs themselves stopped, and nothing else would say so.
+    schedule or the runs themselves stopped, and nothing else would say so;
+  - playbooks after profiles: a run of the profile nightly that ends Completed starts a run
+    of the playbook nightly, with that deployment's parameters (prefect.yaml).
+  The silences and the chain match their deployments by id (a flow or deployment of the same
+  name elsewhere in the workspace cannot reset or start them), so they need the deployments:
+  run setup again after `prefect deploy --all` (it says which it skipped). A run refused by
+  a busy lock ends "LockBusy", which the failed-run automation does not match either.
   The events (`reflexio.gate.failed`, `reflexio.approval.decided`, ...) are there for
   automations of your own.
 
@@ -36,10 +42,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from prefect.automations import Automation
 from prefect.blocks.core import Block
@@ -51,7 +58,8 @@ from prefect.blocks.notifications import (
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.events.actions import SendNotification
+from prefect.client.schemas.objects import BlockDocument
+from prefect.events.actions import RunDeployment, SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 
@@ -60,16 +68,18 @@ from deployments.catalogue import (
     NIGHTLY_DEPLOYMENTS,
     NOTIFICATION_BLOCK,
     PACED_ROUTES,
+    PLAYBOOK_NIGHTLY,
+    PROFILE_NIGHTLY,
     SECRET_BLOCK,
+    STALL_WATCH_DEPLOYMENT,
     WORK_POOL,
     lock_name,
     rate_limit_name,
 )
 from flows.lock import ensure_lock
 from flows.stall_watch import UNREACHABLE_STATE_NAME
+from tasks.notify import notification_documents
 from tasks.pacing import ensure_rate_limit, spacing_for
-
-NOTIFICATION_TYPES = ("slack-webhook", "ms-teams-webhook", "custom-webhook")
 
 
 @dataclass
@@ -118,14 +128,13 @@ def _block_for(url: str, kind: str) -> Block:
     )
 
 
-def _existing_notification_blocks() -> dict[str, object]:
+def _existing_notification_blocks() -> dict[str, BlockDocument]:
     """Notification block documents named NOTIFICATION_BLOCK, by block type slug."""
-    found: dict[str, object] = {}
-    with get_client(sync_client=True) as client:
-        for doc in client.read_block_documents(include_secrets=False):
-            if doc.name == NOTIFICATION_BLOCK and doc.block_type is not None:
-                found[doc.block_type.slug] = doc
-    return found
+    return {
+        doc.block_type.slug: doc
+        for doc in notification_documents(NOTIFICATION_BLOCK)
+        if doc.block_type is not None
+    }
 
 
 def ensure_notification_block(url: str | None, kind: str, report: Report) -> object | None:
@@ -140,14 +149,14 @@ def ensure_notification_block(url: str | None, kind: str, report: Report) -> obj
             return None
         slug, doc = next(iter(existing.items()))
         report.add(f"notification block '{NOTIFICATION_BLOCK}' ({slug}): kept as it is")
-        return doc.id  # type: ignore[attr-defined]
+        return doc.id
     chosen = webhook_kind(url, kind)
     block = _block_for(url, chosen)
     slug = block.get_block_type_slug()
     with get_client(sync_client=True) as client:
         for other_slug, doc in existing.items():
             if other_slug != slug:  # one name, one block: tasks/notify.py finds it by name
-                client.delete_block_document(doc.id)  # type: ignore[attr-defined]
+                client.delete_block_document(doc.id)
                 report.add(f"notification block '{NOTIFICATION_BLOCK}' ({other_slug}): replaced")
     block_id = block.save(NOTIFICATION_BLOCK, overwrite=True)
     report.add(f"notification block '{NOTIFICATION_BLOCK}' ({slug}): saved (URL not shown)")
@@ -182,6 +191,32 @@ def ensure_limits(reflexio_url: str, report: Report) -> None:
 
 # --- automations ---------------------------------------------------------------------------
 
+PLAYBOOKS_AFTER_PROFILES = "reflexio: playbooks after profiles"
+WATCHED_DEPLOYMENTS = (STALL_WATCH_DEPLOYMENT, *NIGHTLY_DEPLOYMENTS)
+"""The deployments (`flow/deployment`) the silence and chain automations match by id."""
+
+
+def read_deployment_ids(report: Report) -> dict[str, UUID]:
+    """The ids of WATCHED_DEPLOYMENTS that are deployed; each missing one is reported."""
+    ids: dict[str, UUID] = {}
+    with get_client(sync_client=True) as client:
+        for name in WATCHED_DEPLOYMENTS:
+            try:
+                ids[name] = client.read_deployment_by_name(name).id
+            except ObjectNotFound:
+                report.add(
+                    f"deployment '{name}': not deployed yet, so the automations that watch or "
+                    "start it are skipped: run `prefect --no-prompt deploy --all`, then this "
+                    "again"
+                )
+    return ids
+
+
+def runs_of(deployment_id: UUID) -> dict[str, str]:
+    """An automation's match on flow runs of one deployment, by its id."""
+    return {"prefect.resource.id": f"prefect.deployment.{deployment_id}"}
+
+
 FLOW_RUN_BODY = (
     "Flow run {{ flow_run.name }} of {{ flow.name }} ended {{ flow_run.state.name }}: "
     "{{ flow_run.state.message }}"
@@ -191,12 +226,13 @@ NIGHTLY_SILENCE = timedelta(hours=26)
 STALL_WATCH_SILENT_BODY = (
     "No run of stall-watch has completed in the last {minutes} minutes: nobody is watching "
     "for stalls. Check that a worker runs (prefect worker start --pool " + WORK_POOL + ") and "
-    "that the schedule of deployment 'stall-watch/every-5-minutes' is active."
+    "that the schedule of deployment '" + STALL_WATCH_DEPLOYMENT + "' is active."
 )
 NIGHTLY_SILENT_BODY = (
     "No run of deployment '{deployment}' has completed in the last {hours} hours: the nightly "
     "regeneration did not run, or did not succeed. Look at its last runs in the Prefect UI; "
-    "check the worker (pool " + WORK_POOL + ") and that the schedule is active."
+    "check the worker (pool " + WORK_POOL + ") and that the schedule is active (the playbook "
+    "nightly starts when the profile nightly completes)."
 )
 APPROVAL_BODY = (
     "Flow run {{ flow_run.name }} of {{ flow.name }} waits for an operator's approval: open "
@@ -207,13 +243,24 @@ APPROVAL_BODY = (
 
 def automation_specs(
     block_id: object,
+    deployment_ids: Mapping[str, UUID],
     stall_watch_silence: timedelta = STALL_WATCH_SILENCE,
     nightly_silence: timedelta = NIGHTLY_SILENCE,
 ) -> list[Automation]:
-    """The automations, by name (the silences are parameters so tests can shorten them)."""
+    """The automations, by name; those that match a deployment only when it is deployed
+    (`deployment_ids`). The silences are parameters so tests can shorten them."""
     notify: Callable[[str, str], SendNotification] = lambda subject, body: SendNotification(  # noqa: E731
         block_document_id=block_id, subject=subject, body=body
     )
+    return [
+        *_flow_run_automations(notify),
+        *_deployment_automations(notify, deployment_ids, stall_watch_silence, nightly_silence),
+    ]
+
+
+def _flow_run_automations(notify: Callable[[str, str], SendNotification]) -> list[Automation]:
+    """Failed and paused runs, by the tag every deployment gives its runs (runs started
+    outside the deployments, e.g. by Python with that tag, count too)."""
     return [
         Automation(
             name="reflexio: flow run failed",
@@ -243,63 +290,91 @@ def automation_specs(
             ),
             actions=[notify("Reflexio run awaits approval", APPROVAL_BODY)],
         ),
-        Automation(
-            name="reflexio: stall watch silent",
-            description="No stall-watch run completed within the window.",
+    ]
+
+
+def _deployment_automations(
+    notify: Callable[[str, str], SendNotification],
+    ids: Mapping[str, UUID],
+    stall_watch_silence: timedelta,
+    nightly_silence: timedelta,
+) -> list[Automation]:
+    """The silences, each matching its deployment by id."""
+
+    def silence(
+        name: str, deployment: str, expect: set[str], within: timedelta, subject: str, body: str
+    ) -> Automation:
+        return Automation(
+            name=f"reflexio: {name} silent",
+            description=f"No run of deployment '{deployment}' completed within the window.",
             trigger=EventTrigger(
-                expect={"prefect.flow-run.Completed", f"prefect.flow-run.{UNREACHABLE_STATE_NAME}"},
-                match_related={
-                    "prefect.resource.role": "flow",
-                    "prefect.resource.name": "stall-watch",
-                },
+                expect=expect,
+                match_related=runs_of(ids[deployment]),
                 posture=Posture.Proactive,
                 threshold=1,
-                within=stall_watch_silence,
+                within=within,
             ),
-            actions=[
-                notify(
-                    "Reflexio stall watch is silent",
-                    STALL_WATCH_SILENT_BODY.format(
-                        minutes=int(stall_watch_silence.total_seconds() // 60)
-                    ),
-                )
-            ],
-        ),
-        *(
-            Automation(
-                name=f"reflexio: {deployment} silent",
-                description=f"No run of deployment '{deployment}' completed within the window.",
-                trigger=EventTrigger(
-                    expect={"prefect.flow-run.Completed"},
-                    match_related={
-                        "prefect.resource.role": "deployment",
-                        "prefect.resource.name": deployment,
-                    },
-                    posture=Posture.Proactive,
-                    threshold=1,
-                    within=nightly_silence,
-                ),
-                actions=[
-                    notify(
-                        f"Reflexio '{deployment}' has not completed",
-                        NIGHTLY_SILENT_BODY.format(
-                            deployment=deployment,
-                            hours=int(nightly_silence.total_seconds() // 3600),
-                        ),
-                    )
-                ],
+            actions=[notify(subject, body)],
+        )
+
+    found: list[Automation] = []
+    if STALL_WATCH_DEPLOYMENT in ids:
+        minutes = int(stall_watch_silence.total_seconds() // 60)
+        found.append(
+            silence(
+                "stall watch",
+                STALL_WATCH_DEPLOYMENT,
+                {"prefect.flow-run.Completed", f"prefect.flow-run.{UNREACHABLE_STATE_NAME}"},
+                stall_watch_silence,
+                "Reflexio stall watch is silent",
+                STALL_WATCH_SILENT_BODY.format(minutes=minutes),
             )
-            for deployment in NIGHTLY_DEPLOYMENTS
-        ),
+        )
+    hours = int(nightly_silence.total_seconds() // 3600)
+    for deployment in NIGHTLY_DEPLOYMENTS:
+        if deployment in ids:
+            body = NIGHTLY_SILENT_BODY.format(deployment=deployment, hours=hours)
+            short = deployment.split("/")[1]
+            subject = f"Reflexio '{short}' has not completed"
+            completed = {"prefect.flow-run.Completed"}
+            found.append(silence(short, deployment, completed, nightly_silence, subject, body))
+    return found
+
+
+def chain_specs(ids: Mapping[str, UUID]) -> list[Automation]:
+    """Playbooks after profiles: a Completed run of the profile nightly (upgraded, or nothing
+    to do; not a dry run, which ends "DryRun") starts the playbook nightly with that
+    deployment's own parameters (prefect.yaml). Matched by the profile nightly's id."""
+    if PROFILE_NIGHTLY not in ids or PLAYBOOK_NIGHTLY not in ids:
+        return []
+    return [
+        Automation(
+            name=PLAYBOOKS_AFTER_PROFILES,
+            description=(
+                f"A run of '{PROFILE_NIGHTLY}' ended Completed: start '{PLAYBOOK_NIGHTLY}' "
+                "with its own parameters."
+            ),
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Completed"},
+                match_related=runs_of(ids[PROFILE_NIGHTLY]),
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[RunDeployment(source="selected", deployment_id=ids[PLAYBOOK_NIGHTLY])],
+        )
     ]
 
 
 def ensure_automations(block_id: object | None, report: Report) -> None:
-    """Create each automation once; update it in place when it exists."""
+    """Create each automation once; update it in place when it exists. Those that notify
+    need the notification block; the chain does not."""
+    ids = read_deployment_ids(report)
+    specs = chain_specs(ids)
     if block_id is None:
-        report.add("automations: skipped (no notification block)")
-        return
-    for spec in automation_specs(block_id):
+        report.add("automations that notify: skipped (no notification block)")
+    else:
+        specs = automation_specs(block_id, ids) + specs
+    for spec in specs:
         with get_client(sync_client=True) as client:
             existing = client.read_automations_by_name(spec.name)
         if not existing:

@@ -15,7 +15,7 @@ from core.kinds import Kind
 from core.listing import ListingNotProven
 from core.outcome import Decision, RegenerationOutcome
 from core.regeneration import Engine, Refused
-from flows.lock import Held, ServerBusy, ensure_still_held, server_lock
+from flows.lock import Held, ServerBusy, ensure_still_held, lock_busy, server_lock
 from flows.params import RegenerationParams
 from flows.stored_repair import NotRepaired
 from reflexio_api import IncompleteListing, ReflexioError
@@ -26,6 +26,7 @@ from tasks.report import RunSummary
 from tasks.server import OperationRunning
 
 STALLED_STATE_NAME = "Stalled"
+DRY_RUN_STATE_NAME = "DryRun"
 
 
 def run_id() -> str:
@@ -44,8 +45,11 @@ def stalled(message: str, data: object = None) -> State:
 
 
 def final_state(outcome: RegenerationOutcome) -> State:
-    """Completed when the run did what was asked; Stalled on a stall; else Failed. The
-    outcome is the state's data."""
+    """Completed when the run did what was asked, named "DryRun" for a dry run (its event,
+    `prefect.flow-run.DryRun`, neither starts the playbook nightly nor counts as a nightly
+    done); Stalled on a stall; else Failed. The outcome is the state's data."""
+    if outcome.decision is Decision.DRY_RUN:
+        return Completed(name=DRY_RUN_STATE_NAME, message=outcome.message, data=outcome)
     if outcome.succeeded:
         return Completed(message=outcome.message, data=outcome)
     if outcome.decision is Decision.STALLED:
@@ -105,6 +109,7 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
     summary = engine.summary
     outcome: RegenerationOutcome | None = None
     held: Held | None = None
+    busy = False
     try:
         with server_lock(engine.ops.url, params.lock_timeout_s) as held:
             outcome = run_step(engine, engine.run)
@@ -114,6 +119,7 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
             if outcome.succeeded:
                 apply_retention(params, engine.ops.url, engine.run_id, summary)
     except (ServerBusy, NotRepaired) as exc:
+        busy = isinstance(exc, ServerBusy)
         outcome = engine.outcome(Decision.REFUSED, str(exc))
     finally:
         if held is not None and held.lost:
@@ -121,4 +127,4 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
         if outcome is None:
             summary.decision = "Crashed before deciding; see the logs."
         publish_summary(engine)
-    return final_state(outcome)
+    return lock_busy(outcome.message, outcome) if busy else final_state(outcome)

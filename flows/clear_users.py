@@ -49,6 +49,7 @@ ARTIFACT_KEY = "clear-users-summary"
     flow_run_name=run_names.clear_users,
     timeout_seconds=FLOW_TIMEOUT_S["clear-user-data"],
     validate_parameters=True,
+    persist_result=True,  # the outcome is read from the API after the run (docs)
 )
 @flat_parameters(ClearUsersParams)
 @holds_server_lock

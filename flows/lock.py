@@ -3,8 +3,14 @@
 Both regenerations, restore, clear-user-data, the sweep and the prompt check hold the same
 Prefect global concurrency limit (1 slot), named from the server's identity
 (`deployments.catalogue.lock_name`: two spellings of one server share it), for as long as
-they write. A second writer waits up to its `lock_timeout_s`, then ends Failed with
-`ServerBusy`'s message, having written nothing.
+they write. A second writer waits up to its `lock_timeout_s`, then ends in the FAILED state
+named `LockBusy` (`lock_busy`) with `ServerBusy`'s message, having written nothing: the exit
+code says "not done", the UI shows why, and the failed-run automation, which expects
+`prefect.flow-run.Failed`, stays silent (a refusal is not a fault; a nightly waiting hours for
+an approval would otherwise make every sweep alert). Every writer ends that way.
+
+The lease names its holder (the flow run, when there is one), so the Prefect API records who
+holds the lock.
 
 An unfinished writer is repaired first: right after the lock is taken,
 `flows.run_repair.repair_on_lock` looks for the run journal a regeneration, restore,
@@ -53,6 +59,8 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
 )
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Failed, State
 
@@ -70,6 +78,7 @@ POLL_S = 1.0
 """How often a waiting writer asks again."""
 LOCKED = 423
 GONE = 410
+LOCK_BUSY_STATE_NAME = "LockBusy"
 
 P = TypeVar("P", bound=WriterParams)
 
@@ -105,6 +114,21 @@ class Held:
 _HELD: contextvars.ContextVar[tuple[Held, ...]] = contextvars.ContextVar(
     "reflexio_server_locks", default=()
 )
+
+
+def lock_busy(message: str, data: object = None) -> State:
+    """The end state of a writer refused because another writer held the lock: of type
+    FAILED (non-zero exit, never a pass) but named "LockBusy", so its event is
+    `prefect.flow-run.LockBusy` and the failed-run automation does not notify."""
+    return Failed(name=LOCK_BUSY_STATE_NAME, message=message, data=data)
+
+
+def lease_holder() -> ConcurrencyLeaseHolder | None:
+    """This flow run as the lease's holder (None outside a flow run)."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    return ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
 
 
 def busy_message(name: str, url: str, timeout_s: float) -> str:
@@ -144,11 +168,16 @@ def _acquire(held: Held, timeout_s: float) -> UUID:
     """Take the slot; ask again every POLL_S while it is taken, until `timeout_s` is over."""
     deadline = time.monotonic() + timeout_s
     waiting = False
+    holder = lease_holder()
     with get_client(sync_client=True) as client:
         while True:
             try:
                 response = client.increment_concurrency_slots_with_lease(
-                    names=[held.name], slots=1, mode="concurrency", lease_duration=LEASE_S
+                    names=[held.name],
+                    slots=1,
+                    mode="concurrency",
+                    lease_duration=LEASE_S,
+                    holder=holder,
                 )
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code != LOCKED:
@@ -280,16 +309,19 @@ def ensure_still_held(url: str) -> None:
 
 
 def holds_server_lock(body: Callable[[P], State]) -> Callable[[P], State]:
-    """Run a writer flow's body under its server's lock: Failed with the busy message when
-    another writer holds it or an unfinished prompt check could not be undone; what was
-    undone of one, and a lock lost during the run, are added to the final message."""
+    """Run a writer flow's body under its server's lock: LockBusy when another writer holds
+    it, Failed when an unfinished writer could not be repaired; what was repaired, and a
+    lock lost during the run, are added to the final message."""
 
     @functools.wraps(body)
     def locked(params: P) -> State:
         try:
             with server_lock(params.settings().url, params.lock_timeout_s) as held:
                 state = body(params)
-        except (ServerBusy, NotRepaired) as exc:
+        except ServerBusy as exc:
+            run_logger().warning("%s", exc)
+            return lock_busy(str(exc))
+        except NotRepaired as exc:
             run_logger().error("%s", exc)
             return Failed(message=str(exc))
         if held.repaired or held.lost:

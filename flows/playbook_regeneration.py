@@ -29,6 +29,7 @@ from flows.params import PlaybookRegenerationParams
     flow_run_name=run_names.playbooks,
     timeout_seconds=FLOW_TIMEOUT_S["playbook-regeneration"],
     validate_parameters=True,
+    persist_result=True,  # the outcome is read from the API after the run (docs)
 )
 @flat_parameters(PlaybookRegenerationParams)
 def playbook_regeneration(params: PlaybookRegenerationParams) -> State:

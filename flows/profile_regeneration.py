@@ -30,6 +30,7 @@ from flows.params import RegenerationParams
     flow_run_name=run_names.profiles,
     timeout_seconds=FLOW_TIMEOUT_S["profile-regeneration"],
     validate_parameters=True,
+    persist_result=True,  # the outcome is read from the API after the run (docs)
 )
 @flat_parameters(RegenerationParams)
 def profile_regeneration(params: RegenerationParams) -> State:

@@ -49,7 +49,7 @@ from flows import run_names
 from flows._common import STALLED_STATE_NAME, make_engine, publish_summary, run_id, run_step
 from flows.check_repair import undo_and_forget
 from flows.flat_params import flat_parameters
-from flows.lock import ServerBusy, server_lock
+from flows.lock import ServerBusy, lock_busy, server_lock
 from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
 from flows.stored_repair import NotRepaired
 from reflexio_api import ReflexioError, ReflexioSettings
@@ -419,6 +419,7 @@ def _not_promoted(
     flow_run_name=run_names.prompt_check,
     timeout_seconds=FLOW_TIMEOUT_S["prompt-change"],
     validate_parameters=True,
+    persist_result=True,  # the outcome is read from the API after the run (docs)
 )
 @flat_parameters(PromptChangeParams)
 def prompt_change(params: PromptChangeParams) -> State:
@@ -444,5 +445,7 @@ def prompt_change(params: PromptChangeParams) -> State:
     get_run_logger().info("Decision: %s: %s", result.verdict.name, result.message)
     if result.verdict is Verdict.PASS:
         return Completed(message=result.message, data=result)
+    if result.verdict is Verdict.BUSY:
+        return lock_busy(result.message, result)
     name = STALLED_STATE_NAME if result.verdict is Verdict.STALL else "Failed"
     return Failed(name=name, message=result.message, data=result)

@@ -162,6 +162,7 @@ def _report(summary: RunSummary, inputs: RestoreInputs, plan: RestorePlan) -> No
     flow_run_name=run_names.restore,
     timeout_seconds=FLOW_TIMEOUT_S["restore-profiles"],
     validate_parameters=True,
+    persist_result=True,  # the outcome is read from the API after the run (docs)
 )
 @flat_parameters(RestoreParams)
 @holds_server_lock

@@ -15,6 +15,11 @@ recovers.
   again; the runs in between end in a FAILED state named `Unreachable`, which the failed-run
   automation does not match (it would notify every 5 minutes) and which the "stall watch is
   silent" automation counts as the watch working (deployments/setup.py).
+- A slow outage ends `Unreachable` too, never TimedOut: the watch's read and stall-flag
+  write retry less and wait less than other flows' (WATCH_*), so the longest a run can take
+  (`run_budget_s`: the read and the write failing slowly through every retry, and two
+  notifications doing the same) fits in its timeout, which is shorter than its 5-minute
+  schedule: one run never overlaps the next, so no two runs notify one outage.
 - Events: `reflexio.stall.notified`, `reflexio.stall.recovered`,
   `reflexio.server.unreachable` and `reflexio.server.reachable` (resource: the server).
   It does not emit `reflexio.stall.detected` every 5 minutes: that event is what the other
@@ -33,10 +38,11 @@ from deployments.catalogue import FLOW_TIMEOUT_S
 from flows import run_names
 from flows.flat_params import flat_parameters
 from flows.params import StallWatchParams
-from reflexio_api import TransientError
+from reflexio_api import ReflexioSettings, TransientError
 from reflexio_api.models import StallState
 from tasks import events
-from tasks.notify import send_notification
+from tasks.notify import send_budget_s, send_notification
+from tasks.retry import worst_case_s
 from tasks.server import mark_stall_notified, read_stall_state
 
 STALL_NOTIFIED = "reflexio.stall.notified"
@@ -44,6 +50,35 @@ STALL_RECOVERED = "reflexio.stall.recovered"
 SERVER_UNREACHABLE = "reflexio.server.unreachable"
 SERVER_REACHABLE = "reflexio.server.reachable"
 UNREACHABLE_STATE_NAME = "Unreachable"
+
+WATCH_RETRIES = 2
+WATCH_CONNECT_TIMEOUT_S = 5.0
+WATCH_READ_TIMEOUT_S = 10.0
+WATCH_RETRY_AFTER_S = 5.0
+"""The watch's server calls: 2 retries, at most 5 s to connect, 10 s to read, 5 s of a
+server's Retry-After (the settings' timeouts when they are shorter)."""
+WATCH_MARGIN_S = 30.0
+"""What a run keeps of its timeout for its Prefect API calls (Variable, events, block)."""
+watch_read = read_stall_state.with_options(retries=WATCH_RETRIES)
+watch_mark = mark_stall_notified.with_options(retries=WATCH_RETRIES)
+
+
+def run_budget_s() -> float:
+    """The longest one run takes: the read and the mark failing slowly through every retry,
+    two notifications doing the same, and the margin. Must fit in the flow's timeout."""
+    attempt_s = WATCH_CONNECT_TIMEOUT_S + WATCH_READ_TIMEOUT_S
+    call_s = worst_case_s(attempt_s, WATCH_RETRIES, WATCH_RETRY_AFTER_S)
+    return 2 * call_s + 2 * send_budget_s() + WATCH_MARGIN_S
+
+
+def watch_settings(settings: ReflexioSettings) -> ReflexioSettings:
+    """The settings with the watch's timeouts (or shorter ones already set)."""
+    return settings.model_copy(
+        update={
+            "connect_timeout_s": min(settings.connect_timeout_s, WATCH_CONNECT_TIMEOUT_S),
+            "read_timeout_s": min(settings.read_timeout_s, WATCH_READ_TIMEOUT_S),
+        }
+    )
 
 
 def variable_name(url: str) -> str:
@@ -145,14 +180,14 @@ def _unreachable(
 def stall_watch(params: StallWatchParams) -> State:
     """One look at the stall flag; notify a new stall once, a recovery once."""
     logger = get_run_logger()
-    settings = params.settings()
+    settings = watch_settings(params.settings())
     name = variable_name(settings.url)
     found = Variable.get(name, default=None)
     last: dict[str, Any] = found if isinstance(found, dict) else {}
     was_stalled = bool(last.get("stalled"))
 
     try:
-        state = read_stall_state(settings)
+        state = watch_read(settings, WATCH_RETRY_AFTER_S)
     except TransientError as exc:
         return _unreachable(params, name, last, exc)
     if last.get("unreachable_since"):
@@ -163,7 +198,7 @@ def stall_watch(params: StallWatchParams) -> State:
     if state.stalled and not state.notified_in_cc:
         subject, body = stall_text(settings.url, state)
         send_notification(params.notification_block, subject, body)
-        mark_stall_notified(settings)
+        watch_mark(settings, WATCH_RETRY_AFTER_S)
         events.emit(STALL_NOTIFIED, settings.url, reason=state.reason)
         outcome = f"new stall ({state.reason}) notified through '{params.notification_block}'"
     elif state.stalled:

@@ -220,6 +220,7 @@ def _final(steps: list[StepResult], params: SweepParams) -> State:
     flow_run_name=run_names.sweep,
     timeout_seconds=FLOW_TIMEOUT_S["manual-generation-sweep"],
     validate_parameters=True,
+    persist_result=True,  # the outcome is read from the API after the run (docs)
 )
 @flat_parameters(SweepParams)
 @holds_server_lock

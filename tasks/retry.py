@@ -61,6 +61,20 @@ def honour_retry_after(
         raise
 
 
+def worst_case_s(
+    attempt_s: float,
+    retries: int = RETRIES,
+    retry_after_s: float = 0.0,
+    backoff_factor: float = BACKOFF_FACTOR,
+    jitter: float = JITTER,
+) -> float:
+    """The longest a task with these retries takes when every attempt fails slowly: each
+    attempt runs `attempt_s` and sleeps `retry_after_s` (the server's Retry-After, capped),
+    and each backoff delay comes out at its jitter's upper bound."""
+    delays = exponential_backoff(backoff_factor=backoff_factor)(retries)
+    return (retries + 1) * (attempt_s + retry_after_s) + sum(delays) * (1 + jitter)
+
+
 def retry_options(*, writes: bool = False) -> dict[str, Any]:
     """Keyword arguments for @task: retries with exponential backoff and jitter."""
     return {

@@ -29,7 +29,7 @@ from reflexio_api import (
     UnexpectedPayload,
 )
 from reflexio_api.models import OperationStarted, OperationStatus, ServiceName, StallState
-from tasks.retry import honour_retry_after, retry_options
+from tasks.retry import MAX_RETRY_AFTER_S, honour_retry_after, retry_options
 
 READ = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **retry_options()}
 WRITE = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **retry_options(writes=True)}
@@ -52,16 +52,21 @@ def _client(settings: ReflexioSettings) -> ReflexioClient:
 
 
 @task(name="read-stall-state", **READ)
-def read_stall_state(settings: ReflexioSettings) -> StallState:
-    """GET /stall_state."""
-    with honour_retry_after(), _client(settings) as client:
+def read_stall_state(
+    settings: ReflexioSettings, retry_after_cap_s: float = MAX_RETRY_AFTER_S
+) -> StallState:
+    """GET /stall_state (a Retry-After is slept up to `retry_after_cap_s`)."""
+    with honour_retry_after(retry_after_cap_s), _client(settings) as client:
         return client.get_stall_state()
 
 
 @task(name="mark-stall-notified", **READ)
-def mark_stall_notified(settings: ReflexioSettings) -> bool:
-    """POST /stall_state/notified (idempotent: it only sets a flag)."""
-    with honour_retry_after(), _client(settings) as client:
+def mark_stall_notified(
+    settings: ReflexioSettings, retry_after_cap_s: float = MAX_RETRY_AFTER_S
+) -> bool:
+    """POST /stall_state/notified (idempotent: it only sets a flag; a Retry-After is slept
+    up to `retry_after_cap_s`)."""
+    with honour_retry_after(retry_after_cap_s), _client(settings) as client:
         return client.mark_stall_notified().notified_in_cc
 
 

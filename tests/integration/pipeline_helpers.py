@@ -23,10 +23,12 @@ from reflexio_api.settings import USER_AGENT
 
 
 class WebhookReceiver:
-    """A tiny HTTP server on 127.0.0.1 that records every POST body."""
+    """A tiny HTTP server on 127.0.0.1 that records every POST body and answers `status`
+    (the `statuses` queued first, one per POST)."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, statuses: tuple[int, ...] = ()) -> None:
         self.status = status
+        self.statuses = list(statuses)
         self.posts: list[dict[str, Any]] = []
         receiver = self
 
@@ -41,7 +43,8 @@ class WebhookReceiver:
                     receiver.posts.append(json.loads(raw))
                 except ValueError:
                     receiver.posts.append({"raw": raw.decode(errors="replace")})
-                self.send_response(receiver.status)
+                status = receiver.statuses.pop(0) if receiver.statuses else receiver.status
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

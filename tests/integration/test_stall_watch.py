@@ -13,7 +13,6 @@ import flows.stall_watch as watch_module
 from flows.stall_watch import UNREACHABLE_STATE_NAME, stall_watch, variable_name
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tasks.server import read_stall_state
 from tests.integration.pipeline_helpers import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -90,8 +89,8 @@ def test_an_unreachable_server_is_notified_once_per_outage_and_once_when_back(
     """Nothing listens on the port: the first run notifies, the next stays quiet (and neither
     ends in the plain Failed state the failed-run automation matches); then the real server
     starts on that port and the next run says it is back, once."""
-    quick = read_stall_state.with_options(retries=1, retry_delay_seconds=0)
-    monkeypatch.setattr(watch_module, "read_stall_state", quick)
+    quick = watch_module.watch_read.with_options(retries=1, retry_delay_seconds=0)
+    monkeypatch.setattr(watch_module, "watch_read", quick)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -119,11 +119,11 @@ def test_everything_runs_on_the_process_pool(deployment: dict[str, Any]):
     assert deployment["work_pool"]["name"] == "reflexio-pool"
 
 
-def test_regenerations_run_one_at_a_time_and_enqueue():
-    found = {d["entrypoint"]: d for d in DEPLOYMENTS if d["entrypoint"] in REGENERATION}
-    assert set(found) == REGENERATION
-    for deployment in found.values():
-        assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_no_deployment_concurrency_limit_can_cancel_a_writer(deployment: dict[str, Any]):
+    """Its lease cancels the run when a renewal fails, even mid-upgrade; the server lock
+    (flows/lock.py) keeps one writer per server instead and never interrupts a step."""
+    assert "concurrency_limit" not in deployment
 
 
 def test_sweeps_have_one_schedule_per_source():
@@ -133,14 +133,15 @@ def test_sweeps_have_one_schedule_per_source():
     assert len({sources[0] for sources in per_schedule}) == len(per_schedule)
 
 
-def test_playbook_schedules_cover_each_agent_version_once():
+def test_the_playbook_nightly_has_no_schedule_it_follows_the_profile_nightly():
+    """deployments.setup's chain starts it when the profile nightly completes; a schedule too
+    would run it twice (and race the profile run for the lock)."""
     (playbooks,) = [
         d
         for d in DEPLOYMENTS
         if d["entrypoint"] == "flows/playbook_regeneration.py:playbook_regeneration"
     ]
-    versions = [s["parameters"]["agent_version"] for s in playbooks["schedules"]]
-    assert len(versions) == len(set(versions))
+    assert playbooks["schedules"] == []
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
@@ -178,9 +179,10 @@ def test_shared_names_come_from_the_catalogue():
     assert blocks and set(blocks) == {catalogue.NOTIFICATION_BLOCK}
 
 
-def test_nightly_regenerations_ask_on_warn_and_playbooks_wait_for_the_answer():
-    """A nightly WARN pauses for an operator; the playbook nightly waits for the lock that a
-    profile run waiting for its answer holds, instead of failing behind it."""
+def test_nightly_regenerations_ask_on_warn_and_playbooks_wait_briefly_for_the_lock():
+    """A nightly WARN pauses for an operator. The playbook nightly starts once the profile
+    run has ended (and released the lock), so it waits minutes, not the profile run's
+    approval window, for a sweep that may hold the lock."""
     from flows.params import PlaybookRegenerationParams, RegenerationParams
 
     found = {d["entrypoint"]: d for d in DEPLOYMENTS if d["entrypoint"] in REGENERATION}
@@ -191,21 +193,38 @@ def test_nightly_regenerations_ask_on_warn_and_playbooks_wait_for_the_answer():
         PlaybookRegenerationParams(**values) for _, values in _parameter_sets(playbooks)
     ]
     assert {p.on_warn for p in profile_params + playbook_params} == {"ask"}
-    longest_wait = max(p.approval_timeout_s for p in profile_params)
-    assert all(p.lock_timeout_s > longest_wait for p in playbook_params)
+    assert all(p.lock_timeout_s <= 3600 for p in playbook_params)
 
 
-def test_the_silence_automations_watch_the_scheduled_regenerations_and_the_stall_watch():
+def _full_name(deployment: dict[str, Any]) -> str:
+    """`flow/deployment`, the name deployments.setup reads the deployment's id by."""
+    flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
+    return f"{flow.name}/{deployment['name']}"
+
+
+def test_the_deployments_setup_watches_are_in_the_file():
+    from deployments.catalogue import NIGHTLY_DEPLOYMENTS, STALL_WATCH_DEPLOYMENT
+
+    names = {_full_name(d): d for d in DEPLOYMENTS}
+    assert set(NIGHTLY_DEPLOYMENTS) | {STALL_WATCH_DEPLOYMENT} <= set(names)
     scheduled = {
-        d["name"]
-        for d in DEPLOYMENTS
+        name
+        for name, d in names.items()
         if d["entrypoint"] in REGENERATION and any(s["active"] for s in d["schedules"])
     }
-    from deployments.catalogue import NIGHTLY_DEPLOYMENTS
+    assert scheduled == {NIGHTLY_DEPLOYMENTS[0]}, "the playbook nightly follows the profiles"
 
-    assert scheduled == set(NIGHTLY_DEPLOYMENTS)
-    watch = [d for d in DEPLOYMENTS if d["entrypoint"].endswith(":stall_watch")]
-    assert [s["interval"] for d in watch for s in d["schedules"]] == [300]
+
+def test_the_stall_watch_ends_before_its_next_run_even_through_a_slow_outage():
+    """Its slowest run (every server call and notification failing slowly through its
+    retries) fits in its timeout, and the timeout in its interval: a slow outage ends
+    Unreachable (notified once), never TimedOut, and two runs never overlap."""
+    from deployments.catalogue import FLOW_TIMEOUT_S, STALL_WATCH_DEPLOYMENT
+    from flows.stall_watch import run_budget_s
+
+    (watch,) = [d for d in DEPLOYMENTS if _full_name(d) == STALL_WATCH_DEPLOYMENT]
+    (interval,) = [s["interval"] for s in watch["schedules"]]
+    assert run_budget_s() <= FLOW_TIMEOUT_S["stall-watch"] < interval
 
 
 def test_the_ci_trigger_runs_the_prompt_check_deployment():

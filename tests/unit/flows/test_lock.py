@@ -9,8 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,12 +17,20 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.context import get_run_context
 from prefect.states import Completed, State
 
 from deployments.catalogue import lock_name
 from flows import lock
 from flows.clear_users import clear_users
-from flows.lock import ServerBusy, ensure_lock, holds_server_lock, lost_reason, server_lock
+from flows.lock import (
+    LOCK_BUSY_STATE_NAME,
+    ServerBusy,
+    ensure_lock,
+    holds_server_lock,
+    lost_reason,
+    server_lock,
+)
 from flows.params import (
     WriterParams,
 )
@@ -32,6 +39,7 @@ from flows.profile_regeneration import profile_regeneration
 from flows.prompt_change import PromptCheckResult, Verdict, prompt_change
 from flows.restore import restore_profiles
 from flows.sweep import manual_sweep
+from tests.prefect_stubs import held_elsewhere
 
 _PORTS = itertools.count(901)
 
@@ -45,27 +53,6 @@ def url() -> str:
 def _active_slots(url: str) -> int:
     with get_client(sync_client=True) as client:
         return client.read_global_concurrency_limit_by_name(lock_name(url)).active_slots
-
-
-@contextmanager
-def held_elsewhere(url: str, hold_s: float = 300) -> Iterator[threading.Event]:
-    """Another writer (a thread with a context of its own) holds the lock until the block
-    ends or `hold_s` passes; yields the event that frees it."""
-    acquired, free = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with server_lock(url, 30):
-            acquired.set()
-            free.wait(hold_s)
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert acquired.wait(30), "the other writer never got the lock"
-    try:
-        yield free
-    finally:
-        free.set()
-        thread.join(30)
 
 
 def test_two_spellings_of_one_server_have_one_lock():
@@ -187,6 +174,30 @@ def test_a_writer_flow_whose_lock_was_lost_finishes_and_says_so(prefect_api, url
     assert f"The server lock '{lock_name(url)}' was lost" in state.message
 
 
+def test_the_lease_names_the_flow_run_that_holds_it(prefect_api, url, monkeypatch):
+    sent: list[object] = []
+    increment = SyncPrefectClient.increment_concurrency_slots_with_lease
+
+    def spy(self: SyncPrefectClient, *args: object, **kwargs: object) -> httpx.Response:
+        sent.append(kwargs.get("holder"))
+        return increment(self, *args, **kwargs)  # the real call: the API accepts the holder
+
+    monkeypatch.setattr(SyncPrefectClient, "increment_concurrency_slots_with_lease", spy)
+
+    @flow(name="test-holder")
+    def writer() -> str:
+        with server_lock(url, 5):
+            return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+
+    state = writer(return_state=True)
+    run_id = state.result()
+    (holder,) = sent
+    assert holder is not None and (holder.type, str(holder.id)) == ("flow_run", run_id)
+    with server_lock(url, 5):  # outside a flow run there is no holder to name
+        pass
+    assert sent[-1] is None
+
+
 def test_lost_reason():
     request = httpx.Request("POST", "http://prefect/api")
     gone = httpx.HTTPStatusError("gone", request=request, response=httpx.Response(410))
@@ -265,8 +276,14 @@ def test_every_writer_is_refused_while_another_holds_the_lock(prefect_api, url, 
     with held_elsewhere(url):
         state = WRITERS[writer](other_spelling, tmp_path)
     assert state.is_failed(), state.message
+    assert state.name == LOCK_BUSY_STATE_NAME  # not "Failed": the failed-run automation is quiet
     assert f"holds its lock '{lock_name(url)}'" in state.message, state.message
     assert "Nothing was written" in state.message
     if writer == "prompt-change":
         result = state.result(raise_on_failure=False)
         assert isinstance(result, PromptCheckResult) and result.verdict is Verdict.BUSY
+    if writer in ("profile-regeneration", "playbook-regeneration", "prompt-change"):
+        with get_client(sync_client=True) as client:  # as another process reads it
+            stored = client.read_flow_run(state.state_details.flow_run_id).state
+        assert stored.name == LOCK_BUSY_STATE_NAME
+        assert stored.result(raise_on_failure=False).message == state.message  # persisted
