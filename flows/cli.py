@@ -2,7 +2,7 @@
 
     reflexio-pipelines prompt-check --config reflexio-config/candidate.yaml \\
         [--agent-version v1] [--promote] [--allow-warn] [--report report.md]
-        [--lock-timeout 600]
+        [--lock-timeout 600] [--golden golden/sample.yaml]
 
 Runs the prompt check without a Prefect server (Prefect's ephemeral local API is used when
 PREFECT_API_URL is unset). It never waits for a person: a 'warn' gate verdict fails the check
@@ -63,6 +63,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--gate-policy", type=Path, help="YAML file of gate policy overrides")
     check.add_argument(
+        "--golden",
+        type=Path,
+        help="golden set (YAML): learned first on a scratch server with the candidate; "
+        "below the policy's golden_min_recall the check fails before the server is touched",
+    )
+    check.add_argument(
+        "--golden-server-url",
+        help="a scratch Reflexio server for the golden set (default: start one)",
+    )
+    check.add_argument(
+        "--golden-llm-key-block",
+        default=None,
+        help="Secret block with the scratch server's LLM provider key "
+        "(default: reflexio-golden-llm-key)",
+    )
+    check.add_argument(
+        "--golden-llm-base-url",
+        help="OpenAI-compatible endpoint for the scratch server (default: the provider's API)",
+    )
+    check.add_argument(
         "--lock-timeout",
         type=float,
         default=60,
@@ -121,7 +141,15 @@ def prompt_check(args: argparse.Namespace) -> int:
             gate_policy=overrides,
             reflexio_url=args.reflexio_url,
             lock_timeout_s=args.lock_timeout,
+            golden_file=args.golden,
+            golden_server_url=args.golden_server_url,
+            golden_llm_base_url=args.golden_llm_base_url,
             **({"backup_dir": args.backup_dir} if args.backup_dir else {}),
+            **(
+                {"golden_llm_key_block": args.golden_llm_key_block}
+                if args.golden_llm_key_block
+                else {}
+            ),
         )
     except (ValidationError, GatePolicyError, ValueError) as exc:
         message = f"bad input: {_reason(exc)}. Nothing was written."
