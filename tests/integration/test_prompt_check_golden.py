@@ -13,13 +13,12 @@ import pytest
 import yaml
 from prefect.blocks.system import Secret
 
-from flows.cli import main
 from local_stack.stack import LocalStack
 from local_stack.stand_in_llm import StandInLLM
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.check_record import load_record
 from tests.conftest import SEEDED_CONFIG
-from tests.integration.test_prompt_change import _config_and_counts
+from tests.integration.test_prompt_change import _config_and_counts, _run
 
 pytestmark = pytest.mark.integration
 
@@ -71,29 +70,12 @@ def _script(llm: StandInLLM) -> None:
     llm.configure(forget=["vegetarian"], forget_when="Leave out diet and food")
 
 
-def _check(tmp_path: Path, url: str, candidate: dict, *golden_args: str) -> tuple[int, str]:
+def _check(stack: LocalStack, tmp_path: Path, candidate: dict, *args: str) -> tuple[int, str]:
+    """The CLI's prompt check of `candidate` on `stack`, with the golden set and `args`."""
     golden = tmp_path / "golden.yaml"
     golden.write_text(yaml.safe_dump(GOLDEN))
-    config = tmp_path / "candidate.yaml"
-    config.write_text(yaml.safe_dump(candidate))
-    report = tmp_path / "report.md"
-    code = main(
-        [
-            "prompt-check",
-            "--config",
-            str(config),
-            "--reflexio-url",
-            url,
-            "--backup-dir",
-            str(tmp_path / "backups"),
-            "--report",
-            str(report),
-            "--golden",
-            str(golden),
-            *golden_args,
-        ]
-    )
-    return code, report.read_text() if report.exists() else ""
+    config = yaml.safe_dump(candidate)
+    return _run(stack, tmp_path, "--golden", str(golden), *args, config_text=config)
 
 
 def test_a_candidate_missing_a_golden_fact_exits_1_naming_it_and_never_touches_the_server(
@@ -114,8 +96,8 @@ def test_a_candidate_missing_a_golden_fact_exits_1_naming_it_and_never_touches_t
         _script(llm)
         candidate = {"profile_extractor_config": {"extraction_definition_prompt": WORSE_PROMPT}}
         code, report = _check(
+            seeded_stack,
             tmp_path,
-            seeded_stack.url,
             candidate,
             "--golden-llm-key-block",
             "golden-test-key",
@@ -150,9 +132,7 @@ def test_the_same_check_with_the_original_prompt_passes(
     original = {"profile_extractor_config": SEEDED_CONFIG["profile_extractor_config"]}
     with LocalStack() as scratch:
         _script(scratch.llm)
-        code, report = _check(
-            tmp_path, seeded_stack.url, original, "--golden-server-url", scratch.url
-        )
+        code, report = _check(seeded_stack, tmp_path, original, "--golden-server-url", scratch.url)
         with ReflexioClient(ReflexioSettings(url=scratch.url)) as client:
             bob = {p.content for p in client.list_profiles("current", user_id="golden-bob")}
 
