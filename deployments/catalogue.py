@@ -9,6 +9,7 @@ from core.identity import server_slug
 WORK_POOL = "reflexio-pool"
 SECRET_BLOCK = "reflexio-api-key"
 NOTIFICATION_BLOCK = "reflexio-alerts"
+GOLDEN_KEY_BLOCK = "reflexio-golden-llm-key"  # the golden set's scratch server's LLM key
 FLOW_TAG = "reflexio"
 
 PROMPT_CHECK_DEPLOYMENT = "prompt-change/prompt-check"

@@ -2,7 +2,8 @@
 
     reflexio-pipelines trigger-prompt-check --config reflexio-config/candidate.yaml \\
         [--agent-version v1] [--promote] [--allow-warn] [--report report.md]
-        [--lock-timeout 600] [--deployment prompt-change/prompt-check] [--timeout S]
+        [--lock-timeout 600] [--golden golden/sample.yaml]
+        [--deployment prompt-change/prompt-check] [--timeout S]
     reflexio-pipelines prompt-check --config ... [same] [--reflexio-url U] [--backup-dir D]
 
 `trigger-prompt-check` is what CI runs: it runs the check's deployment with the config's text
@@ -66,6 +67,26 @@ def _check_arguments(check: argparse.ArgumentParser) -> None:
         type=float,
         help="seconds to wait while another run writes to the server (default 60)",
     )
+    check.add_argument(
+        "--golden",
+        type=Path,
+        help="golden set (YAML; on a deployment, a path in the repository the worker pulled): "
+        "learned first on a scratch server with the candidate; below the policy's "
+        "golden_min_recall the check fails before the server is touched",
+    )
+    check.add_argument(
+        "--golden-server-url",
+        help="a scratch Reflexio server for the golden set (default: start one)",
+    )
+    check.add_argument(
+        "--golden-llm-key-block",
+        help="Secret block with the scratch server's LLM provider key "
+        "(default: reflexio-golden-llm-key)",
+    )
+    check.add_argument(
+        "--golden-llm-base-url",
+        help="OpenAI-compatible endpoint for the scratch server (default: the provider's API)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,6 +139,11 @@ def _check_values(args: argparse.Namespace) -> dict[str, Any]:
         values["gate_policy"] = GatePolicy.from_yaml(args.gate_policy).model_dump()
     if args.lock_timeout is not None:
         values["lock_timeout_s"] = args.lock_timeout
+    if args.golden is not None:
+        values["golden_file"] = str(args.golden)
+    for name in ("golden_server_url", "golden_llm_key_block", "golden_llm_base_url"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
     for name in ("reflexio_url", "backup_dir"):
         if getattr(args, name, None):
             values[name] = getattr(args, name)

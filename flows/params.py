@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,7 +19,12 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from deployments.catalogue import FLOW_TIMEOUT_S, NOTIFICATION_BLOCK, WORK_MARGIN_S
+from deployments.catalogue import (
+    FLOW_TIMEOUT_S,
+    GOLDEN_KEY_BLOCK,
+    NOTIFICATION_BLOCK,
+    WORK_MARGIN_S,
+)
 from gate import GatePolicy, GatePolicyOverrides
 from reflexio_api import ReflexioSettings
 from tasks.backups import check_file_location, check_location, default_backup_location
@@ -352,6 +358,27 @@ class PromptChangeParams(WriterParams):
         "The next run on the server restores from there if this check dies mid-promotion.",
     )
     operation_timeout_s: float = Field(1800, gt=0, description="Wait for each rerun.")
+    golden_file: Path | None = Field(
+        None,
+        description="A golden set (YAML, see golden/sample.yaml): before the server is touched, "
+        "the candidate runs on a scratch Reflexio server that learns the golden conversations, "
+        "and fails below the gate policy's golden_min_recall. Empty: no golden set.",
+    )
+    golden_server_url: str | None = Field(
+        None,
+        description="A scratch Reflexio server to run the golden set on instead of starting "
+        "one (its golden users' data is erased first). Never the server being checked.",
+    )
+    golden_llm_key_block: str = Field(
+        GOLDEN_KEY_BLOCK,
+        description="Secret block holding the LLM provider key (OPENAI_API_KEY) of the "
+        "scratch server the check starts.",
+    )
+    golden_llm_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint for the scratch server's chat and embedding "
+        "calls (the stand-in in tests); empty: the provider's own API.",
+    )
 
     @field_validator("agent_version")
     @classmethod

@@ -1,9 +1,11 @@
 """Prompt change (what CI runs): try a candidate Reflexio config, regenerate, gate, decide.
 
-the server's lock (flows/lock.py, held to the end; taking it first undoes an earlier check
-that died) -> stall check -> the check's record on the Prefect API: the original config, the
-PENDING ids already there, the CURRENT playbooks (tasks/check_record.py) -> apply the
-candidate -> every gate: profiles, then the playbooks of an agent_version -> decide.
+with a golden file, the golden set on a scratch server first (flows/golden_stage.py: a
+candidate below the recall floor fails there, the server untouched) -> the server's lock
+(flows/lock.py, held to the end; taking it first undoes an earlier check that died) -> stall
+check -> the check's record on the Prefect API: the original config, the PENDING ids
+already there, the CURRENT playbooks (tasks/check_record.py) -> apply the candidate ->
+every gate: profiles, then the playbooks of an agent_version -> decide.
 
 Each kind runs the engine's phases up to its gate (prepare -> candidate -> gate,
 core/regeneration.py); without ``promote`` they run dry, and with it the check's own step
@@ -49,9 +51,12 @@ from flows import run_names
 from flows._common import STALLED_STATE_NAME, make_engine, publish_summary, run_id, run_step
 from flows.check_repair import undo_and_forget
 from flows.flat_params import flat_parameters
+from flows.golden_stage import GoldenInputError, GoldenResult, prepare, run_golden
 from flows.lock import ServerBusy, lock_busy, server_lock
 from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
 from flows.stored_repair import NotRepaired
+from local_stack.reflexio_server import ServerStartError
+from local_stack.server_venv import ServerInstallError
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks.check_record import delete_record, save_record
 from tasks.config import apply_config, read_config
@@ -331,6 +336,9 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
     except ConfigFileError as exc:
         return _result(params, Verdict.BAD_INPUT, str(exc))
     settings = params.settings()
+    golden = _golden_stage(params, settings.url, candidate)
+    if isinstance(golden, PromptCheckResult):
+        return golden
     try:
         with server_lock(settings.url, params.lock_timeout_s) as held:
             result = _check_candidate(params, settings, candidate)
@@ -338,12 +346,38 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
         return _result(params, Verdict.BUSY, str(exc))
     except NotRepaired as exc:
         return _result(params, Verdict.ERROR, str(exc))
+    if golden is not None:
+        result.message = f"{result.message} {golden.sentence()}"
+        result.report_markdown += f"\n{golden.markdown}"
     if held.repaired:
         result.message = f"{held.repaired} {result.message}"
         result.report_markdown += f"\n**Before this check:** {held.repaired}\n"
     if held.lost:
         result.message = f"{result.message} {held.lost_message()}"
         result.report_markdown += f"\n**{held.lost_message()}**\n"
+    return result
+
+
+def _golden_stage(
+    params: PromptChangeParams, checked_url: str, candidate: dict[str, Any]
+) -> GoldenResult | PromptCheckResult | None:
+    """The golden set on a scratch server (flows/golden_stage.py), before the checked server
+    is touched: its result, or the check's final result when it failed or could not run;
+    None without a golden file."""
+    if params.golden_file is None:
+        return None
+    untouched = "The candidate config was not applied to the server."
+    try:
+        golden = run_golden(params, prepare(params, checked_url), candidate)
+    except GoldenInputError as exc:
+        return _result(params, Verdict.BAD_INPUT, f"{exc} {untouched}")
+    except (ReflexioError, ServerStartError, ServerInstallError) as exc:
+        message = f"The golden set's scratch server failed: {exc} {untouched}"
+        return _result(params, Verdict.ERROR, message)
+    if not golden.failed:
+        return golden
+    result = _result(params, Verdict.FAIL, f"{golden.sentence()} {untouched}")
+    result.report_markdown += f"\n{golden.markdown}"
     return result
 
 

@@ -63,6 +63,9 @@ class GatePolicy(BaseModel):
     hygiene_fail_share: float = Field(0.02, ge=0.0, le=1.0)
     max_stale_users: int = Field(0, ge=0)
     max_examples: int = Field(5, ge=0, le=100)
+    # The prompt check's golden set (gate/golden.py): below these floors the candidate fails.
+    golden_min_recall: float = Field(0.9, ge=0.0, le=1.0)
+    golden_min_precision: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

@@ -57,15 +57,19 @@ class ReflexioServer:
         self,
         venv: Path,
         state_dir: Path,
-        llm_base_url: str,
+        llm_base_url: str | None,
         port: int | None = None,
         api_key: str | None = None,
         rate_limits: bool = False,
         extra_env: Mapping[str, str] | None = None,
+        provider_key: str = "sk-stand-in",
     ) -> None:
         self.venv = venv
         self.state_dir = state_dir
         self.llm_base_url = llm_base_url
+        """The stand-in (chat, embeddings and the inference-service contract); None: the
+        provider's own API (OpenAI) for chat and embeddings, with `provider_key`."""
+        self._provider_key = provider_key
         self.port = port or free_port()
         self.api_key = api_key
         self.rate_limits = rate_limits
@@ -101,10 +105,7 @@ class ReflexioServer:
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8",
             "PYTHONPATH": str(shim_dir(self.venv)),
-            "OPENAI_API_KEY": "sk-stand-in",
-            "OPENAI_BASE_URL": f"{self.llm_base_url}/v1",
-            "OPENAI_API_BASE": f"{self.llm_base_url}/v1",
-            "REFLEXIO_EMBEDDING_SERVICE_URL": self.llm_base_url,
+            "OPENAI_API_KEY": self._provider_key,
             "REFLEXIO_RERANK_ENABLED": "false",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "TIKTOKEN_CACHE_DIR": str(site / "litellm" / "litellm_core_utils" / "tokenizers"),
@@ -116,6 +117,9 @@ class ReflexioServer:
             # SIGABRT then writes every thread's stack to server.log (see _dump_and_kill).
             "PYTHONFAULTHANDLER": "1",
         }
+        if self.llm_base_url:
+            env["OPENAI_BASE_URL"] = env["OPENAI_API_BASE"] = f"{self.llm_base_url}/v1"
+            env["REFLEXIO_EMBEDDING_SERVICE_URL"] = self.llm_base_url
         if self.api_key:
             env["REFLEXIO_API_KEY"] = self.api_key
         return {**env, **self.extra_env}

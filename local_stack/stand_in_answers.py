@@ -36,6 +36,16 @@ def answer(schema_name: str | None, schema: dict[str, Any], prompt: str, style: 
     return "true"
 
 
+def without_turns(prompt: str, words: Iterable[str]) -> str:
+    """The prompt without the user turns that contain any of `words` (any case)."""
+    lowered = [w.lower() for w in words]
+
+    def keep(turn: re.Match[str]) -> str:
+        return "" if any(w in turn.group(2).lower() for w in lowered) else turn.group(0)
+
+    return _USER_TURN.sub(keep, prompt)
+
+
 def in_error_share(prompt: str, fraction: float) -> bool:
     """Whether this call is among the ``fraction`` of calls that fail: those about a
     conversation chosen by ``conversation_fails`` (the whole prompt counts as one when it

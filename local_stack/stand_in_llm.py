@@ -3,7 +3,8 @@
 The Reflexio server sends every chat and embedding call here (see reflexio-server.md §3).
 Tests steer it: switch it into provider error modes (401, 402/429 quota, 429 rate limit,
 500) for every call or for a stable share of them (``error_fraction``), add a delay, or
-script what extraction returns (normal, nothing, duplicates, junk, a changed wording). It
+script what extraction returns (normal, nothing, duplicates, junk, a changed wording, or
+user turns with given words forgotten when the prompt holds a given text: ``forget``). It
 answers each structured-output schema the server asks for with a valid instance built from
 the prompt, so the real server's pipeline runs end to end.
 
@@ -24,14 +25,14 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, get_args
 
-from local_stack.stand_in_answers import OutputStyle, answer, in_error_share
+from local_stack.stand_in_answers import OutputStyle, answer, in_error_share, without_turns
 
 EMBEDDING_MODEL = "local/minilm-l6-v2"
 EMBEDDING_DIMENSIONS = 512
 
 Mode = Literal["ok", "auth_error", "billing_error", "rate_limit", "server_error"]
 _CHOICES: dict[str, tuple[str, ...]] = {"mode": get_args(Mode), "style": get_args(OutputStyle)}
-_SETTINGS = ("mode", "error_fraction", "delay_s", "style")
+_SETTINGS = ("mode", "error_fraction", "delay_s", "style", "forget", "forget_when")
 
 _ERROR_REPLIES: dict[str, tuple[int, dict[str, Any]]] = {
     "auth_error": (
@@ -79,6 +80,12 @@ class StandInState:
     """Share of chat calls that get ``mode``'s error; the rest are answered normally."""
     delay_s: float = 0.0
     style: OutputStyle = "normal"
+    forget: list[str] = field(default_factory=list)
+    """User turns containing any of these words (any case) are not learned from: the facts
+    a model with a worse prompt misses."""
+    forget_when: str = ""
+    """Forget only in calls whose prompt contains this text (e.g. a candidate's extraction
+    prompt); empty: in every call."""
     calls: Counter[str] = field(default_factory=Counter)
 
     def public(self) -> dict[str, Any]:
@@ -212,6 +219,8 @@ def _make_handler(llm: StandInLLM) -> type[BaseHTTPRequestHandler]:
                 status, error = _ERROR_REPLIES[state.mode]
                 self._json(status, {"error": error})
                 return
+            if state.forget and state.forget_when in prompt:
+                prompt = without_turns(prompt, state.forget)
             content = answer(schema, _schema(body), prompt, state.style)
             if body.get("stream"):
                 self._stream(body, content)
@@ -261,6 +270,12 @@ def _check_setting(name: str, value: Any) -> None:
         )
     if name == "error_fraction" and not _number_within(value, 0.0, 1.0):
         raise ValueError(f"stand-in error_fraction must be a number from 0 to 1: got {value!r}")
+    if name == "forget" and not (
+        isinstance(value, list) and all(isinstance(w, str) and w.strip() for w in value)
+    ):
+        raise ValueError(f"stand-in forget must be a list of non-empty words: got {value!r}")
+    if name == "forget_when" and not isinstance(value, str):
+        raise ValueError(f"stand-in forget_when must be a string: got {value!r}")
     if name == "delay_s" and not _number_within(value, 0.0, math.inf):
         raise ValueError(f"stand-in delay_s must be a number >= 0: got {value!r}")
 

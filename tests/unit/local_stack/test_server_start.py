@@ -80,3 +80,20 @@ def test_a_startup_that_hangs_twice_fails_with_the_stacks_and_no_process_left(
     assert str(server.log_path) in str(raised.value)
     assert server._process is None
     assert (server.state_dir / "cwd" / "launches").read_text() == "2"
+
+
+def test_the_environment_carries_the_provider_key_and_points_at_the_stand_in_only_when_given(
+    fake_venv: Path, tmp_path: Path
+) -> None:
+    stand_in = ReflexioServer(fake_venv, tmp_path / "a", "http://127.0.0.1:9").environment()
+    provider = ReflexioServer(
+        fake_venv, tmp_path / "b", None, provider_key="sk-real-key"
+    ).environment()
+
+    assert stand_in["OPENAI_API_KEY"] == "sk-stand-in"
+    assert stand_in["OPENAI_BASE_URL"] == "http://127.0.0.1:9/v1"
+    assert stand_in["REFLEXIO_EMBEDDING_SERVICE_URL"] == "http://127.0.0.1:9"
+    assert provider["OPENAI_API_KEY"] == "sk-real-key"
+    assert not {"OPENAI_BASE_URL", "OPENAI_API_BASE", "REFLEXIO_EMBEDDING_SERVICE_URL"} & set(
+        provider
+    )

@@ -2,7 +2,7 @@
 
 import json
 
-from local_stack.stand_in_answers import answer, minimal_instance
+from local_stack.stand_in_answers import answer, minimal_instance, without_turns
 
 PROFILE_PROMPT = "[Interactions]\nuser: ```I am vegetarian.```\nassistant: ```Noted.```\n"
 PLAYBOOK_PROMPT = "[T1] user: ```Short answers please.```\n[T2] assistant: ```OK.```"
@@ -69,3 +69,14 @@ def test_profiles_already_stored_are_not_extracted_again() -> None:
     )
     reply = json.loads(answer("StructuredProfilesOutput", {}, prompt, "normal"))
     assert [p["content"] for p in reply["profiles"]] == ["I own a cat."]
+
+
+def test_forgotten_words_remove_only_the_user_turns_that_hold_them() -> None:
+    prompt = PROFILE_PROMPT + "user: ```I have a dog called Pixel.```\n"
+
+    kept = without_turns(prompt, ["VEGETARIAN"])
+
+    reply = json.loads(answer("StructuredProfilesOutput", {}, kept, "normal"))
+    assert [p["content"] for p in reply["profiles"]] == ["I have a dog called Pixel."]
+    assert "assistant: ```Noted.```" in kept
+    assert without_turns(prompt, []) == prompt

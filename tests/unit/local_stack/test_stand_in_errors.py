@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -102,9 +103,29 @@ def test_an_error_mode_alone_still_fails_every_call(llm: StandInLLM):
         ({"error_fraction": 1.5}, "error_fraction must be a number from 0 to 1: got 1.5"),
         ({"error_fraction": "half"}, "error_fraction must be a number from 0 to 1"),
         ({"delay_s": -1}, "delay_s must be a number >= 0: got -1"),
+        ({"forget": "vegetarian"}, "forget must be a list of non-empty words"),
+        ({"forget": [""]}, "forget must be a list of non-empty words"),
+        ({"forget_when": None}, "forget_when must be a string: got None"),
     ],
 )
 def test_bad_settings_are_refused_and_change_nothing(llm: StandInLLM, changes, message):
     with pytest.raises(ValueError, match=message):
         llm.configure(**{"mode": "billing_error", **changes})
     assert llm.state.mode == "ok"
+
+
+def _profiles(llm: StandInLLM, prompt: str) -> list[str]:
+    body = {**chat(3), "messages": [{"role": "user", "content": prompt}]}
+    reply = httpx.post(f"{llm.base_url}/v1/chat/completions", json=body, timeout=10).json()
+    content = reply["choices"][0]["message"]["content"]
+    return [p["content"] for p in json.loads(content)["profiles"]]
+
+
+def test_forget_drops_the_turns_with_those_words_only_when_the_prompt_says_so(llm: StandInLLM):
+    llm.configure(forget=["ORDER"], forget_when="Leave out orders.")
+
+    plain = _profiles(llm, extraction_prompt(3))
+    told = _profiles(llm, "Leave out orders.\n" + extraction_prompt(3))
+
+    assert plain == lines(3)
+    assert told == lines(3)[:1]
