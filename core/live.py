@@ -2,15 +2,15 @@
 
 On a live server users keep talking while a rerun works, and the server files what it
 learns as new CURRENT rows (H14). The upgrade archives every CURRENT row of the users it
-promotes, those fresh rows included. A run limited to some sources or a time window
-regenerates only that part, but the upgrade archives the user's other rows too.
+promotes, those fresh rows included. A run limited to some sources regenerates only
+their rows, but the upgrade archives the user's rows of other sources too.
 
 So, right before the upgrade, one pass over the rows picks:
 
 - **live rows**: CURRENT or ARCHIVED rows the run did not see before its rerun (new ids),
   and CURRENT rows changed since the rerun started (timestamp at or after its start). They
   are saved to a file of their own, since the backup predates them.
-- **out-of-scope rows**: CURRENT rows the run's sources or time window do not cover.
+- **out-of-scope rows**: CURRENT rows of sources the run does not regenerate.
 
 After the upgrade, the ones it archived are made CURRENT again (`rows_to_keep`).
 """
@@ -30,27 +30,24 @@ from core.state import IdSnapshot, name_ids
 class Scope:
     """What a run regenerates: some sources, a time window, or everything.
 
-    A row is in the window when its timestamp (profiles: last modified; user playbooks:
-    created) lies in it: the server does not say which conversations a row came from in a
-    form the listing can filter on."""
+    Only sources scope rows: a row carries the source of the request that wrote it. A time
+    window scopes the interactions the rerun reads, not rows: a row's timestamp is when it
+    was last written (every upgrade stamps every row it promotes), not when what it says
+    was learned, so the upgrade replaces every CURRENT row of the users it promotes. A row
+    without a source (written by a rerun over every source, H15) is in scope only when the
+    run was told to replace such rows (`unsourced`)."""
 
     sources: tuple[str, ...] = ()
     start: int | None = None
     end: int | None = None
+    unsourced: bool = False
 
-    @property
-    def everything(self) -> bool:
-        """No source list and no window."""
-        return not self.sources and self.start is None and self.end is None
-
-    def covers(self, kind: Kind, row: Mapping[str, Any]) -> bool:
-        """Whether the run regenerates this row's part of the data."""
-        if self.sources and row.get("source") not in self.sources:
-            return False
-        stamp = kind.timestamp(row)
-        if self.start is not None and (stamp is None or stamp < self.start):
-            return False
-        return not (self.end is not None and (stamp is None or stamp > self.end))
+    def covers(self, row: Mapping[str, Any]) -> bool:
+        """Whether the upgrade may replace this row with the run's candidate."""
+        if not self.sources:
+            return True
+        source = row.get("source")
+        return self.unsourced if not source else source in self.sources
 
     def describe(self) -> str:
         """The scope in words, for messages."""
@@ -92,7 +89,7 @@ class LiveRows:
                 continue
             if self._is_live(kind, row_id, status, row):
                 self.rows[row_id] = dict(row)
-            elif status == "current" and not self.rule.scope.covers(kind, row):
+            elif status == "current" and not self.rule.scope.covers(row):
                 self.out_of_scope.add(row_id)
 
     def _is_live(self, kind: Kind, row_id: str, status: str, row: Mapping[str, Any]) -> bool:

@@ -74,7 +74,8 @@ from core.summary import RunSummary
 from core.touched import read_touched_ids, write_touched_ids
 from core.upgrade import UpgradeUndetermined
 from deployments import catalogue
-from gate import GatePolicy, GateReport, Severity
+from gate import GatePolicy, GateReport, RunScope, Severity
+from gate.scope import ALL_SOURCES, rows_by_source, unsourced
 from reflexio_api import IncompleteListing, OperationTimeout, ReflexioError
 from reflexio_api.models import OperationStatus
 
@@ -88,6 +89,7 @@ class RunParams(Protocol):
     variant are the forms that fill it)."""
 
     sources: list[str]
+    replace_unsourced_rows: bool
     start_time: datetime | None
     end_time: datetime | None
     backup_dir: str | Path
@@ -131,7 +133,7 @@ class ServerOps(Protocol):
         policy: GatePolicy,
         artifact_prefix: str,
         dask_address: str | None,
-        users_processed: int | None,
+        scope: RunScope | None,
     ) -> GateReport: ...
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]: ...
     def downgrade(self, only_affected_users: bool) -> dict[str, Any]: ...
@@ -201,8 +203,8 @@ class Engine:
     """Every id per status when the run started (what the backup holds)."""
     rerun_started_at: int | None = field(default=None, init=False)
     """The server's epoch second the first rerun started: live rows are newer."""
-    users_processed: int | None = field(default=None, init=False)
-    """The most users one rerun reported processing (the gate's rerun-yield check)."""
+    processed: dict[str, int] = field(default_factory=dict, init=False)
+    """Users each rerun reported processing, by source (the gate's rerun-yield checks)."""
     live_backup: BackupInfo | None = field(default=None, init=False)
     """The backup of the rows the first one predates (live rows), when there are any."""
     approval: Approval | None = field(default=None, init=False)
@@ -332,8 +334,9 @@ class Engine:
             return self.outcome(Decision.STALLED, f"{stall.message} ({note})")
         self.ops.refuse_if_running()
         before = self.read_and_back_up()
-        self.guard_stale_pending(before.snapshot)
         assert before.baseline is not None
+        self.guard_unsourced(before.baseline)
+        self.guard_stale_pending(before.snapshot)
         return before.baseline
 
     def candidate(self) -> RegenerationOutcome | None:
@@ -355,7 +358,9 @@ class Engine:
             return self.outcome(
                 Decision.NOTHING_TO_DO, f"No {self.kind.label} before or after the rerun."
             )
-        gate = self.run_gate(after_rerun.candidate, self.baseline_at_stake(baseline, state))
+        gate = self.run_gate(
+            after_rerun.candidate, baseline, self.baseline_at_stake(baseline, state)
+        )
         if gate.blocked or self.params.dry_run:
             return self.not_upgraded(gate, state)
         judged = Judged(gate, state, after_rerun.live)
@@ -481,6 +486,7 @@ class Engine:
             sources=tuple(self.params.sources),
             start=int(start.timestamp()) if start else None,
             end=int(end.timestamp()) if end else None,
+            unsourced=self.params.replace_unsourced_rows,
         )
 
     def read_and_back_up(self) -> Reading:
@@ -490,7 +496,7 @@ class Engine:
             ReadRequest(
                 statuses=STATUSES,
                 backup=BackupTarget(self.store, self.ops.url, self.run_id),
-                baseline=self.scope,
+                baseline=replace(self.scope, unsourced=True),  # counted by guard_unsourced
             )
         )
         assert reading.backup is not None
@@ -503,6 +509,26 @@ class Engine:
             f"({reading.backup.counts}) to {reading.backup.manifest_path} before any write."
         )
         return reading
+
+    def guard_unsourced(self, baseline: pd.DataFrame) -> None:
+        """Refuse a run scoped to sources while CURRENT rows carry no source (H15), unless
+        it may replace them (replace_unsourced_rows); before any write."""
+        if not self.params.sources or self.params.replace_unsourced_rows:
+            return
+        rows = baseline[unsourced(baseline)]
+        if rows.empty:
+            return
+        raise Refused(
+            f"Refusing to regenerate {self.scope.describe()}: {len(rows)} CURRENT "
+            f"{self.kind.label} of {rows['user_id'].nunique()} user(s) carry no source (a "
+            "rerun without sources wrote them, H15), so this run cannot tell which of them "
+            "its sources taught. Kept, they would stay next to the new rows that learn part "
+            "of the same facts again; replaced, the facts they hold from other sources go "
+            "with them. Nothing was written to the server. Run without sources (every source "
+            "regenerated together), or set replace_unsourced_rows=true to let the upgrade "
+            "replace the source-less rows of the users this run regenerates (the gate then "
+            "compares the candidate with them)."
+        )
 
     def guard_stale_pending(self, before: IdSnapshot) -> None:
         """Refuse (or, when asked, delete by id) PENDING rows an earlier rerun left (H5)."""
@@ -539,7 +565,7 @@ class Engine:
                 return self.rerun_timed_out(operation_id)
             if self.rerun_started_at is None:
                 self.rerun_started_at = status.started_at
-            self.users_processed = max(self.users_processed or 0, status.processed_users)
+            self.processed[source or ALL_SOURCES] = status.processed_users
             self.summary.note(
                 f"rerun{f' of source {source}' if source else ''} ({operation_id}): "
                 f"{status.status}, {status.processed_users}/{status.total_users} users, "
@@ -651,15 +677,49 @@ class Engine:
             )
         return at_stake
 
-    def run_gate(self, candidate: pd.DataFrame, baseline: pd.DataFrame) -> GateOutcome:
-        """Run the gate; note its sentence and emit gate passed/failed."""
+    def scope_notes(self, at_stake: pd.DataFrame) -> list[str]:
+        """What the upgrade replaces beyond what the candidate was learned from: rows
+        without a source (H15, replace_unsourced_rows) and, in a time window, rows of any
+        timestamp. Noted in the summary; the gate report says it too."""
+        notes = []
+        scope = self.scope
+        if scope.sources:
+            bare = at_stake[unsourced(at_stake)]
+            if not bare.empty:
+                notes.append(
+                    f"{len(bare)} CURRENT {self.kind.label} of {bare['user_id'].nunique()} "
+                    "user(s) carry no source "
+                    f"(H15) and are replaced by this candidate, learned from "
+                    f"{', '.join(scope.sources)} only (replace_unsourced_rows): what they hold "
+                    "from other sources is not learned again by this run."
+                )
+        if scope.start is not None or scope.end is not None:
+            notes.append(
+                f"The {scope.describe()} limits the interactions the rerun read, not the rows "
+                "the upgrade replaces: every CURRENT row it archives, whatever its timestamp, "
+                f"is the gate's baseline ({len(at_stake)} {self.kind.label} of "
+                f"{at_stake['user_id'].nunique()} user(s))."
+            )
+        for note in notes:
+            self.summary.note(note)
+        return notes
+
+    def run_gate(
+        self, candidate: pd.DataFrame, in_scope: pd.DataFrame, at_stake: pd.DataFrame
+    ) -> GateOutcome:
+        """Gate the candidate against the rows at stake (`in_scope`: every CURRENT row in
+        the run's scope, for the yield checks); note its sentence, emit passed/failed."""
         report = self.ops.gate(
             candidate,
-            baseline,
+            at_stake,
             self.params.policy(),
             self.prefix,
             self.params.gate_dask_address,
-            self.users_processed,
+            RunScope(
+                processed=self.processed,
+                scope_rows=rows_by_source(in_scope, self.processed),
+                notes=self.scope_notes(at_stake),
+            ),
         )
         verdict = report.verdict
         blocked = verdict is Severity.FAIL or (

@@ -73,7 +73,7 @@ class PageSink:
             self.live.add(self.kind, page)
         if self.baseline is not None:
             self.baseline.add(
-                [r for r in page if row_status(r) == "current" and self.scope.covers(self.kind, r)]
+                [r for r in page if row_status(r) == "current" and self.scope.covers(r)]
             )
         if self.candidate is not None:
             self.candidate.add([r for r in page if row_status(r) == "pending"])

@@ -78,7 +78,17 @@ class RegenerationParams(WriterParams):
         description="Rerun only these interaction sources (one rerun per source, in order); "
         "empty: all interactions.",
     )
-    start_time: datetime | None = Field(None, description="Rerun interactions from this time.")
+    replace_unsourced_rows: bool = Field(
+        False,
+        description="With sources: let the upgrade replace the CURRENT rows that carry no "
+        "source (a rerun without sources wrote them, H15) of the users this run regenerates; "
+        "the gate compares the candidate with them. Off: such rows refuse the run.",
+    )
+    start_time: datetime | None = Field(
+        None,
+        description="Rerun interactions from this time. The window limits the interactions, "
+        "not the rows: the upgrade replaces every CURRENT row of the users it promotes.",
+    )
     end_time: datetime | None = Field(None, description="Rerun interactions up to this time.")
     dry_run: bool = Field(
         False,
@@ -119,8 +129,8 @@ class RegenerationParams(WriterParams):
         50_000,
         ge=0,
         description="Most rows the upgrade may archive that the run must then make CURRENT "
-        "again, one by one (rows users created during the run, and rows outside the run's "
-        "sources or time window). Above it the run does not upgrade.",
+        "again, one by one (rows users created during the run, and rows of sources the run "
+        "does not regenerate). Above it the run does not upgrade.",
     )
     notify_on_pass: bool = Field(False, description="Also notify when the run upgraded.")
     notification_block: str = Field(

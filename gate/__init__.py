@@ -4,10 +4,11 @@ Pure pandas + scikit-learn + pydantic; no Prefect, no HTTP.
 """
 
 from gate.checks import Check, Severity
-from gate.evaluate import evaluate, with_rerun_yield
+from gate.evaluate import evaluate
 from gate.frames import FrameBuilder, frame_from_rows, normalize_frame
 from gate.policy import GatePolicy, GatePolicyError
 from gate.report import Example, GateReport
+from gate.scope import RunScope, with_scope
 
 __all__ = [
     "Check",
@@ -16,9 +17,10 @@ __all__ = [
     "GatePolicy",
     "GatePolicyError",
     "GateReport",
+    "RunScope",
     "Severity",
     "evaluate",
     "frame_from_rows",
     "normalize_frame",
-    "with_rerun_yield",
+    "with_scope",
 ]

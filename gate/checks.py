@@ -85,54 +85,79 @@ def coverage(users: pd.DataFrame, policy: GatePolicy) -> Check:
 
 def volume(users: pd.DataFrame, policy: GatePolicy) -> Check:
     """Overall candidate/baseline row-count ratio."""
-    cand, base = int(users["candidate_rows"].sum()), int(users["baseline_rows"].sum())
+    return row_volume(int(users["candidate_rows"].sum()), int(users["baseline_rows"].sum()), policy)
+
+
+def row_volume(cand: int, base: int, policy: GatePolicy, source: str | None = None) -> Check:
+    """Candidate/baseline row-count ratio, of every row or of one source's rows."""
+    name, of = ("volume", "") if source is None else (f"volume ({source})", f" of source {source}")
     if base == 0:
-        severity = Severity.WARN if cand == 0 else Severity.PASS
+        severity = Severity.WARN if cand == 0 and source is None else Severity.PASS
         message = (
-            "Both generations are empty: there is nothing to promote."
+            f"Both generations are empty{of}: there is nothing to promote."
             if cand == 0
-            else f"{FIRST_GENERATION}; the candidate has {cand} rows."
+            else f"{FIRST_GENERATION}{of}; the candidate has {cand} rows."
         )
-        return Check(name="volume", value=0, threshold=None, severity=severity, message=message)
+        return Check(name=name, value=0, threshold=None, severity=severity, message=message)
     ratio = cand / base
     fail = not policy.volume_ratio_fail_min <= ratio <= policy.volume_ratio_fail_max
     warn = not policy.volume_ratio_warn_min <= ratio <= policy.volume_ratio_warn_max
     bound = policy.volume_ratio_fail_min if ratio < 1 else policy.volume_ratio_fail_max
     return Check(
-        name="volume",
+        name=name,
         value=round(ratio, 4),
         threshold=bound,
         severity=_severity(fail, warn),
         message=(
-            f"The candidate has {cand} rows for {base} baseline rows (ratio {ratio:.2f}; "
+            f"The candidate has {cand} rows{of} for {base} baseline rows (ratio {ratio:.2f}; "
             f"passes within {policy.volume_ratio_warn_min}-{policy.volume_ratio_warn_max}, "
             f"fails outside {policy.volume_ratio_fail_min}-{policy.volume_ratio_fail_max})."
         ),
     )
 
 
-def rerun_yield(users_processed: int, users_with_rows: int, policy: GatePolicy) -> Check:
-    """Of the users the rerun reports it processed, the share that got candidate rows.
+def rerun_yield(
+    users_processed: int,
+    users_with_rows: int,
+    policy: GatePolicy,
+    *,
+    source: str | None = None,
+    scope_rows: int = 0,
+) -> Check:
+    """Of the users a rerun reports it processed, the share that got candidate rows (of
+    `source`, for one rerun of several).
 
     A provider failing part of the calls drops those users silently (H2: the rerun still
     ends `completed`); users without new rows are then spared by only_affected_users, so
-    no per-user check sees them. This compares with the rerun's own user count instead."""
+    no per-user check sees them. This compares with the rerun's own user count instead.
+    A count of 0 or less is no evidence when the run's scope holds rows (`scope_rows`
+    CURRENT rows in scope, or candidate rows): that fails."""
+    name, of = ("rerun yield", "") if source is None else (f"rerun yield ({source})", f" {source}")
     if users_processed <= 0:
+        at_stake = scope_rows > 0 or users_with_rows > 0
         return Check(
-            name="rerun yield",
+            name=name,
             value=0,
-            threshold=None,
-            severity=Severity.PASS,
-            message="The rerun reported no users processed.",
+            threshold=policy.user_yield_fail_min if at_stake else None,
+            severity=_severity(at_stake),
+            message=(
+                f"The{of} rerun reported {users_processed} users processed, yet this run's "
+                f"scope holds {scope_rows} CURRENT rows and {users_with_rows} users got "
+                "candidate rows: the rerun's own count gives no evidence that it worked, so "
+                "the upgrade is not allowed on it. Check the operation status on the server."
+                if at_stake
+                else f"The{of} rerun reported no users processed, and this run's scope holds "
+                "no rows."
+            ),
         )
     share = min(users_with_rows / users_processed, 1.0)
     return Check(
-        name="rerun yield",
+        name=name,
         value=round(share, 4),
         threshold=policy.user_yield_fail_min,
         severity=_severity(share < policy.user_yield_fail_min, share < policy.user_yield_warn_min),
         message=(
-            f"{users_with_rows} of the {users_processed} users the rerun processed got "
+            f"{users_with_rows} of the {users_processed} users the{of} rerun processed got "
             f"candidate rows ({_pct(share)}; passes from {_pct(policy.user_yield_warn_min)}, "
             f"fails below {_pct(policy.user_yield_fail_min)}); the others were dropped "
             "without an error, as a provider failing part of the calls does (H2)."

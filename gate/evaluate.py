@@ -12,7 +12,6 @@ from functools import partial
 
 import pandas as pd
 
-from gate import checks
 from gate.frames import Kind, normalize_frame, require_frame
 from gate.idf import IdfPart, combine, fit_part, idf_parts
 from gate.merge import merge
@@ -77,12 +76,3 @@ def evaluate(
     gate_plan = plan(candidate, baseline, shards)
     with local_runner(workers) as runner:
         return run_plan(gate_plan, policy, kind, runner)
-
-
-def with_rerun_yield(report: GateReport, users_processed: int | None) -> GateReport:
-    """The report with the rerun-yield check, when the rerun said how many users it
-    processed (`checks.rerun_yield`)."""
-    if users_processed is None:
-        return report
-    with_rows = sum(1 for user in report.per_user if user["candidate_rows"])
-    return report.with_check(checks.rerun_yield(users_processed, with_rows, report.policy))

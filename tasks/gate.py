@@ -11,7 +11,7 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from gate import GatePolicy, GateReport, evaluate, with_rerun_yield
+from gate import GatePolicy, GateReport, RunScope, evaluate, with_scope
 from gate.evaluate import GatePlan, plan
 from gate.idf import IdfPart, combine, fit_part
 from gate.merge import merge
@@ -132,7 +132,7 @@ def run_gate(
     kind: Literal["profiles", "playbooks"],
     artifact_prefix: str,
     dask_address: str | None = None,
-    users_processed: int | None = None,
+    scope: RunScope | None = None,
 ) -> GateReport:
     """Gate PENDING (candidate) against CURRENT (baseline); Markdown + table artifacts.
 
@@ -144,7 +144,7 @@ def run_gate(
         report = evaluate_on_dask(plan(candidate, baseline, DASK_SHARDS), policy, kind, address)
     else:
         report = evaluate(candidate, baseline, policy=policy, kind=kind)
-    report = with_rerun_yield(report, users_processed)
+    report = with_scope(report, candidate, baseline, scope)
     create_markdown_artifact(
         report.to_markdown(),
         key=f"{artifact_prefix}-gate-report",

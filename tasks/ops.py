@@ -29,7 +29,7 @@ from core.listing import check_delta_against_statistics
 from core.sinks import Page, Reading, ReadRequest, consume
 from core.stall import Stall
 from core.state import Counts
-from gate import GatePolicy, GateReport
+from gate import GatePolicy, GateReport, RunScope
 from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.models import OperationStatus, ProfileStatistics, row_dict
 from reflexio_api.paging import PAGE_SIZE
@@ -209,7 +209,7 @@ class PrefectOps:
         policy: GatePolicy,
         artifact_prefix: str,
         dask_address: str | None,
-        users_processed: int | None,
+        scope: RunScope | None,
     ) -> GateReport:
         return run_gate(
             candidate,
@@ -218,7 +218,7 @@ class PrefectOps:
             self.kind.gate_kind,
             artifact_prefix,
             dask_address,
-            users_processed,
+            scope,
         )
 
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from core.kinds import Kind, row_status
 from core.sinks import Reading, ReadRequest, consume
 from core.stall import Stall
 from core.upgrade import UpgradeUndetermined
-from gate import GatePolicy, GateReport, evaluate, with_rerun_yield
+from gate import GatePolicy, GateReport, RunScope, evaluate, with_scope
 from reflexio_api import OperationTimeout, ServerReportedFailure, TransientError
 from reflexio_api.models import OperationStatus
 
@@ -117,6 +117,8 @@ class FakeOps:
     users_processed: int | None = None
     """The users the rerun reports it processed; default: the users it wrote rows for."""
     rerun_users: int = 0
+    gate_baseline: set[str] = field(default_factory=set)
+    """The ids of the rows the gate compared the candidate with."""
     recreate_failures: int = 0
     """How many re-create calls fail (the server refuses) before they work again."""
     wait_times_out: bool = False
@@ -198,13 +200,18 @@ class FakeOps:
                 "service_name": self.kind.service,
                 "status": self.rerun_status,
                 "started_at": RERUN_STARTED_AT,
-                "total_users": self.users_processed or self.rerun_users,
-                "processed_users": self.users_processed or self.rerun_users,
+                "total_users": self.processed_users,
+                "processed_users": self.processed_users,
                 "failed_users": 0 if self.rerun_status == "completed" else 2,
                 "stats": {"total_generated": 1},
                 "request_params": {"operation_id": operation_id},
             }
         )
+
+    @property
+    def processed_users(self) -> int:
+        """What the rerun reports it processed."""
+        return self.rerun_users if self.users_processed is None else self.users_processed
 
     def cancel_rerun(self, operation_id: str) -> str:
         self.calls.append("cancel_rerun")
@@ -225,11 +232,12 @@ class FakeOps:
         policy: GatePolicy,
         artifact_prefix: str,
         dask_address: str | None,
-        users_processed: int | None,
+        scope: RunScope | None,
     ) -> GateReport:
         self.calls.append("gate")
+        self.gate_baseline = set(baseline["row_id"])
         report = evaluate(candidate, baseline, policy=policy, kind=self.kind.gate_kind)
-        return with_rerun_yield(report, users_processed)
+        return with_scope(report, candidate, baseline, scope)
 
     def upgrade(self, only_affected_users: bool, pending_before: int) -> dict[str, Any]:
         self.calls.append("upgrade")

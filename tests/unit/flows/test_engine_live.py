@@ -1,12 +1,17 @@
 """The engine on a live server (H14) and with scoped runs, against the in-memory server:
-rows users create during the run, and rows outside the run's sources, stay CURRENT."""
+rows users create during the run, and rows outside the run's sources, stay CURRENT; rows
+without a source (H15), time windows and runs of several sources are gated for what the
+upgrade replaces."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from core.backup import open_backup
 from core.outcome import Decision
+from core.regeneration import Refused
 from core.touched import read_touched_ids
 from tests.unit.flows.fake_server import RERUN_STARTED_AT, FakeOps, playbook, profile
 from tests.unit.flows.test_engine import (
@@ -111,16 +116,93 @@ def test_a_single_source_run_keeps_the_other_sources_current(tmp_path: Path):
     assert {f"c-{u}-{n}" for u in range(len(USERS)) for n in range(2)} <= ops.ids("archived")
 
 
-def test_a_time_window_run_keeps_rows_outside_the_window(tmp_path: Path):
+WINDOW_START = "2024-01-01T00:00:00Z"  # after every seeded row's timestamp (1_700_000_000)
+
+
+def test_a_time_window_run_gates_against_every_row_the_upgrade_archives(tmp_path: Path):
+    """Every row's timestamp is the last upgrade's, before the window: the rows the window
+    would have picked are none, yet the upgrade archives them all."""
     ops = profiles_ops()
-    ops.rows["old"] = {
-        **profile("old", "user-0", "user-0 liked opera"),
-        "last_modified_timestamp": 1_600_000_000,
-    }
-    start = "2023-11-01T00:00:00Z"  # after 1_600_000_000, before the seeded rows
-    outcome = engine(ops, tmp_path, start_time=start).run()
+    current = ops.ids("current")
+    run = engine(ops, tmp_path, start_time=WINDOW_START)
+    outcome = run.run()
     assert outcome.decision is Decision.UPGRADED, outcome.message
-    assert "old" in ops.ids("current")
+    assert ops.gate_baseline == current
+    assert current <= ops.ids("archived") and outcome.touched.kept_current == 0
+    assert outcome.gate is not None and "whatever its timestamp" in outcome.gate.markdown
+    assert any("whatever its timestamp" in note for note in run.summary.notes)
+
+
+def unsourced_ops() -> FakeOps:
+    """After a full rerun: every CURRENT row carries no source (H15); every user also has
+    an email row learned since."""
+    ops = multi_source_ops()
+    for row in ops.rows.values():
+        if row["source"] == "chat":
+            row["source"] = ""
+    return ops
+
+
+def test_a_source_run_on_rows_without_a_source_is_refused_before_any_write(tmp_path: Path):
+    ops = unsourced_ops()
+    with pytest.raises(
+        Refused, match=r"16 CURRENT profiles of 8 user\(s\) carry no source"
+    ) as info:
+        engine(ops, tmp_path, sources=["chat"]).run()
+    assert "replace_unsourced_rows=true" in str(info.value) and "volume" not in str(info.value)
+    assert ops.writes() == [] and not any(c.startswith("rerun") for c in ops.calls)
+
+
+def test_replace_unsourced_rows_gates_against_them_and_replaces_them(tmp_path: Path):
+    ops = unsourced_ops()
+    bare = {i for i, r in ops.rows.items() if r["status"] is None and not r["source"]}
+    email = ops.ids("current") - bare
+    run = engine(ops, tmp_path, sources=["chat"], replace_unsourced_rows=True)
+    outcome = run.run()
+    assert outcome.decision is Decision.UPGRADED, outcome.message
+    assert ops.gate_baseline == bare
+    assert bare <= ops.ids("archived")  # replaced, not kept
+    assert email <= ops.ids("current") and outcome.touched.kept_current == len(email)
+    said = "16 CURRENT profiles of 8 user(s) carry no source (H15) and are replaced"
+    assert outcome.gate is not None and said in outcome.gate.markdown
+    assert any(said in note for note in run.summary.notes)
+
+
+def per_source_rerun(ops: FakeOps) -> list[dict]:
+    """chat: the same facts for every user; email: rows for 3 of the 8 users it processed
+    (the rest dropped without an error, H2)."""
+    source = ops.calls[-1].removeprefix("rerun:")
+    if source == "chat":
+        return [{**r, "source": "chat"} for r in profile_rerun(ops)]
+    return [
+        profile(f"pe-{u}", user, f"{user} writes formally a lot", "pending", source="email")
+        for u, user in enumerate(USERS[:3])
+    ]
+
+
+def test_a_source_whose_rerun_yields_little_blocks_though_the_other_yields_for_all(
+    tmp_path: Path,
+):
+    """19 candidate rows for 24 only warns in total, and the larger processed count (8)
+    had rows for all 8 users: judged per source, email's 3 of 8 fails."""
+    ops = multi_source_ops()
+    ops.rerun_output = per_source_rerun
+    ops.users_processed = len(USERS)
+    current = ops.ids("current")
+    outcome = engine(ops, tmp_path, sources=["chat", "email"]).run()
+    assert outcome.decision is Decision.GATE_BLOCKED, outcome.message
+    assert ops.ids("current") == current and "upgrade" not in ops.calls
+    assert outcome.gate is not None
+    assert "3 of the 8 users the email rerun processed" in outcome.gate.markdown
+
+
+def test_a_rerun_that_reports_no_user_processed_blocks(tmp_path: Path):
+    ops = profiles_ops(users_processed=0)
+    current = ops.ids("current")
+    outcome = engine(ops, tmp_path).run()
+    assert outcome.decision is Decision.GATE_BLOCKED, outcome.message
+    assert ops.ids("current") == current and "upgrade" not in ops.calls
+    assert "reported 0 users processed" in outcome.message
 
 
 def test_live_playbooks_come_back_as_new_current_rows_and_the_run_says_so(tmp_path: Path):

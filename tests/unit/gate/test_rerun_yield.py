@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from gate import GatePolicy, Severity, evaluate, with_rerun_yield
+from gate import GatePolicy, RunScope, Severity, evaluate, with_scope
 from gate.checks import rerun_yield
 
 
@@ -24,9 +24,17 @@ def test_edges_of_the_band(with_rows: int, severity: Severity):
     assert rerun_yield(100, with_rows, GatePolicy()).severity is severity
 
 
-def test_nothing_processed_passes_and_says_so():
+def test_nothing_processed_passes_only_when_the_scope_holds_no_rows():
     check = rerun_yield(0, 0, GatePolicy())
     assert check.severity is Severity.PASS and "no users processed" in check.message
+
+
+@pytest.mark.parametrize(("processed", "scope_rows", "with_rows"), [(0, 5, 0), (-1, 0, 3)])
+def test_nothing_processed_fails_when_the_scope_holds_rows(processed, scope_rows, with_rows):
+    check = rerun_yield(processed, with_rows, GatePolicy(), scope_rows=scope_rows)
+    assert check.severity is Severity.FAIL
+    assert f"reported {processed} users processed" in check.message
+    assert "no evidence" in check.message
 
 
 def test_the_report_gains_the_check_and_its_verdict():
@@ -42,7 +50,7 @@ def test_the_report_gains_the_check_and_its_verdict():
     frame = pd.DataFrame(rows)
     report = evaluate(frame, frame, GatePolicy(), "profiles", workers=1)
     assert report.verdict is Severity.PASS
-    assert with_rerun_yield(report, None) is report
-    judged = with_rerun_yield(report, 10)  # 7 of 10 processed users got rows
+    assert with_scope(report, frame, frame, None) is report
+    judged = with_scope(report, frame, frame, RunScope(processed={"": 10}))  # 7 of 10 got rows
     assert judged.verdict is Severity.FAIL
     assert judged.checks[-1].name == "rerun yield" and judged.checks[-1].value == 0.7
