@@ -22,8 +22,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from core.kinds import Kind, row_status
 from core.state import IdSnapshot, name_ids
+from gate.scope import unsourced
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,49 @@ class Scope:
         if self.start is not None or self.end is not None:
             parts.append(f"time window {self.start or '-'}..{self.end or '-'} (epoch s)")
         return " and ".join(parts) or "everything"
+
+
+def unsourced_refusal(scope: Scope, baseline: pd.DataFrame, label: str) -> str | None:
+    """Why a run scoped to sources must not go on while CURRENT rows (`baseline`, read with
+    source-less rows) carry no source (H15), and what to do; None when it may."""
+    if not scope.sources or scope.unsourced:
+        return None
+    rows = baseline[unsourced(baseline)]
+    if rows.empty:
+        return None
+    return (
+        f"Refusing to regenerate {scope.describe()}: {len(rows)} CURRENT {label} of "
+        f"{rows['user_id'].nunique()} user(s) carry no source (a rerun without sources wrote "
+        "them, H15), so this run cannot tell which of them its sources taught. Kept, they "
+        "would stay next to the new rows that learn part of the same facts again; replaced, "
+        "the facts they hold from other sources go with them. Nothing was written to the "
+        "server. Run without sources (every source regenerated together), or set "
+        "replace_unsourced_rows=true to let the upgrade replace the source-less rows of the "
+        "users this run regenerates (the gate then compares the candidate with them)."
+    )
+
+
+def replaced_beyond_candidate(scope: Scope, at_stake: pd.DataFrame, label: str) -> list[str]:
+    """What the upgrade replaces beyond what the candidate was learned from, in words: rows
+    without a source (replace_unsourced_rows) and, in a time window, rows of any
+    timestamp. `at_stake`: the CURRENT rows the upgrade archives (the gate's baseline)."""
+    notes = []
+    bare = at_stake[unsourced(at_stake)] if scope.sources else at_stake.iloc[0:0]
+    if not bare.empty:
+        notes.append(
+            f"{len(bare)} CURRENT {label} of {bare['user_id'].nunique()} user(s) carry no "
+            f"source (H15) and are replaced by this candidate, learned from "
+            f"{', '.join(scope.sources)} only (replace_unsourced_rows): what they hold from "
+            "other sources is not learned again by this run."
+        )
+    if scope.start is not None or scope.end is not None:
+        notes.append(
+            f"The {scope.describe()} limits the interactions the rerun read, not the rows the "
+            "upgrade replaces: every CURRENT row it archives, whatever its timestamp, is the "
+            f"gate's baseline ({len(at_stake)} {label} of {at_stake['user_id'].nunique()} "
+            "user(s))."
+        )
+    return notes
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,16 @@ from core.identity import server_key
 from core.journal import JournalSink, RunJournal
 from core.kinds import STATUSES, Kind, Status, row_status
 from core.listing import ListingNotProven
-from core.live import KeepPlan, LiveRows, LiveRule, Scope, kept_problems, rows_to_keep
+from core.live import (
+    KeepPlan,
+    LiveRows,
+    LiveRule,
+    Scope,
+    kept_problems,
+    replaced_beyond_candidate,
+    rows_to_keep,
+    unsourced_refusal,
+)
 from core.outcome import Decision, GateOutcome, RegenerationOutcome, TouchedIds
 from core.rollback import (
     UpgradeEffect,
@@ -75,7 +84,7 @@ from core.touched import read_touched_ids, write_touched_ids
 from core.upgrade import UpgradeUndetermined
 from deployments import catalogue
 from gate import GatePolicy, GateReport, RunScope, Severity
-from gate.scope import ALL_SOURCES, rows_by_source, unsourced
+from gate.scope import ALL_SOURCES, rows_by_source
 from reflexio_api import IncompleteListing, OperationTimeout, ReflexioError
 from reflexio_api.models import OperationStatus
 
@@ -513,22 +522,9 @@ class Engine:
     def guard_unsourced(self, baseline: pd.DataFrame) -> None:
         """Refuse a run scoped to sources while CURRENT rows carry no source (H15), unless
         it may replace them (replace_unsourced_rows); before any write."""
-        if not self.params.sources or self.params.replace_unsourced_rows:
-            return
-        rows = baseline[unsourced(baseline)]
-        if rows.empty:
-            return
-        raise Refused(
-            f"Refusing to regenerate {self.scope.describe()}: {len(rows)} CURRENT "
-            f"{self.kind.label} of {rows['user_id'].nunique()} user(s) carry no source (a "
-            "rerun without sources wrote them, H15), so this run cannot tell which of them "
-            "its sources taught. Kept, they would stay next to the new rows that learn part "
-            "of the same facts again; replaced, the facts they hold from other sources go "
-            "with them. Nothing was written to the server. Run without sources (every source "
-            "regenerated together), or set replace_unsourced_rows=true to let the upgrade "
-            "replace the source-less rows of the users this run regenerates (the gate then "
-            "compares the candidate with them)."
-        )
+        refusal = unsourced_refusal(self.scope, baseline, self.kind.label)
+        if refusal is not None:
+            raise Refused(refusal)
 
     def guard_stale_pending(self, before: IdSnapshot) -> None:
         """Refuse (or, when asked, delete by id) PENDING rows an earlier rerun left (H5)."""
@@ -678,28 +674,9 @@ class Engine:
         return at_stake
 
     def scope_notes(self, at_stake: pd.DataFrame) -> list[str]:
-        """What the upgrade replaces beyond what the candidate was learned from: rows
-        without a source (H15, replace_unsourced_rows) and, in a time window, rows of any
-        timestamp. Noted in the summary; the gate report says it too."""
-        notes = []
-        scope = self.scope
-        if scope.sources:
-            bare = at_stake[unsourced(at_stake)]
-            if not bare.empty:
-                notes.append(
-                    f"{len(bare)} CURRENT {self.kind.label} of {bare['user_id'].nunique()} "
-                    "user(s) carry no source "
-                    f"(H15) and are replaced by this candidate, learned from "
-                    f"{', '.join(scope.sources)} only (replace_unsourced_rows): what they hold "
-                    "from other sources is not learned again by this run."
-                )
-        if scope.start is not None or scope.end is not None:
-            notes.append(
-                f"The {scope.describe()} limits the interactions the rerun read, not the rows "
-                "the upgrade replaces: every CURRENT row it archives, whatever its timestamp, "
-                f"is the gate's baseline ({len(at_stake)} {self.kind.label} of "
-                f"{at_stake['user_id'].nunique()} user(s))."
-            )
+        """What the upgrade replaces beyond what the candidate was learned from, noted in
+        the summary (the gate report says it too)."""
+        notes = replaced_beyond_candidate(self.scope, at_stake, self.kind.label)
         for note in notes:
             self.summary.note(note)
         return notes

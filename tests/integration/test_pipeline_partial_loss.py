@@ -26,7 +26,7 @@ from local_stack.stack import LocalStack
 from local_stack.stand_in_answers import conversation_fails
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.conftest import SEEDED
-from tests.integration.pipeline_helpers import profile_rows
+from tests.integration.pipeline_helpers import profile_rows, saved_as
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +49,8 @@ def twenty_users_saved(stack: LocalStack) -> Iterator[LocalStack]:
         operation = client.rerun_profile_generation()
         client.wait_for_operation("profile_generation", operation.operation_id, 300)
         client.upgrade_profiles(only_affected_users=True)
-    stack.snapshot(SNAPSHOT)
-    yield stack
-    stack.restore(SEEDED)
+    with saved_as(stack, SNAPSHOT, SEEDED) as saved:
+        yield saved
 
 
 @pytest.fixture
