@@ -135,8 +135,10 @@ def test_a_time_window_after_an_upgrade_gates_against_the_rows_it_archives(
 def test_two_sources_where_email_yields_little_are_blocked(
     seeded_stack: LocalStack, prefect_api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """The provider fails half of the email rerun's calls (H2: the rerun still completes);
-    chat yields for every user, so the larger processed count found no loss."""
+    """The provider answers auth errors to the email rerun's calls about a share of the
+    conversations (H2: the rerun still completes). Judged in total, as before issue 19,
+    the run upgraded with a pass (measured: 24 candidate vs 24 baseline rows, the larger
+    processed count found every user with rows), archiving the users' email rows."""
     url = seeded_stack.url
     original = ReflexioClient.rerun_profile_generation
 
