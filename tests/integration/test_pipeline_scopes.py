@@ -16,7 +16,6 @@ import pytest
 
 from core.outcome import Decision, RegenerationOutcome
 from core.touched import read_touched_ids
-from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
@@ -35,7 +34,7 @@ def _current(url: str) -> dict[str, dict]:
 
 def _run(url: str, backups: Path, **params) -> RegenerationOutcome:
     state = profile_regeneration(
-        RegenerationParams(reflexio_url=url, backup_dir=backups, **params), return_state=True
+        reflexio_url=url, backup_dir=str(backups), **params, return_state=True
     )
     outcome = state.result(raise_on_failure=False)
     assert isinstance(outcome, RegenerationOutcome), state.message

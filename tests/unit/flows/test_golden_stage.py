@@ -22,9 +22,9 @@ SAMPLE = ROOT / "golden" / "sample.yaml"
 
 
 def _params(tmp_path: Path, **golden: Any) -> PromptChangeParams:
-    config = tmp_path / "candidate.yaml"
-    config.write_text("profile_extractor_config: {}\n")
-    return PromptChangeParams(config_file=config, golden_file=SAMPLE, **golden)
+    return PromptChangeParams(
+        candidate_config="profile_extractor_config: {}\n", golden_file=SAMPLE, **golden
+    )
 
 
 def test_a_scratch_server_that_is_the_checked_server_is_refused(tmp_path: Path) -> None:
@@ -86,7 +86,9 @@ class _Quiet:
 
 
 def _every_item_but(skip: str) -> list[Generated]:
-    expected = prepare(PromptChangeParams(config_file=SAMPLE, golden_file=SAMPLE), "http://x:1")
+    expected = prepare(
+        PromptChangeParams(candidate_config="window_size: 10\n", golden_file=SAMPLE), "http://x:1"
+    )
     return [
         Generated(e.user_id, e.kind, e.text, f"row-{i}")
         for i, e in enumerate(expected.expected())
