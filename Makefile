@@ -9,7 +9,7 @@ LOCK := requirements-dev.lock
 UV_VERSION := 0.13.9
 LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --no-header -q
 
-.PHONY: main test test-all lint install-server lock
+.PHONY: main test test-all lint install-server lock image-steps
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,11 @@ test-all: install-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
+
+## The Dockerfile's build steps without docker (CI has none): each COPY into a temporary
+## directory, each pip step into a fresh venv, then every flow loaded from there.
+image-steps: $(BIN)/.installed
+	$(BIN)/python scripts/dockerfile_steps.py
 
 ## Re-resolve both lock files from pyproject.toml (needs PyPI; keeps every pin that still fits,
 ## `make lock UPGRADE=--upgrade` takes the newest). The runtime lock is held to the dev lock's pins.

@@ -7,7 +7,8 @@ interpreter (which must be the FROM image's Python version):
 
 - FROM python:<X.Y>[-variant]: this interpreter must be Python X.Y;
 - WORKDIR: a directory under the image root; COPY: the same paths from the repository (a
-  missing source fails, as in docker); ENV: set for the RUN steps that follow;
+  missing source fails, as in docker); ENV: set for the RUN steps that follow, except
+  PIP_NO_CACHE_DIR (pip's cache here only saves downloads; what is installed is the same);
 - RUN: `pip ...` runs with the venv's pip in WORKDIR; `useradd` (a system user) and USER are
   skipped; any other command fails here: teach this script to perform it first.
 
@@ -36,6 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENT_FILES = ("prefect.yaml", "deploy/docker.yaml")
 SKIPPED_RUN = ("useradd",)
+SPEED_ONLY_ENV = ("PIP_NO_CACHE_DIR",)
 LOAD_FLOWS = (
     "import json, sys\n"
     "from prefect.flows import load_flow_from_entrypoint\n"
@@ -123,7 +125,8 @@ def _run(image: Image, argument: str) -> None:
 def _env(image: Image, argument: str) -> None:
     for pair in shlex.split(argument):
         key, _, value = pair.partition("=")
-        image.env[key] = value
+        if key not in SPEED_ONLY_ENV:
+            image.env[key] = value
 
 
 def _workdir(image: Image, argument: str) -> None:
