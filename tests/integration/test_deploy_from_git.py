@@ -71,7 +71,7 @@ def _clean_clone(target: Path) -> Path:
     return target
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # the session's stack may start first (minutes on a loaded box)
 def test_a_worker_elsewhere_runs_the_nightly_from_the_repository(
     prefect_server: PrefectServer, seeded_stack, tmp_path: Path
 ):
@@ -92,11 +92,6 @@ def test_a_worker_elsewhere_runs_the_nightly_from_the_repository(
     trigger = ("deployment", "run", NIGHTLY, "--params", json.dumps(nightly_run_parameters()))
     deployer(*prefect, *trigger, "--job-variable", f"env={json.dumps(job_env)}")
 
-    worker_dir = tmp_path / "worker"
-    worker_dir.mkdir()
-    pool = ("worker", "start", "--pool", "reflexio-pool", "--run-once", "--limit", "1")
-    _cli(prefect_server, worker_dir, *prefect, *pool)
-
     with (
         temporary_settings({PREFECT_API_URL: prefect_server.api_url}),
         get_client(sync_client=True) as client,
@@ -104,7 +99,6 @@ def test_a_worker_elsewhere_runs_the_nightly_from_the_repository(
         (deployment,) = client.read_deployments(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["nightly"]))
         )
-        (run,) = client.read_flow_runs()
     assert deployment.pull_steps == [
         {
             "prefect.deployments.steps.git_clone": {
@@ -114,6 +108,17 @@ def test_a_worker_elsewhere_runs_the_nightly_from_the_repository(
             }
         }
     ], "the worker resolves the repository and ref when the run starts"
+
+    worker_dir = tmp_path / "worker"
+    worker_dir.mkdir()
+    pool = ("worker", "start", "--pool", "reflexio-pool", "--run-once", "--limit", "1")
+    _cli(prefect_server, worker_dir, *prefect, *pool)
+
+    with (
+        temporary_settings({PREFECT_API_URL: prefect_server.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        (run,) = client.read_flow_runs()
     assert run.deployment_id == deployment.id
     assert run.state is not None and run.state.is_completed(), run.state
     assert os.listdir(worker_dir) == [], "the worker had no code: it came by the pull step"
