@@ -2,12 +2,19 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := pip install -q --disable-pip-version-check
+# The pinned, hash-checked dependencies: requirements-dev.lock for this venv (every extra make
+# and CI use), requirements.lock for a worker or the image (flows only). `make lock` re-resolves.
+LOCK := requirements-dev.lock
+UV_VERSION := 0.13.9
+LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --no-header -q
 
-.PHONY: main test test-all lint install-server
+.PHONY: main test test-all lint install-server lock image-steps
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,lint,browser,dask]'
+	$(BIN)/$(PIP) --require-hashes -r $(LOCK)
+	$(BIN)/$(PIP) --no-deps -e .
 	touch $@
 
 install-server: $(BIN)/.installed
@@ -31,3 +38,18 @@ test-all: install-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q --tally-bars
+
+## The Dockerfile's build steps without docker (CI has none): each COPY into a temporary
+## directory, each pip step into a fresh venv, then every flow loaded from there.
+image-steps: $(BIN)/.installed
+	$(BIN)/python scripts/dockerfile_steps.py
+
+## Re-resolve both lock files from pyproject.toml (needs PyPI; keeps every pin that still fits,
+## `make lock UPGRADE=--upgrade` takes the newest). The runtime lock is held to the dev lock's pins.
+lock:
+	$(PY) -m venv .venv-lock
+	.venv-lock/bin/$(PIP) 'uv==$(UV_VERSION)'
+	.venv-lock/bin/uv pip compile pyproject.toml $(LOCK_ARGS) $(UPGRADE) \
+		--extra test --extra lint --extra browser --extra dask --extra s3 -o requirements-dev.lock
+	.venv-lock/bin/uv pip compile pyproject.toml $(LOCK_ARGS) \
+		--extra dask --extra s3 -c requirements-dev.lock -o requirements.lock

@@ -2,8 +2,9 @@
 
     python -m deployments.setup [--webhook-url URL] [--webhook-kind auto|slack|teams|custom]
 
-- Secret block `reflexio-api-key` from REFLEXIO_API_KEY (skipped when unset). The flows
-  read REFLEXIO_API_KEY from their environment first, then this block.
+- Secret block `reflexio-api-key` (or the name in REFLEXIO_API_KEY_BLOCK: one per server)
+  from REFLEXIO_API_KEY (skipped when unset). The flows read REFLEXIO_API_KEY from their
+  environment first, then this block.
 - Notification block `reflexio-alerts` from --webhook-url or REFLEXIO_ALERT_WEBHOOK_URL:
   a Slack webhook (hooks.slack.com), a Microsoft Teams workflow webhook, or any other URL as
   a Custom Webhook posting {"subject": ..., "body": ..., "text": ...}. When no URL is given
@@ -70,7 +71,6 @@ from deployments.catalogue import (
     PACED_ROUTES,
     PLAYBOOK_NIGHTLY,
     PROFILE_NIGHTLY,
-    SECRET_BLOCK,
     STALL_WATCH_DEPLOYMENT,
     WORK_POOL,
     lock_name,
@@ -80,6 +80,7 @@ from flows.lock import ensure_lock
 from flows.stall_watch import UNREACHABLE_STATE_NAME
 from tasks.notify import notification_documents
 from tasks.pacing import ensure_rate_limit, spacing_for
+from tasks.settings import api_key_block
 
 
 @dataclass
@@ -96,12 +97,14 @@ class Report:
 
 
 def ensure_secret(api_key: str | None, report: Report) -> None:
-    """Secret block holding the Reflexio API key."""
+    """Secret block holding the Reflexio API key (named by REFLEXIO_API_KEY_BLOCK, else
+    'reflexio-api-key')."""
+    name = api_key_block()
     if not api_key or not api_key.strip():
-        report.add(f"secret block '{SECRET_BLOCK}': skipped (REFLEXIO_API_KEY is not set)")
+        report.add(f"secret block '{name}': skipped (REFLEXIO_API_KEY is not set)")
         return
-    Secret(value=api_key.strip()).save(SECRET_BLOCK, overwrite=True)
-    report.add(f"secret block '{SECRET_BLOCK}': saved (value not shown)")
+    Secret(value=api_key.strip()).save(name, overwrite=True)
+    report.add(f"secret block '{name}': saved (value not shown)")
 
 
 def webhook_kind(url: str, kind: str = "auto") -> str:

@@ -15,6 +15,7 @@ from deployments.catalogue import (
     PACED_ROUTES,
     PLAYBOOK_NIGHTLY,
     PROFILE_NIGHTLY,
+    SECRET_BLOCK,
     STALL_WATCH_DEPLOYMENT,
     lock_name,
     rate_limit_name,
@@ -31,7 +32,7 @@ def _state() -> dict:
         blocks = [
             (d.block_type.slug, d.name)
             for d in client.read_block_documents(include_secrets=False)
-            if d.name in (setup.SECRET_BLOCK, setup.NOTIFICATION_BLOCK)
+            if d.name in (SECRET_BLOCK, setup.NOTIFICATION_BLOCK)
         ]
         pools = [p.name for p in client.read_work_pools() if p.name == setup.WORK_POOL]
         automations = sorted(
@@ -62,7 +63,7 @@ def test_setup_twice_creates_each_object_once(
     assert first == second
     assert first["blocks"] == [
         ("custom-webhook", setup.NOTIFICATION_BLOCK),
-        ("secret", setup.SECRET_BLOCK),
+        ("secret", SECRET_BLOCK),
     ]
     assert first["pools"] == [setup.WORK_POOL]
     assert [name for name, _ in first["automations"]] == [
@@ -77,7 +78,7 @@ def test_setup_twice_creates_each_object_once(
     assert first["limits"][manual][1:] == (1, pytest.approx(1 / 13))
     clear = rate_limit_name(URL, "clear_user_data")
     assert first["limits"][clear][1:] == (1, pytest.approx(1 / 7))
-    assert Secret.load(setup.SECRET_BLOCK).get() == SECRET
+    assert Secret.load(SECRET_BLOCK).get() == SECRET
     err = capsys.readouterr().err
     assert SECRET not in out + err
     assert "abcdef" not in out + err
@@ -128,7 +129,7 @@ def test_without_webhook_keeps_the_block_and_skips_nothing_else(
     monkeypatch.delenv("REFLEXIO_ALERT_WEBHOOK_URL", raising=False)
     assert setup.main([]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert f"secret block '{setup.SECRET_BLOCK}': skipped (REFLEXIO_API_KEY is not set)" in out
+    assert f"secret block '{SECRET_BLOCK}': skipped (REFLEXIO_API_KEY is not set)" in out
     assert f"work pool '{setup.WORK_POOL}' (process): exists" in out
     assert any(line.startswith(f"global concurrency limit '{lock_name(URL)}'") for line in out)
     for route in PACED_ROUTES:
