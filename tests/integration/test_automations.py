@@ -26,6 +26,7 @@ import contextlib
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -91,10 +92,15 @@ def failing_run() -> None:
 
 
 def control_failure(hook: WebhookReceiver) -> None:
-    """A tagged run fails and its notification arrives: events before it were processed."""
+    """A tagged run fails and its own notification arrives: the events before it were
+    processed."""
+    name = f"control-{uuid.uuid4().hex[:8]}"
     with tags(FLOW_TAG):
-        assert failing_run(return_state=True).is_failed()
-    hook.wait_for("Reflexio pipeline run Failed", timeout_s=90)
+        assert failing_run.with_options(flow_run_name=name)(return_state=True).is_failed()
+    deadline = time.monotonic() + 90
+    while not [p for p in failure_posts(hook) if name in str(p.get("body"))]:
+        assert time.monotonic() < deadline, f"the control run's alert never came: {hook.posts}"
+        time.sleep(0.5)
 
 
 def failure_posts(hook: WebhookReceiver) -> list[dict]:
