@@ -150,8 +150,10 @@ LIVE_LINES = {
 def _publish_live(
     url: str, service: str, users: tuple[str, ...], published: threading.Event
 ) -> None:
-    """Wait until the rerun runs, then have an existing and a new user talk to the agent,
-    with learning awaited (what the server learns lands in CURRENT, H14)."""
+    """Wait until the rerun runs and has listed its users, then have an existing and a new
+    user talk to the agent, with learning awaited (what the server learns lands in CURRENT,
+    H14). The slot says `in_progress` before the users are listed (total 0, H18): a user who
+    talked then could be one of them."""
     with ReflexioClient(ReflexioSettings(url=url, read_timeout_s=300)) as client:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -159,7 +161,7 @@ def _publish_live(
                 status = client.get_operation_status(service)
             except ReflexioError:  # the slot can be half-written while the rerun starts
                 status = None
-            if status is not None and status.status == "in_progress":
+            if status is not None and status.status == "in_progress" and status.total_users:
                 break
             time.sleep(0.05)
         for user in users:
