@@ -25,7 +25,6 @@ from prefect.states import State
 
 from core.kinds import PROFILES
 from core.outcome import Decision
-from flows.params import RegenerationParams
 from flows.profile_regeneration import profile_regeneration
 from local_stack.stack import LocalStack
 from tests.integration.pipeline_helpers import profile_rows
@@ -41,14 +40,14 @@ class Run:
     """The profile flow with on_warn=ask, running in a thread."""
 
     def __init__(self, url: str, backup_dir: Path, **params: Any) -> None:
-        self.params = RegenerationParams(
+        self.params = dict(
             reflexio_url=url, backup_dir=backup_dir, gate_policy=WARN, on_warn="ask", **params
         )
         self.state: State | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        self.state = profile_regeneration(self.params, return_state=True)
+        self.state = profile_regeneration(**self.params, return_state=True)
 
     def __enter__(self) -> Run:
         self.thread.start()

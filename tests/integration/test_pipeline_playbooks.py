@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -35,10 +36,8 @@ def hook(prefect_api):
         yield receiver
 
 
-def _params(url: str, hook, tmp_path: Path, **kw) -> PlaybookRegenerationParams:
-    return PlaybookRegenerationParams(
-        reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block, **kw
-    )
+def _params(url: str, hook, tmp_path: Path, **kw) -> dict[str, Any]:
+    return dict(reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block, **kw)
 
 
 def test_agent_version_is_validated():
@@ -51,7 +50,7 @@ def test_agent_version_is_validated():
 def test_happy_path_upgrades_and_aggregates(seeded_stack, prefect_api, hook, tmp_path):
     url = seeded_stack.url
     before = [r for r in _rows(url) if r["status"] != "pending"]
-    state = playbook_regeneration(_params(url, hook, tmp_path), return_state=True)
+    state = playbook_regeneration(**_params(url, hook, tmp_path), return_state=True)
     assert state.is_completed(), state.message
     assert "Aggregation:" in state.message
     after = _rows(url)
@@ -75,7 +74,7 @@ def test_gate_rejection_puts_tombstoned_rows_back(seeded_stack, prefect_api, hoo
     current = {r["user_playbook_id"] for r in _rows(url) if r["status"] is None}
     # An empty generation: the gate fails on coverage; nothing was tombstoned.
     seeded_stack.llm.configure(style="empty")
-    state = playbook_regeneration(_params(url, hook, tmp_path), return_state=True)
+    state = playbook_regeneration(**_params(url, hook, tmp_path), return_state=True)
     assert state.is_failed() and "Gate verdict FAIL" in state.message
     assert "The rerun tombstoned no CURRENT row" in state.message
     assert {r["user_playbook_id"] for r in _rows(url) if r["status"] is None} == current
@@ -85,7 +84,7 @@ def test_gate_rejection_puts_tombstoned_rows_back(seeded_stack, prefect_api, hoo
     seeded_stack.llm.configure(style="normal")
     before = {(r["user_id"], r["content"]) for r in _rows(url) if r["status"] is None}
     strict = _params(url, hook, tmp_path, gate_policy={"min_chars": 1000})
-    state = playbook_regeneration(strict, return_state=True)
+    state = playbook_regeneration(**strict, return_state=True)
     assert state.is_failed() and "Gate verdict FAIL" in state.message
     assert state.result(raise_on_failure=False).decision is Decision.GATE_BLOCKED
     rows = _rows(url)
@@ -101,7 +100,7 @@ def test_llm_auth_error_is_an_inferred_stall_before_upgrade(
     url = seeded_stack.url
     current = {r["user_playbook_id"] for r in _rows(url) if r["status"] is None}
     seeded_stack.llm.configure(mode="auth_error")
-    state = playbook_regeneration(_params(url, hook, tmp_path), return_state=True)
+    state = playbook_regeneration(**_params(url, hook, tmp_path), return_state=True)
     assert state.is_failed()
     assert state.message.startswith("Learning is stalled: auth_error (inferred")
     assert {r["user_playbook_id"] for r in _rows(url) if r["status"] is None} == current
@@ -120,7 +119,7 @@ def test_failure_after_upgrade_rolls_back_to_the_backup(
     monkeypatch.setattr(module, "verify_ids", broken)
     url = seeded_stack.url
     before = [r for r in _rows(url) if r["status"] is None]
-    state = playbook_regeneration(_params(url, hook, tmp_path), return_state=True)
+    state = playbook_regeneration(**_params(url, hook, tmp_path), return_state=True)
     assert state.is_failed() and "Upgrade rolled back after: injected" in state.message
     assert state.result(raise_on_failure=False).decision is Decision.ROLLED_BACK
     # H6: the rerun tombstoned the CURRENT rows it re-derived; the rollback re-created them

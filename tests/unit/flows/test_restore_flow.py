@@ -17,7 +17,6 @@ from core.erasures import erasure_name, record_erasures
 from core.state import Counts, ExpectedState
 from core.touched import touched_name, write_touched_ids
 from flows.lock import LockLost
-from flows.params import RestoreParams
 from tasks.journal import delete_journal, load_journal
 from tests.unit.flows.fake_server import profile
 
@@ -112,7 +111,7 @@ def regenerate(where: Path | str) -> tuple[str, MemoryServer]:
 
 
 def run(**params: Any):
-    return restore_module.restore_profiles.fn(RestoreParams(reflexio_url=URL, **params))
+    return restore_module.restore_profiles.fn(reflexio_url=URL, **params)
 
 
 @pytest.mark.parametrize("remote", [False, True], ids=["local", "memory-url"])
