@@ -66,7 +66,7 @@ def test_each_server_has_its_own_url_key_block_backups_and_notification_block():
         values = [env[key] for env in envs]
         assert len(set(values)) == len(values), key
     assert all("://" in env["REFLEXIO_BACKUP_DIR"] for env in envs), "not the container's disk"
-    blocks = [d["parameters"]["params"]["notification_block"] for d in DOCKER_DEPLOYMENTS]
+    blocks = [d["parameters"]["notification_block"] for d in DOCKER_DEPLOYMENTS]
     assert len(set(blocks)) == len(blocks)
     pools = {d["work_pool"]["name"] for d in DOCKER_DEPLOYMENTS}
     assert len(pools) == 1, "several servers from one pool"
