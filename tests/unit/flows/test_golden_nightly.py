@@ -114,7 +114,7 @@ def test_the_golden_stage_is_off_by_default() -> None:
 def test_without_a_golden_file_the_regeneration_runs_as_before(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, artifacts: dict[str, str]
 ) -> None:
-    outcome, ops, golden = _run(monkeypatch, tmp_path, [])
+    outcome, _, golden = _run(monkeypatch, tmp_path, [])
 
     assert outcome.decision is Decision.UPGRADED
     assert golden.candidates == []  # no scratch server learned anything
@@ -150,7 +150,7 @@ def test_a_golden_set_below_the_floor_stops_the_run_before_any_write(
 def test_the_scratch_server_learns_with_the_servers_learning_config_only(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, artifacts: dict[str, str]
 ) -> None:
-    outcome, ops, golden = _run(monkeypatch, tmp_path, [], golden_file=SAMPLE)
+    _, _, golden = _run(monkeypatch, tmp_path, [], golden_file=SAMPLE)
 
     [candidate] = golden.candidates
     assert set(candidate) <= set(LEARNING_FIELDS)
