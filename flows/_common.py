@@ -15,6 +15,7 @@ from core.kinds import Kind
 from core.listing import ListingNotProven
 from core.outcome import Decision, RegenerationOutcome
 from core.regeneration import Engine, Refused
+from flows.golden_stage import golden_first
 from flows.lock import Held, ServerBusy, ensure_still_held, lock_busy, server_lock
 from flows.params import RegenerationParams
 from flows.stored_repair import NotRepaired
@@ -103,7 +104,9 @@ def publish_summary(engine: Engine) -> None:
 
 
 def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> State:
-    """Hold the server's lock around the engine; refusals and Reflexio errors become an
+    """Hold the server's lock around the engine, the golden set first when the run has a
+    golden file (flows/golden_stage.py: under the lock, so that the config it reads is the
+    server's own, not a prompt check's candidate); refusals and Reflexio errors become an
     outcome that says why; the run summary is always published."""
     engine = make_engine(kind, params, title)
     summary = engine.summary
@@ -112,7 +115,7 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
     busy = False
     try:
         with server_lock(engine.ops.url, params.lock_timeout_s) as held:
-            outcome = run_step(engine, engine.run)
+            outcome = golden_first(engine, params) or run_step(engine, engine.run)
             if held.repaired:  # an unfinished prompt check was undone first: say so
                 summary.note(held.repaired)
                 outcome.message = f"{held.repaired} {outcome.message}"

@@ -77,7 +77,37 @@ class WriterParams(ServerParams):
     )
 
 
-class RegenerationParams(WriterParams):
+class GoldenParams(BaseModel):
+    """The golden set, run first on a scratch server (flows/golden_stage.py): the prompt
+    check's candidate config, or a regeneration's current learning config, must find the
+    expected facts and rules before the run writes anything to the server."""
+
+    golden_file: Path | None = Field(
+        None,
+        description="A golden set (YAML, see golden/sample.yaml): before anything is written "
+        "to the server, a scratch Reflexio server learns the golden conversations with the "
+        "config under test (the prompt check's candidate; a regeneration's current learning "
+        "config), and the run fails below the gate policy's golden_min_recall. Empty: no "
+        "golden set.",
+    )
+    golden_server_url: str | None = Field(
+        None,
+        description="A scratch Reflexio server to run the golden set on instead of starting "
+        "one (its golden users' data is erased first). Never the server the run works on.",
+    )
+    golden_llm_key_block: str = Field(
+        GOLDEN_KEY_BLOCK,
+        description="Secret block holding the LLM provider key (OPENAI_API_KEY) of the "
+        "scratch server the run starts.",
+    )
+    golden_llm_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint for the scratch server's chat and embedding "
+        "calls (the stand-in in tests); empty: the provider's own API.",
+    )
+
+
+class RegenerationParams(WriterParams, GoldenParams):
     """Profile regeneration: rerun -> gate -> backup -> upgrade -> verify (rollback)."""
 
     sources: list[str] = Field(
@@ -325,7 +355,7 @@ class StallWatchParams(ServerParams):
     )
 
 
-class PromptChangeParams(WriterParams):
+class PromptChangeParams(WriterParams, GoldenParams):
     """A candidate config to try; the Prefect UI renders this as the run form."""
 
     candidate_config: SecretStr = Field(
@@ -358,27 +388,6 @@ class PromptChangeParams(WriterParams):
         "The next run on the server restores from there if this check dies mid-promotion.",
     )
     operation_timeout_s: float = Field(1800, gt=0, description="Wait for each rerun.")
-    golden_file: Path | None = Field(
-        None,
-        description="A golden set (YAML, see golden/sample.yaml): before the server is touched, "
-        "the candidate runs on a scratch Reflexio server that learns the golden conversations, "
-        "and fails below the gate policy's golden_min_recall. Empty: no golden set.",
-    )
-    golden_server_url: str | None = Field(
-        None,
-        description="A scratch Reflexio server to run the golden set on instead of starting "
-        "one (its golden users' data is erased first). Never the server being checked.",
-    )
-    golden_llm_key_block: str = Field(
-        GOLDEN_KEY_BLOCK,
-        description="Secret block holding the LLM provider key (OPENAI_API_KEY) of the "
-        "scratch server the check starts.",
-    )
-    golden_llm_base_url: str | None = Field(
-        None,
-        description="OpenAI-compatible endpoint for the scratch server's chat and embedding "
-        "calls (the stand-in in tests); empty: the provider's own API.",
-    )
 
     @field_validator("agent_version")
     @classmethod

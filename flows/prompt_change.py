@@ -51,12 +51,10 @@ from flows import run_names
 from flows._common import STALLED_STATE_NAME, make_engine, publish_summary, run_id, run_step
 from flows.check_repair import undo_and_forget
 from flows.flat_params import flat_parameters
-from flows.golden_stage import GoldenInputError, GoldenResult, prepare, run_golden
+from flows.golden_stage import GoldenResult, GoldenStop, Stop, golden_stage
 from flows.lock import ServerBusy, lock_busy, server_lock
 from flows.params import PlaybookRegenerationParams, PromptChangeParams, RegenerationParams
 from flows.stored_repair import NotRepaired
-from local_stack.reflexio_server import ServerStartError
-from local_stack.server_venv import ServerInstallError
 from reflexio_api import ReflexioError, ReflexioSettings
 from tasks.check_record import delete_record, save_record
 from tasks.config import apply_config, read_config
@@ -358,26 +356,26 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
     return result
 
 
+UNTOUCHED = "The candidate config was not applied to the server."
+STOP_VERDICT = {
+    Stop.BAD_INPUT: Verdict.BAD_INPUT,
+    Stop.ERROR: Verdict.ERROR,
+    Stop.FAILED: Verdict.FAIL,
+}
+
+
 def _golden_stage(
     params: PromptChangeParams, checked_url: str, candidate: dict[str, Any]
 ) -> GoldenResult | PromptCheckResult | None:
     """The golden set on a scratch server (flows/golden_stage.py), before the checked server
     is touched: its result, or the check's final result when it failed or could not run;
     None without a golden file."""
-    if params.golden_file is None:
-        return None
-    untouched = "The candidate config was not applied to the server."
-    try:
-        golden = run_golden(params, prepare(params, checked_url), candidate)
-    except GoldenInputError as exc:
-        return _result(params, Verdict.BAD_INPUT, f"{exc} {untouched}")
-    except (ReflexioError, ServerStartError, ServerInstallError) as exc:
-        message = f"The golden set's scratch server failed: {exc} {untouched}"
-        return _result(params, Verdict.ERROR, message)
-    if not golden.failed:
-        return golden
-    result = _result(params, Verdict.FAIL, f"{golden.sentence()} {untouched}")
-    result.report_markdown += f"\n{golden.markdown}"
+    stage = golden_stage(params, checked_url, candidate, "the candidate config", UNTOUCHED)
+    if not isinstance(stage, GoldenStop):
+        return stage
+    result = _result(params, STOP_VERDICT[stage.why], stage.message)
+    if stage.result is not None:
+        result.report_markdown += f"\n{stage.result.markdown}"
     return result
 
 
