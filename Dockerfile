@@ -16,6 +16,7 @@ COPY core/ core/
 COPY tasks/ tasks/
 COPY flows/ flows/
 COPY deployments/ deployments/
+COPY local_stack/ local_stack/
 RUN pip install --no-deps .
 RUN useradd --create-home --uid 10001 reflexio
 USER reflexio
