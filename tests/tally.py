@@ -17,6 +17,7 @@ from collections import Counter
 
 import pytest
 
+CHECKED_BY_ID = "test cases checked by id, nothing lost"
 CATEGORIES = (
     "fault x call point cases",
     "faults fired",
@@ -25,9 +26,9 @@ CATEGORIES = (
     "bad inputs refused before any request",
     "pairs of writers started at once",
     "runs scanned for secrets",
-    "test cases checked by id, nothing lost",
+    CHECKED_BY_ID,
 )
-ONCE_PER_TEST = frozenset({"test cases checked by id, nothing lost"})
+ONCE_PER_TEST = frozenset({CHECKED_BY_ID})
 """Categories a test counts once, however many of its checks claim them."""
 BARS = {
     "fault x call point cases": 50,
@@ -41,14 +42,18 @@ MEASURED: Counter[str] = Counter()
 """What this process's passed tests proved, by category."""
 _claimed: Counter[str] = Counter()
 """What the running test has claimed so far."""
-_passed_call: set[str] = set()
-"""Node ids whose setup and call passed; counted when their teardown passes too."""
+_call_passed = False
+"""Whether the running test's setup and call passed (its claims count if teardown does too)."""
+
+
+def _check_known(category: str) -> None:
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown tally category {category!r}; one of {CATEGORIES}")
 
 
 def claim(category: str, cases: int = 1) -> None:
     """The running test proves `cases` more of `category` (counted if it passes)."""
-    if category not in CATEGORIES:
-        raise ValueError(f"unknown tally category {category!r}; one of {CATEGORIES}")
+    _check_known(category)
     _claimed[category] += cases
 
 
@@ -59,8 +64,7 @@ def claimed() -> Counter[str]:
 
 def _commit() -> None:
     for category, cases in _claimed.items():
-        if category not in CATEGORIES:
-            raise ValueError(f"unknown tally category {category!r}; one of {CATEGORIES}")
+        _check_known(category)  # claims made through the `measured` fixture's counter
         MEASURED[category] += min(cases, 1) if category in ONCE_PER_TEST else cases
 
 
@@ -83,17 +87,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Count a test's claims once its setup, call and teardown all passed."""
+    global _call_passed
     if report.when == "setup":
         _claimed.clear()
-        if not report.passed:
-            _passed_call.discard(report.nodeid)
+        _call_passed = False
     elif report.when == "call":
-        if report.passed:
-            _passed_call.add(report.nodeid)
+        _call_passed = report.passed
     elif report.when == "teardown":
-        if report.passed and report.nodeid in _passed_call:
+        if report.passed and _call_passed:
             _commit()
-        _passed_call.discard(report.nodeid)
         _claimed.clear()
 
 

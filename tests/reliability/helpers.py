@@ -21,9 +21,8 @@ from core.outcome import Decision, RegenerationOutcome
 from core.touched import read_touched_ids
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.integration.pipeline_helpers import profile_rows, run_backup
-from tests.tally import claim
+from tests.tally import CHECKED_BY_ID, claim
 
-CHECKED_BY_ID = "test cases checked by id, nothing lost"
 UPGRADE = "upgrade_all_profiles"
 DOWNGRADE = "downgrade_all_profiles"
 
