@@ -69,10 +69,13 @@ class LocalStack:
         """What a snapshot holds: the SQLite data and the config file, which lives apart."""
         return {"data": self.server.state_dir / "data", "configs": self.server.config_dir}
 
+    def _snapshot_dir(self, name: str) -> Path:
+        return self.server.state_dir / "snapshots" / name
+
     def snapshot(self, name: str) -> None:
         """Save the server's data and config (stopping it briefly) for ``restore``."""
         self.server.stop()
-        target = self.server.state_dir / "snapshots" / name
+        target = self._snapshot_dir(name)
         shutil.rmtree(target, ignore_errors=True)
         for label, folder in self._saved_folders().items():
             folder.mkdir(parents=True, exist_ok=True)
@@ -83,7 +86,7 @@ class LocalStack:
         """Put back the data and config saved by ``snapshot`` and restart the server (~5 s).
         Both are replaced, so the server is killed rather than stopped (saves ~4 s)."""
         self.server.stop(graceful=False)
-        source = self.server.state_dir / "snapshots" / name
+        source = self._snapshot_dir(name)
         for label, folder in self._saved_folders().items():
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(source / label, folder)
@@ -92,13 +95,13 @@ class LocalStack:
 
     def export_snapshot(self, name: str, target: Path) -> None:
         """Copy the snapshot ``name`` to ``target`` (another stack can ``import_snapshot``)."""
-        shutil.copytree(self.server.state_dir / "snapshots" / name, target)
+        shutil.copytree(self._snapshot_dir(name), target)
 
     def import_snapshot(self, name: str, source: Path) -> None:
         """Take an exported snapshot as this stack's snapshot ``name`` and ``restore`` it.
         The data holds no address: the server finds the stand-in LLM through its
         environment."""
-        target = self.server.state_dir / "snapshots" / name
+        target = self._snapshot_dir(name)
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
         self.restore(name)
