@@ -25,7 +25,7 @@ import pandas as pd
 from gate.checks import Check, Severity
 from gate.policy import GatePolicy
 from gate.report import _cut
-from gate.similarity import _best, _blocks
+from gate.similarity import EPS, _best, _blocks
 from gate.textvec import HashedTfidf
 
 GoldenKind = Literal["profiles", "playbooks"]
@@ -34,8 +34,6 @@ BLOCK_ROWS = 500
 items score 4x faster than with 2,000)."""
 MAX_LISTED = 50
 """Missed and unexpected items listed in the Markdown report, each (the rest are counted)."""
-EPS = 1e-6
-"""Float32 cosines of equal texts can fall this short of 1."""
 
 
 @dataclass(frozen=True)
