@@ -16,6 +16,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 
 class GatePolicyError(ValueError):
@@ -144,15 +145,17 @@ class _Overrides(BaseModel):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
+def _constrained(field: FieldInfo) -> Any:
+    """A field's type with its bounds (Annotated needs at least one of them)."""
+    return Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+
+
 GatePolicyOverrides = create_model(
     "GatePolicyOverrides",
     __base__=_Overrides,
     __doc__="Some of the gate's thresholds, each typed and bounded as in GatePolicy; a "
     "threshold left empty keeps its default (or the policy it is applied to).",
-    **{
-        name: (Annotated[field.annotation, *field.metadata] | None, None)  # type: ignore[misc]
-        for name, field in GatePolicy.model_fields.items()
-    },
+    **{name: (_constrained(field) | None, None) for name, field in GatePolicy.model_fields.items()},
 )
 """A form of the gate's thresholds: every GatePolicy field, optional; the flows apply it to
 the default policy."""
