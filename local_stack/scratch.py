@@ -23,8 +23,8 @@ def scratch_server(provider_key: str, llm_base_url: str | None = None) -> Iterat
     venv = ensure_server_venv()
     with tempfile.TemporaryDirectory(prefix="reflexio-golden-") as state:
         server = ReflexioServer(venv, Path(state), llm_base_url, provider_key=provider_key)
-        server.start()
         try:
+            server.start()  # inside: a start cut short by a timeout is stopped too
             yield server.url
         finally:
             server.stop(graceful=False)
