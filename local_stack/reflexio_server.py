@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -14,11 +13,11 @@ from pathlib import Path
 
 import httpx
 
+from local_stack.preloaded import ForkedServer, ForkServer, die_with_parent
 from local_stack.server_venv import server_python, shim_dir
 
 READY_TIMEOUT_S = 60.0
 START_ATTEMPTS = 2
-PR_SET_PDEATHSIG = 1
 
 
 class ServerStartError(RuntimeError):
@@ -34,16 +33,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the process that started it dies (Linux),
-    so a killed test run or main job never leaves a server behind."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def _site_packages(venv: Path) -> Path:
@@ -63,6 +52,7 @@ class ReflexioServer:
         rate_limits: bool = False,
         extra_env: Mapping[str, str] | None = None,
         provider_key: str = "sk-stand-in",
+        preload: bool = False,
     ) -> None:
         self.venv = venv
         self.state_dir = state_dir
@@ -76,7 +66,10 @@ class ReflexioServer:
         self.extra_env = dict(extra_env or {})
         """Server settings beyond the defaults, e.g. REFLEXIO_ROW_LIMIT_PROFILES for a
         server seeded with more than its 250,000-row retention cap."""
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | ForkedServer | None = None
+        self._fork_server = ForkServer(venv, self.log_path) if preload else None
+        """With `preload`, starts fork a process that imported the server's libraries once
+        (local_stack/server_fork.py): for suites that restart the server many times."""
 
     @property
     def url(self) -> str:
@@ -144,26 +137,21 @@ class ReflexioServer:
         for folder in (work_dir, self.state_dir / "logs", self.state_dir / "data"):
             folder.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "reflexio.env").touch()
-        command = [
-            str(server_python(self.venv)),
-            "-m",
-            "reflexio.server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
+        args = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        if self._fork_server is not None:
+            self._process = self._fork_server.fork(
+                args, cwd=work_dir, log=self.log_path, env=self.environment()
+            )
+            return
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command,
+                [str(server_python(self.venv)), "-m", "reflexio.server", *args],
                 cwd=work_dir,
                 env=self.environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def _wait_ready(self) -> None:
@@ -216,6 +204,12 @@ class ReflexioServer:
                 pass
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
+
+    def close(self) -> None:
+        """Stop the server for good (and its fork server, if it has one)."""
+        self.stop()
+        if self._fork_server is not None:
+            self._fork_server.close()
 
     def restart(self) -> None:
         """Stop and start again on the same port and state (data survives)."""

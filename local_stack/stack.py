@@ -25,6 +25,9 @@ class LocalStack:
     api_key: str | None = None
     rate_limits: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    preload: bool = False
+    """Fork server starts from a process that imported the server's libraries once (for a
+    test suite that restores snapshots hundreds of times; see local_stack/preloaded.py)."""
     llm: StandInLLM = field(init=False)
     server: ReflexioServer = field(init=False)
 
@@ -47,17 +50,19 @@ class LocalStack:
             api_key=self.api_key,
             rate_limits=self.rate_limits,
             extra_env=self.extra_env,
+            preload=self.preload,
         )
         try:
             self.server.start()
         except Exception:
+            self.server.close()
             self.llm.stop()
             raise
         return self
 
     def stop(self) -> None:
         """Stop the server, then the stand-in."""
-        self.server.stop()
+        self.server.close()
         self.llm.stop()
 
     @property

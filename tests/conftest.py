@@ -65,7 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     shared = tmp_path_factory.getbasetemp().parent / f"seeded-{run}" if worker and run else None
-    with LocalStack(state_dir=tmp_path_factory.mktemp("reflexio")) as running:
+    with LocalStack(state_dir=tmp_path_factory.mktemp("reflexio"), preload=True) as running:
         with _exclusive(shared.with_suffix(".lock")) if shared else contextlib.nullcontext():
             if shared is not None and shared.exists():
                 running.import_snapshot(SEEDED, shared)

@@ -1,11 +1,14 @@
 """ReflexioServer.start against a stand-in server program: a hung startup leaves its thread
-stacks in the log, is tried once more, and never leaves a process behind."""
+stacks in the log, is tried once more, and never leaves a process behind, whether the server
+is launched as a new process or forked by the fork server (preload)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 import local_stack.reflexio_server as reflexio_server
@@ -13,13 +16,15 @@ from local_stack.reflexio_server import ReflexioServer, ServerStartError
 
 # Hangs on the first launch (a marker file counts launches); serves /health/ready after.
 FAKE_SERVER = """
-import sys, time
+import os, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 marker = Path("launches")
 launches = int(marker.read_text()) + 1 if marker.exists() else 1
 marker.write_text(str(launches))
+Path(f"env-{launches}").write_text(os.environ.get("STAND_IN_SETTING", ""))
+Path(f"pid-{launches}").write_text(str(os.getpid()))
 print("Waiting for application startup.", flush=True)
 if launches <= int(Path("hang_launches").read_text()):
     time.sleep(600)
@@ -47,39 +52,86 @@ def fake_venv(tmp_path: Path) -> Path:
     return venv
 
 
-def _server(venv: Path, tmp_path: Path, hang_launches: int) -> ReflexioServer:
-    server = ReflexioServer(venv, tmp_path / "state", "http://127.0.0.1:9")
+PRELOAD = pytest.mark.parametrize("preload", [False, True], ids=["launched", "forked"])
+
+
+def _server(
+    venv: Path, tmp_path: Path, hang_launches: int, preload: bool = False
+) -> ReflexioServer:
+    server = ReflexioServer(venv, tmp_path / "state", "http://127.0.0.1:9", preload=preload)
     (server.state_dir / "cwd").mkdir(parents=True)
     (server.state_dir / "cwd" / "hang_launches").write_text(str(hang_launches))
     return server
 
 
+@PRELOAD
 def test_a_hung_startup_is_dumped_and_tried_once_more(
-    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preload: bool
 ) -> None:
     monkeypatch.setattr(reflexio_server, "READY_TIMEOUT_S", 3.0)
-    server = _server(fake_venv, tmp_path, hang_launches=1)
+    server = _server(fake_venv, tmp_path, hang_launches=1, preload=preload)
     server.start()
     try:
         log = server.log_path.read_text()
         assert "Fatal Python error: Aborted" in log
-        assert '__main__.py", line 11 in <module>' in log
+        assert '__main__.py", line 13 in <module>' in log
         assert (server.state_dir / "cwd" / "launches").read_text() == "2"
     finally:
-        server.stop(graceful=False)
+        server.close()
 
 
+@PRELOAD
 def test_a_startup_that_hangs_twice_fails_with_the_stacks_and_no_process_left(
-    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preload: bool
 ) -> None:
     monkeypatch.setattr(reflexio_server, "READY_TIMEOUT_S", 3.0)
-    server = _server(fake_venv, tmp_path, hang_launches=2)
+    server = _server(fake_venv, tmp_path, hang_launches=2, preload=preload)
     with pytest.raises(ServerStartError, match="not ready after 3 s") as raised:
         server.start()
     assert "Fatal Python error: Aborted" in str(raised.value)
     assert str(server.log_path) in str(raised.value)
     assert server._process is None
     assert (server.state_dir / "cwd" / "launches").read_text() == "2"
+    assert not _alive(_pid(server, 1)) and not _alive(_pid(server, 2))
+    server.close()
+
+
+def _pid(server: ReflexioServer, launch: int) -> int:
+    return int((server.state_dir / "cwd" / f"pid-{launch}").read_text())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_forked_servers_run_the_module_afresh_with_the_environment_of_their_start(
+    fake_venv: Path, tmp_path: Path
+) -> None:
+    """Each start runs the server's module again in a new process (a restart is not the
+    same process); a changed environment reaches the next start (the fork server is
+    replaced); close() leaves neither a server nor the fork server behind."""
+    server = _server(fake_venv, tmp_path, hang_launches=0, preload=True)
+    cwd = server.state_dir / "cwd"
+    try:
+        server.start()
+        fork_server = server._fork_server._process  # type: ignore[union-attr]
+        server.restart()
+        server.extra_env["STAND_IN_SETTING"] = "changed"
+        server.restart()
+        assert (cwd / "launches").read_text() == "3"
+        assert [(cwd / f"env-{n}").read_text() for n in (1, 2, 3)] == ["", "", "changed"]
+        assert len({_pid(server, n) for n in (1, 2, 3)}) == 3
+        assert not _alive(_pid(server, 1)) and not _alive(_pid(server, 2))
+        assert fork_server is not None and fork_server.poll() is not None  # replaced
+        assert httpx.get(f"{server.url}/health/ready", timeout=5).status_code == 200
+    finally:
+        server.close()
+    assert not _alive(_pid(server, 3))
+    assert server._fork_server._process is None  # type: ignore[union-attr]
 
 
 def test_the_environment_carries_the_provider_key_and_points_at_the_stand_in_only_when_given(
