@@ -100,6 +100,8 @@ class Held:
     url: str
     lost: str | None = None
     repaired: str | None = None
+    stopped: bool = False
+    """A write was refused because the lock was lost: the run stopped there."""
 
     def lost_message(self) -> str:
         """What a run whose lock was lost says in its summary and final message."""
@@ -301,6 +303,7 @@ def ensure_still_held(url: str) -> None:
     name = lock_name(url)
     for held in _HELD.get():
         if held.name == name and held.lost:
+            held.stopped = True
             raise LockLost(
                 f"Stopped before a write: the server lock '{name}' was lost ({held.lost}); "
                 "another writer may be working on the server. The run journal is kept: the "
@@ -310,8 +313,9 @@ def ensure_still_held(url: str) -> None:
 
 def holds_server_lock(body: Callable[[P], State]) -> Callable[[P], State]:
     """Run a writer flow's body under its server's lock: LockBusy when another writer holds
-    it, Failed when an unfinished writer could not be repaired; what was repaired, and a
-    lock lost during the run, are added to the final message."""
+    it, Failed when an unfinished writer could not be repaired or the body stopped before a
+    write because the lock was lost; what was repaired, and a lock lost while the run went
+    on to its end, are added to the final message."""
 
     @functools.wraps(body)
     def locked(params: P) -> State:
@@ -321,11 +325,11 @@ def holds_server_lock(body: Callable[[P], State]) -> Callable[[P], State]:
         except ServerBusy as exc:
             run_logger().warning("%s", exc)
             return lock_busy(str(exc))
-        except NotRepaired as exc:
+        except (NotRepaired, LockLost) as exc:
             run_logger().error("%s", exc)
             return Failed(message=str(exc))
         if held.repaired or held.lost:
-            lost = held.lost_message() if held.lost else None
+            lost = held.lost_message() if held.lost and not held.stopped else None
             state.message = " ".join(filter(None, [held.repaired, state.message, lost]))
         return state
 

@@ -18,15 +18,17 @@ from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.context import get_run_context
-from prefect.states import Completed, State
+from prefect.states import Completed, Failed, State
 
 from deployments.catalogue import lock_name
 from flows import lock
 from flows.clear_users import clear_users
 from flows.lock import (
     LOCK_BUSY_STATE_NAME,
+    LockLost,
     ServerBusy,
     ensure_lock,
+    ensure_still_held,
     holds_server_lock,
     lost_reason,
     server_lock,
@@ -172,6 +174,41 @@ def test_a_writer_flow_whose_lock_was_lost_finishes_and_says_so(prefect_api, url
     assert state.is_completed(), state.message
     assert state.message.startswith("Wrote and verified.")
     assert f"The server lock '{lock_name(url)}' was lost" in state.message
+
+
+@pytest.mark.parametrize("caught_by_the_body", [False, True])
+def test_a_writer_stopped_by_a_lost_lock_fails_saying_it_stopped(
+    prefect_api, url, monkeypatch, caught_by_the_body: bool
+):
+    """Whether the body lets LockLost through (clear-user-data, the sweep) or turns it into
+    its own Failed state (restore), the run fails, says it stopped before a write, and does
+    not also claim it went on to finish its checks."""
+    request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/leases/x/renew")
+    gone = httpx.HTTPStatusError("gone", request=request, response=httpx.Response(410))
+    _renewals(monkeypatch, lambda: gone)
+    writes: list[int] = []
+
+    @flow(name="test-stopped-writer")
+    @holds_server_lock
+    def writer(params: WriterParams) -> State:
+        for step in range(200):
+            time.sleep(0.05)
+            try:
+                ensure_still_held(url)
+            except LockLost as exc:
+                if caught_by_the_body:
+                    return Failed(message=f"Restore stopped: {exc}")
+                raise
+            writes.append(step)
+        return Completed(message="Wrote everything.")
+
+    state = writer(WriterParams(reflexio_url=url), return_state=True)
+    assert state.is_failed(), state.message
+    first = "Restore stopped: Stopped before a write" if caught_by_the_body else "Stopped before"
+    assert state.message.startswith(first), state.message  # not a traceback
+    assert "went on and finished" not in state.message
+    assert len(writes) < 200
+    assert _active_slots(url) == 0
 
 
 def test_the_lease_names_the_flow_run_that_holds_it(prefect_api, url, monkeypatch):
