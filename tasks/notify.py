@@ -30,9 +30,8 @@ from prefect.client.schemas.filters import (
     BlockSchemaFilterCapabilities,
 )
 from prefect.client.schemas.objects import BlockDocument
-from prefect.tasks import exponential_backoff
 
-from tasks.retry import BACKOFF_FACTOR, JITTER, worst_case_s
+from tasks.retry import retry_options, worst_case_s
 
 
 class NotificationFailed(RuntimeError):
@@ -169,10 +168,7 @@ def deliver(block: NotificationBlock, name: str, subject: str, body: str) -> Non
 @task(
     name="send-notification",
     cache_policy=NO_CACHE,
-    retries=SEND_RETRIES,
-    retry_delay_seconds=exponential_backoff(backoff_factor=BACKOFF_FACTOR),
-    retry_jitter_factor=JITTER,
-    retry_condition_fn=retry_transient_send,
+    **retry_options(retries=SEND_RETRIES, condition=retry_transient_send),
 )
 def send_notification(block_name: str, subject: str, body: str) -> None:
     """Load the block and deliver; a transient failure is retried SEND_RETRIES times, then

@@ -61,25 +61,26 @@ def honour_retry_after(
         raise
 
 
-def worst_case_s(
-    attempt_s: float,
-    retries: int = RETRIES,
-    retry_after_s: float = 0.0,
-    backoff_factor: float = BACKOFF_FACTOR,
-    jitter: float = JITTER,
-) -> float:
+def worst_case_s(attempt_s: float, retries: int = RETRIES, retry_after_s: float = 0.0) -> float:
     """The longest a task with these retries takes when every attempt fails slowly: each
     attempt runs `attempt_s` and sleeps `retry_after_s` (the server's Retry-After, capped),
     and each backoff delay comes out at its jitter's upper bound."""
-    delays = exponential_backoff(backoff_factor=backoff_factor)(retries)
-    return (retries + 1) * (attempt_s + retry_after_s) + sum(delays) * (1 + jitter)
+    delays = exponential_backoff(backoff_factor=BACKOFF_FACTOR)(retries)
+    return (retries + 1) * (attempt_s + retry_after_s) + sum(delays) * (1 + JITTER)
 
 
-def retry_options(*, writes: bool = False) -> dict[str, Any]:
-    """Keyword arguments for @task: retries with exponential backoff and jitter."""
+def retry_options(
+    *,
+    writes: bool = False,
+    retries: int = RETRIES,
+    condition: Callable[[Any, Any, Any], bool] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for @task: `retries` with exponential backoff and jitter, on
+    transient faults (a write: only when it cannot have been applied) or `condition`."""
+    default = retry_unless_maybe_applied if writes else retry_transient
     return {
-        "retries": RETRIES,
+        "retries": retries,
         "retry_delay_seconds": exponential_backoff(backoff_factor=BACKOFF_FACTOR),
         "retry_jitter_factor": JITTER,
-        "retry_condition_fn": retry_unless_maybe_applied if writes else retry_transient,
+        "retry_condition_fn": condition or default,
     }
