@@ -26,7 +26,7 @@ import pandas as pd
 
 from core.kinds import Kind, row_status
 from core.state import IdSnapshot, name_ids
-from gate.scope import unsourced
+from gate.scope import has_no_source, unsourced
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Scope:
         if not self.sources:
             return True
         source = row.get("source")
-        return self.unsourced if not source else source in self.sources
+        return self.unsourced if has_no_source(source) else source in self.sources
 
     def describe(self) -> str:
         """The scope in words, for messages."""

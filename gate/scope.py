@@ -31,8 +31,14 @@ class RunScope(BaseModel):
     """What the upgrade replaces beyond what the candidate was learned from, in words."""
 
 
+def has_no_source(source: object) -> bool:
+    """The rule for a row that carries no source (H15: rows a rerun without a source
+    wrote): missing, None/NaN or blank."""
+    return source is None or pd.isna(source) or not str(source).strip()
+
+
 def unsourced(frame: pd.DataFrame) -> pd.Series:
-    """Which rows carry no source (H15: rows a rerun without a source wrote)."""
+    """Which rows carry no source: `has_no_source` over a frame's column, vectorised."""
     if "source" not in frame.columns:
         return pd.Series(True, index=frame.index)
     source = frame["source"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.live import Scope
 from gate import GatePolicy, RunScope, Severity, evaluate, with_scope
-from gate.scope import rows_by_source
+from gate.scope import has_no_source, rows_by_source, unsourced
 
 
 def rows(users: int, source: str | None, tag: str, what: str = "said") -> list[dict]:
@@ -93,3 +94,16 @@ def test_rows_without_a_source_count_for_every_source():
     frame = pd.DataFrame(rows(2, "chat", "a") + rows(3, "email", "a") + rows(1, None, "a"))
     assert rows_by_source(frame, ["chat", "email", "sms"]) == {"chat": 3, "email": 4, "sms": 1}
     assert rows_by_source(frame, [""]) == {"": 6}
+
+
+def test_one_rule_for_rows_without_a_source_over_rows_and_frames():
+    """The live scope (one row at a time) and the gate (a frame) agree on which rows carry
+    no source: missing, None, NaN or blank."""
+    sources = [None, float("nan"), "", "  ", "chat", " email "]
+    frame = pd.DataFrame({"source": sources})
+    by_row = [has_no_source(source) for source in sources]
+    assert by_row == [True, True, True, True, False, False]
+    assert unsourced(frame).tolist() == by_row
+    scope = Scope(sources=("chat",))
+    assert [scope.covers({"source": s}) for s in sources] == [False] * 4 + [True, False]
+    assert Scope(sources=("chat",), unsourced=True).covers({"source": "  "})
