@@ -126,7 +126,7 @@ class ReflexioServer:
         env = {
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8",
-            "PYTHONPATH": str(self._shim()),
+            "PYTHONPATH": os.pathsep.join(str(shim) for shim in self._shims()),
             "OPENAI_API_KEY": self._provider_key,
             "REFLEXIO_RERANK_ENABLED": "false",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
@@ -146,17 +146,18 @@ class ReflexioServer:
             env["REFLEXIO_API_KEY"] = self.api_key
         return {**env, **self.extra_env}
 
-    def _shim(self) -> Path:
-        """The folder with the sitecustomize the server starts with: the venv's, or a copy
-        with IN_PROCESS_CALLS appended."""
+    def _shims(self) -> list[Path]:
+        """The server's PYTHONPATH: the venv's shim, after (with ``llm_calls_in_process``)
+        a folder whose sitecustomize, found first, is the venv's with IN_PROCESS_CALLS
+        appended."""
         shim = shim_dir(self.venv)
         if not self.llm_calls_in_process:
-            return shim
+            return [shim]
         own = self.state_dir / "shim-in-process"
         own.mkdir(parents=True, exist_ok=True)
         text = (shim / "sitecustomize.py").read_text() + IN_PROCESS_CALLS
         (own / "sitecustomize.py").write_text(text)
-        return own
+        return [own, shim]
 
     def start(self) -> ReflexioServer:
         """Launch the server and wait until /health/ready answers 200. A startup that hangs
