@@ -11,12 +11,18 @@ the server's own insert path (reflexio 0.2.32, ``sqlite_storage``) would write:
   FTS5 flush each, so they are dropped for the transaction and the new rows are indexed
   with the statement the server's own backfill uses; the triggers are then recreated.
 - ``lineage_event``: the ``create`` event the store appends for each new row.
+- ``requests`` / ``interactions`` (``ConversationSeed``): what a rerun reads per user
+  (``get_rerun_user_ids`` lists the users of ``requests``; the extractors read the last
+  window of ``interactions`` joined to their request), with ``interactions_fts`` as the
+  store fills it. ``ingestion_seq`` and ``learning_admission`` stay NULL, as on rows
+  stored before the server's learning stream existed: no live extraction picks them up,
+  and a rerun does not read them.
 
 ``embedding`` stays NULL and the sqlite-vec tables (``profiles_vec``,
-``user_playbooks_vec``) stay empty: no listing, statistics, upgrade, downgrade or delete
-reads them (deletes of missing vec rows are no-ops), and a NULL embedding keeps the
-server's boot-time vec backfill from touching seeded rows. Only semantic search and
-playbook aggregation, which need vectors, do not see seeded rows.
+``user_playbooks_vec``, ``interactions_vec``) stay empty: no listing, statistics, rerun,
+upgrade, downgrade or delete reads them (deletes of missing vec rows are no-ops), and a NULL
+embedding keeps the server's boot-time vec backfill from touching seeded rows. Only semantic
+search and playbook aggregation, which need vectors, do not see seeded rows.
 
 Never run this against a DB a server has open. Above 250,000 rows in a table, the server's
 boot-time retention sweep (row cap ``REFLEXIO_ROW_LIMIT_PROFILES``, default 250,000) sets
@@ -140,7 +146,54 @@ class UserPlaybookSeed:
         return f"{self.id_prefix}-{self.agent_version}-{self.status}-{n:07d}"
 
 
-Seed = ProfileSeed | UserPlaybookSeed
+@dataclass(frozen=True)
+class ConversationSeed:
+    """One stored conversation for each of the first ``users`` users of ``of``: a request
+    (``source``, ``agent_version``) whose user turns are that user's rows of ``of`` in row
+    order, so a rerun learns the facts those rows hold again. Stamped ``base_time`` (None:
+    when seeded). The stand-in LLM learns at most 5 facts a conversation: give ``of`` at
+    most 5 rows a user for the rerun to re-learn every one."""
+
+    of: ProfileSeed
+    users: int
+    source: str = "chat"
+    agent_version: str = "v1"
+    base_time: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.users <= min(self.of.users, self.of.count):
+            limit = min(self.of.users, self.of.count)
+            raise ValueError(
+                f"users must be between 1 and {limit} (users of `of`), got {self.users}"
+            )
+        if not self.source or not self.agent_version:
+            raise ValueError("source and agent_version must not be empty")
+
+    @property
+    def id_prefix(self) -> str:
+        """The prefix of the users it talks for (``of``'s)."""
+        return self.of.id_prefix
+
+    @property
+    def status(self) -> str:
+        """``of``'s status (one conversation seed per profile seed)."""
+        return self.of.status
+
+    def user_ids(self) -> list[str]:
+        """The users that get a conversation."""
+        return [user_id(self.of.id_prefix, u) for u in range(self.users)]
+
+    def request_id(self, user: int) -> str:
+        """The request id of user number ``user``'s conversation."""
+        return f"{self.of.id_prefix}-{self.of.status}-conversation-{user:06d}"
+
+    def lines(self, user: int) -> list[str]:
+        """User number ``user``'s turns: the content of its rows of ``of``."""
+        rows = range(user, self.of.count, self.of.users)
+        return [_content(self.of.user_id(n), n, self.of.status) for n in rows]
+
+
+Seed = ProfileSeed | UserPlaybookSeed | ConversationSeed
 
 
 @dataclass(frozen=True)
@@ -173,6 +226,7 @@ class SeedResult:
     profiles: tuple[SeededProfiles, ...]
     user_playbooks: tuple[SeededUserPlaybooks, ...]
     seconds: float
+    conversations: tuple[ConversationSeed, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -184,6 +238,10 @@ class SeedResult:
     def rows_per_second(self) -> float:
         """Write throughput, all tables included."""
         return self.rows / self.seconds if self.seconds else 0.0
+
+    def talking_users(self) -> set[str]:
+        """Every user given a seeded conversation (the users a rerun regenerates)."""
+        return {user for part in self.conversations for user in part.user_ids()}
 
     def profile_ids(self, status: SeedStatus) -> set[str]:
         """Every seeded profile id in one status."""
@@ -346,7 +404,38 @@ def _write_playbooks(
         conn.executemany(_LINEAGE_SQL, lineage)
 
 
+_REQUEST_SQL = (
+    "INSERT INTO requests (request_id, user_id, created_at, source, agent_version, session_id, "
+    "evaluation_only, governance_subject_ref) VALUES (?, ?, ?, ?, ?, ?, 0, ?)"
+)
+_INTERACTION_SQL = (
+    "INSERT INTO interactions (user_id, content, request_id, created_at, role, token_count, "
+    "tools_used, citations, retrieved_learnings, governance_subject_ref) "
+    "VALUES (?, ?, ?, ?, 'user', ?, '[]', '[]', '[]', ?)"
+)
+
+
+def _write_conversations(conn: sqlite3.Connection, spec: ConversationSeed, base_time: int) -> None:
+    """Each user's request and its user turns (interaction ids: AUTOINCREMENT's next)."""
+    created = _iso(base_time)
+    for chunk in _chunks(spec.users):
+        requests, turns = [], []
+        for number in chunk:
+            user = user_id(spec.of.id_prefix, number)
+            request = spec.request_id(number)
+            ref = _subject_ref(user)
+            session = f"{user}-{spec.source}-1"
+            requests.append((request, user, created, spec.source, spec.agent_version, session, ref))
+            turns += [
+                (user, line, request, created, len(line.split()), ref)
+                for line in spec.lines(number)
+            ]
+        conn.executemany(_REQUEST_SQL, requests)
+        conn.executemany(_INTERACTION_SQL, turns)
+
+
 _UNICODE_INDEXED = {
+    "interactions": "COALESCE(content, '') || ' ' || COALESCE(user_action_description, '')",
     "profiles": "COALESCE(content, '') || ' ' || COALESCE(expanded_terms, '')",
     "user_playbooks": "COALESCE(trigger, '') || ' ' || COALESCE(content, '') || ' ' || "
     "COALESCE(rationale, '') || ' ' || COALESCE(source, '')",
@@ -379,7 +468,13 @@ def _drop_unicode_triggers(conn: sqlite3.Connection) -> list[str]:
 
 def _index_unicode(conn: sqlite3.Connection, after: dict[str, int], triggers: list[str]) -> None:
     """Fill the Unicode FTS tables for the new rows as the server's backfill does, in one
-    statement per table, then put the triggers back."""
+    statement per table, then put the triggers back; and the new interactions' FTS rows,
+    which the store writes after each insert."""
+    conn.execute(
+        "INSERT INTO interactions_fts (rowid, content, user_action_description) "
+        "SELECT rowid, content, user_action_description FROM interactions WHERE rowid > ?",
+        (after["interactions"],),
+    )
     for table, text in _UNICODE_INDEXED.items():
         conn.execute(
             f"INSERT INTO {table}_unicode_fts(rowid, search_ngrams) "
@@ -435,6 +530,7 @@ def seed_rows(db_path: Path, specs: Sequence[Seed], now: int | None = None) -> S
     conn = _open(db_path)
     profiles: list[SeededProfiles] = []
     playbooks: list[SeededUserPlaybooks] = []
+    conversations: list[ConversationSeed] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
         next_id = _next_playbook_id(conn)
@@ -446,6 +542,9 @@ def seed_rows(db_path: Path, specs: Sequence[Seed], now: int | None = None) -> S
             if isinstance(spec, ProfileSeed):
                 _write_profiles(conn, spec, base_time)
                 profiles.append(SeededProfiles(spec))
+            elif isinstance(spec, ConversationSeed):
+                _write_conversations(conn, spec, base_time)
+                conversations.append(spec)
             else:
                 _write_playbooks(conn, spec, base_time, next_id)
                 playbooks.append(SeededUserPlaybooks(spec, next_id))
@@ -459,7 +558,8 @@ def seed_rows(db_path: Path, specs: Sequence[Seed], now: int | None = None) -> S
     finally:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.close()
-    return SeedResult(tuple(profiles), tuple(playbooks), time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return SeedResult(tuple(profiles), tuple(playbooks), elapsed, tuple(conversations))
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

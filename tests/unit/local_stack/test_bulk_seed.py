@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from local_stack.bulk_seed import (
+    ConversationSeed,
     ProfileSeed,
     SeededProfiles,
     SeededUserPlaybooks,
@@ -45,6 +46,26 @@ def test_bad_playbook_specs_say_what_is_wrong() -> None:
         UserPlaybookSeed("v1", "pending", count=5, users=1, same_second=6)
     with pytest.raises(ValueError, match="agent_version and id_prefix"):
         UserPlaybookSeed("", "pending", count=5, users=1)
+
+
+def test_bad_conversation_specs_say_what_is_wrong() -> None:
+    rows = ProfileSeed("current", count=6, users=3)
+    for users in (0, 4):
+        with pytest.raises(ValueError, match="users must be between 1 and 3"):
+            ConversationSeed(rows, users=users)
+    with pytest.raises(ValueError, match="source and agent_version"):
+        ConversationSeed(rows, users=1, source="")
+
+
+def test_a_conversation_holds_its_users_rows_as_user_turns() -> None:
+    rows = ProfileSeed("current", count=7, users=3, id_prefix="ci")
+    talk = ConversationSeed(rows, users=2)
+    assert talk.user_ids() == ["ci-user-000000", "ci-user-000001"]
+    assert talk.request_id(1) == "ci-current-conversation-000001"
+    # User 1 holds rows 1 and 4; each line names the user and its row number.
+    assert [line.split()[0] for line in talk.lines(1)] == ["ci-user-000001"] * 2
+    assert [" fact 1 " in talk.lines(1)[0], " fact 4 " in talk.lines(1)[1]] == [True, True]
+    assert len(talk.lines(0)) == 3  # rows 0, 3, 6
 
 
 def test_profile_ids_and_users_are_deterministic() -> None:

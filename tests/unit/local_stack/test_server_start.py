@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import local_stack.reflexio_server as reflexio_server
-from local_stack.reflexio_server import ReflexioServer, ServerStartError
+from local_stack.reflexio_server import IN_PROCESS_CALLS, ReflexioServer, ServerStartError
 
 # Hangs on the first launch (a marker file counts launches); serves /health/ready after.
 FAKE_SERVER = """
@@ -149,3 +149,28 @@ def test_the_environment_carries_the_provider_key_and_points_at_the_stand_in_onl
     assert not {"OPENAI_BASE_URL", "OPENAI_API_BASE", "REFLEXIO_EMBEDDING_SERVICE_URL"} & set(
         provider
     )
+
+
+def test_llm_calls_in_process_put_litellm_completion_behind_another_module(
+    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (fake_venv / "reflexio-shim" / "sitecustomize.py").write_text("VENV_SHIM = True\n")
+    server = _server(fake_venv, tmp_path, hang_launches=0)
+    assert server.environment()["PYTHONPATH"] == str(fake_venv / "reflexio-shim")
+
+    server.llm_calls_in_process = True
+    first, venv_shim = server.environment()["PYTHONPATH"].split(":")
+    assert venv_shim == str(fake_venv / "reflexio-shim")
+    text = (Path(first) / "sitecustomize.py").read_text()
+    assert text == "VENV_SHIM = True\n" + IN_PROCESS_CALLS
+
+    def completion(**kwargs: object) -> object:
+        return kwargs
+
+    completion.__module__ = "litellm.main"  # what the server checks: litellm's own
+    fake = type(sys)("litellm")
+    fake.completion = completion  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "litellm", fake)
+    exec(compile(text, "sitecustomize.py", "exec"), {"__name__": "sitecustomize"})
+    assert not fake.completion.__module__.startswith("litellm")  # type: ignore[attr-defined]
+    assert fake.completion(model="m") == {"model": "m"}  # type: ignore[attr-defined]
