@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -34,11 +35,24 @@ _FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+SHARED_FIELDS = frozenset({"user_id", "source", "generated_from_request_id", "request_id"})
+"""Fields whose values repeat across rows (a user's rows, a request's rows, a handful of
+sources): one string object per distinct value is kept (interned), not one per row. At a
+million rows that is most of a frame's memory besides content and ids."""
+
+
+def _shared(value: Any) -> Any:
+    """The one kept copy of a repeating string value; anything else as it is."""
+    return sys.intern(value) if type(value) is str else value
+
+
 class FrameBuilder:
     """Builds a gate frame from pages of rows as the Reflexio REST API returns them.
 
     Only the fields the gate reads are kept, as one list of values per field; the row dicts
-    are not. A field absent from a row is NaN there, as in a DataFrame built from all rows.
+    are not, and repeating values are kept once (SHARED_FIELDS). A field absent from a row
+    is NaN there, as in a DataFrame built from all rows. `frame()` is called once: it hands
+    the lists over to the frame column by column.
     """
 
     def __init__(self, kind: Kind) -> None:
@@ -58,11 +72,15 @@ class FrameBuilder:
                 if not any(field in row for row in page):
                     continue
                 values = self._values[field] = [np.nan] * self._rows
-            values.extend([row.get(field, np.nan) for row in page])
+            if field in SHARED_FIELDS:
+                values.extend([_shared(row.get(field, np.nan)) for row in page])
+            else:
+                values.extend([row.get(field, np.nan) for row in page])
         self._rows += len(page)
 
     def frame(self) -> pd.DataFrame:
-        """The normalised gate frame of every row added (see `frame_from_rows`).
+        """The normalised gate frame of every row added (see `frame_from_rows`); the
+        builder is emptied as the columns are made, so the rows are not held twice.
 
         Raises ValueError naming the fields that no row carries.
         """
@@ -72,11 +90,14 @@ class FrameBuilder:
         for column, fields in _FIELDS[self.kind].items():
             present = [f for f in fields if f in self._values]
             if present:
-                frame[column] = pd.Series(self._values[present[0]], index=index, dtype=object)
+                values = self._values.pop(present[0])
+                frame[column] = pd.Series(values, index=index, dtype=object)
+                values.clear()
             elif column == "trigger" or self._rows == 0:
                 frame[column] = None
             else:
                 missing.append(" or ".join(fields))
+        self._values.clear()
         if missing:
             raise ValueError(f"{self.kind} rows are missing field(s): {', '.join(missing)}")
         if "trigger" not in frame.columns:

@@ -21,12 +21,14 @@ ProgressCallback = Callable[[OperationStatus], object]
 
 @dataclass(frozen=True)
 class PollPolicy:
-    """Poll fast at first, then back off geometrically up to a cap. The 2 s cap notices a
-    finished operation within 2 s (the official SDK polls every 3 s) for one cheap GET."""
+    """Poll fast at first, then back off geometrically up to a cap. The 0.5 s cap notices a
+    finished operation within half a second (the official SDK polls every 3 s; a 2 s cap
+    noticed it up to 2 s late, most of a short run's overhead, bench/RESULTS.md) for one
+    cheap GET (the server reads one status row) twice a second."""
 
     initial_s: float = 0.2
     factor: float = 1.5
-    cap_s: float = 2.0
+    cap_s: float = 0.5
 
     def delays(self) -> Iterator[float]:
         """The successive pauses between polls: initial, initial*factor, ... capped."""

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from core.approval import Approval
 from core.backup_store import BackupStore
@@ -176,7 +177,9 @@ class PrefectOps:
         return status.operation_id or ""
 
     def read(self, request: ReadRequest) -> Reading:
-        return read_rows(self.settings, self.kind, request)
+        # Quoted: Prefect would otherwise walk every id of the request's LiveRule (millions
+        # at size) to find task inputs, and copy them while resolving the parameters.
+        return read_rows(self.settings, self.kind, quote(request))
 
     def delete(self, ids: Collection[str]) -> int:
         self.before_write()

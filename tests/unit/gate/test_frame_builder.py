@@ -85,3 +85,18 @@ def test_missing_fields_are_named_after_all_pages():
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="kind must be"):
         FrameBuilder("agents")
+
+
+def test_repeating_values_are_kept_once_and_the_builder_is_emptied():
+    """A user's, a request's and a source's value is one object in the frame, not one per
+    row (flat memory at size); the builder hands its lists over to the frame."""
+    import json
+
+    page = json.loads(json.dumps(PROFILES))  # every value its own object, as a listing gives
+    builder = FrameBuilder("profiles")
+    builder.add(page)
+    frame = builder.frame()
+    for column, first, second in (("user_id", 0, 3 * 2), ("request_id", 0, 2), ("source", 0, 1)):
+        assert frame[column][first] == frame[column][second]
+        assert frame[column][first] is frame[column][second], column
+    assert not builder._values
