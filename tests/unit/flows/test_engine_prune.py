@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.backup import open_backup
 from core.outcome import Decision
+from core.restore_plan import RunChanges, on_server, plan_restore
 from core.touched import read_touched_ids
 from tests.unit.flows.fake_server import FakeOps, Killed
 from tests.unit.flows.test_engine import engine, playbooks_ops, profiles_ops
@@ -99,3 +101,21 @@ def test_a_run_killed_mid_prune_is_repaired_by_the_next_writer(tmp_path):
     assert f"recreate:{len(pruned)}" in ops.calls  # established from the server, by id
     assert by_status(ops) == {**before, "pending": set()}
     assert not repair.left_unfinished
+
+
+def test_a_restore_after_a_pruned_upgrade_re_creates_the_pruned_rows(tmp_path):
+    ops = profiles_ops()
+    old = ops.ids("archived")
+    outcome = engine(ops, tmp_path, prune_archived_above=0).run()
+    assert outcome.decision is Decision.UPGRADED, outcome.message
+    touched = read_touched_ids(Path(outcome.touched.ids_file))
+
+    plan = plan_restore(
+        open_backup(Path(outcome.backup)).iter_rows(),
+        on_server(r for r in ops.rows.values()),
+        RunChanges.parse(touched, "touched"),
+        erased=(),
+    )
+
+    assert old <= plan.recreate  # pruned ahead of the upgrade: put back from the backup
+    assert plan.gone == set()
