@@ -21,7 +21,7 @@ from local_stack.bulk_seed import ProfileSeed
 from local_stack.fault_proxy import FaultProxy
 from local_stack.stack import LocalStack
 from tasks.journal import load_journal
-from tests.integration.pipeline_helpers import rows_by_id
+from tests.integration.pipeline_helpers import rows_by_id, run_backup
 from tests.reliability.helpers import restore_dry_run
 
 pytestmark = pytest.mark.integration
@@ -101,9 +101,17 @@ def test_a_run_stopped_mid_prune_is_repaired_by_the_next_writer(
         assert load_journal(proxy.url) is not None
         proxy.clear()
 
-        repaired = restore_dry_run(proxy.url, records_dir=tmp_path / "records")
+        # The next writer (a restore dry run of the run's backup: a cheap writer) repairs
+        # first, from the journal and what the server shows.
+        repaired = restore_dry_run(
+            proxy.url,
+            backup_file=run_backup(tmp_path),
+            records_dir=tmp_path / "records",
+            assume_no_erasures=True,
+        )
 
         assert repaired.is_completed(), repaired.message
         assert load_journal(proxy.url) is None
+    assert repaired.message.startswith("Repaired an unfinished profile regeneration")
     assert "data equals the state before the upgrade" in repaired.message, repaired.message
     assert rows_by_id(seeded_stack.url) == before  # the pruned rows re-created, by id
