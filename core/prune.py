@@ -19,7 +19,8 @@ It is the upgrade's own deletion done ahead of it, under the same rules:
   re-created from the backup with the rest; restore-profiles re-creates them from the same
   file (core/restore_plan.py: rows the run's upgrade deleted).
 
-Below `prune_archived_above` old ARCHIVED rows the upgrade deletes them itself, as before.
+With at most `prune_archived_above` old ARCHIVED rows the upgrade deletes them itself, as
+before.
 """
 
 from __future__ import annotations
