@@ -61,6 +61,7 @@ from core.live import (
     unsourced_refusal,
 )
 from core.outcome import Decision, GateOutcome, RegenerationOutcome, TouchedIds
+from core.prune import prune_batches
 from core.rollback import (
     UpgradeEffect,
     describe_gone,
@@ -110,6 +111,7 @@ class RunParams(Protocol):
     approval_timeout_s: int
     operation_timeout_s: float
     max_rows_to_keep: int
+    prune_archived_above: int
     gate_dask_address: str | None
     notify_on_pass: bool
 
@@ -400,6 +402,7 @@ class Engine:
         self.write_journal(self.entry.upgrading(touched.ids_file, live_file))
         self.upgrade_sent = True
         try:
+            self.prune(state)
             result = self.ops.upgrade(only_affected, len(expected.promoted))
         except UpgradeUndetermined as exc:
             message = f"{exc} Backup: {self.summary.backup_path}."
@@ -408,6 +411,17 @@ class Engine:
             return self.undo(self.reason(exc), gate, state)
         self.summary.note(f"Upgrade: {result.get('message')}")
         return Promoted(judged, expected, keep, touched)
+
+    def prune(self, state: IdSnapshot) -> None:
+        """Delete the old ARCHIVED rows the upgrade would delete, in batches, before it
+        (core/prune.py); they are in the backup and in the journaled touched-ids file."""
+        batches = prune_batches(self.before, state, self.params.prune_archived_above)
+        if batches:
+            deleted = sum(self.ops.delete(batch) for batch in batches)
+            self.summary.note(
+                f"Pruned {deleted} old ARCHIVED {self.kind.label} in {len(batches)} batch(es) "
+                "ahead of the upgrade (in the backup; a rollback re-creates them)."
+            )
 
     def verify(self, promoted: Promoted) -> RegenerationOutcome:
         """Check by id what the upgrade did, then make the live and out-of-scope rows it

@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from core.prune import PRUNE_ABOVE
 from deployments.catalogue import (
     FLOW_TIMEOUT_S,
     GOLDEN_KEY_BLOCK,
@@ -169,6 +170,12 @@ class RegenerationParams(WriterParams, GoldenParams):
         description="Most rows the upgrade may archive that the run must then make CURRENT "
         "again, one by one (rows users created during the run, and rows of sources the run "
         "does not regenerate). Above it the run does not upgrade.",
+    )
+    prune_archived_above: int = Field(
+        PRUNE_ABOVE,
+        ge=0,
+        description="Most old ARCHIVED rows the upgrade may delete itself; above it the run "
+        "deletes them first, in batches, once the upgrade is decided (they are in its backup).",
     )
     notify_on_pass: bool = Field(False, description="Also notify when the run upgraded.")
     notification_block: str = Field(

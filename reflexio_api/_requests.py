@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -377,9 +377,11 @@ def list_profiles(
     source: str | None,
     window: Window,
     limit: int,
+    date_field: Literal["created_at"] | None = None,
 ) -> ApiCall[list[Profile]]:
     """One capped page of profiles in one status (GET /api/get_all_profiles), newest
-    last_modified_timestamp first, inside `window` (inclusive epoch seconds)."""
+    last_modified_timestamp first, inside `window` (inclusive epoch seconds) of
+    last_modified_timestamp, or of `date_field` (the server windows on one column)."""
     params = _compact(
         status_filter=status,
         user_id=user_id,
@@ -387,6 +389,7 @@ def list_profiles(
         start_time=window.start,
         end_time=window.end,
         limit=limit,
+        date_field=date_field,
     )
     return ApiCall("GET", "/api/get_all_profiles", _parse_profiles, params=params)
 

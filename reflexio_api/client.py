@@ -43,7 +43,7 @@ from reflexio_api.models import (
     UserPlaybookDowngradeResult,
     UserPlaybookUpgradeResult,
 )
-from reflexio_api.paging import PAGE_SIZE, Ordering, Window, iter_pages
+from reflexio_api.paging import PAGE_SIZE, SPLIT_ROWS, Ordering, Split, Window, iter_pages
 from reflexio_api.settings import ReflexioSettings
 from reflexio_api.waiting import OperationWatch, PollPolicy, ProgressCallback
 
@@ -270,6 +270,7 @@ class ReflexioClient:
         expected_total: int | None = None,
         start: int | None = None,
         tolerate_changes: bool = False,
+        split_limit: int = SPLIT_ROWS,
     ) -> Iterator[list[Profile]]:
         """Every profile in one status, in pages of at most `page_size`, each row once.
 
@@ -279,10 +280,15 @@ class ReflexioClient:
         `start` lists only rows last modified at or after that epoch second (the delta of
         a pass); `tolerate_changes` is for a walk a delta listing follows (see
         reflexio_api/paging.py: a row may then be yielded again, keep its later version).
+        A second of more than `split_limit` rows is read in windows of `created_at`.
         """
 
         def fetch(window: Window, limit: int) -> list[Profile]:
             return self._send_listing(api.list_profiles(status, user_id, source, window, limit))
+
+        def fetch_created(window: Window, limit: int) -> list[Profile]:
+            call = api.list_profiles(status, user_id, source, window, limit, "created_at")
+            return self._send_listing(call)
 
         ordering = Ordering[Profile](
             what=f"profiles (status {status})",
@@ -296,6 +302,8 @@ class ReflexioClient:
             expected_total=expected_total,
             start=start,
             tolerate_changes=tolerate_changes,
+            split=Split("created_at", fetch_created),
+            split_limit=split_limit,
         )
 
     def list_profiles(

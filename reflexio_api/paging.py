@@ -13,6 +13,17 @@ exist. `iter_pages` walks windows backwards in time and proves every step comple
   stamped 12,000 rows with the same second) is fetched alone, `start=end=B`, with a limit
   large enough that a shorter answer proves it complete; then the walk goes on below B.
 
+A one-second fetch carries at most `split_limit` rows when the listing can be split by a
+second column the server also windows on (profiles: `created_at`, `Split`): after an
+upgrade of a million rows every moved row carries the upgrade's second, and one answer of
+them all outlasts the server's 60 s request limit. Such a second is read in windows of the
+split column instead: the server windows on one column at a time, so each answer holds rows
+of every second of the status created in that window, ordered as usual; a short answer
+proves its window complete, a full one is asked again half as wide. The windows walk down
+from the crowded second to the column's open end, then up to the other, so together they
+cover every value, and the rows of the crowded second they hold are all of them. A single
+split second with more rows than an answer carries cannot be proven and raises.
+
 The last, short answer is confirmed by one request below its oldest row, which must be
 empty (this catches answers cut below the page size by a proxy or a lost `limit`).
 Whatever cannot be proven raises `IncompleteListing`: a page out of the promised order, a
@@ -63,6 +74,15 @@ rows, within get_all_profiles' 30/min."""
 MAX_BOUNDARY_ROWS = 2_000_000
 """Hard maximum limit of a one-second fetch. SQLite's LIMIT costs nothing beyond the rows
 that exist, so a large limit is free when the second is small."""
+SPLIT_ROWS = 250_000
+"""Most rows one answer carries when a crowded second can be split (see the module
+docstring): tasks/ops.py's largest page, read at 1M rows per status within the request
+limit; a one-second block of 300,000 rows answered 504 (bench/RESULTS.md, *Delta proof at
+size*)."""
+SPLIT_WIDTH_S = 3_600
+"""The first window of the split column, in seconds (then sized from the rows found)."""
+SPLIT_FLOOR, SPLIT_CEILING = 0, 2**32
+"""Past these the split column's window is left open (epoch 0, the year 2106)."""
 _RETRY = "List again when no writer runs (the pipelines hold the writer lock)."
 
 
@@ -85,6 +105,17 @@ class Window:
 
 Fetch = Callable[[Window, int], Sequence[R]]
 """Send one listing request for `window` with `limit`; return the rows in server order."""
+
+
+@dataclass(frozen=True)
+class Split(Generic[R]):
+    """A second column the server windows on (never together with the ordering's column),
+    to read a second holding more rows than one answer carries (see the module docstring).
+    `fetch` windows on this column; answers keep the ordering's order. Rows need not carry
+    the column (profiles do not send `created_at`)."""
+
+    column: str
+    fetch: Fetch[R]
 
 
 @dataclass(frozen=True)
@@ -112,6 +143,8 @@ def iter_pages(
     max_limit: int = MAX_BOUNDARY_ROWS,
     start: int | None = None,
     tolerate_changes: bool = False,
+    split: Split[R] | None = None,
+    split_limit: int = SPLIT_ROWS,
 ) -> Iterator[list[R]]:
     """Yield every row of the listing exactly once, in pages of at most `page_size` rows.
 
@@ -125,6 +158,10 @@ def iter_pages(
     are tolerated: one gone between two requests is dropped, one seen again at another
     second is yielded again (keep the later version of an id), and `expected_total` is no
     floor.
+
+    `split` reads a second of more than `split_limit` rows in windows of another column
+    (at most `split_limit` rows an answer); without it such a second is one answer of up to
+    `max_limit` rows.
     """
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, got {page_size}")
@@ -133,7 +170,19 @@ def iter_pages(
     if start is not None:
         floor = start if ordering.min_second is None else max(start, ordering.min_second)
         ordering = replace(ordering, min_second=floor)
-    walk = _Walk(fetch, ordering, page_size, expected_total, max_limit, tolerate_changes, start)
+    if split is not None and split_limit < page_size:
+        raise ValueError(f"split_limit ({split_limit}) must be at least page_size ({page_size})")
+    walk = _Walk(
+        fetch,
+        ordering,
+        page_size,
+        expected_total,
+        max_limit,
+        tolerate_changes,
+        start,
+        split,
+        split_limit,
+    )
     yield from walk.pages()
 
 
@@ -149,8 +198,12 @@ class _Walk(Generic[R]):
         max_limit: int,
         tolerate_changes: bool = False,
         start: int | None = None,
+        split: Split[R] | None = None,
+        split_limit: int = SPLIT_ROWS,
     ) -> None:
         self.tolerate = tolerate_changes
+        self.split = split
+        self.split_limit = split_limit
         self.start = start
         """The lower bound every request carries (None: none is sent)."""
         self.fetch = fetch
@@ -218,20 +271,66 @@ class _Walk(Generic[R]):
             )
 
     def _boundary(self, second: int) -> list[R]:
-        """Every row of one second, fetched alone with a limit that proves completeness."""
-        window = Window(second, second)
+        """Every row of one second, fetched alone with a limit that proves completeness, or
+        split by another column when it holds more rows than one answer carries."""
+        cap = self.max_limit if self.split is None else min(self.max_limit, self.split_limit)
         limit = self._boundary_limit()
+        if self.split is not None and self.expected_total is not None and limit > cap:
+            # counted too many for one answer: split at once
+            return self._accept(self._split_second(second), complete_below=None)
+        window = Window(second, second)
+        limit = min(cap, limit)
         while True:
             rows = self._get(window, limit)
             if len(rows) < limit:
                 return self._accept(rows, complete_below=None)
-            if limit >= self.max_limit:
+            if limit >= cap and self.split is not None:
+                return self._accept(self._split_second(second), complete_below=None)
+            if limit >= cap:
                 raise IncompleteListing(
                     f"Listing {self.order.what}: second {second} alone holds at least "
                     f"{limit} rows, the hard maximum of one request, so it cannot be proven "
                     "complete. Raise max_limit, or split the listing by user_id or source."
                 )
-            limit = min(self.max_limit, limit * 8)
+            limit = min(cap, limit * 8)
+
+    def _split_second(self, second: int) -> list[R]:
+        """Every row of `second`, read in windows of the split column that together cover
+        all its values: downwards from `second`, then upwards from it."""
+        found: dict[Hashable, R] = {}
+        self._gallop(second, second, -1, found)
+        self._gallop(second, second, +1, found)
+        return list(found.values())
+
+    def _gallop(self, second: int, edge: int, step: int, found: dict[Hashable, R]) -> None:
+        """Walk the split column from `edge` in direction `step` (-1 down, +1 up) to its
+        open end in windows that answer short, each sized from the last one's rows (aiming
+        at half an answer); a full answer is retried half as wide. Neighbouring windows
+        share their edge second: the server compares the column as text, so a value with a
+        fraction of that second is inside one of the two (rows met twice count once)."""
+        assert self.split is not None
+        width = SPLIT_WIDTH_S
+        while True:
+            far = edge + step * width
+            far_bound = far if SPLIT_FLOOR <= far <= SPLIT_CEILING else None
+            window = Window(far_bound, edge) if step < 0 else Window(edge, far_bound)
+            rows = self._get(window, self.split_limit, self.split)
+            if len(rows) >= self.split_limit:
+                if width == 0:
+                    raise IncompleteListing(
+                        f"Listing {self.order.what}: second {second} holds more rows than one "
+                        f"answer carries ({self.split_limit}), and so does {self.split.column} "
+                        f"window {window}, so it cannot be proven complete. Raise split_limit."
+                    )
+                width //= 2
+                continue
+            for row in rows:
+                if self.order.second_of(row) == second:
+                    found[self.order.id_of(row)] = row
+            if far_bound is None:
+                return
+            edge = far
+            width = min(width * 16, max(1, width * (self.split_limit // 2) // max(1, len(rows))))
 
     def _boundary_limit(self) -> int:
         if self.expected_total is None:
@@ -239,9 +338,10 @@ class _Walk(Generic[R]):
         remaining = self.expected_total - len(self.seen)
         return min(self.max_limit, max(self.page_size, remaining) + 1)
 
-    def _get(self, window: Window, limit: int) -> list[R]:
-        rows = list(self.fetch(window, limit))
-        self._check_answer(rows, window, limit)
+    def _get(self, window: Window, limit: int, split: Split[R] | None = None) -> list[R]:
+        """One checked answer; with `split`, `window` is on the split column."""
+        rows = list((split or self).fetch(window, limit))
+        self._check_answer(rows, window, limit, split)
         return rows
 
     def _accept(self, rows: list[R], complete_below: int | None) -> list[R]:
@@ -279,9 +379,13 @@ class _Walk(Generic[R]):
             f"{_RETRY}"
         )
 
-    def _check_answer(self, rows: list[R], window: Window, limit: int) -> None:
-        """The server's promises: at most `limit` rows, inside the window, sorted, unique."""
-        what = f"Listing {self.order.what}: the answer for window {window}, limit {limit}"
+    def _check_answer(
+        self, rows: list[R], window: Window, limit: int, split: Split[R] | None = None
+    ) -> None:
+        """The server's promises: at most `limit` rows, inside the window (unchecked for a
+        window of the split column, which rows do not carry), sorted, unique."""
+        column = f" of {split.column}" if split else ""
+        what = f"Listing {self.order.what}: the answer for window{column} {window}, limit {limit}"
         if len(rows) > limit:
             raise IncompleteListing(
                 f"{what} has {len(rows)} rows, more than asked: something between us and "
@@ -291,7 +395,7 @@ class _Walk(Generic[R]):
         ids: set[Hashable] = set()
         for position, row in enumerate(rows):
             second = self.order.second_of(row)
-            if not self._inside(second, window):
+            if split is None and not self._inside(second, window):
                 raise IncompleteListing(
                     f"{what} holds a row at second {second!r} (position {position}), outside "
                     "the window: the server ignored the window, so no page can be trusted. "

@@ -2,8 +2,10 @@
 
 `FakeReflexio` answers get_all_profiles / get_user_playbooks / get_agent_playbooks exactly
 as reflexio-ai 0.2.32's SQLite storage does: status filter, inclusive window on the right
-column (profiles: integer seconds; playbooks: ISO text compared as strings, bounds made
-with `_epoch_to_iso(int(dt.timestamp()))`), ORDER BY, LIMIT; 422 when end <= start.
+column (profiles: integer seconds, or with `date_field=created_at` their created_at ISO text
+compared as strings with `_epoch_to_iso` bounds, never sent back; playbooks: ISO text
+compared as strings, bounds made with `_epoch_to_iso(int(dt.timestamp()))`), ORDER BY,
+LIMIT; 422 when end <= start.
 """
 
 from __future__ import annotations
@@ -46,10 +48,19 @@ class FakeReflexio:
         self.requests: list[httpx.Request] = []
         self.transform: Transform = lambda request, rows: rows
 
-    def add_profiles(self, seconds: list[int], status: str | None = "archived") -> set[str]:
+    def add_profiles(
+        self,
+        seconds: list[int],
+        status: str | None = "archived",
+        created: list[str] | None = None,
+    ) -> set[str]:
+        """Rows last modified at `seconds`; `created`: their created_at text (default: the
+        same second)."""
         start = len(self.profiles)
         for n, second in enumerate(seconds, start):
-            self.profiles.append(_profile(f"p{n}", second, status))
+            row = _profile(f"p{n}", second, status)
+            row["created"] = created[n - start] if created else _iso(second)
+            self.profiles.append(row)
         return {row["profile_id"] for row in self.profiles[start:]}
 
     def add_user_playbooks(self, seconds: list[int], status: str | None = None) -> set[int]:
@@ -76,12 +87,16 @@ class FakeReflexio:
     def _profiles(self, params: dict[str, str]) -> list[Row]:
         wanted = None if params.get("status_filter") == "current" else params["status_filter"]
         start, end = params.get("start_time"), params.get("end_time")
+        if params.get("date_field") == "created_at":
+            column, low, high = "created", _iso(int(start or 0)), _iso(int(end or 0))
+        else:
+            column, low, high = "last_modified_timestamp", int(start or 0), int(end or 0)
         rows = [
             row
             for row in self.profiles
             if row["status"] == wanted
-            and (start is None or row["last_modified_timestamp"] >= int(start))
-            and (end is None or row["last_modified_timestamp"] <= int(end))
+            and (start is None or row[column] >= low)
+            and (end is None or row[column] <= high)
         ]
         # ORDER BY last_modified_timestamp DESC: ties come in no promised order.
         rows.sort(
@@ -130,8 +145,10 @@ def _playbook(id_key: str, n: int, second: int, status: str | None) -> Row:
 
 
 def _view(row: Row) -> Row:
-    """What the route sends: created_at as epoch seconds, None fields dropped."""
-    out = {k: v for k, v in row.items() if v is not None and k != "created_at_iso"}
+    """What the route sends: created_at as epoch seconds (playbooks; a profile's is not
+    sent), None fields dropped."""
+    hidden = ("created_at_iso", "created")
+    out = {k: v for k, v in row.items() if v is not None and k not in hidden}
     if "created_at_iso" in row:
         out["created_at"] = int(datetime.fromisoformat(row["created_at_iso"]).timestamp())
     return out
@@ -179,6 +196,88 @@ def test_expected_total_sizes_the_one_second_fetch(
     _assert_exactly(_profile_ids(client, 1_000, expected_total=12_010), expected)
     limits = [int(r.url.params["limit"]) for r in fake.requests]
     assert limits == [1_000, 12_011, 1_000, 1_000]  # page, boundary, short page, probe
+
+
+# --- a second with more rows than one answer carries: split by created_at ----------------
+
+
+def _created(n: int, spread_s: int, fraction: str = "") -> list[str]:
+    """created_at texts of n rows spread one per `spread_s` seconds back from T0."""
+    iso = [_iso(T0 - k * spread_s) for k in range(n)]
+    return [text.replace("+00:00", f"{fraction}+00:00") for text in iso]
+
+
+def _split_requests(fake: FakeReflexio) -> list[httpx.Request]:
+    return [r for r in fake.requests if r.url.params.get("date_field") == "created_at"]
+
+
+def _upgraded_second(
+    fake: FakeReflexio, rows: int, fraction: str = "", spread_s: int = 600
+) -> set[str]:
+    """As after an upgrade: `rows` rows last modified in second T0, created `spread_s`
+    apart (by default over months), plus older rows of other seconds."""
+    created = _created(rows, spread_s, fraction)
+    expected = fake.add_profiles([T0] * rows, created=created)
+    return expected | fake.add_profiles([T0 - 1 - n for n in range(2_000)])
+
+
+def test_a_second_larger_than_an_answer_is_read_by_created_at(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    expected = _upgraded_second(fake, 12_000)
+    _assert_exactly(_profile_ids(client, 1_000, split_limit=3_000), expected)
+    limits = [int(r.url.params["limit"]) for r in fake.requests]
+    assert max(limits) == 3_000  # no answer was asked for more than it may carry
+    assert len(_split_requests(fake)) > 4  # the second took several created_at windows
+
+
+def test_a_counted_second_goes_to_created_at_windows_at_once(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    expected = _upgraded_second(fake, 12_000)
+    listed = _profile_ids(client, 1_000, split_limit=3_000, expected_total=14_000)
+    _assert_exactly(listed, expected)
+    split = _split_requests(fake)
+    one_second = [
+        r for r in fake.requests if r.url.params.get("start_time") == str(T0) and r not in split
+    ]
+    assert split and one_second == []  # no one-second request that could not be carried
+
+
+def test_created_at_with_fractions_at_the_window_edges_is_complete(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    """created_at text with microseconds sorts after its second's bound: windows share
+    their edge second, so such a row is inside one of them."""
+    expected = _upgraded_second(fake, 6_000, fraction=".500000", spread_s=1)
+    _assert_exactly(_profile_ids(client, 1_000, split_limit=2_000), expected)
+
+
+def test_rows_created_after_their_second_are_found(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    """Rows re-created from a backup keep an old last_modified and a new created_at."""
+    later = [_iso(T0 + 7 * 86_400 + k) for k in range(3_000)]
+    expected = _upgraded_second(fake, 3_000) | fake.add_profiles([T0] * 3_000, created=later)
+    _assert_exactly(_profile_ids(client, 1_000, split_limit=2_000), expected)
+
+
+def test_one_created_second_larger_than_an_answer_raises(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    fake.add_profiles([T0] * 5_000)  # created in the same second as well
+    with pytest.raises(IncompleteListing, match="cannot be proven complete"):
+        _profile_ids(client, 1_000, split_limit=2_000)
+
+
+def test_a_server_ignoring_the_created_at_window_raises(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    _upgraded_second(fake, 5_000)
+    real = fake._profiles
+    fake._profiles = lambda params: real({k: v for k, v in params.items() if k != "date_field"})
+    with pytest.raises(IncompleteListing):
+        _profile_ids(client, 1_000, split_limit=2_000)
 
 
 def test_many_seconds_each_holding_more_than_a_page(
