@@ -27,9 +27,11 @@ from __future__ import annotations
 
 from core.state import IdSnapshot
 
-PRUNE_ABOVE = 20_000
-"""Old ARCHIVED rows the upgrade may delete itself; above, the run prunes them first (the
-upgrade of 100,000 rows per status took 32 s in all: bench/RESULTS.md, production size)."""
+PRUNE_ABOVE = 100_000
+"""Old ARCHIVED rows the upgrade may delete itself; above, the run prunes them first. The
+largest measured upgrade: 100,000 rows per status in 32 s in all (bench/RESULTS.md,
+production size), faster than pruning them (1.1-1.5 ms a row); at 250,000 SQLite's
+parameter limit stops it."""
 
 PRUNE_BATCH = 1_000
 """Ids per delete request. The server's cost per row grows with the search index it scans
