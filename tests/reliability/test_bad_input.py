@@ -453,14 +453,14 @@ MALFORMED: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
         {"fault": "status", "path": "/stall_state", "status": 402, "times": None},
         ("402",),
     ),
-    "an HTML page for the stall state, to a restore": (
+    "an HTML page for a restore's ARCHIVED listing": (
         "restore",
-        {"fault": "html", "path": "/stall_state"},
+        {"fault": "html", "path": "status_filter=archived"},
         ("HTML page",),
     ),
-    "a key the server refuses (401), to clear-user-data": (
+    "a key the server refuses (401), to clear-user-data's inventory": (
         "clear",
-        {"fault": "status", "path": "/stall_state", "status": 401, "times": None},
+        {"fault": "status", "path": "get_all_profiles", "status": 401, "times": None},
         ("401",),
     ),
     "a rerun request the server refuses (400)": (
