@@ -475,7 +475,11 @@ MALFORMED: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
     ),
     "a stall state of the wrong type": (
         "sweep",
-        {"fault": "body", "path": "/stall_state", "transform": lambda b: {**b, "stalled": "no"}},
+        {
+            "fault": "body",
+            "path": "/stall_state",
+            "transform": lambda b: {**b, "stalled": "perhaps"},
+        },
         ("stalled",),
     ),
     "a playbook listing of the wrong shape": (
