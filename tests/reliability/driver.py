@@ -1,10 +1,11 @@
-"""Run one profile or playbook regeneration, one restore, one clear-user-data, or one prompt
-check, in this process (the crash tests SIGKILL it).
+"""Run one profile or playbook regeneration, one restore, one clear-user-data, one sweep, or one
+prompt check, in this process (the crash tests SIGKILL it).
 
     python -m tests.reliability.driver '{"reflexio_url": ..., "backup_dir": ...}'
     python -m tests.reliability.driver playbooks '{"reflexio_url": ..., "backup_dir": ...}'
     python -m tests.reliability.driver restore '{"reflexio_url": ..., "backup_file": ...}'
     python -m tests.reliability.driver clear-users '{"reflexio_url": ..., "user_ids": ...}'
+    python -m tests.reliability.driver sweep '{"reflexio_url": ..., "sources": ...}'
     python -m tests.reliability.driver prompt-check --config ... --reflexio-url ...
 
 Prints "READY" once imported, then "FINAL <state type or exit code> <message>" at the end.
@@ -21,9 +22,10 @@ FLOWS = {
     "playbooks": "playbook_regeneration",
     "restore": "restore",
     "clear-users": "clear_users",
+    "sweep": "sweep",
 }
 """Mode -> its module in flows/."""
-FLOW_NAMES = {"restore": "restore_profiles"}
+FLOW_NAMES = {"restore": "restore_profiles", "sweep": "manual_sweep"}
 """The flow of a module not named like it (the others are their module's namesake)."""
 
 

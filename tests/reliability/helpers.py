@@ -20,7 +20,7 @@ from core.kinds import PLAYBOOK_KEYS, PROFILE_KEYS, STATUSES, Kind, comparable, 
 from core.outcome import Decision, RegenerationOutcome
 from core.touched import read_touched_ids
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tests.integration.pipeline_helpers import profile_rows, run_backup
+from tests.integration.pipeline_helpers import profile_rows, rows_by_id, run_backup
 from tests.tally import CHECKED_BY_ID, claim
 
 UPGRADE = "upgrade_all_profiles"
@@ -99,6 +99,17 @@ def kind_rows(url: str, kind: Kind) -> KindRows:
         return out
 
 
+def everyones_rows(url: str) -> dict[Any, Any]:
+    """Every profile and user playbook on the server, every status: id -> (user, content)."""
+    profiles = {pid: (user, content) for pid, (_, user, content) in rows_by_id(url).items()}
+    with ReflexioClient(ReflexioSettings(url=url)) as client:
+        playbooks = {
+            ("playbook", p.user_playbook_id): (p.user_id, p.content)
+            for p in client.list_user_playbooks()
+        }
+    return profiles | playbooks
+
+
 def assert_rows_as_the_run_says(url: str, kind: Kind, before: KindRows, state: Any) -> Decision:
     """Raise AssertionError unless the server's rows of `kind` are what the regeneration
     run that ended in `state` says, checked by id against `before` (its rows at the start):
@@ -157,9 +168,22 @@ def assert_equals_backup(url: str, backup: list[dict[str, Any]]) -> None:
 Fired = list[tuple[str | None, str, str]]
 
 
+FORWARDED_ONLY_WHEN_ASKED = ("reset", "timeout", "status", "html")
+"""Fault classes that reach the server only with the rule's `forward=True`."""
+
+
+def fault_label(fault: str | None, forwarded: bool) -> str | None:
+    """A fault class as the tally names it: "reset after apply" when the server had
+    applied the request before the reset (the dangerous case for a write)."""
+    return f"{fault} after apply" if forwarded and fault in FORWARDED_ONLY_WHEN_ASKED else fault
+
+
 def fired_faults(proxy: Any) -> Fired:
     """The faults that fired through `proxy`: (fault, method, route) each."""
-    return [(r.fault, r.method, r.path.split("?")[0].rsplit("/", 1)[-1]) for r in proxy.faults()]
+    return [
+        (fault_label(r.fault, r.forwarded), r.method, r.path.split("?")[0].rsplit("/", 1)[-1])
+        for r in proxy.faults()
+    ]
 
 
 def count_faults(fired: Fired) -> None:

@@ -18,7 +18,10 @@ that completes):
    delete of the run's rows is held: repaired by id to the state before the upgrade;
 playbooks:
 6. after the rerun (the H6 window: the rerun tombstoned CURRENT playbooks; the candidate
-   listing is held): every tombstoned playbook CURRENT again.
+   listing is held): every tombstoned playbook CURRENT again, the rows the rerun left keep
+   their ids, profiles and v2's playbooks as before by id;
+7. during the upgrade (the server applied it; its answer is held): kept, checked by id
+   against the killed run's touched-ids file.
 """
 
 from __future__ import annotations
@@ -35,10 +38,13 @@ from pathlib import Path
 import pytest
 
 from core.kinds import user_playbooks
+from core.touched import read_touched_ids, touched_name
 from flows.profile_regeneration import profile_regeneration
 from local_stack.bulk_seed import ProfileSeed
 from local_stack.fault_proxy import FaultProxy, Record
+from tests.integration.pipeline_helpers import rows_by_id, run_backup
 from tests.reliability.helpers import (
+    CHECKED_BY_ID,
     UPGRADE,
     Snapshot,
     assert_consistent,
@@ -76,7 +82,7 @@ VERIFICATION_NONSENSE = {
 
 def _start(proxy: FaultProxy, backup_dir: Path, *driver: str, **extra) -> subprocess.Popen:
     params = {"reflexio_url": proxy.url, "backup_dir": str(backup_dir), **extra}
-    if driver in (("restore",), ("clear-users",)):  # their params are given whole in `extra`
+    if driver in (("restore",), ("clear-users",), ("sweep",)):  # params given whole in `extra`
         params = {"reflexio_url": proxy.url, **extra}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.driver", *driver, json.dumps(params)],
@@ -123,27 +129,27 @@ def crash_at(
 Trigger = Callable[[Record], bool]
 
 
-def _answered(path: str) -> Trigger:
+def answered(path: str) -> Trigger:
     """The server answered a request to `path`."""
     return lambda r: path in r.path and r.upstream_status is not None
 
 
-def _sent(path: str) -> Trigger:
+def sent_to(path: str) -> Trigger:
     """A request to `path` reached the proxy."""
     return lambda r: path in r.path
 
 
-AFTER_RERUN = (_sent("rerun_profile_generation"), {"path": "status_filter=pending"})
+AFTER_RERUN = (sent_to("rerun_profile_generation"), {"path": "status_filter=pending"})
 AFTER_GATE = (None, {"path": UPGRADE, "method": "POST"})
 DURING_UPGRADE = (None, {"path": UPGRADE, "method": "POST", "after": True})
-BEFORE_VERIFY = (_answered(UPGRADE), {"path": "/api/get_", "method": "GET"})
+BEFORE_VERIFY = (answered(UPGRADE), {"path": "/api/get_", "method": "GET"})
 SLOW_UPGRADE_ANSWER = {"fault": "delay", "path": UPGRADE, "after": True, "delay_s": 3.0}
 """The upgrade's answer reaches the run 3 s after the server gave it: time for the test to
 add the rule that holds the run's next request."""
 TOMBSTONE_WAIT_S = 30
 
 PLAYBOOKS_AFTER_RERUN = (
-    _sent("rerun_playbook_generation"),
+    sent_to("rerun_playbook_generation"),
     {"path": "get_user_playbooks", "method": "POST"},
 )
 
@@ -257,7 +263,7 @@ def test_sigkill_mid_rollback_then_the_next_writer_repairs(
         "path": "get_profile_statistics",
         "transform": lambda body: {**body, "current_count": "many"},
     }
-    point = (_answered(UPGRADE), {"path": "delete_profiles_by_ids", "method": "DELETE"})
+    point = (answered(UPGRADE), {"path": "delete_profiles_by_ids", "method": "DELETE"})
     trigger, hold = point
     proxy.clear()
     proxy.add(**SLOW_UPGRADE_ANSWER)
@@ -303,8 +309,10 @@ def test_sigkill_after_a_playbook_rerun_then_the_next_writer_puts_tombstones_bac
     killed before it gates. The next writer (here a profile dry run) puts them back."""
     url = clean_stack.url
     kind = user_playbooks("v1")
-    current = {(r["user_id"], r["content"]) for r in kind_rows(url, kind)["current"]}
+    before_rows = kind_rows(url, kind)["current"]
+    current = {(r["user_id"], r["content"]) for r in before_rows}
     assert current, "the seed has CURRENT v1 playbooks"
+    untouched = _untouched(url)
 
     crash_after(proxy, PLAYBOOKS_AFTER_RERUN, tmp_path / "killed", "playbooks")
 
@@ -317,6 +325,9 @@ def test_sigkill_after_a_playbook_rerun_then_the_next_writer_puts_tombstones_bac
     while current_now() == current and time.monotonic() < deadline:
         time.sleep(1)
     tombstoned = current_now() != current
+    kept = {r["user_playbook_id"] for r in kind_rows(url, kind)["current"]} & {
+        r["user_playbook_id"] for r in before_rows
+    }
 
     state = profile_regeneration(
         reflexio_url=proxy.url,
@@ -327,7 +338,10 @@ def test_sigkill_after_a_playbook_rerun_then_the_next_writer_puts_tombstones_bac
     assert state.is_completed(), state.message
     assert state.message.startswith(f"{REPAIRED} v1 playbook regeneration"), state.message
     now = {(r["user_id"], r["content"]) for r in kind_rows(url, kind)["current"]}
-    assert now == current
+    assert now == current  # the tombstoned rows back as CURRENT (new ids: by content)
+    now_ids = {r["user_playbook_id"] for r in kind_rows(url, kind)["current"]}
+    assert kept <= now_ids, "a CURRENT row the rerun left alone lost its id"
+    assert _untouched(url) == untouched, "profiles or v2's playbooks changed"
     if not tombstoned:  # the repair held, but the H6 window was not reached: not counted
         pytest.skip(
             "the playbook rerun tombstoned no CURRENT playbook this time (the server's "
@@ -335,3 +349,42 @@ def test_sigkill_after_a_playbook_rerun_then_the_next_writer_puts_tombstones_bac
             "found): the killed run was repaired, the H6 put-back was not exercised"
         )
     measured["crash points recovered"] += 1
+
+
+def _untouched(url: str) -> tuple[dict, dict]:
+    """What a v1 playbook run must not change: every profile and v2's playbooks, by id."""
+    v2 = kind_rows(url, user_playbooks("v2"))
+    by_id = {s: {r["user_playbook_id"]: r["content"] for r in v2[s]} for s in v2}
+    return rows_by_id(url), by_id
+
+
+def test_sigkill_during_a_playbook_upgrade_then_the_next_writer_keeps_it(
+    seeded_stack, prefect_api, proxy, tmp_path, measured
+):
+    """The playbook upgrade applied, its answer held, the run killed: the next writer (a
+    profile dry run) finds it applied in full and keeps it; checked by id against the
+    touched-ids file the killed run wrote before sending the upgrade."""
+    url = seeded_stack.url
+    kind = user_playbooks("v1")
+    untouched = _untouched(url)
+    upgrade = {"path": "upgrade_all_user_playbooks", "method": "POST", "after": True}
+    crash_after(proxy, (None, upgrade), tmp_path / "killed", "playbooks")
+
+    state = profile_regeneration(
+        reflexio_url=proxy.url, backup_dir=tmp_path / "next", dry_run=True, return_state=True
+    )
+    assert state.is_completed(), state.message
+    assert state.message.startswith(f"{REPAIRED} v1 playbook regeneration"), state.message
+    assert "had applied in full" in state.message, state.message
+    assert proxy.count("POST", "downgrade") == 0
+    manifest = run_backup(tmp_path / "killed", "user_playbooks")
+    ids_file = manifest.parent / touched_name(manifest.name)
+    touched = {k: set(v) for k, v in read_touched_ids(ids_file).items()}
+    after = kind_rows(url, kind)
+    assert touched["promoted"], "the killed run promoted nothing"
+    assert touched["promoted"] <= {kind.row_id(r) for r in after["current"]}
+    assert touched["archived"] <= {kind.row_id(r) for r in after["archived"]}
+    assert after["pending"] == []
+    assert _untouched(url) == untouched, "profiles or v2's playbooks changed"
+    measured["crash points recovered"] += 1
+    measured[CHECKED_BY_ID] += 1

@@ -13,7 +13,11 @@ restore (one chain, each run killed part-way; the last repaired by a restore dry
    first batch of the run's promoted rows; the second batch held;
 clear-user-data:
 3. after one user of three is erased: the second user's erase held; repaired by a restore
-   dry run.
+   dry run;
+4. after the erase, before the listing that checks it: repaired by a sweep;
+the sweep:
+5. after its first source, the second source's manual generation held: repaired by a
+   clear-user-data run.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ from core.erasures import read_erasures
 from core.identity import server_key
 from core.state import ExpectedState
 from core.touched import write_touched_ids
+from flows.clear_users import clear_users
+from flows.sweep import manual_sweep
 from local_stack.bulk_seed import ProfileSeed
 from local_stack.fault_proxy import FaultProxy
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.journal import load_journal
 from tasks.server import DELETE_BATCH, RECREATE_BATCH
 from tests.integration.pipeline_helpers import profile_rows, rows_by_id
-from tests.reliability.helpers import CHECKED_BY_ID, restore_dry_run
-from tests.reliability.test_crash import REPAIRED, crash_after
+from tests.reliability.helpers import CHECKED_BY_ID, everyones_rows, restore_dry_run
+from tests.reliability.test_crash import REPAIRED, answered, crash_after
 from tests.tally import claim
 
 pytestmark = pytest.mark.reliability
@@ -169,6 +175,67 @@ def test_sigkill_mid_clear_user_data_then_the_next_writer_erases_the_rest(
     assert not _of(after_profiles, erase) and not _of(after_playbooks, erase)
     assert _of(after_profiles, erase, keep=False) == _of(profiles, erase, keep=False)
     assert _of(after_playbooks, erase, keep=False) == _of(playbooks, erase, keep=False)
+    assert load_journal(proxy.url) is None
+    claim("crash points recovered")
+    claim(CHECKED_BY_ID)
+
+
+def test_sigkill_after_clear_user_data_erased_before_its_check_then_the_next_writer_checks(
+    clean_stack, prefect_api, proxy: FaultProxy, tmp_path
+):
+    """4. The one user's erase answered, the run killed on its next read (the listing that
+    proves nothing of theirs remains): the next writer, a sweep, runs the clear again
+    first; nothing of the user remains and every other user's rows are as before by id."""
+    url = clean_stack.url
+    before = everyones_rows(url)
+    user = sorted({u for u, _ in _profiles(url).values() if u})[-1]
+    assert any(row[0] == user for row in before.values())
+    params = {"user_ids": [user], "records_dir": str(tmp_path / "records")}
+    after_erase = (answered("clear_user_data"), {"path": "/api/get_"})
+    crash_after(proxy, after_erase, tmp_path, "clear-users", **params)
+    assert _journal_kind(proxy.url) == "clear_users"
+
+    state = manual_sweep(
+        reflexio_url=proxy.url,
+        sources=["chat"],
+        kinds=["profiles"],
+        manual_calls_per_minute=120,
+        return_state=True,
+    )
+    assert state.message.startswith(f"{REPAIRED} clear-user-data"), state.message
+    after = everyones_rows(url)
+    assert [i for i, row in after.items() if row[0] == user] == []
+    others = {i: row for i, row in before.items() if row[0] != user}
+    assert others.items() <= after.items(), "another user's row lost or changed"
+    assert load_journal(proxy.url) is None
+    claim("crash points recovered")
+    claim(CHECKED_BY_ID)
+
+
+def test_sigkill_mid_sweep_then_the_next_writer_runs_only_the_steps_not_done(
+    clean_stack, prefect_api, proxy: FaultProxy, tmp_path
+):
+    """5. A sweep of chat then email, killed with its second manual generation held before
+    the server saw it: the next writer (a clear-user-data run of nobody) runs the email step
+    only, then its own work; every CURRENT profile of before is still there by id."""
+    url = clean_stack.url
+    before = everyones_rows(url)
+    params = {"sources": ["chat", "email"], "kinds": ["profiles"], "manual_calls_per_minute": 120}
+    second = (None, {"path": "manual_profile_generation", "method": "POST", "nth": 2})
+    crash_after(proxy, second, tmp_path, "sweep", **params)
+    assert _journal_kind(proxy.url) == "sweep"
+
+    state = clear_users(
+        reflexio_url=proxy.url,
+        user_ids=["nobody-has-this-id"],
+        records_dir=str(tmp_path / "records"),
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    assert state.message.startswith(f"{REPAIRED} manual-generation-sweep"), state.message
+    assert proxy.count("POST", "manual_profile_generation") == 1, "only the step not done"
+    after = everyones_rows(url)
+    assert before.keys() <= after.keys(), "a row of before is gone"
     assert load_journal(proxy.url) is None
     claim("crash points recovered")
     claim(CHECKED_BY_ID)

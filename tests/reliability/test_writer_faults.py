@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -32,6 +33,7 @@ from flows.sweep import manual_sweep
 from local_stack.fault_proxy import FaultProxy
 from reflexio_api import ReflexioClient, ReflexioSettings
 from tasks.check_record import load_record
+from tasks.journal import load_journal
 from tests.integration.pipeline_helpers import config_bytes, profile_rows
 from tests.integration.test_prompt_change import CANDIDATE
 from tests.reliability.helpers import (
@@ -39,9 +41,12 @@ from tests.reliability.helpers import (
     KindRows,
     assert_rows_as_the_run_says,
     count_faults,
+    everyones_rows,
+    fault_label,
     fired_faults,
     kind_rows,
 )
+from tests.reliability.test_crash import REPAIRED
 from tests.tally import claim
 
 pytestmark = pytest.mark.reliability
@@ -55,25 +60,31 @@ FAULTS: dict[str, dict[str, Any]] = {
     "timeout": {"fault": "timeout", "hold_s": READ_TIMEOUT_S + 2},
     "truncated body": {"fault": "truncate"},
     "HTML page": {"fault": "html"},
+    "reset after apply": {"fault": "reset", "forward": True},
+    "timeout after apply": {"fault": "timeout", "forward": True, "hold_s": READ_TIMEOUT_S + 2},
 }
+AFTER_APPLY = ("reset after apply", "timeout after apply", "truncated body")
+"""The faults whose request the server applied before the answer was lost: the dangerous
+case for a write. Crossed with the write call points only (a read applied twice is a read)."""
 IN_CI = {
     ("profiles: upgrade", "reset"),
     ("playbooks: rerun", "503 x2"),
     ("prompt check: config write", "HTML page"),
-    ("restore: re-create", "503 x2"),
-    ("clear-user-data: erase", "503 x2"),
-    ("sweep: snapshot", "503 x2"),
+    ("restore: re-create", "reset after apply"),
+    ("clear-user-data: inventory", "timeout"),
+    ("clear-user-data: erase", "truncated body"),
+    ("sweep: snapshot", "429 + Retry-After"),
+    ("sweep: manual generation", "timeout after apply"),
 }
-"""What CI runs: one call point of each writer; `make test-all` every class at every point."""
+"""What CI runs: one call point of each writer and each fault class once, on the cheapest
+points (about 20-50 s each); `make test-all` every class at every point, the undo paths
+(the rollback's downgrade, delete and re-create, the prompt check's config restore: 1.5-3
+min each under load) included."""
 
 
 @pytest.fixture(autouse=True)
 def short_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REFLEXIO_READ_TIMEOUT_S", str(READ_TIMEOUT_S))
-
-
-def _ids(url: str) -> set[str]:
-    return {r["profile_id"] for r in profile_rows(url, "current", "archived")}
 
 
 class Case:
@@ -83,6 +94,9 @@ class Case:
     """Start from the freshly seeded server, not just a consistent one: after a playbook
     rerun whose candidate was not kept, the next one on that server generates nothing with
     the stand-in (a gate FAIL, nothing lost; see docs/reliability.md)."""
+
+    first_rules: tuple[dict[str, Any], ...] = ()
+    """Proxy rules of the first run besides the fault (e.g. what makes it roll back)."""
 
     def setup(self, url: str, proxy_url: str, work: Path) -> None:
         """Bring the server to where the writer has work to do."""
@@ -125,6 +139,51 @@ class Profiles(Regeneration):
         params = dict(reflexio_url=proxy_url, backup_dir=str(work), notification_block="none")
         self.last = profile_regeneration(**params, return_state=True)
         return self.last
+
+
+NONSENSE_VERIFICATION = {
+    "fault": "body",
+    "path": "get_profile_statistics",
+    "nth": 5,  # 1-2: the backup read, 3-4: the candidate read, 5: verification
+    "transform": lambda body: {**body, "current_count": "many"},
+}
+"""The verification read answers wrong types: the run rolls its upgrade back."""
+
+
+class RolledBack(Profiles):
+    """A profile regeneration whose verification read answers nonsense, so it rolls back:
+    the downgrade, the delete of the rows it promoted, the re-create of the old ARCHIVED rows
+    its upgrade deleted (H1; three are added first). A fault on that undo path may leave it
+    unfinished: then the run says the data differs and keeps its journal, and the run again
+    repairs from the journal first (back to the rows of before), then upgrades."""
+
+    first_rules = (NONSENSE_VERIFICATION,)
+    left_journal = False
+
+    def setup(self, url: str, proxy_url: str, work: Path) -> None:
+        old = [
+            {**row, "profile_id": f"old-{uuid4().hex}", "status": "archived"}
+            for row in profile_rows(url, "current")[:3]
+        ]
+        with ReflexioClient(ReflexioSettings(url=url)) as client:
+            client.add_user_profiles(old)
+        self.proxy_url = proxy_url
+        super().setup(url, proxy_url, work)
+
+    def check_failed(self, url: str, state: Any) -> None:
+        assert "rolled back" in state.message, state.message
+        if "data equals the state before the upgrade" in state.message:
+            super().check_failed(url, state)
+            assert load_journal(self.proxy_url) is None
+            return
+        assert "DIFFERS" in state.message, state.message
+        assert load_journal(self.proxy_url) is not None, "nothing left for the next writer"
+        self.left_journal = True
+
+    def check_done(self, url: str) -> None:
+        super().check_done(url)  # by id against the rows before the rolled-back run
+        if self.left_journal:
+            assert self.last.message.startswith(REPAIRED), self.last.message
 
 
 class Playbooks(Regeneration):
@@ -220,19 +279,23 @@ class Restore(Case):
 
 
 class Clear(Case):
-    """Erase one seeded user: nothing of theirs may remain."""
+    """Erase one seeded user: nothing of theirs may remain, and every other user's profiles
+    and playbooks are as before, by id (a clear that erased everyone fails here)."""
 
     def setup(self, url: str, proxy_url: str, work: Path) -> None:
         self.user = sorted({r["user_id"] for r in profile_rows(url, "current")})[0]
+        self.others = {i: row for i, row in everyones_rows(url).items() if row[0] != self.user}
+        assert self.others, "no other user's rows to check"
 
     def run(self, proxy_url: str, work: Path) -> Any:
         params = dict(reflexio_url=proxy_url, user_ids=[self.user], records_dir=str(work))
         return clear_users(**params, return_state=True)
 
     def check_done(self, url: str) -> None:
-        rows = profile_rows(url, "current", "pending", "archived")
-        left = [r for r in rows if r["user_id"] == self.user]
+        after = everyones_rows(url)
+        left = [i for i, row in after.items() if row[0] == self.user]
         assert left == [], left
+        assert {i: row for i, row in after.items() if row[0] != self.user} == self.others
 
 
 class Sweep(Case):
@@ -263,13 +326,32 @@ POINTS: dict[str, tuple[type[Case], dict[str, Any]]] = {
     "playbooks: upgrade": (Playbooks, {"path": "upgrade_all_user_playbooks", "method": "POST"}),
     "prompt check: config write": (PromptCheck, {"path": "update_config", "method": "POST"}),
     "prompt check: rerun": (PromptCheck, {"path": "rerun_playbook_generation", "method": "POST"}),
+    "prompt check: config restore": (PromptCheck, {"path": "set_config", "method": "POST"}),
     "restore: listing": (Restore, {"path": "status_filter=current", "method": "GET"}),
     "restore: re-create": (Restore, {"path": "add_user_profile", "method": "POST"}),
     "clear-user-data: inventory": (Clear, {"path": "get_all_profiles", "method": "GET"}),
     "clear-user-data: erase": (Clear, {"path": "clear_user_data", "method": "POST"}),
     "sweep: snapshot": (Sweep, {"path": "get_all_profiles", "method": "GET"}),
     "sweep: manual generation": (Sweep, {"path": "manual_profile_generation", "method": "POST"}),
+    "profiles: downgrade": (RolledBack, {"path": "downgrade_all_profiles", "method": "POST"}),
+    "profiles: rollback delete": (
+        RolledBack,
+        {"path": "delete_profiles_by_ids", "method": "DELETE"},
+    ),
+    "profiles: rollback re-create": (RolledBack, {"path": "add_user_profile", "method": "POST"}),
 }
+READS = {
+    "profiles: backup listing",
+    "playbooks: listing",
+    "restore: listing",
+    "clear-user-data: inventory",
+    "sweep: snapshot",
+}
+"""The call points that only read; every other point is a write, which also takes the
+faults that fire after the server applied it."""
+UNDO = {point for point, (case, _) in POINTS.items() if case is RolledBack}
+"""The rollback's calls: not run at production size, where a rollback re-creates 25,000
+rows (about 15 min)."""
 AT_SIZE_FAULT = "503 x2"
 """The fault every call point also gets on the production-shaped server (conftest.production):
 a transient one, so no case there rolls back (re-creating 25,000 rows takes ~15 min, H1)."""
@@ -283,6 +365,7 @@ CASES = [
     )
     for point in POINTS
     for fault in FAULTS
+    if point not in READS or not FAULTS[fault].get("forward")
 ] + [
     pytest.param(
         point,
@@ -292,6 +375,7 @@ CASES = [
         id=f"{point}-{AT_SIZE_FAULT}-at-size",
     )
     for point in POINTS
+    if point not in UNDO
 ]
 
 
@@ -305,11 +389,14 @@ def test_a_fault_at_a_writers_call_point_leaves_the_rows_as_the_run_says(
     make, where = POINTS[point]
     case = make()
     case.setup(url, proxy.url, tmp_path)
+    for rule in case.first_rules:
+        proxy.add(**rule)
     proxy.add(**FAULTS[fault], **where)
     state = case.run(proxy.url, tmp_path)
-    assert proxy.faults(), f"the {fault} fault never fired at {point}"
+    label = fault_label(FAULTS[fault]["fault"], FAULTS[fault].get("forward", False))
+    fired = [f for f in fired_faults(proxy) if f[0] == label]  # not the case's first_rules
+    assert fired, f"the {fault} fault never fired at {point}"
     assert state.message and "Traceback" not in state.message, state.message
-    fired = fired_faults(proxy)
     if not state.is_completed():  # it said it failed: the same run again finishes the work
         case.check_failed(url, state)
         proxy.clear()
