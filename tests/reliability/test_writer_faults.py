@@ -84,6 +84,10 @@ class Case:
     rerun whose candidate was not kept, the next one on that server generates nothing with
     the stand-in (a gate FAIL, nothing lost; see docs/reliability.md)."""
 
+    def __init__(self, **flow_params: Any) -> None:
+        self.flow_params = flow_params
+        """Parameters every run of this case adds (test_writer_pairs: a short lock wait)."""
+
     def setup(self, url: str, proxy_url: str, work: Path) -> None:
         """Bring the server to where the writer has work to do."""
 
@@ -122,7 +126,12 @@ class Profiles(Regeneration):
     kind = PROFILES
 
     def run(self, proxy_url: str, work: Path) -> Any:
-        params = dict(reflexio_url=proxy_url, backup_dir=str(work), notification_block="none")
+        params = dict(
+            reflexio_url=proxy_url,
+            backup_dir=str(work),
+            notification_block="none",
+            **self.flow_params,
+        )
         self.last = profile_regeneration(**params, return_state=True)
         return self.last
 
@@ -148,6 +157,7 @@ class Playbooks(Regeneration):
             agent_version="v1",
             backup_dir=str(work),
             notification_block="none",
+            **self.flow_params,
         )
         self.last = playbook_regeneration(**params, return_state=True)
         return self.last
@@ -175,6 +185,7 @@ class PromptCheck(Case):
             agent_version="v1",
             backup_dir=str(work / "backups"),
             notification_block="none",
+            **self.flow_params,
         )
         return prompt_change(**params, return_state=True)
 
@@ -211,6 +222,7 @@ class Restore(Case):
             records_dir=str(work),
             recreate_missing=True,
             assume_no_erasures=True,
+            **self.flow_params,
         )
         return restore_profiles(**params, return_state=True)
 
@@ -226,7 +238,12 @@ class Clear(Case):
         self.user = sorted({r["user_id"] for r in profile_rows(url, "current")})[0]
 
     def run(self, proxy_url: str, work: Path) -> Any:
-        params = dict(reflexio_url=proxy_url, user_ids=[self.user], records_dir=str(work))
+        params = dict(
+            reflexio_url=proxy_url,
+            user_ids=[self.user],
+            records_dir=str(work),
+            **self.flow_params,
+        )
         return clear_users(**params, return_state=True)
 
     def check_done(self, url: str) -> None:
@@ -247,6 +264,7 @@ class Sweep(Case):
             sources=["chat"],
             kinds=["profiles"],
             manual_calls_per_minute=120,
+            **self.flow_params,
         )
         return manual_sweep(**params, return_state=True)
 
