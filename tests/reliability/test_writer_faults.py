@@ -98,6 +98,10 @@ class Case:
     first_rules: tuple[dict[str, Any], ...] = ()
     """Proxy rules of the first run besides the fault (e.g. what makes it roll back)."""
 
+    def __init__(self, **flow_params: Any) -> None:
+        self.flow_params = flow_params
+        """Parameters every run of this case adds (test_writer_pairs: a short lock wait)."""
+
     def setup(self, url: str, proxy_url: str, work: Path) -> None:
         """Bring the server to where the writer has work to do."""
 
@@ -136,7 +140,12 @@ class Profiles(Regeneration):
     kind = PROFILES
 
     def run(self, proxy_url: str, work: Path) -> Any:
-        params = dict(reflexio_url=proxy_url, backup_dir=str(work), notification_block="none")
+        params = dict(
+            reflexio_url=proxy_url,
+            backup_dir=str(work),
+            notification_block="none",
+            **self.flow_params,
+        )
         self.last = profile_regeneration(**params, return_state=True)
         return self.last
 
@@ -207,6 +216,7 @@ class Playbooks(Regeneration):
             agent_version="v1",
             backup_dir=str(work),
             notification_block="none",
+            **self.flow_params,
         )
         self.last = playbook_regeneration(**params, return_state=True)
         return self.last
@@ -234,6 +244,7 @@ class PromptCheck(Case):
             agent_version="v1",
             backup_dir=str(work / "backups"),
             notification_block="none",
+            **self.flow_params,
         )
         return prompt_change(**params, return_state=True)
 
@@ -270,6 +281,7 @@ class Restore(Case):
             records_dir=str(work),
             recreate_missing=True,
             assume_no_erasures=True,
+            **self.flow_params,
         )
         return restore_profiles(**params, return_state=True)
 
@@ -288,7 +300,12 @@ class Clear(Case):
         assert self.others, "no other user's rows to check"
 
     def run(self, proxy_url: str, work: Path) -> Any:
-        params = dict(reflexio_url=proxy_url, user_ids=[self.user], records_dir=str(work))
+        params = dict(
+            reflexio_url=proxy_url,
+            user_ids=[self.user],
+            records_dir=str(work),
+            **self.flow_params,
+        )
         return clear_users(**params, return_state=True)
 
     def check_done(self, url: str) -> None:
@@ -310,6 +327,7 @@ class Sweep(Case):
             sources=["chat"],
             kinds=["profiles"],
             manual_calls_per_minute=120,
+            **self.flow_params,
         )
         return manual_sweep(**params, return_state=True)
 

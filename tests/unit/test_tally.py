@@ -110,3 +110,11 @@ def test_the_counts_of_xdist_workers_add_up(pytester: pytest.Pytester):
     result = run_suite(pytester, None, "-n", "2")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert tally_line(result, "crash points recovered") == 2
+
+
+def test_the_pairs_bar_is_every_pair_of_writers():
+    """`make test-all` must prove every writer pair, not most of them."""
+    from tests.reliability.test_writer_pairs import PAIRS
+    from tests.tally import BARS, PAIRS_CHECKED
+
+    assert BARS[PAIRS_CHECKED] == len(PAIRS) == 15
