@@ -200,6 +200,11 @@ def main() -> int:
     parser.add_argument(
         "--hold", action="store_true", help="start everything, print URLs, wait for Ctrl-C"
     )
+    parser.add_argument(
+        "--reflexio-url",
+        help="a running, seeded Reflexio server to use (its rows are upgraded) instead of "
+        "starting and seeding a local stack",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -226,14 +231,18 @@ def main() -> int:
         ui, api, home = prefect_server.ui_url, prefect_server.api_url, prefect_server.home
         print(f"prefect server: {ui}", flush=True)
 
-        # 2. Local stack, seeded.
+        # 2. Local stack, seeded (or the server given).
         step = "start and seed the local stack"
-        from local_stack.seed import seed
-        from local_stack.stack import LocalStack
+        if args.reflexio_url:
+            reflexio_url = args.reflexio_url
+        else:
+            from local_stack.seed import seed
+            from local_stack.stack import LocalStack
 
-        stack = LocalStack(state_dir=work / "reflexio").start()
-        seed(stack.url, sources=("chat", "email"))
-        print(f"reflexio: {stack.url}", flush=True)
+            stack = LocalStack(state_dir=work / "reflexio").start()
+            seed(stack.url, sources=("chat", "email"))
+            reflexio_url = stack.url
+        print(f"reflexio: {reflexio_url}", flush=True)
 
         # 3. The deployment, served.
         step = "serve the deployment"
@@ -285,7 +294,7 @@ def main() -> int:
         b.shot("custom-run-form")
 
         step = "fill the parameters form"
-        fill_form(b, step, stack.url)
+        fill_form(b, step, reflexio_url)
         b.shot("custom-run-filled")
 
         step = "submit the custom run"
@@ -310,7 +319,7 @@ def main() -> int:
         step = "check the run's parameters came from the form"
         run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()
         params = run["parameters"]
-        if params.get("reflexio_url") != stack.url or params.get("dry_run") is not True:
+        if params.get("reflexio_url") != reflexio_url or params.get("dry_run") is not True:
             raise StepFailed(step, f"run parameters are {run['parameters']!r}")
 
         step = "wait for the flow run to finish"
@@ -323,7 +332,7 @@ def main() -> int:
             raise StepFailed(step, f"run ended {state['type']}: {state.get('message')}")
 
         step = "see the gate report artifact"
-        key = gate_report_key(stack.url)
+        key = gate_report_key(reflexio_url)
         # The innermost element reading "Artifacts" (the tab strip under the run graph).
         b.click(
             step, "//*[normalize-space(.)='Artifacts' and not(*[normalize-space(.)='Artifacts'])]"
@@ -343,11 +352,11 @@ def main() -> int:
 
         step = "reject a run paused for approval"
         backups = work / "backups"
-        answer_approval(b, api, ui, dep_id, stack.url, backups, approve=False)
+        answer_approval(b, api, ui, dep_id, reflexio_url, backups, approve=False)
         step = "approve a run paused for approval"
-        answer_approval(b, api, ui, dep_id, stack.url, backups, approve=True)
+        answer_approval(b, api, ui, dep_id, reflexio_url, backups, approve=True)
         step = "see who approved in the run summary"
-        driver.get(f"{ui}/artifacts/key/{summary_key(stack.url)}")
+        driver.get(f"{ui}/artifacts/key/{summary_key(reflexio_url)}")
         b.click(step, "//a[contains(@href, '/artifacts/artifact/')]")
         b.wait_text(step, "approval: Approved by alice")
         b.shot("approved-summary")

@@ -1,8 +1,9 @@
 """Real-browser check of the Prefect UI (scripts/ui_check.py); opt-in: RUN_BROWSER_TESTS=1.
 
 Needs Debian's chromium + chromium-driver and `pip install -e '.[browser]'` (selenium).
-Takes ~3 min (Prefect server, seeded Reflexio stack, served deployment, browser; a custom
-run from the form, then a run paused for approval rejected and one approved in the UI).
+Takes ~3 min (Prefect server, the session's seeded Reflexio stack, served deployment,
+browser; a custom run from the form, then a run paused for approval rejected and one approved
+in the UI).
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from local_stack.stack import LocalStack
+from tests.conftest import SEEDED
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,11 +40,21 @@ pytestmark = [
 ]
 
 
+@pytest.fixture
+def seeded_then_restored(seeded_stack: LocalStack) -> Iterator[LocalStack]:
+    """The session's seeded server (the check upgrades its rows), seeded again after."""
+    yield seeded_stack
+    seeded_stack.restore(SEEDED)
+
+
 @pytest.mark.timeout(900)
-def test_custom_run_from_the_form_and_approval_in_the_resume_form(tmp_path: Path) -> None:
+def test_custom_run_from_the_form_and_approval_in_the_resume_form(
+    tmp_path: Path, seeded_then_restored: LocalStack
+) -> None:
     shots = tmp_path / "screenshots"
+    script = [sys.executable, str(ROOT / "scripts" / "ui_check.py"), "--shots", str(shots)]
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "ui_check.py"), "--shots", str(shots)],
+        [*script, "--reflexio-url", seeded_then_restored.url],
         cwd=ROOT,
         capture_output=True,
         text=True,
