@@ -316,7 +316,7 @@ class _Walk(Generic[R]):
             window = Window(far_bound, edge) if step < 0 else Window(edge, far_bound)
             rows = self._get(window, self.split_limit, self.split)
             if len(rows) >= self.split_limit:
-                if width == 0:
+                if width <= 1:  # windows share their edge second: one this narrow is the last
                     raise IncompleteListing(
                         f"Listing {self.order.what}: second {second} holds more rows than one "
                         f"answer carries ({self.split_limit}), and so does {self.split.column} "
@@ -330,7 +330,8 @@ class _Walk(Generic[R]):
             if far_bound is None:
                 return
             edge = far
-            width = min(width * 16, max(1, width * (self.split_limit // 2) // max(1, len(rows))))
+            aimed = width * (self.split_limit // 2) // max(1, len(rows))
+            width = max(1, min(width * 16, aimed))  # never 0: a short window moves on
 
     def _boundary_limit(self) -> int:
         if self.expected_total is None:

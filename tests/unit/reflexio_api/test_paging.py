@@ -262,6 +262,24 @@ def test_rows_created_after_their_second_are_found(
     _assert_exactly(_profile_ids(client, 1_000, split_limit=2_000), expected)
 
 
+@pytest.mark.timeout(60)
+def test_two_crowded_created_seconds_side_by_side_end_the_walk_instead_of_looping(
+    fake: FakeReflexio, client: ReflexioClient
+) -> None:
+    """Neighbouring windows share their edge second (for created_at values with fractions),
+    so two crowded created_at seconds side by side fill every window that holds both: the
+    walk cannot prove that pair complete and says so (it once asked for it forever); a pair
+    that fits in one answer is read."""
+    expected: set[str] = set()
+    for back in (100, 101):
+        expected |= fake.add_profiles([T0] * 1_200, created=[_iso(T0 - back)] * 1_200)
+    with pytest.raises(IncompleteListing, match="cannot be proven complete"):
+        _profile_ids(client, 1_000, split_limit=2_000)
+    expected |= fake.add_profiles([T0] * 1_200, created=[_iso(T0 - 300)] * 1_200)
+    _assert_exactly(_profile_ids(client, 1_000, split_limit=2_500), expected)
+    assert _split_requests(fake)  # 3,600 rows in second T0: read in windows
+
+
 def test_one_created_second_larger_than_an_answer_raises(
     fake: FakeReflexio, client: ReflexioClient
 ) -> None:
