@@ -94,7 +94,7 @@ class ForkServer:
         self.close()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [str(server_python(self.venv)), "-u", str(FORK_PROGRAM)],
+                [str(server_python(self.venv)), "-u", "-P", str(FORK_PROGRAM)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 bufsize=0,
@@ -103,7 +103,12 @@ class ForkServer:
                 preexec_fn=die_with_parent,
             )
         self._env = dict(env)
-        if self._read_line(IMPORT_TIMEOUT_S) != "ready":
+        try:
+            ready = self._read_line(IMPORT_TIMEOUT_S)
+        except ForkServerError:
+            self.close()  # a late "ready" must not be read as a pid
+            raise
+        if ready != "ready":
             self.close()
             raise ForkServerError(f"the fork server did not start; see {self.log_path}")
 

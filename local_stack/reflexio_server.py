@@ -51,6 +51,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal the server's process group; the process alone if it has none yet (a forked
+    server before its setsid); nothing if it has gone (a forked one is reaped at once)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
 def _site_packages(venv: Path) -> Path:
     return next((venv / "lib").glob("python3.*/site-packages"))
 
@@ -231,13 +241,13 @@ class ReflexioServer:
         if process is None or process.poll() is not None:
             return
         if graceful:
-            os.killpg(process.pid, signal.SIGTERM)
+            _signal_group(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=15)
                 return
             except subprocess.TimeoutExpired:
                 pass
-        os.killpg(process.pid, signal.SIGKILL)
+        _signal_group(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
 
     def close(self) -> None:

@@ -7,7 +7,9 @@ them once and then, for each JSON line read from stdin (``{"args": [...], "cwd":
 "log": ...}``), forks a child that runs ``python -m reflexio.server <args>`` as a fresh
 process would, with stdout and stderr appended to ``log``, and writes the child's pid on
 stdout. Only third-party modules are preloaded: the server's own modules, its settings and
-its data are read by the child, after the fork. Nothing runs threads before the fork.
+its data are read by the child, after the fork. It refuses to fork with a thread running
+(the child would inherit locks other threads hold). Run with ``-P``: ``local_stack/`` is not
+put on the children's import path.
 
 Children start a session of their own (their pid is their process group) and get SIGTERM
 when this process dies; this process gets SIGTERM when the one that started it dies.
@@ -23,6 +25,7 @@ import os
 import runpy
 import signal
 import sys
+import threading
 import traceback
 
 PRELOAD = ("litellm", "openai", "fastapi", "uvicorn", "aiohttp", "slowapi")
@@ -66,6 +69,8 @@ def main() -> None:
         with contextlib.suppress(ImportError):  # the child imports what it needs
             importlib.import_module(name)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped as they exit
+    if threading.active_count() != 1:  # a fork would copy locks other threads hold (H18)
+        sys.exit(f"an import started threads: {[t.name for t in threading.enumerate()]}")
     print("ready", flush=True)
     for line in sys.stdin:
         request = json.loads(line)
