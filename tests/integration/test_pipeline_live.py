@@ -35,7 +35,8 @@ def talking_stack(stack: LocalStack) -> Iterator[LocalStack]:
         stack.restore(SEEDED)
         yield stack
     finally:
-        stack.server.llm_calls_in_process = False  # from the next restore on
+        stack.server.llm_calls_in_process = False
+        stack.restore(SEEDED)  # the server's own path again for the tests after
 
 
 def _run_while_users_talk(
