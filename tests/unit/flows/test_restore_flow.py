@@ -18,6 +18,7 @@ from core.state import Counts, ExpectedState
 from core.touched import touched_name, write_touched_ids
 from flows.lock import LockLost
 from tasks.journal import delete_journal, load_journal
+from tasks.server import DELETE_BATCH
 from tests.unit.flows.fake_server import profile
 
 URL = "http://127.0.0.1:8081"
@@ -300,7 +301,8 @@ def test_a_restore_that_deletes_more_than_a_request_takes_deletes_in_batches(
     assert state.is_completed(), state.message
     assert server.state() == {r["profile_id"]: r["status"] for r in before_rows()}
     deletes = [w for w in server.writes if w.startswith("delete")]
-    assert deletes == ["delete 3", "delete 5000", "delete 5000", "delete 2001"]
+    full, rest = divmod(12_001, DELETE_BATCH)
+    assert deletes == ["delete 3"] + [f"delete {DELETE_BATCH}"] * full + [f"delete {rest}"]
 
 
 def test_rows_gone_since_the_backup_stay_gone_and_are_counted(
