@@ -89,6 +89,9 @@ class PrefectServer:
             PREFECT_UI_API_URL=self.api_url,
             PREFECT_SERVER_API_HOST="127.0.0.1",
             PREFECT_SERVER_API_PORT=str(self.port),
+            # SQLite's lock wait (default 10 s): on a loaded 2-core machine a resume from
+            # the UI hit "database is locked" and the UI showed "Something went wrong".
+            PREFECT_SERVER_DATABASE_TIMEOUT="60",
         )
         command = [sys.executable, "-m", "prefect", "server", "start"]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
