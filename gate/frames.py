@@ -62,9 +62,15 @@ class FrameBuilder:
         self._fields = [f for fields in _FIELDS[kind].values() for f in fields]
         self._values: dict[str, list[Any]] = {}
         self._rows = 0
+        self._built = False
+
+    def _not_built(self) -> None:
+        if self._built:
+            raise RuntimeError("this FrameBuilder has made its frame: a builder makes one")
 
     def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Add a page of rows."""
+        self._not_built()
         page = list(rows)
         for field in self._fields:
             values = self._values.get(field)
@@ -84,6 +90,8 @@ class FrameBuilder:
 
         Raises ValueError naming the fields that no row carries.
         """
+        self._not_built()
+        self._built = True
         index = pd.RangeIndex(self._rows)
         frame = pd.DataFrame(index=index)
         missing = []

@@ -100,3 +100,15 @@ def test_repeating_values_are_kept_once_and_the_builder_is_emptied():
         assert frame[column][first] == frame[column][second]
         assert frame[column][first] is frame[column][second], column
     assert not builder._values
+
+
+def test_a_builder_makes_one_frame():
+    """Its lists went to the first frame: a second frame, or a page added after, is refused
+    rather than built from empty or misaligned columns."""
+    builder = FrameBuilder("profiles")
+    builder.add(PROFILES)
+    assert len(builder.frame()) == len(PROFILES)
+    with pytest.raises(RuntimeError, match="makes one"):
+        builder.frame()
+    with pytest.raises(RuntimeError, match="makes one"):
+        builder.add(PROFILES)
