@@ -103,6 +103,12 @@ class Held:
     stopped: bool = False
     """A write was refused because the lock was lost: the run stopped there."""
 
+    def lost_note(self) -> str | None:
+        """What to add to a run's summary and final message about its lock: `lost_message`
+        when the lock was lost and the run went on to its end; None when it held it, or
+        when it stopped at a write because of it (its own message says so)."""
+        return self.lost_message() if self.lost and not self.stopped else None
+
     def lost_message(self) -> str:
         """What a run whose lock was lost says in its summary and final message."""
         return (
@@ -328,9 +334,8 @@ def holds_server_lock(body: Callable[[P], State]) -> Callable[[P], State]:
         except (NotRepaired, LockLost) as exc:
             run_logger().error("%s", exc)
             return Failed(message=str(exc))
-        if held.repaired or held.lost:
-            lost = held.lost_message() if held.lost and not held.stopped else None
-            state.message = " ".join(filter(None, [held.repaired, state.message, lost]))
+        if held.repaired or held.lost_note():
+            state.message = " ".join(filter(None, [held.repaired, state.message, held.lost_note()]))
         return state
 
     return locked

@@ -350,9 +350,9 @@ def check_prompt_change(params: PromptChangeParams) -> PromptCheckResult:
     if held.repaired:
         result.message = f"{held.repaired} {result.message}"
         result.report_markdown += f"\n**Before this check:** {held.repaired}\n"
-    if held.lost:
-        result.message = f"{result.message} {held.lost_message()}"
-        result.report_markdown += f"\n**{held.lost_message()}**\n"
+    if lost := held.lost_note():
+        result.message = f"{result.message} {lost}"
+        result.report_markdown += f"\n**{lost}**\n"
     return result
 
 
