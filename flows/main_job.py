@@ -16,6 +16,9 @@ from pathlib import Path
 # Before Prefect is imported (it is imported inside main()): no telemetry, no network.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# The ephemeral API's start (Prefect's default wait: 20 s) took longer while other work
+# shared this 2-core machine, and the job failed before its first flow.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 STATE_DIR = Path(".state/reflexio")
 PORT = 8081
