@@ -19,7 +19,6 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from core.prune import PRUNE_BATCH
 from core.state import Counts
 from core.upgrade import UpgradeUndetermined, resolve
 from reflexio_api import (
@@ -293,11 +292,11 @@ def wait_for_operation(
 
 # --- deletes (idempotent by id) -----------------------------------------------------------
 
-DELETE_BATCH = PRUNE_BATCH
-"""Ids per delete call, the prune's measured batch (core/prune.py: the server's cost per
-row grows with its search index; 5,000 ids took 28-36 s at 300,000 rows per status, near
-its 60 s request limit). Every delete of an id list that can grow with the data goes
-through `delete_profiles_in_batches` / `delete_user_playbooks_in_batches`."""
+DELETE_BATCH = 5_000
+"""Ids per delete call: the client refuses more than MAX_IDS_PER_DELETE (10,000) in one
+request, and half of that keeps each call well within the read timeout (the prune uses
+1,000, core/prune.py, measured at size). Every delete of an id list that can grow with the
+data goes through `delete_profiles_in_batches` / `delete_user_playbooks_in_batches`."""
 
 
 @task(name="delete-profiles", **READ)
