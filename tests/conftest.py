@@ -81,10 +81,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture
-def seeded_stack(stack: LocalStack) -> LocalStack:
-    """The stack put back to its freshly seeded state, with the stand-in answering normally."""
+def seeded_stack(stack: LocalStack) -> Iterator[LocalStack]:
+    """The stack put back to its freshly seeded state, with the stand-in answering normally.
+    A stall the test set is cleared after it: the stall flag stops every writer, and the
+    tests that take the session stack as it is (`stack`) do not restore it."""
     stack.restore(SEEDED)
-    return stack
+    yield stack
+    stack.clear_stall()
 
 
 @pytest.fixture(scope="session")
