@@ -16,7 +16,6 @@ from local_stack.server_fork import die_with_parent
 from local_stack.server_venv import server_python
 
 FORK_PROGRAM = Path(__file__).with_name("server_fork.py")
-__all__ = ["ForkServer", "ForkServerError", "ForkedServer", "die_with_parent"]
 IMPORT_TIMEOUT_S = 180.0
 """How long the fork server may take to import the libraries (about 4 s on an idle
 machine, ten times that on a loaded one)."""
@@ -67,13 +66,12 @@ class ForkServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._env: dict[str, str] = {}
 
-    def fork(
-        self, args: Sequence[str], cwd: Path, log: Path, env: Mapping[str, str]
-    ) -> ForkedServer:
-        """A new server process running `python -m reflexio.server <args>` in `cwd`."""
+    def fork(self, args: Sequence[str], cwd: Path, env: Mapping[str, str]) -> ForkedServer:
+        """A new server process running `python -m reflexio.server <args>` in `cwd`, its
+        output appended to the log."""
         if self._process is None or self._process.poll() is not None or env != self._env:
             self._start(env)
-        request = {"args": list(args), "cwd": str(cwd), "log": str(log)}
+        request = {"args": list(args), "cwd": str(cwd), "log": str(self.log_path)}
         assert self._process is not None and self._process.stdin is not None
         try:
             self._process.stdin.write(json.dumps(request).encode() + b"\n")

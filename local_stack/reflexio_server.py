@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from local_stack.preloaded import ForkedServer, ForkServer, die_with_parent
+from local_stack.preloaded import ForkedServer, ForkServer
+from local_stack.server_fork import die_with_parent
 from local_stack.server_venv import server_python, shim_dir
 
 READY_TIMEOUT_S = 60.0
@@ -184,9 +185,7 @@ class ReflexioServer:
         (self.state_dir / "reflexio.env").touch()
         args = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         if self._fork_server is not None:
-            self._process = self._fork_server.fork(
-                args, cwd=work_dir, log=self.log_path, env=self.environment()
-            )
+            self._process = self._fork_server.fork(args, cwd=work_dir, env=self.environment())
             return
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
