@@ -298,18 +298,18 @@ class _Walk(Generic[R]):
         """Every row of `second`, read in windows of the split column that together cover
         all its values: downwards from `second`, then upwards from it."""
         found: dict[Hashable, R] = {}
-        self._gallop(second, second, -1, found)
-        self._gallop(second, second, +1, found)
+        self._gallop(second, -1, found)
+        self._gallop(second, +1, found)
         return list(found.values())
 
-    def _gallop(self, second: int, edge: int, step: int, found: dict[Hashable, R]) -> None:
-        """Walk the split column from `edge` in direction `step` (-1 down, +1 up) to its
+    def _gallop(self, second: int, step: int, found: dict[Hashable, R]) -> None:
+        """Walk the split column from `second` in direction `step` (-1 down, +1 up) to its
         open end in windows that answer short, each sized from the last one's rows (aiming
         at half an answer); a full answer is retried half as wide. Neighbouring windows
         share their edge second: the server compares the column as text, so a value with a
         fraction of that second is inside one of the two (rows met twice count once)."""
         assert self.split is not None
-        width = SPLIT_WIDTH_S
+        edge, width = second, SPLIT_WIDTH_S
         while True:
             far = edge + step * width
             far_bound = far if SPLIT_FLOOR <= far <= SPLIT_CEILING else None
