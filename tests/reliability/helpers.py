@@ -20,7 +20,7 @@ from core.kinds import PLAYBOOK_KEYS, PROFILE_KEYS, STATUSES, Kind, comparable, 
 from core.outcome import Decision, RegenerationOutcome
 from core.touched import read_touched_ids
 from reflexio_api import ReflexioClient, ReflexioSettings
-from tests.integration.pipeline_helpers import profile_rows, rows_by_id, run_backup
+from tests.integration.pipeline_helpers import config_bytes, profile_rows, rows_by_id, run_backup
 from tests.tally import CHECKED_BY_ID, claim
 
 UPGRADE = "upgrade_all_profiles"
@@ -99,15 +99,31 @@ def kind_rows(url: str, kind: Kind) -> KindRows:
         return out
 
 
-def everyones_rows(url: str) -> dict[Any, Any]:
-    """Every profile and user playbook on the server, every status: id -> (user, content)."""
-    profiles = {pid: (user, content) for pid, (_, user, content) in rows_by_id(url).items()}
-    with ReflexioClient(ReflexioSettings(url=url)) as client:
-        playbooks = {
-            ("playbook", p.user_playbook_id): (p.user_id, p.content)
-            for p in client.list_user_playbooks()
-        }
-    return profiles | playbooks
+Key = tuple[str, str]
+"""A row on the server: ('profile', id), ('playbook <agent_version>', id) or ('config', '')."""
+ServerRows = dict[Key, tuple[str | None, ...]]
+"""Every row: (status, user_id, content); the config: (None, None, its bytes as text)."""
+
+
+def server_rows(url: str) -> ServerRows:
+    """Every profile and user playbook on the server (every live status) by id, and the
+    config exactly as the server sends it."""
+    out: ServerRows = {("profile", pid): row for pid, row in rows_by_id(url).items()}
+    with ReflexioClient(ReflexioSettings(url=url, read_timeout_s=120)) as client:
+        for p in client.list_user_playbooks():
+            out[(f"playbook {p.agent_version}", str(p.user_playbook_id))] = (
+                p.status,
+                p.user_id,
+                p.content,
+            )
+    out[("config", "")] = (None, None, config_bytes(url).decode())
+    return out
+
+
+def everyones_rows(url: str) -> dict[Key, tuple[str | None, ...]]:
+    """Every profile and user playbook on the server, every status: (user, content) by
+    `server_rows` key."""
+    return {k: row[1:] for k, row in server_rows(url).items() if k[0] != "config"}
 
 
 def assert_rows_as_the_run_says(url: str, kind: Kind, before: KindRows, state: Any) -> Decision:

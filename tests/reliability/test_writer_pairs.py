@@ -38,10 +38,8 @@ from deployments.catalogue import lock_name
 from local_stack.fault_proxy import FaultProxy
 from local_stack.seed import seed
 from local_stack.stack import LocalStack
-from reflexio_api import ReflexioClient, ReflexioSettings
 from tests.conftest import SEEDED
-from tests.integration.pipeline_helpers import config_bytes, rows_by_id
-from tests.reliability.helpers import CHECKED_BY_ID
+from tests.reliability.helpers import CHECKED_BY_ID, Key, ServerRows, server_rows
 from tests.reliability.test_writer_faults import (
     Case,
     Clear,
@@ -59,27 +57,6 @@ HOLD_S = 6.0
 """How long the winner's first request is held (it holds the lock meanwhile)."""
 LOSER_WAIT_S = 2.0
 """How long each writer waits for the lock."""
-
-Key = tuple[str, str]
-"""A row on the server: ('profile', id), ('playbook <agent_version>', id) or ('config', '')."""
-ServerRows = dict[Key, tuple[str | None, ...]]
-"""Every row: (status, user_id, content); the config: (None, None, its bytes as text)."""
-
-
-def server_rows(url: str) -> ServerRows:
-    """Every profile and user playbook on the server (every live status) by id, and the
-    config exactly as the server sends it."""
-    out: ServerRows = {("profile", pid): row for pid, row in rows_by_id(url).items()}
-    with ReflexioClient(ReflexioSettings(url=url, read_timeout_s=120)) as client:
-        for p in client.list_user_playbooks():
-            out[(f"playbook {p.agent_version}", str(p.user_playbook_id))] = (
-                p.status,
-                p.user_id,
-                p.content,
-            )
-    out[("config", "")] = (None, None, config_bytes(url).decode())
-    return out
-
 
 NEWCOMER = "pairs-newcomer"
 
