@@ -125,8 +125,8 @@ def run_regeneration(kind: Kind, params: RegenerationParams, title: str) -> Stat
         busy = isinstance(exc, ServerBusy)
         outcome = engine.outcome(Decision.REFUSED, str(exc))
     finally:
-        if held is not None and held.lost_note():
-            summary.note(held.lost_note())
+        if held is not None and (lost := held.lost_note()):
+            summary.note(lost)
         if outcome is None:
             summary.decision = "Crashed before deciding; see the logs."
         publish_summary(engine)

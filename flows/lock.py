@@ -334,8 +334,9 @@ def holds_server_lock(body: Callable[[P], State]) -> Callable[[P], State]:
         except (NotRepaired, LockLost) as exc:
             run_logger().error("%s", exc)
             return Failed(message=str(exc))
-        if held.repaired or held.lost_note():
-            state.message = " ".join(filter(None, [held.repaired, state.message, held.lost_note()]))
+        lost = held.lost_note()
+        if held.repaired or lost:
+            state.message = " ".join(filter(None, [held.repaired, state.message, lost]))
         return state
 
     return locked
