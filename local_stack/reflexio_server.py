@@ -80,6 +80,7 @@ class ReflexioServer:
         extra_env: Mapping[str, str] | None = None,
         provider_key: str = "sk-stand-in",
         preload: bool = False,
+        llm_calls_in_process: bool = False,
     ) -> None:
         self.venv = venv
         self.state_dir = state_dir
@@ -93,12 +94,13 @@ class ReflexioServer:
         self.extra_env = dict(extra_env or {})
         """Server settings beyond the defaults, e.g. REFLEXIO_ROW_LIMIT_PROFILES for a
         server seeded with more than its 250,000-row retention cap."""
-        self.llm_calls_in_process = False
-        """From the next start, chat calls run in the server's process instead of a child
-        process forked per call (its hard-timeout isolation against hung providers): that
-        fork is most of a call's cost with the stand-in, which never hangs (measured on 2
-        cores: ~0.5 s a call idle, ~3 s at load 19; in-process ~0.05 s). For tests that make
-        thousands of calls; every other test keeps the server's own path."""
+        self.llm_calls_in_process = llm_calls_in_process
+        """Chat calls run in the server's process instead of a child process forked per
+        call (its hard-timeout isolation against hung providers; takes effect at the next
+        start when changed): that fork is most of a call's cost with the stand-in, which
+        never hangs (measured on 2 cores: ~0.5 s a call idle, ~3 s at load 19; in-process
+        ~0.05 s), and a fork beside a live request can hang (H18). For test suites; a
+        production server, `make main` and the benches keep the server's own path."""
         self._process: subprocess.Popen[bytes] | ForkedServer | None = None
         self._fork_server = ForkServer(venv, self.log_path) if preload else None
         """With `preload`, starts fork a process that imported the server's libraries once

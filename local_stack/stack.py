@@ -28,6 +28,9 @@ class LocalStack:
     preload: bool = False
     """Fork server starts from a process that imported the server's libraries once (for a
     test suite that restores snapshots hundreds of times; see local_stack/preloaded.py)."""
+    llm_calls_in_process: bool = False
+    """The server calls the LLM in its own process, not in a child forked per call (for a
+    test suite: see ReflexioServer.llm_calls_in_process)."""
     llm: StandInLLM = field(init=False)
     server: ReflexioServer = field(init=False)
 
@@ -51,6 +54,7 @@ class LocalStack:
             rate_limits=self.rate_limits,
             extra_env=self.extra_env,
             preload=self.preload,
+            llm_calls_in_process=self.llm_calls_in_process,
         )
         try:
             self.server.start()

@@ -61,11 +61,18 @@ def _exclusive(path: Path) -> Iterator[None]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The session's Reflexio server (rate limits off) and stand-in LLM, seeded once per
     test run: under pytest-xdist the first worker seeds and exports the seeded data, the
-    others import it (~5 s instead of ~1 min of seeding each, on the same cores)."""
+    others import it (~5 s instead of ~1 min of seeding each, on the same cores).
+
+    Its server calls the LLM in its own process: the child it forks per chat call (a guard
+    against hung providers, which the stand-in never is) made a seeded regeneration about
+    3x slower (a test's run ~23 s against ~7 s at load 2.5), and a fork beside a live
+    request can hang (H18). The suite's other servers keep the server's own path (in CI:
+    test_secrets' regenerations, the golden checks' scratch servers, among others)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     shared = tmp_path_factory.getbasetemp().parent / f"seeded-{run}" if worker and run else None
-    with LocalStack(state_dir=tmp_path_factory.mktemp("reflexio"), preload=True) as running:
+    state = tmp_path_factory.mktemp("reflexio")
+    with LocalStack(state_dir=state, preload=True, llm_calls_in_process=True) as running:
         with _exclusive(shared.with_suffix(".lock")) if shared else contextlib.nullcontext():
             if shared is not None and shared.exists():
                 running.import_snapshot(SEEDED, shared)

@@ -4,10 +4,10 @@ of whom have a stored conversation, so the rerun regenerates their rows through 
 the upgrade; the other users' rows must come through untouched. Real server, real flows,
 stand-in LLM; rows are checked by id.
 
-The module's server calls the LLM in its own process (`llm_calls_in_process`): the rerun
-makes about 12 calls a user (2 chat, 10 embeddings), and the fork the server makes for each
-chat call would cost more than the whole rest of the run (measured here: ~7.8 s a user with
-the fork at load 19-20, ~1.2 s without)."""
+The session's server calls the LLM in its own process (`llm_calls_in_process`, tests/
+conftest.py): the rerun makes about 12 calls a user (2 chat, 10 embeddings), and the fork the
+server would make for each chat call costs more than the whole rest of the run (measured
+here: ~7.8 s a user with the fork at load 19-20, ~1.2 s without)."""
 
 from __future__ import annotations
 
@@ -60,8 +60,7 @@ def _ids(url: str, status: str) -> set[str]:
 def seeded_at_size(stack: LocalStack, talking: int, name: str) -> Iterator[SeedResult]:
     """The seeded users plus 25,000 ARCHIVED rows (12,000 in one second), 25,000 CURRENT
     rows and a conversation behind the CURRENT rows of `talking` users, snapshotted as
-    `name`; the server calls the LLM in process until the seeded state is put back."""
-    stack.server.llm_calls_in_process = True
+    `name`; the seeded state is put back after."""
     current = ProfileSeed("current", CURRENT, users=CURRENT_USERS)
     try:
         stack.restore(SEEDED)
@@ -75,7 +74,6 @@ def seeded_at_size(stack: LocalStack, talking: int, name: str) -> Iterator[SeedR
         stack.snapshot(name)
         yield result
     finally:
-        stack.server.llm_calls_in_process = False
         stack.restore(SEEDED)
 
 

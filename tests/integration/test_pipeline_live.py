@@ -25,18 +25,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def talking_stack(stack: LocalStack) -> Iterator[LocalStack]:
-    """The seeded stack, its server calling the LLM in its own process. The server forks a
-    child per LLM call; forked while the live extraction's threads run, a child can hang on
-    a lock it inherited held, and the user's rerun step fails 290 s later with a "transient"
-    error (H18: what failed these tests in CI). The fork is not what these tests are about."""
-    stack.server.llm_calls_in_process = True
-    try:
-        stack.restore(SEEDED)
-        yield stack
-    finally:
-        stack.server.llm_calls_in_process = False
-        stack.restore(SEEDED)  # the server's own path again for the tests after
+def talking_stack(seeded_stack: LocalStack) -> Iterator[LocalStack]:
+    """The seeded stack, seeded again after (the users' talk leaves rows). Its server
+    calls the LLM in its own process (tests/conftest.py), which these tests need: the
+    server forks a child per LLM call, and forked while the live extraction's threads run, a
+    child can hang on a lock it inherited held; the user's rerun step then fails 290 s later
+    with a "transient" error (H18: what failed these tests in CI). The fork is not what
+    these tests are about."""
+    yield seeded_stack
+    seeded_stack.restore(SEEDED)
 
 
 def _run_while_users_talk(
