@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,15 +18,19 @@ from tests.reliability.helpers import UPGRADE, Snapshot, assert_consistent
 
 pytestmark = pytest.mark.reliability
 
-WINNER_LLM_DELAY_S = 0.5
-"""Each stand-in answer takes this long: the winner's rerun holds the lock for many seconds."""
+WINNER_LLM_DELAY_S = 10.0
+"""Each stand-in answer takes this long until the first run ends: the winner's rerun holds
+the lock however late the loser starts on a loaded machine (with the server's LLM calls in
+process a seeded rerun takes a few seconds, and a fixed 0.5 s a call let the loser, started
+seconds late, find the lock free and run after the winner)."""
 LOSER_WAIT_S = 5.0
 """How long the loser waits for the lock before it is refused."""
 
 
-def _together(*params: dict[str, Any]) -> list:
+def _together(*params: dict[str, Any], when_one_ends: Callable[[], None] = lambda: None) -> list:
     """Start one flow run per params in threads released by one barrier (each thread runs in
-    a copy of this context, so all use the test's Prefect API)."""
+    a copy of this context, so all use the test's Prefect API); `when_one_ends` is called
+    as soon as the first run has ended."""
     barrier = threading.Barrier(len(params))
     states: list = [None] * len(params)
 
@@ -38,6 +44,9 @@ def _together(*params: dict[str, Any]) -> list:
     ]
     for thread in threads:
         thread.start()
+    while all(state is None for state in states) and any(t.is_alive() for t in threads):
+        time.sleep(0.2)
+    when_one_ends()
     for thread in threads:
         thread.join(300)
     return states
@@ -45,10 +54,11 @@ def _together(*params: dict[str, Any]) -> list:
 
 def test_two_runs_on_one_server_one_is_refused(clean_stack, prefect_api, proxy, tmp_path, measured):
     """The first run to take the server's lock regenerates; the other waits LOSER_WAIT_S and
-    is refused. The stand-in answers slowly, so the winner holds the lock for much longer
-    than the loser waits even when the two start seconds apart on a loaded machine (the
-    winner's own slow acquisition no longer counts against any timeout: flows/lock.py). A
-    lock that let both in fails this test: two reruns, and no refusal naming the lock."""
+    is refused. The stand-in answers slowly until one run has ended, so the winner holds the
+    lock for longer than the loser waits even when the two start seconds apart on a loaded
+    machine (the winner's own slow acquisition no longer counts against any timeout:
+    flows/lock.py). A lock that let both in fails this test: two reruns, and no refusal
+    naming the lock."""
     before = Snapshot.take(clean_stack.url)
     clean_stack.llm.configure(delay_s=WINNER_LLM_DELAY_S)
     try:
@@ -60,7 +70,8 @@ def test_two_runs_on_one_server_one_is_refused(clean_stack, prefect_api, proxy, 
                     lock_timeout_s=LOSER_WAIT_S,
                 )
                 for i in range(2)
-            )
+            ),
+            when_one_ends=lambda: clean_stack.llm.configure(delay_s=0),
         )
     finally:
         clean_stack.llm.configure(delay_s=0)
