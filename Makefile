@@ -25,19 +25,19 @@ main: install-server
 	$(BIN)/python -m flows.main_job
 
 ## Lint, then the tests CI runs: unit, integration against the real server, reliability
-## (the production-size cases marked slow are left to test-all). Three pytest-xdist workers,
+## (the production-size cases marked slow are left to test-all). Two pytest-xdist workers,
 ## each with its own server and Prefect test API, a test file per worker at a time.
 test: install-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q -m "not slow" -n 3 --dist loadfile
+	$(BIN)/pytest -q -m "not slow" -n 2 --dist loadfile
 
-## Lint, then every test, the slow production-size cases included, in the same three workers;
-## fails when the reliability tally (added up from all) is below its bars (tests/tally.py).
+## Lint, then every test, the slow production-size cases included, in the same two workers;
+## fails when the reliability tally (added up from both) is below its bars (tests/tally.py).
 test-all: install-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q -n 3 --dist loadfile --tally-bars
+	$(BIN)/pytest -q -n 2 --dist loadfile --tally-bars
 
 ## The Dockerfile's build steps without docker (CI has none): each COPY into a temporary
 ## directory, each pip step into a fresh venv, then every flow loaded from there.

@@ -18,6 +18,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Unit tests on the ephemeral API: its start (Prefect's default wait: 20 s) timed out once in
+# a clean-clone CI rehearsal at load 6, failing a test's setup.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from local_stack.seed import seed
 from local_stack.stack import LocalStack
