@@ -400,7 +400,7 @@ SERVER_JUDGED: dict[str, tuple[str, Setup, tuple[str, ...], Judged]] = {
     "a backup changed after it was written": (
         "restore",
         _restore_of(_tampered, assume_no_erasures=True, recreate_missing=True),
-        ("checksum",),
+        ("Checksum mismatch", "Do not restore from it"),
         None,
     ),
     "a backup without its run's touched-ids file": (
