@@ -108,6 +108,19 @@ ServerRows = dict[Key, tuple[str | None, ...]]
 def server_rows(url: str) -> ServerRows:
     """Every profile and user playbook on the server (every live status) by id, and the
     config exactly as the server sends it."""
+    out = _rows(url)
+    out[("config", "")] = (None, None, config_bytes(url).decode())
+    return out
+
+
+def everyones_rows(url: str) -> dict[Key, tuple[str | None, ...]]:
+    """Every profile and user playbook on the server, every status: (user, content) by
+    `server_rows` key."""
+    return {k: row[1:] for k, row in _rows(url).items()}
+
+
+def _rows(url: str) -> ServerRows:
+    """`server_rows` without the config."""
     out: ServerRows = {("profile", pid): row for pid, row in rows_by_id(url).items()}
     with ReflexioClient(ReflexioSettings(url=url, read_timeout_s=120)) as client:
         for p in client.list_user_playbooks():
@@ -116,14 +129,7 @@ def server_rows(url: str) -> ServerRows:
                 p.user_id,
                 p.content,
             )
-    out[("config", "")] = (None, None, config_bytes(url).decode())
     return out
-
-
-def everyones_rows(url: str) -> dict[Key, tuple[str | None, ...]]:
-    """Every profile and user playbook on the server, every status: (user, content) by
-    `server_rows` key."""
-    return {k: row[1:] for k, row in server_rows(url).items() if k[0] != "config"}
 
 
 def assert_rows_as_the_run_says(url: str, kind: Kind, before: KindRows, state: Any) -> Decision:
