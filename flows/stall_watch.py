@@ -184,7 +184,7 @@ def stall_watch(params: StallWatchParams) -> State:
     name = variable_name(settings.url)
     found = Variable.get(name, default=None)
     last: dict[str, Any] = found if isinstance(found, dict) else {}
-    was_stalled = bool(last.get("stalled"))
+    was_stalled = last.get("stalled") is True  # a hand-edited "no" is not a stall
 
     try:
         state = watch_read(settings, WATCH_RETRY_AFTER_S)

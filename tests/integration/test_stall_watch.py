@@ -67,6 +67,17 @@ def test_notifies_once_per_stall_and_once_on_recovery(
     assert fourth.message == "not stalled"
 
 
+def test_a_hand_edited_not_stalled_is_no_stall_to_recover_from(
+    clean_stack: LocalStack, receiver: WebhookReceiver
+):
+    """What the watch remembers is a Variable an operator can edit in the UI: only `true`
+    means it saw a stall, so "no" sends no recovery notice."""
+    Variable.set(variable_name(clean_stack.url), {"stalled": "no"}, overwrite=True)
+    state = _watch(clean_stack)
+    assert state.is_completed() and state.message == "not stalled"
+    assert receiver.posts == []
+
+
 def test_failed_delivery_fails_the_run_and_is_tried_again(
     clean_stack: LocalStack, receiver: WebhookReceiver
 ):
