@@ -1,4 +1,5 @@
-"""Helpers for the contract tests: typed clients on the shared stack, and row counting."""
+"""Helpers for the contract tests: typed clients on the shared stack, and row counting; the
+production-size server of the at-size tests."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from local_stack.bulk_seed import SeedResult
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.models import OperationStatus, ServiceName
+from tests.integration.at_size import LARGE, TALKING, seeded_at_size
 
 OPERATION_TIMEOUT_S = 60.0
 """Generous for the stand-in: a 6-user profile rerun takes ~3 s, a playbook rerun ~12 s."""
@@ -48,3 +51,18 @@ def run_to_end(
         service, operation_id, timeout_s=OPERATION_TIMEOUT_S, on_progress=seen.append
     )
     return final, seen
+
+
+@pytest.fixture(scope="module")
+def large(stack: LocalStack) -> Iterator[SeedResult]:
+    """The production-size server (tests/integration/at_size.py) with TALKING users who talk,
+    for the module."""
+    with seeded_at_size(stack, TALKING, LARGE) as result:
+        yield result
+
+
+@pytest.fixture
+def large_stack(stack: LocalStack, large: SeedResult) -> LocalStack:
+    """The session's server put back to `large`."""
+    stack.restore(LARGE)
+    return stack

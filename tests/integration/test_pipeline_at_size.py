@@ -12,82 +12,34 @@ here: ~7.8 s a user with the fork at load 19-20, ~1.2 s without)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from core.kinds import PROFILE_KEYS, PROFILES, comparable
+from core.kinds import PROFILE_KEYS, comparable
 from core.outcome import Decision
-from core.touched import read_touched_ids
 from flows.profile_regeneration import profile_regeneration
-from flows.restore import restore_profiles
-from local_stack.bulk_seed import ConversationSeed, ProfileSeed, SeedResult
+from local_stack.bulk_seed import SeedResult
 from local_stack.fault_proxy import FaultProxy
 from local_stack.stack import LocalStack
 from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.settings import USER_AGENT
-from tests.conftest import SEEDED
+from tests.integration.at_size import (
+    LARGE,
+    RUN_TIMEOUT_S,
+    SLOW_TIMEOUT_S,
+    TALKING,
+    assert_nightly_regenerates_the_talking_users,
+)
 from tests.integration.pipeline_helpers import profile_rows
-from tests.reliability.helpers import assert_rows_as_the_run_says, kind_rows
 
 pytestmark = pytest.mark.integration
-
-ARCHIVED = 25_000
-SAME_SECOND = 12_000
-CURRENT = 25_000
-CURRENT_USERS = 5_000
-"""5 CURRENT rows a user: the stand-in learns at most 5 facts from one conversation."""
-TALKING = 100
-"""Users with a stored conversation in CI: the rerun regenerates their rows. The slow case
-takes SLOW_TALKING (issue 20 asks for 1,000); the rerun costs the server ~1 CPU-second a
-user at this size (an FTS search over every row sharing a word, for each new row), ~17 min
-for 1,000: see docs/reliability.md, *In CI at production size*."""
-SLOW_TALKING = 1_000
-SLOW_TALKING_TIMEOUT_S = 3600
-LARGE = "large"
-RUN_TIMEOUT_S = 1800
 
 
 def _ids(url: str, status: str) -> set[str]:
     with ReflexioClient(ReflexioSettings(url=url)) as client:
         return {p.profile_id for p in client.list_profiles(status)}
-
-
-@contextmanager
-def seeded_at_size(stack: LocalStack, talking: int, name: str) -> Iterator[SeedResult]:
-    """The seeded users plus 25,000 ARCHIVED rows (12,000 in one second), 25,000 CURRENT
-    rows and a conversation behind the CURRENT rows of `talking` users, snapshotted as
-    `name`; the seeded state is put back after."""
-    current = ProfileSeed("current", CURRENT, users=CURRENT_USERS)
-    try:
-        stack.restore(SEEDED)
-        result = stack.bulk_seed(
-            [
-                ProfileSeed("archived", ARCHIVED, users=2_500, same_second=SAME_SECOND),
-                current,
-                ConversationSeed(current, users=talking),
-            ]
-        )
-        stack.snapshot(name)
-        yield result
-    finally:
-        stack.restore(SEEDED)
-
-
-@pytest.fixture(scope="module")
-def large(stack: LocalStack) -> Iterator[SeedResult]:
-    """The production-size server with TALKING users who talk, for the module."""
-    with seeded_at_size(stack, TALKING, LARGE) as result:
-        yield result
-
-
-@pytest.fixture
-def large_stack(stack: LocalStack, large) -> LocalStack:
-    stack.restore(LARGE)
-    return stack
 
 
 def test_the_server_lists_the_seeded_conversations(large_stack, large: SeedResult):
@@ -113,91 +65,12 @@ def _interactions(url: str, user: str) -> list[dict]:
     return response.json()["interactions"]
 
 
-def _nightly_run(url: str, backup_dir: Path):
-    state = profile_regeneration(reflexio_url=url, backup_dir=backup_dir, return_state=True)
-    assert state.is_completed(), state.message
-    outcome = state.result()
-    assert outcome.decision is Decision.UPGRADED
-    return outcome
-
-
 @pytest.mark.timeout(RUN_TIMEOUT_S)
 def test_nightly_run_at_size_regenerates_the_talking_users_and_loses_nothing(
     large_stack, large: SeedResult, prefect_api, tmp_path: Path
 ):
     assert len(large.talking_users()) == TALKING
     assert_nightly_regenerates_the_talking_users(large_stack.url, large, tmp_path)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(SLOW_TALKING_TIMEOUT_S)
-def test_nightly_run_at_size_regenerates_a_thousand_users_and_loses_nothing(
-    stack: LocalStack, prefect_api, tmp_path: Path
-):
-    """Slow (issue 20's size: >= 1,000 users regenerated): about 1 CPU-second a user in the
-    server's searches at this size; CI runs the same checks with TALKING users."""
-    with seeded_at_size(stack, SLOW_TALKING, "large-1000") as seeded:
-        assert len(seeded.talking_users()) == SLOW_TALKING
-        assert_nightly_regenerates_the_talking_users(stack.url, seeded, tmp_path)
-
-
-def assert_nightly_regenerates_the_talking_users(
-    url: str, seeded: SeedResult, tmp_path: Path
-) -> None:
-    """The nightly upgrades; by id: every talking user's old rows ARCHIVED, every other
-    CURRENT row unchanged, CURRENT nothing else, every old ARCHIVED row deleted."""
-    before = kind_rows(url, PROFILES)
-    current_before = {r["profile_id"]: r for r in before["current"]}
-    assert {r["profile_id"] for r in before["archived"]} == seeded.profile_ids("archived")
-    assert seeded.profile_ids("current") <= set(current_before)
-    talking = seeded.talking_users()
-
-    state = profile_regeneration(reflexio_url=url, backup_dir=tmp_path, return_state=True)
-
-    assert assert_rows_as_the_run_says(url, PROFILES, before, state) is Decision.UPGRADED
-    outcome = state.result()
-    touched = {k: set(v) for k, v in read_touched_ids(Path(outcome.touched.ids_file)).items()}
-    after = {r["profile_id"]: r for r in kind_rows(url, PROFILES)["current"]}
-    # Every talking user's rows were regenerated: new rows CURRENT, the old ones ARCHIVED.
-    promoted_users = {after[i]["user_id"] for i in touched["promoted"]}
-    assert talking <= promoted_users
-    regenerated = {i for i, r in current_before.items() if r["user_id"] in promoted_users}
-    assert touched["archived"] == regenerated
-    # Every other CURRENT row is CURRENT, unchanged; CURRENT holds nothing else.
-    spared = {i: r for i, r in current_before.items() if i not in regenerated}
-    assert len(spared) >= CURRENT - len(talking) * CURRENT // CURRENT_USERS
-    assert comparable(list(spared.values()), PROFILE_KEYS) == comparable(
-        [after[i] for i in spared], PROFILE_KEYS
-    )
-    assert set(after) == touched["promoted"] | set(spared)
-    # Every old ARCHIVED row was deleted (H1), and is in the backup (checked above by id).
-    assert touched["deleted"] == seeded.profile_ids("archived")
-
-
-SLOW_TIMEOUT_S = 2400
-"""Re-creating 25,000 rows takes the server about 15 minutes (it embeds each one)."""
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(SLOW_TIMEOUT_S)
-def test_restore_at_size_brings_every_row_back(large_stack, prefect_api, tmp_path: Path):
-    """Slow: the server re-embeds every re-created row (about 30 ms a row here)."""
-    url = large_stack.url
-    before_rows = profile_rows(url, "current", "archived")
-    outcome = _nightly_run(url, tmp_path)
-
-    restored = restore_profiles(
-        reflexio_url=url,
-        backup_file=outcome.backup,
-        records_dir=tmp_path,
-        assume_no_erasures=True,  # nobody was erased: there is no record to read,
-        return_state=True,
-    )
-
-    assert restored.is_completed(), restored.message
-    assert comparable(profile_rows(url, "current", "archived"), PROFILE_KEYS) == comparable(
-        before_rows, PROFILE_KEYS
-    )
 
 
 def test_a_listing_that_does_not_add_up_stops_the_run_before_any_write(
