@@ -369,10 +369,10 @@ READS = {
 faults that fire after the server applied it."""
 UNDO = {point for point, (case, _) in POINTS.items() if case is RolledBack}
 """The rollback's calls: not run at production size, where a rollback re-creates 25,000
-rows (about 15 min)."""
+rows (15-33 min)."""
 AT_SIZE_FAULT = "503 x2"
 """The fault every call point also gets on the production-shaped server (conftest.production):
-a transient one, so no case there rolls back (re-creating 25,000 rows takes ~15 min, H1)."""
+a transient one, so no case there rolls back (re-creating 25,000 rows takes 15-33 min, H1)."""
 CASES = [
     pytest.param(
         point,
