@@ -87,16 +87,22 @@ def test_two_runs_on_one_server_one_is_refused(clean_stack, prefect_api, proxy, 
 
 def test_two_urls_for_one_server_never_both_upgrade(clean_stack, prefect_api, tmp_path):
     """Two proxies in front of one server (two host:ports, so two locks and both runs get
-    one); the server refuses the second rerun while the first runs."""
+    one); the server refuses the second rerun while the first runs. The stand-in answers
+    slowly until one run has ended, so the first rerun is still running however late the
+    second run starts (with a fixed 0.3 s a call, a second run started late found the first
+    one's candidate instead, in a clean-clone CI rehearsal)."""
     before = Snapshot.take(clean_stack.url)
-    clean_stack.llm.configure(delay_s=0.3)
-    with FaultProxy(clean_stack.url) as one, FaultProxy(clean_stack.url) as two:
-        states = _together(
-            dict(reflexio_url=one.url, backup_dir=tmp_path / "1"),
-            dict(reflexio_url=two.url, backup_dir=tmp_path / "2"),
-        )
-        upgrades = one.count("POST", UPGRADE) + two.count("POST", UPGRADE)
-    clean_stack.llm.configure(delay_s=0)
+    clean_stack.llm.configure(delay_s=WINNER_LLM_DELAY_S)
+    try:
+        with FaultProxy(clean_stack.url) as one, FaultProxy(clean_stack.url) as two:
+            states = _together(
+                dict(reflexio_url=one.url, backup_dir=tmp_path / "1"),
+                dict(reflexio_url=two.url, backup_dir=tmp_path / "2"),
+                when_one_ends=lambda: clean_stack.llm.configure(delay_s=0),
+            )
+            upgrades = one.count("POST", UPGRADE) + two.count("POST", UPGRADE)
+    finally:
+        clean_stack.llm.configure(delay_s=0)
     messages = [s.message for s in states]
     assert upgrades <= 1, messages
     assert sum(s.is_completed() for s in states) == upgrades, messages
