@@ -215,6 +215,8 @@ class ReflexioClient:
         policy: PollPolicy | None = None,
     ) -> OperationStatus:
         """Poll until OUR operation is completed, failed or cancelled; return that status.
+        A failure the server's stale check wrote while the operation still progresses is
+        waited through (H19, `PollPolicy.quiet_s`).
 
         Raises OperationReplaced when the slot shows another operation, OperationTimeout at
         the deadline. Transient polling errors are counted and tolerated until then.
@@ -231,7 +233,7 @@ class ReflexioClient:
                 status = watch.check(seen)
                 if on_progress is not None:
                     on_progress(status)
-                if status.is_terminal:
+                if watch.is_over(status):
                     return status
             self._sleep(watch.next_delay())
 

@@ -16,6 +16,8 @@ ProfileStatusName = Literal["current", "pending", "archived"]
 PlaybookStatusName = Literal["current", "pending", "archived"]
 OperationState = Literal["in_progress", "completed", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+AUTO_RECOVERED_PREFIX = "Auto-recovered"
+"""How 0.2.32 begins the error message of an operation its stale check failed (H19)."""
 
 
 class _Model(BaseModel):
@@ -191,6 +193,15 @@ class OperationStatus(_Model):
     def is_terminal(self) -> bool:
         """True once the operation completed, failed or was cancelled."""
         return self.status in TERMINAL_STATES
+
+    @property
+    def auto_recovered(self) -> bool:
+        """Marked failed by the server's stale check, not by the operation (H19): 0.2.32
+        fails any operation older than 10 minutes when its slot is read, while the
+        operation itself may still be running and will write its own end later."""
+        return self.status == "failed" and (self.error_message or "").startswith(
+            AUTO_RECOVERED_PREFIX
+        )
 
 
 class ProfileStatistics(_Model):

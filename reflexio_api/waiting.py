@@ -2,7 +2,8 @@
 
 The server keeps one status slot per service (the latest operation only), so every poll is
 matched against our operation id. Success is never assumed: only a status seen for our id
-ends the wait.
+ends the wait, and a failure the server's stale check wrote while the operation may still
+run (H19) ends it only once the operation has shown no progress for `PollPolicy.quiet_s`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class PollPolicy:
     initial_s: float = 0.2
     factor: float = 1.5
     cap_s: float = 0.5
+    quiet_s: float = 600.0
+    """How long an operation the server's stale check marked failed (H19) may show no
+    progress (users processed or failed, the user at work) before the failure is taken as
+    its end: the server's own threshold, now counted from the last progress seen."""
 
     def delays(self) -> Iterator[float]:
         """The successive pauses between polls: initial, initial*factor, ... capped."""
@@ -60,6 +65,9 @@ class OperationWatch:
         self._clock = clock
         self._deadline = clock() + timeout_s
         self._delays = policy.delays()
+        self._quiet_s = policy.quiet_s
+        self._progress: tuple[int, int, str | None] | None = None
+        self._progress_seen_at = clock()
 
     def check(self, status: OperationStatus | None) -> OperationStatus:
         """Return the status when it is ours; raise OperationReplaced otherwise."""
@@ -67,7 +75,30 @@ class OperationWatch:
         if status is None or status.operation_id != self.operation_id:
             raise self._replaced(status)
         self.last_status = status
+        progress = (status.processed_users, status.failed_users, status.current_user_id)
+        if progress != self._progress:
+            self._progress, self._progress_seen_at = progress, self._clock()
         return status
+
+    def is_over(self, status: OperationStatus) -> bool:
+        """Whether `status` (ours, from `check`) ends the wait: a terminal state, except a
+        stale-check failure (H19) of an operation that progressed within `quiet_s`."""
+        if not status.is_terminal:
+            return False
+        if not status.auto_recovered:
+            return True
+        quiet = self._clock() - self._progress_seen_at
+        if quiet < self._quiet_s:
+            return False
+        logger.warning(
+            "%s operation %s: the server's stale check marked it failed and it has shown no "
+            "progress for %.0f s; taken as ended (%s)",
+            self.service_name,
+            self.operation_id,
+            quiet,
+            status.error_message,
+        )
+        return True
 
     def record_error(self, exc: TransientError) -> None:
         """Count a transient polling failure; waiting goes on until the deadline."""

@@ -261,7 +261,8 @@ def wait_for_operation(
     last: list[float] = [-1.0]
 
     def on_progress(status: OperationStatus) -> None:
-        pct = 100.0 if status.is_terminal else round(status.progress_percentage, 1)
+        ended = status.is_terminal and not status.auto_recovered  # H19: may still run
+        pct = 100.0 if ended else round(status.progress_percentage, 1)
         if pct != last[0]:
             last[0] = pct
             update_progress_artifact(

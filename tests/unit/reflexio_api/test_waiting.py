@@ -10,7 +10,12 @@ from reflexio_api import AuthError, OperationReplaced, OperationTimeout, PollPol
 from .conftest import ok
 
 
-def slot(status: str, operation_id: str | None = "op-1", processed: int = 0) -> httpx.Response:
+def slot(
+    status: str,
+    operation_id: str | None = "op-1",
+    processed: int = 0,
+    error_message: str | None = None,
+) -> httpx.Response:
     params = {} if operation_id is None else {"operation_id": operation_id}
     return ok(
         operation_status={
@@ -20,8 +25,13 @@ def slot(status: str, operation_id: str | None = "op-1", processed: int = 0) -> 
             "total_users": 4,
             "processed_users": processed,
             "request_params": params,
+            "error_message": error_message,
         }
     )
+
+
+STALE = "Auto-recovered: operation was stuck for 601s (threshold: 600s)"
+"""What reflexio-ai 0.2.32 writes over a running operation older than 600 s (H19)."""
 
 
 def test_backoff_grows_geometrically_to_the_cap() -> None:
@@ -107,3 +117,46 @@ def test_non_transient_errors_stop_the_wait(make_client) -> None:
     with pytest.raises(AuthError):
         client.wait_for_operation("profile_generation", "op-1", 60)
     assert len(server.requests) == 1
+
+
+def test_a_stale_check_failure_of_a_running_operation_is_waited_through(make_client, clock) -> None:
+    """H19: the slot says failed, but users keep being processed, then the operation writes
+    its own end (completed, the stale check's message left in place, as 0.2.32 does)."""
+    answers = [slot("in_progress", processed=1), slot("failed", processed=1, error_message=STALE)]
+    answers += [slot("failed", processed=n, error_message=STALE) for n in (2, 3)]
+    answers += [slot("completed", processed=4, error_message=STALE)]
+    client, server = make_client(*answers)
+    final = client.wait_for_operation("profile_generation", "op-1", 60)
+    assert (final.status, final.processed_users) == ("completed", 4)
+    assert len(server.requests) == 5
+
+
+def test_a_stale_check_failure_with_no_progress_ends_the_wait_after_the_quiet_time(
+    make_client, clock
+) -> None:
+    """A dead operation (the server restarted under it) stays failed and still: the failure
+    is its end once nothing moved for quiet_s, not at the first sight of it."""
+    client, _ = make_client(
+        slot("in_progress", processed=2), slot("failed", processed=2, error_message=STALE)
+    )
+    policy = PollPolicy(quiet_s=30)
+    final = client.wait_for_operation("profile_generation", "op-1", 600, policy=policy)
+    assert (final.status, final.auto_recovered) == ("failed", True)
+    assert 30 <= clock.now < 31
+
+
+def test_a_stale_check_failure_still_moving_at_the_deadline_times_out(make_client) -> None:
+    client, _ = make_client(
+        *[slot("failed", processed=n % 4, error_message=STALE) for n in range(200)]
+    )
+    with pytest.raises(OperationTimeout, match="last seen failed"):
+        client.wait_for_operation("profile_generation", "op-1", 20)
+
+
+def test_a_failure_of_the_operation_itself_ends_the_wait_at_once(make_client) -> None:
+    client, server = make_client(
+        slot("in_progress"), slot("failed", error_message="Generation failed for 1 user(s)")
+    )
+    final = client.wait_for_operation("profile_generation", "op-1", 600)
+    assert (final.status, final.auto_recovered) == ("failed", False)
+    assert len(server.requests) == 2
