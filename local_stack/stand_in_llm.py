@@ -71,6 +71,11 @@ _ERROR_REPLIES: dict[str, tuple[int, dict[str, Any]]] = {
 }
 
 
+BACKGROUND_SCHEMAS = frozenset({"PlaybookAggregationOutput", "embeddings"})
+"""What the server's background aggregation asks for (a suite's server got 2 of each
+during a stalled run that sent nothing: `make test-all`, 2026-12-07)."""
+
+
 @dataclass
 class StandInState:
     """What the stand-in does next; every field can be changed while it runs."""
@@ -87,6 +92,13 @@ class StandInState:
     """Forget only in calls whose prompt contains this text (e.g. a candidate's extraction
     prompt); empty: in every call."""
     calls: Counter[str] = field(default_factory=Counter)
+
+    def run_calls(self) -> dict[str, int]:
+        """The calls except those the server's own playbook aggregation scheduler makes on
+        its clock (it polls every 10 s and retries deferred work minutes later, whatever
+        the client does): what a rerun or a publish asks for. A test that proves a run
+        made no LLM call compares these."""
+        return {name: n for name, n in self.calls.items() if name not in BACKGROUND_SCHEMAS}
 
     def public(self) -> dict[str, Any]:
         """The state as JSON-ready data."""

@@ -84,14 +84,14 @@ def test_gate_rejection_leaves_current_untouched(seeded_stack, prefect_api, hook
 def test_stall_stops_before_any_write_and_notifies_once(seeded_stack, prefect_api, hook, tmp_path):
     url = seeded_stack.url
     seeded_stack.set_stall("auth_error", "provider said 401")
-    calls = dict(seeded_stack.llm.state.calls)
+    calls = seeded_stack.llm.state.run_calls()
     stats = _stats(url)
     params = dict(reflexio_url=url, backup_dir=tmp_path, notification_block=hook.block)
     for _ in range(2):
         state = profile_regeneration(**params, return_state=True)
         assert state.is_failed() and state.name == "Stalled"
         assert state.message.startswith("Learning is stalled: auth_error")
-    assert dict(seeded_stack.llm.state.calls) == calls
+    assert seeded_stack.llm.state.run_calls() == calls
     assert _stats(url) == stats
     assert len(hook.posts) == 1
     assert "auth_error" in hook.posts[0]["subject"]

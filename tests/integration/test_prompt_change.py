@@ -93,13 +93,13 @@ def test_a_stall_exits_2_before_the_config_is_touched(
 ) -> None:
     config_before, counts_before = _config_and_counts(seeded_stack.url)
     seeded_stack.set_stall("billing_error", "quota exhausted")
-    calls_before = sum(seeded_stack.llm.state.calls.values())
+    calls_before = sum(seeded_stack.llm.state.run_calls().values())
 
     code, report = _run(seeded_stack, tmp_path)
 
     assert code == 2
     assert "Learning is stalled: billing_error" in report
-    assert sum(seeded_stack.llm.state.calls.values()) == calls_before
+    assert sum(seeded_stack.llm.state.run_calls().values()) == calls_before
     assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)
 
 

@@ -90,7 +90,7 @@ def test_a_candidate_missing_a_golden_fact_exits_1_naming_it_and_never_touches_t
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     Secret(value=KEY).save("golden-test-key", overwrite=True)
     config_before, counts_before = _config_and_counts(seeded_stack.url)
-    checked_calls = dict(seeded_stack.llm.state.calls)
+    checked_calls = seeded_stack.llm.state.run_calls()
     llm = StandInLLM().start()
     try:
         _script(llm)
@@ -118,7 +118,7 @@ def test_a_candidate_missing_a_golden_fact_exits_1_naming_it_and_never_touches_t
     assert "profiles[2]" not in missed  # the Pixel fact was learned
     assert summary.read_text() == report
     assert scratch_calls > 0  # the scratch server learned through the test's stand-in
-    assert dict(seeded_stack.llm.state.calls) == checked_calls
+    assert seeded_stack.llm.state.run_calls() == checked_calls
     assert _config_and_counts(seeded_stack.url) == (config_before, counts_before)
     assert load_record(seeded_stack.url) is None
     output = capsys.readouterr()

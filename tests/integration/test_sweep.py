@@ -109,7 +109,7 @@ def test_sweep_happy_path_measures_each_step(manual_trigger_on: LocalStack, pref
 
 def test_missing_prerequisite_says_how_and_generates_nothing(stack: LocalStack, prefect_api: None):
     seeded_stack = stack  # writes nothing: no restore needed
-    calls_before = dict(seeded_stack.llm.state.calls)
+    calls_before = seeded_stack.llm.state.run_calls()
     with _client(seeded_stack) as client:
         stats_before = client.get_profile_statistics()
         assert client.get_config()["profile_extractor_config"]["manual_trigger"] is False
@@ -125,7 +125,7 @@ def test_missing_prerequisite_says_how_and_generates_nothing(stack: LocalStack, 
     assert "manual_trigger" in state.message
     assert "update_config" in state.message
     assert "'manual_trigger': True" in state.message
-    assert dict(seeded_stack.llm.state.calls) == calls_before, "no LLM call may happen"
+    assert seeded_stack.llm.state.run_calls() == calls_before, "no LLM call may happen"
     with _client(seeded_stack) as client:
         assert client.get_profile_statistics() == stats_before
 
@@ -181,7 +181,7 @@ def test_unknown_source_in_enabled_list_fails_only_that_source(
 def test_stalled_server_ends_failed_before_generating(stack: LocalStack, prefect_api: None):
     seeded_stack = stack  # writes nothing but the stall row, cleared below
     seeded_stack.set_stall("billing_error")
-    calls_before = dict(seeded_stack.llm.state.calls)
+    calls_before = seeded_stack.llm.state.run_calls()
     try:
         state = manual_sweep(
             sources=["chat"],
@@ -193,7 +193,7 @@ def test_stalled_server_ends_failed_before_generating(stack: LocalStack, prefect
         seeded_stack.clear_stall()
     assert state.is_failed()
     assert "billing_error" in state.message
-    assert dict(seeded_stack.llm.state.calls) == calls_before
+    assert seeded_stack.llm.state.run_calls() == calls_before
 
 
 def test_a_sweep_that_dies_after_its_first_source_is_finished_by_the_next_writer(

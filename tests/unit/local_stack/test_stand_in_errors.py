@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from local_stack.stand_in_answers import conversation_fails, in_error_share
-from local_stack.stand_in_llm import StandInLLM
+from local_stack.stand_in_llm import StandInLLM, StandInState
 
 
 def lines(user: int) -> list[str]:
@@ -129,3 +129,11 @@ def test_forget_drops_the_turns_with_those_words_only_when_the_prompt_says_so(ll
 
     assert plain == lines(3)
     assert told == lines(3)[:1]
+
+
+def test_run_calls_leave_out_only_the_servers_background_aggregation() -> None:
+    state = StandInState()
+    state.calls.update(
+        {"StructuredProfilesOutput": 1, "PlaybookAggregationOutput": 2, "embeddings": 2}
+    )
+    assert state.run_calls() == {"StructuredProfilesOutput": 1}
