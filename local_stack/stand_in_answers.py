@@ -21,6 +21,10 @@ _INTERACTIONS_MARKER = "[User Interactions to Analyze]"
 _NEW_IDS = re.compile(r"\[(NEW-\d+)\]")
 _CANDIDATE_IDS = re.compile(r"\[(C\d+)\]")
 _EVIDENCE_IDS = re.compile(r"\[(C\d+-E\d+)\]")
+_CONSOLIDATION_ROW = re.compile(
+    r'\[(NEW|EXISTING)-(\d+)\] Content: "(.*?)" \| Trigger: "(.*?)" \| Rationale: "(.*?)" \|'
+)
+"""A playbook row of the consolidation prompt (the server renders NEW and EXISTING alike)."""
 # The server renders each turn as "user: ```text```" ("[T1] user: ..." in playbook prompts).
 _USER_TURN = re.compile(r"^\s*(\[T\d+\]\s*)?user: ```(.*?)```\s*$", re.MULTILINE)
 
@@ -146,12 +150,30 @@ def _aggregation(prompt: str, style: str) -> dict[str, Any]:
 
 
 def _consolidation(prompt: str, style: str) -> dict[str, Any]:
-    return {
-        "decisions": [
-            {"kind": "independent", "new_id": new_id}
-            for new_id in _unique(_NEW_IDS.findall(prompt))
-        ]
-    }
+    """Each NEW playbook unifies with the EXISTING one of the same trigger and absorbs it,
+    as a model does with a repeated lesson (the server's validator refuses "independent"
+    for one that overlaps an existing row); every other NEW one is independent. The
+    server asks only when its deterministic merge could not decide, e.g. an existing row
+    re-created without the `reader_angle` listings omit (H20)."""
+    rows = {(kind, n): fields for kind, n, *fields in _CONSOLIDATION_ROW.findall(prompt)}
+    existing = {trigger: n for (kind, n), (_, trigger, _) in rows.items() if kind == "EXISTING"}
+    decisions: list[dict[str, Any]] = []
+    for new_id in _unique(_NEW_IDS.findall(prompt)):
+        content, trigger, rationale = rows.get(("NEW", new_id[4:]), ("", "", ""))
+        if trigger and trigger in existing:
+            decisions.append(
+                {
+                    "kind": "unify",
+                    "new_id": new_id,
+                    "archive_existing_ids": [int(existing.pop(trigger))],
+                    "content": content,
+                    "trigger": trigger,
+                    "rationale": rationale,
+                }
+            )
+        else:
+            decisions.append({"kind": "independent", "new_id": new_id})
+    return {"decisions": decisions}
 
 
 _BUILDERS = {

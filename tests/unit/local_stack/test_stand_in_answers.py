@@ -80,3 +80,27 @@ def test_forgotten_words_remove_only_the_user_turns_that_hold_them() -> None:
     assert [p["content"] for p in reply["profiles"]] == ["I have a dog called Pixel."]
     assert "assistant: ```Noted.```" in kept
     assert without_turns(prompt, []) == prompt
+
+
+def test_consolidation_unifies_a_new_playbook_with_the_existing_one_of_its_trigger() -> None:
+    row = '[{}-{}] Content: "{}" | Trigger: "{}" | Rationale: "stated" | Evidence Span: "x"'
+    prompt = "\n".join(
+        [
+            row.format("NEW", 0, "Tailor to Alice", "user mentions Alice"),
+            row.format("NEW", 1, "Tailor to Madrid", "user mentions Madrid"),
+            row.format("EXISTING", 0, "Old wording", "user mentions Bob"),
+            row.format("EXISTING", 1, "Tailor to Alice", "user mentions Alice"),
+        ]
+    )
+    decisions = json.loads(answer("PlaybookConsolidationOutput", {}, prompt, "normal"))
+    assert decisions["decisions"] == [
+        {
+            "kind": "unify",
+            "new_id": "NEW-0",
+            "archive_existing_ids": [1],
+            "content": "Tailor to Alice",
+            "trigger": "user mentions Alice",
+            "rationale": "stated",
+        },
+        {"kind": "independent", "new_id": "NEW-1"},
+    ]
