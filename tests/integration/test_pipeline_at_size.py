@@ -135,7 +135,9 @@ def test_a_row_the_server_did_not_promote_is_caught_by_id_and_rolled_back(
         stuck.append(row_id)
         return body
 
-    with FaultProxy(url) as proxy:
+    # The proxy lives as long as the test may: its default 30 minutes closed it mid-undo
+    # at 25,000 rows (the re-creation takes the server 15-33 minutes).
+    with FaultProxy(url, max_lifetime_s=SLOW_TIMEOUT_S) as proxy:
         proxy.add(
             fault="body", method="POST", path="upgrade_all_profiles", transform=leave_one_pending
         )
