@@ -8,11 +8,22 @@ from pathlib import Path
 import pytest
 
 from core.kinds import PROFILE_KEYS, comparable
+from core.outcome import Decision, RegenerationOutcome
+from flows.profile_regeneration import profile_regeneration
 from flows.restore import restore_profiles
-from tests.integration.at_size import SLOW_TIMEOUT_S, nightly_run
+from tests.integration.at_size import SLOW_TIMEOUT_S
 from tests.integration.pipeline_helpers import profile_rows
 
 pytestmark = pytest.mark.integration
+
+
+def nightly_run(url: str, backup_dir: Path) -> RegenerationOutcome:
+    """A nightly profile regeneration that must upgrade; its outcome (the backup's name)."""
+    state = profile_regeneration(reflexio_url=url, backup_dir=backup_dir, return_state=True)
+    assert state.is_completed(), state.message
+    outcome = state.result()
+    assert outcome.decision is Decision.UPGRADED
+    return outcome
 
 
 @pytest.mark.slow
