@@ -34,10 +34,10 @@ from tasks.server import (
     cancel_rerun,
     delete_profiles_in_batches,
     delete_user_playbooks_in_batches,
+    find_running_operation,
     in_batches,
     list_profiles,
     list_user_playbooks,
-    read_operation_status,
 )
 from tasks.settings import reflexio_settings
 
@@ -59,8 +59,8 @@ class PrefectCheckOps:
         return read_config(self.settings)
 
     def running_rerun(self, service: str) -> RunningRerun | None:
-        status = read_operation_status(self.settings, _service(service))
-        if status is None or status.status != "in_progress":
+        status = find_running_operation(self.settings, _service(service))
+        if status is None:
             return None
         return RunningRerun(status.operation_id or "", status.started_at)
 

@@ -64,6 +64,9 @@ def _date_of(response: httpx.Response) -> int | None:
 MAX_RATE_LIMIT_WAITS = 30
 """A listing waits out at most this many 429s (get_all_profiles allows 30 calls a minute)."""
 RATE_LIMIT_WAIT_S = 60.0
+STALE_PROBE_S = 30.0
+"""How long a slot the server's stale check failed (H19) is watched for progress before its
+operation is taken as dead: users of a rerun take seconds each."""
 
 
 class ReflexioClient:
@@ -200,6 +203,30 @@ class ReflexioClient:
     def get_operation_status(self, service_name: ServiceName) -> OperationStatus | None:
         """The service's status slot (latest operation only); None when there is none."""
         return self._send(api.get_operation_status(service_name))
+
+    def running_operation(
+        self, service_name: ServiceName, probe_s: float = STALE_PROBE_S
+    ) -> OperationStatus | None:
+        """The service's slot when an operation runs, else None. Running: in progress, or
+        failed by the server's stale check (H19) while its progress still moves; such a
+        slot is read once a second for up to `probe_s` (a dead one costs that once: the
+        next rerun replaces it)."""
+        status = self.get_operation_status(service_name)
+        if status is None or status.status == "in_progress":
+            return status
+        if not status.auto_recovered:
+            return None
+        deadline = self._clock() + probe_s
+        while self._clock() < deadline:
+            self._sleep(1.0)
+            now = self.get_operation_status(service_name)
+            if now is None or now.operation_id != status.operation_id:
+                return now if now is not None and now.status == "in_progress" else None
+            if not now.auto_recovered:
+                return None  # it wrote its own end
+            if now.progress_mark != status.progress_mark:
+                return now
+        return None
 
     def cancel_operation(self, service_name: ServiceName | None = None) -> CancelResult:
         """Ask running operations to stop (both services when service_name is None)."""

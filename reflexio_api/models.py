@@ -195,6 +195,12 @@ class OperationStatus(_Model):
         return self.status in TERMINAL_STATES
 
     @property
+    def progress_mark(self) -> tuple[int, int, str | None]:
+        """What moves while the operation works: users processed, users failed, the user
+        at work (set as a user starts, cleared as it ends)."""
+        return (self.processed_users, self.failed_users, self.current_user_id)
+
+    @property
     def auto_recovered(self) -> bool:
         """Marked failed by the server's stale check, not by the operation (H19): 0.2.32
         fails any operation older than 10 minutes when its slot is read, while the

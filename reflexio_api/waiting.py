@@ -75,7 +75,7 @@ class OperationWatch:
         if status is None or status.operation_id != self.operation_id:
             raise self._replaced(status)
         self.last_status = status
-        progress = (status.processed_users, status.failed_users, status.current_user_id)
+        progress = status.progress_mark
         if progress != self._progress:
             self._progress, self._progress_seen_at = progress, self._clock()
         return status

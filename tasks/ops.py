@@ -44,8 +44,8 @@ from tasks.retry import honour_retry_after, retry_options
 from tasks.server import (
     RECREATE_BATCH,
     cancel_rerun,
+    find_running_operation,
     in_batches,
-    read_operation_status,
     refuse_if_operation_running,
     wait_for_operation,
 )
@@ -171,10 +171,8 @@ class PrefectOps:
         refuse_if_operation_running(self.settings, self.kind.service)
 
     def running_operation(self) -> str | None:
-        status = read_operation_status(self.settings, self.kind.service)
-        if status is None or status.status != "in_progress":
-            return None
-        return status.operation_id or ""
+        status = find_running_operation(self.settings, self.kind.service)
+        return None if status is None else status.operation_id or ""
 
     def read(self, request: ReadRequest) -> Reading:
         # Quoted: Prefect would otherwise walk every id of the request's LiveRule (millions

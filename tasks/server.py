@@ -79,17 +79,32 @@ def read_operation_status(
         return client.get_operation_status(service)
 
 
+@task(name="find-running-operation", **READ)
+def find_running_operation(
+    settings: ReflexioSettings, service: ServiceName
+) -> OperationStatus | None:
+    """The `service` operation running on the server, if any (one the server's stale check
+    marked failed counts while it progresses, H19: ReflexioClient.running_operation)."""
+    with honour_retry_after(), _client(settings) as client:
+        return client.running_operation(service)
+
+
 @task(name="refuse-if-operation-running", **READ)
 def refuse_if_operation_running(settings: ReflexioSettings, service: ServiceName) -> None:
-    """Raise OperationRunning when a `service` operation is in progress on the server."""
+    """Raise OperationRunning when a `service` operation runs on the server."""
     with honour_retry_after(), _client(settings) as client:
-        status = client.get_operation_status(service)
-    if status is not None and status.status == "in_progress":
+        status = client.running_operation(service)
+    if status is not None:
+        stale = (
+            " (the server's stale check marked it failed, but it is still working: H19)"
+            if status.auto_recovered
+            else ""
+        )
         raise OperationRunning(
             f"Refusing to start: a {service} operation (id {status.operation_id}) is in "
             f"progress on {settings.url} ({status.processed_users}/{status.total_users} "
-            "users). Upgrading or rerunning now would strand users (H4). Wait for it to "
-            "finish or cancel it, then run again."
+            f"users){stale}. Upgrading or rerunning now would strand users (H4). Wait for "
+            "it to finish or cancel it, then run again."
         )
 
 

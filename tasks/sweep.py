@@ -188,8 +188,7 @@ def check_prerequisites(settings: ReflexioSettings, params: SweepPlan) -> Prereq
         config = client.get_config()
         running = []
         for service in ("profile_generation", "playbook_generation"):
-            status = client.get_operation_status(service)  # type: ignore[arg-type]
-            if status is not None and not status.is_terminal:
+            if client.running_operation(service) is not None:  # type: ignore[arg-type]
                 running.append(service)
     return evaluate_prerequisites(config, params, settings.url, running)
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from core.outcome import Decision
 from flows.profile_regeneration import profile_regeneration
+from local_stack.fault_proxy import FaultProxy
+from reflexio_api import ReflexioClient, ReflexioSettings
 from reflexio_api.models import AUTO_RECOVERED_PREFIX
 from tests.integration.pipeline_helpers import profile_rows
 
@@ -86,3 +89,32 @@ def test_a_rerun_the_server_calls_stale_while_it_runs_is_waited_for_and_upgraded
     assert current and current.isdisjoint(before), state.message
     assert outcome.touched.promoted == len(current)
     assert profile_rows(url, "pending") == []
+
+
+def test_a_run_during_a_rerun_the_server_calls_stale_is_refused_without_writing(
+    seeded_stack, prefect_api, tmp_path: Path
+):
+    """H4 through H19: someone else's rerun, failed by the server's stale check and still
+    working, is a running operation: the flow refuses before any write."""
+    url = seeded_stack.url
+    rows = {s: profile_rows(url, s) for s in ("current", "pending", "archived")}
+    seeded_stack.llm.configure(delay_s=1.0)  # the rerun outlasts the run's checks
+    ager = RerunAger(seeded_stack.server.db_path)
+    ager.start()
+    with ReflexioClient(ReflexioSettings(url=url)) as client, FaultProxy(url) as proxy:
+        op = client.rerun_profile_generation()
+        while not ager.stale_check_fired():  # the server's check fires on a status read
+            assert client.get_operation_status("profile_generation").operation_id == op.operation_id
+            time.sleep(0.2)
+        state = profile_regeneration(reflexio_url=proxy.url, backup_dir=tmp_path, return_state=True)
+        seeded_stack.llm.configure(delay_s=0)
+        ended = client.wait_for_operation("profile_generation", op.operation_id, 180)
+        ager.stop.set()
+        client.delete_profiles([p.profile_id for p in client.list_profiles("pending")])
+    ager.join()
+    assert ended.status == "completed"  # it was working all along
+    assert state.is_failed() and "still working: H19" in state.message, state.message
+    assert proxy.calls(method="POST") == []
+    assert {s: profile_rows(url, s) for s in ("current", "archived")} == {
+        s: rows[s] for s in ("current", "archived")
+    }

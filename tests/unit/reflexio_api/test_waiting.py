@@ -160,3 +160,44 @@ def test_a_failure_of_the_operation_itself_ends_the_wait_at_once(make_client) ->
     final = client.wait_for_operation("profile_generation", "op-1", 600)
     assert (final.status, final.auto_recovered) == ("failed", False)
     assert len(server.requests) == 2
+
+
+def test_running_operation_is_the_slot_in_progress(make_client, clock) -> None:
+    client, server = make_client(slot("in_progress", processed=1))
+    assert client.running_operation("profile_generation").processed_users == 1
+    assert (len(server.requests), clock.sleeps) == (1, [])
+
+
+@pytest.mark.parametrize("final", ["completed", "cancelled"])
+def test_no_operation_runs_after_one_ended(make_client, final) -> None:
+    client, server = make_client(slot(final))
+    assert client.running_operation("profile_generation") is None
+    assert len(server.requests) == 1
+
+
+def test_a_stale_check_failure_still_progressing_is_a_running_operation(make_client, clock) -> None:
+    client, _ = make_client(
+        slot("failed", processed=1, error_message=STALE),
+        slot("failed", processed=1, error_message=STALE),
+        slot("failed", processed=2, error_message=STALE),
+    )
+    running = client.running_operation("profile_generation")
+    assert (running.status, running.processed_users) == ("failed", 2)
+    assert clock.now == 2
+
+
+def test_a_stale_check_failure_that_never_moves_is_no_running_operation(make_client, clock) -> None:
+    client, _ = make_client(slot("failed", processed=1, error_message=STALE))
+    assert client.running_operation("profile_generation", probe_s=10) is None
+    assert clock.now == 10
+
+
+def test_a_stale_check_failure_that_writes_its_own_end_is_no_running_operation(
+    make_client, clock
+) -> None:
+    client, _ = make_client(
+        slot("failed", processed=3, error_message=STALE),
+        slot("completed", processed=4, error_message=STALE),
+    )
+    assert client.running_operation("profile_generation") is None
+    assert clock.now == 1
