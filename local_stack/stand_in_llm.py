@@ -94,10 +94,11 @@ class StandInState:
     calls: Counter[str] = field(default_factory=Counter)
 
     def run_calls(self) -> dict[str, int]:
-        """The calls except those the server's own playbook aggregation scheduler makes on
-        its clock (it polls every 10 s and retries deferred work minutes later, whatever
-        the client does): what a rerun or a publish asks for. A test that proves a run
-        made no LLM call compares these."""
+        """The chat calls except the playbook aggregation, which the server's own scheduler
+        makes on its clock (it polls every 10 s and retries deferred work minutes later,
+        whatever the client does), and without the embeddings, which that scheduler makes
+        too. A test that proves a run made no LLM call compares these: a rerun or a publish
+        always makes chat calls (extraction), but a call that only embeds is not seen."""
         return {name: n for name, n in self.calls.items() if name not in BACKGROUND_SCHEMAS}
 
     def public(self) -> dict[str, Any]:

@@ -64,9 +64,12 @@ def _date_of(response: httpx.Response) -> int | None:
 MAX_RATE_LIMIT_WAITS = 30
 """A listing waits out at most this many 429s (get_all_profiles allows 30 calls a minute)."""
 RATE_LIMIT_WAIT_S = 60.0
-STALE_PROBE_S = 30.0
+STALE_PROBE_S = 300.0
 """How long a slot the server's stale check failed (H19) is watched for progress before its
-operation is taken as dead: users of a rerun take seconds each."""
+operation is taken as dead. Progress moves as a user starts and ends, and one user can take
+minutes with a real provider (0.2.32: 120 s a call, 3 retries, several calls a user); a dead
+slot costs this once, until the next rerun replaces it. Half the server's own 600 s."""
+STALE_PROBE_INTERVAL_S = 1.0
 
 
 class ReflexioClient:
@@ -218,12 +221,14 @@ class ReflexioClient:
             return None
         deadline = self._clock() + probe_s
         while self._clock() < deadline:
-            self._sleep(1.0)
+            self._sleep(STALE_PROBE_INTERVAL_S)
             now = self.get_operation_status(service_name)
-            if now is None or now.operation_id != status.operation_id:
-                return now if now is not None and now.status == "in_progress" else None
-            if not now.auto_recovered:
-                return None  # it wrote its own end
+            if now is None:
+                return None
+            if now.status == "in_progress":
+                return now
+            if now.operation_id != status.operation_id or not now.auto_recovered:
+                return None  # another operation's end, or this one wrote its own
             if now.progress_mark != status.progress_mark:
                 return now
         return None

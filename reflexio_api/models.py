@@ -16,6 +16,8 @@ ProfileStatusName = Literal["current", "pending", "archived"]
 PlaybookStatusName = Literal["current", "pending", "archived"]
 OperationState = Literal["in_progress", "completed", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+ProgressMark = tuple[int, int, str | None]
+"""Users processed, users failed, the user at work: what moves while an operation works."""
 AUTO_RECOVERED_PREFIX = "Auto-recovered"
 """How 0.2.32 begins the error message of an operation its stale check failed (H19)."""
 
@@ -195,7 +197,7 @@ class OperationStatus(_Model):
         return self.status in TERMINAL_STATES
 
     @property
-    def progress_mark(self) -> tuple[int, int, str | None]:
+    def progress_mark(self) -> ProgressMark:
         """What moves while the operation works: users processed, users failed, the user
         at work (set as a user starts, cleared as it ends)."""
         return (self.processed_users, self.failed_users, self.current_user_id)

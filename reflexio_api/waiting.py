@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from reflexio_api.errors import OperationReplaced, OperationTimeout, TransientError
-from reflexio_api.models import OperationStatus, ServiceName
+from reflexio_api.models import OperationStatus, ProgressMark, ServiceName
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class OperationWatch:
         self._deadline = clock() + timeout_s
         self._delays = policy.delays()
         self._quiet_s = policy.quiet_s
-        self._progress: tuple[int, int, str | None] | None = None
+        self._progress: ProgressMark | None = None
         self._progress_seen_at = clock()
 
     def check(self, status: OperationStatus | None) -> OperationStatus:

@@ -116,11 +116,18 @@ CANCEL_WAIT_S = 120.0
 def cancel_rerun(settings: ReflexioSettings, service: ServiceName, operation_id: str) -> str:
     """Ask the server to stop a running rerun and wait until it has; returns what happened."""
     with honour_retry_after(), _client(settings) as client:
-        client.cancel_operation(service)
+        asked = service in client.cancel_operation(service).cancelled_services
         try:
             status = client.wait_for_operation(service, operation_id, CANCEL_WAIT_S)
         except OperationTimeout:
+            if not asked:  # 0.2.32 cancels only IN_PROGRESS slots, not one it failed (H19)
+                return (
+                    "the server would not cancel it (its slot no longer says in progress, "
+                    f"H19) and it was still running after {CANCEL_WAIT_S:g} s"
+                )
             return f"it was asked to stop and was still running after {CANCEL_WAIT_S:g} s"
+    if not asked:
+        return f"the server would not cancel it; it ended {status.status} by itself"
     return f"it was cancelled and ended {status.status}"
 
 

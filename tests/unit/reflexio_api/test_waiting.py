@@ -201,3 +201,34 @@ def test_a_stale_check_failure_that_writes_its_own_end_is_no_running_operation(
     )
     assert client.running_operation("profile_generation") is None
     assert clock.now == 1
+
+
+@pytest.mark.parametrize(
+    ("then", "running"),
+    [
+        (slot("in_progress", operation_id="op-2"), "op-2"),  # replaced by one that runs
+        (slot("in_progress", processed=1), "op-1"),  # its own write put it back in progress
+        (slot("completed", operation_id="op-2"), None),  # replaced by one that ended
+        (httpx.Response(200, json={"success": False, "msg": "No operation found"}), None),
+    ],
+)
+def test_a_stale_check_failure_then_another_slot(make_client, then, running) -> None:
+    client, _ = make_client(slot("failed", processed=1, error_message=STALE), then)
+    found = client.running_operation("profile_generation")
+    assert (found.operation_id if found else None) == running
+
+
+def test_a_failure_of_the_operation_itself_is_no_running_operation(make_client, clock) -> None:
+    client, _ = make_client(slot("failed", error_message="Generation failed for 1 user(s)"))
+    assert client.running_operation("profile_generation") is None
+    assert clock.sleeps == []
+
+
+def test_a_stale_check_failure_then_the_operations_own_failure_ends_the_wait(make_client) -> None:
+    client, _ = make_client(
+        slot("failed", processed=2, error_message=STALE),
+        slot("failed", processed=3, error_message=STALE),
+        slot("failed", processed=4, error_message="Generation failed for 1 user(s)"),
+    )
+    final = client.wait_for_operation("profile_generation", "op-1", 60)
+    assert (final.processed_users, final.auto_recovered) == (4, False)
