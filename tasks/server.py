@@ -28,6 +28,7 @@ from reflexio_api import (
     TransientError,
     UnexpectedPayload,
 )
+from reflexio_api.client import STALE_PROBE_S
 from reflexio_api.models import OperationStarted, OperationStatus, ServiceName, StallState
 from tasks.retry import MAX_RETRY_AFTER_S, honour_retry_after, retry_options
 
@@ -79,7 +80,13 @@ def read_operation_status(
         return client.get_operation_status(service)
 
 
-@task(name="find-running-operation", **READ)
+RUNNING_CHECK = {**READ, "timeout_seconds": READ["timeout_seconds"] + STALE_PROBE_S}
+"""A read that may watch a stale-check failure for STALE_PROBE_S (H19): its timeout leaves
+the reads their own 300 s beside the probe (at 300 s alone, a dead slot's probe would run
+into the task's timeout, and every retry would probe again)."""
+
+
+@task(name="find-running-operation", **RUNNING_CHECK)
 def find_running_operation(
     settings: ReflexioSettings, service: ServiceName
 ) -> OperationStatus | None:
@@ -89,7 +96,7 @@ def find_running_operation(
         return client.running_operation(service)
 
 
-@task(name="refuse-if-operation-running", **READ)
+@task(name="refuse-if-operation-running", **RUNNING_CHECK)
 def refuse_if_operation_running(settings: ReflexioSettings, service: ServiceName) -> None:
     """Raise OperationRunning when a `service` operation runs on the server."""
     with honour_retry_after(), _client(settings) as client:
